@@ -1,0 +1,41 @@
+# Parley: the two quick-start commands are `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test testbed testbed-down venv venv-test lint bench clean
+
+run: venv
+	$(BIN)/parley up
+
+test: venv-test testbed
+	$(BIN)/pytest
+
+venv: $(VENV)/.run-installed
+$(VENV)/.run-installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip setuptools wheel
+	$(BIN)/pip install -q -e .
+	touch $@
+
+venv-test: $(VENV)/.test-installed
+$(VENV)/.test-installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip setuptools wheel
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@ $(VENV)/.run-installed
+
+testbed:
+	$(PYTHON) testbed/provision.py up
+
+testbed-down:
+	$(PYTHON) testbed/provision.py down
+
+lint: venv-test
+	$(BIN)/ruff check .
+
+bench: venv-test testbed
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) var

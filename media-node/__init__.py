@@ -1,0 +1,1 @@
+"""Media node: call server (SFU), transcoder and edge relay roles."""

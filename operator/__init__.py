@@ -1,0 +1,1 @@
+"""Kubernetes operator (kopf) for Meeting and Broadcast resources."""

@@ -1,0 +1,78 @@
+"""The ``parley`` command: one subcommand per deployable component."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+NOT_YET = 3  # exit code of a component whose issue has not landed yet
+
+
+def _not_landed(component: str, issue: int) -> Callable[[argparse.Namespace], int]:
+    def run(_: argparse.Namespace) -> int:
+        print(f"parley {component}: not implemented yet (tracked in issue #{issue})",
+              file=sys.stderr)
+        return NOT_YET
+
+    return run
+
+
+def _lazy(module: str, func: str = "run") -> Callable[[argparse.Namespace], int]:
+    """Import a component only when its subcommand runs, so `parley --help` stays fast."""
+
+    def run(args: argparse.Namespace) -> int:
+        import importlib
+
+        return int(getattr(importlib.import_module(module), func)(args) or 0)
+
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="parley", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = sub.add_parser("up", help="run everything on one machine with embedded defaults")
+    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--port", type=int, default=8080)
+    up.add_argument("--data-dir", default=None, help="where local state goes (default ./var)")
+    up.set_defaults(func=_lazy("parley.embedded"))
+
+    sig = sub.add_parser("signaling", help="run the signaling service")
+    sig.add_argument("--host", default="0.0.0.0")
+    sig.add_argument("--port", type=int, default=8080)
+    sig.set_defaults(func=_lazy("parley.embedded", "run_signaling"))
+
+    media = sub.add_parser("media-node", help="run a media node")
+    media.add_argument("--role", choices=["call-server", "transcoder", "edge-relay"],
+                       required=True)
+    media.set_defaults(func=_not_landed("media-node", 4))
+
+    op = sub.add_parser("operator", help="run the Kubernetes operator")
+    op.add_argument("--namespace", action="append", default=None,
+                    help="watch only these namespaces (default: all)")
+    op.set_defaults(func=_not_landed("operator", 5))
+
+    tok = sub.add_parser("token", help="mint an access token and print it")
+    tok.add_argument("--room", required=True)
+    tok.add_argument("--identity", required=True)
+    tok.add_argument("--name", default=None, help="display name (default: the identity)")
+    tok.add_argument("--grant", action="append", default=None,
+                     choices=["publish", "subscribe", "record", "admin"],
+                     help="repeat for several (default: publish and subscribe)")
+    tok.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
+    tok.set_defaults(func=_lazy("parley.tokens", "cli"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

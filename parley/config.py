@@ -1,0 +1,70 @@
+"""Runtime configuration shared by every component, read from ``PARLEY_*`` environment variables.
+
+Unset services mean the embedded single-machine default: in-memory presence instead of Redis,
+a local JSONL event log instead of Kafka, no TURN.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a component needs to know about its surroundings."""
+
+    token_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    data_dir: Path = Path("var")
+    redis_url: str | None = None
+    kafka_bootstrap: str | None = None
+    kafka_topic: str = "parley.events"
+    turn_uris: tuple[str, ...] = ()
+    turn_secret: str | None = None
+    stun_uris: tuple[str, ...] = ()
+    allow_guests: bool = True
+    public_url: str | None = None
+    region: str = "local"
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Settings:
+        def split(name: str) -> tuple[str, ...]:
+            return tuple(x for x in (_env(name) or "").split(",") if x)
+
+        values: dict[str, object] = {
+            "data_dir": Path(_env("PARLEY_DATA_DIR", "var") or "var"),
+            "redis_url": _env("PARLEY_REDIS_URL"),
+            "kafka_bootstrap": _env("PARLEY_KAFKA_BOOTSTRAP"),
+            "kafka_topic": _env("PARLEY_KAFKA_TOPIC", "parley.events"),
+            "turn_uris": split("PARLEY_TURN_URIS"),
+            "turn_secret": _env("PARLEY_TURN_SECRET"),
+            "stun_uris": split("PARLEY_STUN_URIS"),
+            "allow_guests": (_env("PARLEY_ALLOW_GUESTS", "1") or "1") not in ("0", "false", "no"),
+            "public_url": _env("PARLEY_PUBLIC_URL"),
+            "region": _env("PARLEY_REGION", "local") or "local",
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        if "token_secret" not in values:
+            values["token_secret"] = _env("PARLEY_TOKEN_SECRET") or local_secret(
+                Path(str(values["data_dir"])))
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def local_secret(data_dir: Path) -> str:
+    """The embedded default's token secret, kept in the data dir so `parley token` and a
+    running `parley up` on the same machine agree without configuration."""
+    path = data_dir / "token-secret"
+    if path.exists():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(32)
+    path.touch(mode=0o600)
+    path.write_text(secret)
+    return secret

@@ -1,0 +1,52 @@
+"""`parley up`: every component in one process on one machine, with embedded defaults.
+
+No Redis, Kafka or TURN is needed: presence is in memory, events go to a local JSONL file and
+the call server runs in-process. Setting ``PARLEY_*`` variables swaps in the real services.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+import uvicorn
+
+from parley.config import Settings
+
+
+async def serve(settings: Settings, host: str, port: int) -> None:
+    from parley.signaling.app import create_app
+
+    app = create_app(settings)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", ws_max_size=65536)
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    await _AnnouncingServer(config, f"http://{shown}:{port}/").serve()
+
+
+class _AnnouncingServer(uvicorn.Server):
+    """Prints the URL once the socket is bound, so a user (or a script) knows where to go."""
+
+    def __init__(self, config: uvicorn.Config, url: str):
+        super().__init__(config)
+        self.url = url
+
+    async def startup(self, sockets: list | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            print(f"Parley is running at {self.url}", flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = Settings.from_env(data_dir=args.data_dir)
+    try:
+        asyncio.run(serve(settings, args.host, args.port))
+    except OSError as exc:
+        print(f"parley up: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_signaling(args: argparse.Namespace) -> int:
+    """`parley signaling`: the same server, configured for a deployment by environment."""
+    return run(argparse.Namespace(host=args.host, port=args.port, data_dir=None))

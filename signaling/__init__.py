@@ -1,0 +1,1 @@
+"""Signaling service: WebSocket sessions, presence, calls, rooms and the web client."""
