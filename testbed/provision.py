@@ -330,8 +330,6 @@ def kwok_node(name: str) -> dict:
         "status": {
             "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"},
             "capacity": {"cpu": "32", "memory": "256Gi", "pods": "110"},
-            "nodeInfo": {"architecture": "amd64", "kubeletVersion": "fake",
-                         "kubeProxyVersion": "fake", "operatingSystem": "linux"},
             "phase": "Running",
         },
     }
@@ -378,7 +376,7 @@ def start_kubernetes(art: dict[str, Path], env: dict[str, str]) -> None:
         f"--authentication-kubeconfig={kubeconfig}", f"--authorization-kubeconfig={kubeconfig}",
         "--bind-address=127.0.0.1", f"--secure-port={free_port()}", "--leader-elect=false",
         f"--service-account-private-key-file={pki / 'sa.key'}", f"--root-ca-file={pki / 'ca.crt'}",
-        "--controllers=*,-nodeipam,-nodelifecycle,-service,-route,-cloud-node-lifecycle",
+        "--controllers=*,-nodeipam,-service,-route,-cloud-node-lifecycle",
         "--concurrent-deployment-syncs=10", "--v=1",
     ])
     start("kube-scheduler", [
@@ -404,8 +402,9 @@ def start_kubernetes(art: dict[str, Path], env: dict[str, str]) -> None:
         out = subprocess.run([*kubectl, "get", "nodes", "-o", "json"], capture_output=True,
                              text=True, check=True).stdout
         ready = [n for n in json.loads(out)["items"]
-                 if any(c["type"] == "Ready" and c["status"] == "True"
-                        for c in n.get("status", {}).get("conditions", []))]
+                 if not n["spec"].get("taints")
+                 and any(c["type"] == "Ready" and c["status"] == "True"
+                         for c in n.get("status", {}).get("conditions", []))]
         return len(ready) >= len(KWOK_NODES)
 
     wait_for("kwok", nodes_ready, 60, "kubectl get nodes")
