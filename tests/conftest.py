@@ -1,8 +1,8 @@
 """Fixtures over the real test bed (testbed/provision.py), started on demand.
 
 A test that needs a real service asks for its fixture; the fixture starts the whole test bed when
-it is not running. A skipped test of a real-service marker is turned into a failure: a skip
-would hide that the service was not there.
+it is not running. tests/realservices.py (loaded by addopts) turns the skip of a real-service test
+into a failure.
 """
 
 from __future__ import annotations
@@ -21,23 +21,11 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-REAL_SERVICE_MARKERS = {"k8s", "kafka", "redis", "turn", "browser", "prometheus"}
 
 _spec = importlib.util.spec_from_file_location("parley_testbed", ROOT / "testbed/provision.py")
 assert _spec and _spec.loader
 provision = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(provision)
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
-    outcome = yield
-    report = outcome.get_result()
-    markers = {m.name for m in item.iter_markers()} & REAL_SERVICE_MARKERS
-    if report.skipped and markers and not hasattr(report, "wasxfail"):
-        report.outcome = "failed"
-        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
-        report.longrepr = f"real-service test ({', '.join(sorted(markers))}) was skipped: {reason}"
 
 
 @pytest.fixture(scope="session")
