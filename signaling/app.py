@@ -1,22 +1,58 @@
-"""The signaling service's HTTP application."""
+"""The signaling service's HTTP application: wiring of the WebSocket endpoint, the guest-token
+and user-service APIs, metrics and the web client's pages."""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
-from fastapi.responses import HTMLResponse, PlainTextResponse
+import re
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from fastapi import Body, FastAPI, Header, HTTPException, WebSocket
+from fastapi.responses import FileResponse, PlainTextResponse
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from parley import __version__
+from parley import __version__, tokens
 from parley.config import Settings
+from parley.signaling.hub import Hub
+from parley.signaling.session import Session
+from parley.turn import ice_servers
+
+STATIC = Path(str(resources.files("parley.signaling").joinpath("static")))
+_NAME_RE = re.compile(r"^[^\x00-\x1f]{1,64}$")
+_ID_RE = re.compile(r"^[A-Za-z0-9_.:@+\-]{1,64}$")
+GUEST_TTL_S = 6 * 3600
 
 
-def create_app(settings: Settings) -> FastAPI:
-    app = FastAPI(title="Parley signaling", version=__version__)
+def create_app(settings: Settings, hub: Hub | None = None) -> FastAPI:
+    hub = hub or Hub(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await hub.start()
+        try:
+            yield
+        finally:
+            await hub.stop()
+
+    app = FastAPI(title="Parley signaling", version=__version__, lifespan=lifespan)
     app.state.settings = settings
+    app.state.hub = hub
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
-    @app.get("/", response_class=HTMLResponse)
-    async def index() -> str:
-        return "<!doctype html><title>Parley</title><h1>Parley</h1>"
+    @app.get("/")
+    async def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    @app.get("/m/{room}")
+    async def meeting(room: str) -> FileResponse:
+        if not _ID_RE.match(room):
+            raise HTTPException(404, "room names are letters, digits and _.:@+-")
+        return FileResponse(STATIC / "room.html")
 
     @app.get("/healthz", response_class=PlainTextResponse)
     async def healthz() -> str:
@@ -25,5 +61,61 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/metrics")
     async def metrics() -> PlainTextResponse:
         return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/api/v1/guest-token")
+    async def guest_token(body: dict[str, Any] = Body(...)) -> dict[str, Any]:  # noqa: B008
+        """Tokens for the web page when guests are allowed (the embedded default)."""
+        if not settings.allow_guests:
+            raise HTTPException(403, {"code": "guests_disabled",
+                                      "message": "this deployment does not admit guests"})
+        room, name = body.get("room") or "lobby", body.get("name") or "Guest"
+        identity = body.get("identity") or f"guest-{secrets.token_hex(4)}"
+        if not (isinstance(room, str) and _ID_RE.match(room) and isinstance(name, str)
+                and _NAME_RE.match(name) and isinstance(identity, str)
+                and _ID_RE.match(identity)):
+            raise HTTPException(400, {"code": "bad_request",
+                                      "message": "room/identity: 1-64 of [A-Za-z0-9_.:@+-]; "
+                                                 "name: 1-64 printable characters"})
+        token = tokens.mint(settings.token_secret, identity=identity, room=room, name=name,
+                            ttl_s=GUEST_TTL_S)
+        return {"token": token, "identity": identity, "room": room, "name": name,
+                "expiresIn": GUEST_TTL_S,
+                "iceServers": ice_servers(settings.stun_uris, settings.turn_uris,
+                                          settings.turn_secret, identity)}
+
+    def admin(authorization: str | None) -> None:
+        token = (authorization or "").removeprefix("Bearer ").strip()
+        try:
+            tokens.verify(settings.token_secret, token).require("admin")
+        except tokens.TokenError as exc:
+            raise HTTPException(401 if exc.code != "grant_missing" else 403,
+                                {"code": exc.code, "message": str(exc)}) from None
+
+    @app.get("/api/v1/users/{identity}")
+    async def get_user(identity: str) -> dict[str, Any]:
+        return (await hub.users.get(identity)).to_json()
+
+    @app.put("/api/v1/users/{identity}")
+    async def put_user(identity: str, body: dict[str, Any] = Body(...),  # noqa: B008
+                       authorization: str | None = Header(None)) -> dict[str, Any]:
+        admin(authorization)
+        try:
+            return (await hub.users.put(identity, body)).to_json()
+        except ValueError as exc:
+            raise HTTPException(400, {"code": "bad_request", "message": str(exc)}) from None
+
+    @app.put("/api/v1/users-policy")
+    async def put_policy(body: dict[str, Any] = Body(...),  # noqa: B008
+                         authorization: str | None = Header(None)) -> dict[str, str]:
+        admin(authorization)
+        try:
+            await hub.users.set_policy(str(body.get("policy")))
+        except ValueError as exc:
+            raise HTTPException(400, {"code": "bad_request", "message": str(exc)}) from None
+        return {"policy": await hub.users.policy()}
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket) -> None:
+        await Session(hub, websocket).run()
 
     return app

@@ -1,0 +1,97 @@
+"""The signaling replica's services wired together, created once per application."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from parley.config import Settings
+from parley.events import EventSink, make_event, sink_for
+from parley.signaling.calls import Calls
+from parley.signaling.negotiation import CallServerDirectory, NoCallServers
+from parley.signaling.presence import Presence
+from parley.signaling.rooms import Rooms
+from parley.signaling.store import Store, store_for
+from parley.signaling.users import UserDirectory
+
+log = logging.getLogger("parley.signaling")
+
+
+@dataclass(frozen=True)
+class Options:
+    """Signaling-only knobs, read from the environment (documented in docs/signaling.md)."""
+
+    users_file: str | None = None
+    ring_timeout_s: float = 30.0
+    auth_timeout_s: float = 10.0
+    presence_ttl_s: float = 30.0
+    heartbeat_s: float = 10.0
+
+    @classmethod
+    def from_env(cls) -> Options:
+        def num(name: str, default: float) -> float:
+            return float(os.environ.get(name) or default)
+
+        return cls(users_file=os.environ.get("PARLEY_USERS_FILE") or None,
+                   ring_timeout_s=num("PARLEY_RING_TIMEOUT_S", 30.0),
+                   auth_timeout_s=num("PARLEY_AUTH_TIMEOUT_S", 10.0),
+                   presence_ttl_s=num("PARLEY_PRESENCE_TTL_S", 30.0),
+                   heartbeat_s=num("PARLEY_PRESENCE_HEARTBEAT_S", 10.0))
+
+
+class Hub:
+    def __init__(self, settings: Settings, options: Options | None = None,
+                 store: Store | None = None, events: EventSink | None = None,
+                 directory: CallServerDirectory | None = None) -> None:
+        self.settings = settings
+        self.options = options or Options.from_env()
+        self.store = store or store_for(settings.redis_url)
+        self.presence = Presence(self.store, self.options.presence_ttl_s,
+                                 self.options.heartbeat_s)
+        self.users = UserDirectory.from_file(self.store, self.options.users_file)
+        self.events = events or sink_for(settings.kafka_bootstrap, settings.kafka_topic,
+                                         Path(settings.data_dir))
+        self.directory: CallServerDirectory = directory or NoCallServers()
+        self.rooms = Rooms(self)
+        self.calls = Calls(self, self.options.ring_timeout_s)
+        self._poller: asyncio.Task[None] | None = None
+
+    @property
+    def instance(self) -> str:
+        return self.presence.instance
+
+    def emit(self, etype: str, *, data: dict[str, Any], room: str | None = None,
+             call_id: str | None = None) -> None:
+        """Hand an event to the sink; an event problem must never break signaling."""
+        try:
+            self.events.emit(make_event(etype, instance=self.instance, data=data, room=room,
+                                        call_id=call_id))
+        except Exception:
+            log.exception("event %s dropped", etype)
+
+    async def start(self) -> None:
+        await self.presence.start()
+        self._poller = asyncio.create_task(self._poll_events())
+
+    async def _poll_events(self) -> None:
+        while True:
+            await asyncio.sleep(0.2)
+            try:
+                self.events.poll()
+            except Exception:
+                log.exception("event sink poll failed")
+
+    async def stop(self) -> None:
+        if self._poller:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+        await self.calls.stop()
+        await self.presence.stop()
+        await asyncio.to_thread(self.events.close)
+        await self.store.close()

@@ -1,0 +1,224 @@
+"""The client <-> signaling JSON message protocol: message types, field validation, error and
+close codes. Every inbound frame passes through :func:`parse`, so nothing a client sends reaches
+the room or call logic without having the documented shape (docs/signaling.md).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+MAX_FRAME_BYTES = 65536  # also uvicorn's ws_max_size: larger frames close with 1009
+MAX_SDP_BYTES = 60000
+MAX_ID_LEN = 128
+
+# WebSocket close codes (4xxx are private-use codes, RFC 6455 section 7.4.2).
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+CLOSE_INTERNAL = 1011
+CLOSE_TOKEN_INVALID = 4401
+CLOSE_TOKEN_EXPIRED = 4402
+CLOSE_AUTH_TIMEOUT = 4408
+CLOSE_REPLACED = 4409
+CLOSE_SLOW_CONSUMER = 4413
+
+# Error codes carried by {"type": "error", "code": ...}.
+ERROR_CODES = {
+    "bad_json": "the frame is not a JSON object",
+    "bad_message": "a field is missing, has the wrong type or is out of range",
+    "unknown_type": "the message type is not part of the protocol",
+    "too_large": "the frame exceeds the size limit",
+    "bad_sdp": "the sdp field does not look like a session description",
+    "not_authenticated": "a message other than auth arrived before authentication",
+    "already_authenticated": "auth was sent twice",
+    "token_invalid": "the token is malformed, badly signed or for another room",
+    "token_expired": "the token has expired",
+    "grant_missing": "the token lacks a grant the action needs",
+    "not_joined": "the action needs a joined room",
+    "already_joined": "join was sent while already in a room",
+    "peer_not_in_room": "the target of an offer/answer/ice is not in the sender's room",
+    "room_full_p2p": "the room is at its peer-to-peer limit and p2p was requested",
+    "sfu_unavailable": "the room needs a call server and none is available",
+    "call_not_allowed": "the user service does not allow this caller to call that user",
+    "unknown_call": "no such call, or the sender is not a party to it",
+    "call_state": "the call is not in a state that allows this action",
+    "already_in_call": "the caller is already in a call or ringing",
+    "self_call": "a user cannot call themselves",
+    "internal": "the server failed handling the message; the connection stays up",
+}
+
+_ID_RE = re.compile(r"^[A-Za-z0-9_.:@+\-]{1,128}$")
+_SDP_M_LINE = re.compile(r"^m=(audio|video|application) \d+ ", re.MULTILINE)
+
+
+class ProtocolError(Exception):
+    """A client message was refused; ``code`` is one of :data:`ERROR_CODES`."""
+
+    def __init__(self, code: str, message: str, ref: Any = None):
+        super().__init__(message)
+        assert code in ERROR_CODES, code
+        self.code = code
+        self.ref = ref
+
+
+def _ident(value: Any) -> str:
+    if not isinstance(value, str) or not _ID_RE.match(value):
+        raise ValueError("must be 1-128 characters of letters, digits and _.:@+-")
+    return value
+
+
+def _text(limit: int) -> Any:
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or len(value) > limit:
+            raise ValueError(f"must be a string of at most {limit} characters")
+        return value
+
+    return check
+
+
+def _int(lo: int, hi: int) -> Any:
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise ValueError(f"must be an integer in [{lo}, {hi}]")
+        return value
+
+    return check
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("must be true or false")
+    return value
+
+
+def _codecs(value: Any) -> list[str]:
+    if (not isinstance(value, list) or not 1 <= len(value) <= 16
+            or not all(isinstance(c, str) and 0 < len(c) <= 32 for c in value)):
+        raise ValueError("must be a list of 1-16 codec names")
+    return value
+
+
+def sdp(value: Any) -> str:
+    """A session description must at least look like one: ``v=0`` first and an ``m=`` line."""
+    if not isinstance(value, str) or len(value) > MAX_SDP_BYTES:
+        raise ProtocolError("bad_sdp", f"sdp must be a string of at most {MAX_SDP_BYTES} bytes")
+    if not value.startswith("v=0") or not _SDP_M_LINE.search(value):
+        raise ProtocolError("bad_sdp", "sdp must start with v=0 and contain an m= line")
+    return value
+
+
+def _candidate(value: Any) -> dict | None:
+    """A trickled RTCIceCandidateInit, or null for end-of-candidates."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ValueError("must be an RTCIceCandidateInit object or null")
+    cand = value.get("candidate")
+    if not isinstance(cand, str) or len(cand) > 1024 or (cand and not cand.startswith(
+            ("candidate:", "a=candidate:"))):
+        raise ValueError("candidate must be a string starting with 'candidate:' (or empty)")
+    out: dict[str, Any] = {"candidate": cand}
+    mid = value.get("sdpMid")
+    if mid is not None:
+        out["sdpMid"] = _text(32)(mid)
+    idx = value.get("sdpMLineIndex")
+    if idx is not None:
+        out["sdpMLineIndex"] = _int(0, 64)(idx)
+    return out
+
+
+def _sources(value: Any) -> dict[str, str]:
+    """Which of the sender's MediaStream ids carry the camera and which the screen."""
+    if not isinstance(value, dict) or len(value) > 8:
+        raise ValueError("must be an object of at most 8 stream ids")
+    for k, v in value.items():
+        if not isinstance(k, str) or len(k) > 64 or v not in ("camera", "screen"):
+            raise ValueError("maps stream ids to 'camera' or 'screen'")
+    return value
+
+
+CAPS_FIELDS = {"maxHeight": _int(90, 4320), "maxFps": _int(1, 120),
+               "bandwidthKbps": _int(50, 100000), "codecs": _codecs, "region": _text(64)}
+
+# type -> {field: (validator, required)}. "id" (any client-chosen string <= 64) is allowed on
+# every message and echoed as "ref" in errors.
+CLIENT_MESSAGES: dict[str, dict[str, tuple[Any, bool]]] = {
+    "auth": {"token": (_text(4096), True)},
+    "ping": {},
+    "join": {"room": (_ident, True), "topology": (_text(8), False), **{
+        k: (v, False) for k, v in CAPS_FIELDS.items()}},
+    "leave": {},
+    "caps": {k: (v, False) for k, v in CAPS_FIELDS.items()},
+    "offer": {"to": (_ident, True), "sdp": (sdp, True), "sources": (_sources, False)},
+    "answer": {"to": (_ident, True), "sdp": (sdp, True), "sources": (_sources, False)},
+    "ice": {"to": (_ident, True), "candidate": (_candidate, True)},
+    "invite": {"to": (_ident, True)},
+    "accept": {"callId": (_ident, True)},
+    "reject": {"callId": (_ident, True)},
+    "cancel": {"callId": (_ident, True)},
+    "hangup": {"callId": (_ident, True)},
+}
+TOPOLOGIES = ("auto", "p2p", "sfu")
+
+
+@dataclass(frozen=True)
+class Message:
+    type: str
+    fields: dict[str, Any]
+    id: str | None = None
+
+    def __getitem__(self, key: str) -> Any:
+        return self.fields[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.fields.get(key, default)
+
+
+def parse(raw: str | bytes) -> Message:
+    """Decode and validate one client frame or raise :class:`ProtocolError`."""
+    if len(raw) > MAX_FRAME_BYTES:
+        raise ProtocolError("too_large", f"frame exceeds {MAX_FRAME_BYTES} bytes")
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise ProtocolError("bad_json", f"not JSON: {str(exc)[:80]}") from None
+    if not isinstance(data, dict):
+        raise ProtocolError("bad_json", "a message must be a JSON object")
+    ref = data.get("id")
+    if ref is not None and not (isinstance(ref, str | int) and not isinstance(ref, bool)
+                                and len(str(ref)) <= 64):
+        raise ProtocolError("bad_message", "id must be a string or number of <= 64 chars")
+    mtype = data.get("type")
+    if not isinstance(mtype, str):
+        raise ProtocolError("bad_message", "type must be a string", ref)
+    spec = CLIENT_MESSAGES.get(mtype)
+    if spec is None:
+        raise ProtocolError("unknown_type", f"unknown message type {mtype[:40]!r}", ref)
+    fields: dict[str, Any] = {}
+    for name, (check, required) in spec.items():
+        if name not in data or (data[name] is None and name != "candidate"):
+            if required:
+                raise ProtocolError("bad_message", f"{mtype}: '{name}' is required", ref)
+            continue
+        try:
+            fields[name] = check(data[name])
+        except ProtocolError as exc:
+            exc.ref = ref
+            raise
+        except (ValueError, TypeError) as exc:
+            raise ProtocolError("bad_message", f"{mtype}.{name} {exc}", ref) from None
+    if mtype == "join" and fields.get("topology", "auto") not in TOPOLOGIES:
+        raise ProtocolError("bad_message", f"join.topology must be one of {TOPOLOGIES}", ref)
+    return Message(mtype, fields, None if ref is None else str(ref))
+
+
+def error(code: str, message: str, ref: str | None = None, **extra: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": "error", "code": code, "message": message}
+    if ref is not None:
+        out["ref"] = ref
+    out.update(extra)
+    return out

@@ -1,0 +1,138 @@
+"""Group meetings by room: join, leave, roster, capability updates and the peer-to-peer relay.
+
+Membership lives in the shared store (hash ``room:<room>``: identity -> member JSON) so replicas
+agree on the roster; members whose presence expired (their replica died) are dropped on read.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from parley.signaling import metrics
+from parley.signaling.negotiation import Caps, mesh_limit, negotiate
+from parley.signaling.protocol import Message, ProtocolError
+from parley.tokens import TokenError
+
+if TYPE_CHECKING:
+    from parley.signaling.hub import Hub
+    from parley.signaling.session import Session
+
+CALL_ROOM_PREFIX = "call-"
+
+
+class Rooms:
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    async def members(self, room: str) -> dict[str, dict[str, Any]]:
+        raw = await self.hub.store.hgetall(f"room:{room}")
+        out: dict[str, dict[str, Any]] = {}
+        for identity, value in raw.items():
+            if await self.hub.presence.online(identity):
+                out[identity] = json.loads(value)
+            else:
+                await self.hub.store.hdel(f"room:{room}", identity)
+        return out
+
+    async def _authorize(self, s: Session, room: str) -> None:
+        if room.startswith(CALL_ROOM_PREFIX):
+            call = await self.hub.calls.record(room[len(CALL_ROOM_PREFIX):])
+            if call and call.get("state") == "active" and s.identity in (
+                    call["caller"], call["callee"]):
+                return
+            raise ProtocolError("unknown_call", f"{room} is not an active call of yours")
+        if s.token.room not in ("*", room):
+            raise ProtocolError("token_invalid", f"token is for room '{s.token.room}'")
+        try:
+            s.token.require("subscribe")
+        except TokenError as exc:
+            raise ProtocolError("grant_missing", str(exc)) from None
+
+    async def join(self, s: Session, msg: Message) -> None:
+        if s.room is not None:
+            raise ProtocolError("already_joined", f"already in room '{s.room}'", msg.id)
+        room: str = msg["room"]
+        await self._authorize(s, room)
+        s.caps = Caps.from_fields(msg.fields, s.caps)
+        topology = msg.get("topology", "auto")
+        members = await self.members(room)
+        members.pop(s.identity, None)  # a reconnect of the same user replaces its old entry
+        everyone = [Caps.from_fields(m["caps"]) for m in members.values()] + [s.caps]
+        limit = 2 if room.startswith(CALL_ROOM_PREFIX) else mesh_limit(everyone)
+        if topology == "sfu" or len(everyone) > limit:
+            placement = await self.hub.directory.place(room, len(everyone), everyone)
+            if placement is None:
+                outcome = "room_full_p2p" if topology == "p2p" else "sfu_unavailable"
+                metrics.ROOMS_JOINED.labels(outcome).inc()
+                why = ("a call server was requested" if topology == "sfu" else
+                       f"{len(everyone)} participants exceed the peer-to-peer limit of {limit}")
+                raise ProtocolError(outcome, f"cannot join '{room}': {why} and no call server "
+                                    "is available yet", msg.id, )
+            # A call server was found: the call-server issue wires the SFU session here.
+            raise ProtocolError("sfu_unavailable", "call-server sessions are not wired yet",
+                                msg.id)
+        entry = {"identity": s.identity, "name": s.name, "caps": s.caps.to_json()}
+        await self.hub.store.hset(f"room:{room}", s.identity, json.dumps(entry))
+        s.room = room
+        metrics.ROOMS_JOINED.labels("joined").inc()
+        participants = [{"identity": m["identity"], "name": m["name"]} for m in members.values()]
+        config = negotiate(everyone)
+        s.send({"type": "joined", "room": room, "topology": "p2p", "meshLimit": limit,
+                 "participants": participants, "config": config, "ref": msg.id})
+        announce = {"type": "participant.joined", "room": room,
+                    "participant": {"identity": s.identity, "name": s.name}}
+        for other in members:
+            await self.hub.presence.deliver(other, announce)
+        self.hub.emit("participant.joined", room=room, data={
+            "identity": s.identity, "name": s.name, "participants": len(members) + 1})
+        await self._reconfigure(room, {**members, s.identity: entry})
+
+    async def leave(self, s: Session) -> None:
+        room = s.room
+        if room is None:
+            return
+        s.room = None
+        await self.hub.store.hdel(f"room:{room}", s.identity)
+        members = await self.members(room)
+        gone = {"type": "participant.left", "room": room, "identity": s.identity}
+        for other in members:
+            await self.hub.presence.deliver(other, gone)
+        self.hub.emit("participant.left", room=room, data={
+            "identity": s.identity, "name": s.name, "participants": len(members)})
+        if members:
+            await self._reconfigure(room, members)
+        else:
+            await self.hub.store.delete(f"roomcfg:{room}")
+
+    async def update_caps(self, s: Session, msg: Message) -> None:
+        s.caps = Caps.from_fields(msg.fields, s.caps)
+        if s.room is None:
+            return  # remembered for the next join
+        entry = {"identity": s.identity, "name": s.name, "caps": s.caps.to_json()}
+        await self.hub.store.hset(f"room:{s.room}", s.identity, json.dumps(entry))
+        await self._reconfigure(s.room, await self.members(s.room))
+
+    async def _reconfigure(self, room: str, members: dict[str, dict[str, Any]]) -> None:
+        """Recompute the room's configuration; broadcast and record it only when it changed."""
+        config = negotiate([Caps.from_fields(m["caps"]) for m in members.values()])
+        encoded = json.dumps(config, sort_keys=True)
+        if await self.hub.store.get(f"roomcfg:{room}") == encoded:
+            return
+        await self.hub.store.set(f"roomcfg:{room}", encoded, ttl_s=24 * 3600)
+        for identity in members:
+            await self.hub.presence.deliver(identity, {"type": "config", "room": room, **config})
+        self.hub.emit("config.changed", room=room, data=config)
+
+    async def relay(self, s: Session, msg: Message) -> None:
+        """Forward offer/answer/ice to a peer in the same room, stamped with the sender."""
+        if s.room is None:
+            raise ProtocolError("not_joined", f"{msg.type} needs a joined room", msg.id)
+        target = msg["to"]
+        if target == s.identity or await self.hub.store.hget(f"room:{s.room}", target) is None:
+            raise ProtocolError("peer_not_in_room", f"{target} is not in room '{s.room}'",
+                                msg.id)
+        out = {"type": msg.type, "from": s.identity, "room": s.room,
+               **{k: v for k, v in msg.fields.items() if k != "to"}}
+        if not await self.hub.presence.deliver(target, out):
+            raise ProtocolError("peer_not_in_room", f"{target} went offline", msg.id)

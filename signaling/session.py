@@ -1,0 +1,241 @@
+"""One client's WebSocket: authenticate, then read, validate and dispatch messages.
+
+A bad message costs its sender an ``error`` reply, never the connection (except failed
+authentication) and never the process. Outbound messages go through a bounded queue drained by
+one writer task, so routing from other tasks never interleaves frames and a client that stops
+reading is cut off (4413) instead of growing memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from typing import Any
+
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from parley import tokens
+from parley.signaling import metrics
+from parley.signaling import protocol as p
+from parley.signaling.hub import Hub
+from parley.signaling.negotiation import Caps
+from parley.turn import ice_servers
+
+log = logging.getLogger("parley.signaling.session")
+OUTBOX = 1024
+
+
+class Session:
+    def __init__(self, hub: Hub, ws: WebSocket) -> None:
+        self.hub = hub
+        self.ws = ws
+        self.session_id = uuid.uuid4().hex[:12]
+        self.identity = ""
+        self.name = ""
+        self.token: tokens.AccessToken
+        self.room: str | None = None
+        self.caps = Caps()
+        self.calls: set[str] = set()
+        self.replaced = False
+        self._out: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(OUTBOX)
+        self._close: tuple[int, str] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # -- outbound -------------------------------------------------------------------------
+    def send(self, msg: dict[str, Any]) -> None:
+        mtype = msg.get("type")
+        if mtype == "call.incoming":
+            self.calls.add(msg["callId"])
+        elif mtype == "call.ended":
+            self.calls.discard(msg["callId"])
+            if self.room == f"call-{msg['callId']}":
+                self._spawn(self.hub.rooms.leave(self))
+        elif mtype == "error":
+            metrics.ERRORS.labels(msg["code"]).inc()
+        if self._close is not None:
+            return
+        try:
+            self._out.put_nowait(msg)
+        except asyncio.QueueFull:
+            self.close(p.CLOSE_SLOW_CONSUMER, "client does not read its messages")
+
+    def close(self, code: int, reason: str) -> None:
+        if self._close is None:
+            self._close = (code, reason[:120])
+            with contextlib.suppress(asyncio.QueueFull):
+                self._out.put_nowait(None)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _writer(self) -> None:
+        try:
+            while True:
+                msg = await self._out.get()
+                if msg is None:
+                    break
+                await self.ws.send_text(json.dumps(msg, separators=(",", ":")))
+        except Exception:  # the client went away mid-send; the reader notices too
+            pass
+        if self._close is not None and self.ws.application_state == WebSocketState.CONNECTED:
+            with contextlib.suppress(Exception):
+                await self.ws.close(*self._close)
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def run(self) -> None:
+        await self.ws.accept()
+        writer = asyncio.create_task(self._writer())
+        registered = False
+        try:
+            if await self._authenticate():
+                registered = True
+                old = await self.hub.presence.register(self)
+                if old is not None and isinstance(old, Session):
+                    old.replaced = True
+                    self.calls |= old.calls
+                    old.close(p.CLOSE_REPLACED, "replaced by a newer connection")
+                metrics.CONNECTED.inc()
+                self.send(self._welcome())
+                await self._read_loop()
+        except WebSocketDisconnect:
+            pass
+        except Exception:
+            log.exception("session %s failed", self.session_id)
+            self.close(p.CLOSE_INTERNAL, "internal error")
+        finally:
+            if registered:
+                metrics.CONNECTED.dec()
+                await self._cleanup()
+            self.close(self._close[0] if self._close else p.CLOSE_NORMAL, "bye")
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer, 2)
+
+    async def _cleanup(self) -> None:
+        for task in list(self._tasks):
+            with contextlib.suppress(Exception):
+                await task
+        try:
+            if not self.replaced:
+                await self.hub.rooms.leave(self)
+                await self.hub.calls.disconnected(self)
+            await self.hub.presence.unregister(self)
+        except Exception:
+            log.exception("cleanup of %s failed", self.identity)
+
+    async def _receive_text(self) -> str | None:
+        """The next frame as text; None when the client disconnected."""
+        event = await self.ws.receive()
+        if event["type"] == "websocket.disconnect":
+            return None
+        if event.get("text") is not None:
+            return event["text"]
+        data = event.get("bytes") or b""
+        try:
+            return data.decode()
+        except UnicodeDecodeError:
+            return "\x00"  # not JSON: becomes a bad_json error
+
+    async def _authenticate(self) -> bool:
+        """Token from ``?token=`` or a first ``auth`` message within the auth timeout."""
+        token = self.ws.query_params.get("token")
+        if token is None:
+            try:
+                raw = await asyncio.wait_for(self._receive_text(),
+                                             self.hub.options.auth_timeout_s)
+            except TimeoutError:
+                self.send(p.error("not_authenticated", "no auth message in time"))
+                self.close(p.CLOSE_AUTH_TIMEOUT, "authentication timeout")
+                return False
+            if raw is None:
+                return False
+            try:
+                msg = p.parse(raw)
+            except p.ProtocolError as exc:
+                self.send(p.error(exc.code, str(exc), exc.ref))
+                self.close(p.CLOSE_TOKEN_INVALID, "first message must be auth")
+                return False
+            metrics.MESSAGES.labels(msg.type).inc()
+            if msg.type != "auth":
+                self.send(p.error("not_authenticated", "send auth first", msg.id))
+                self.close(p.CLOSE_TOKEN_INVALID, "first message must be auth")
+                return False
+            token = msg["token"]
+        try:
+            self.token = tokens.verify(self.hub.settings.token_secret, token)
+        except tokens.TokenError as exc:
+            self.send(p.error(exc.code, str(exc)))
+            self.close(p.CLOSE_TOKEN_EXPIRED if exc.code == "token_expired"
+                       else p.CLOSE_TOKEN_INVALID, exc.code)
+            return False
+        self.identity, self.name = self.token.identity, self.token.name
+        if len(self.identity) > p.MAX_ID_LEN:
+            self.send(p.error("token_invalid", "identity too long"))
+            self.close(p.CLOSE_TOKEN_INVALID, "token_invalid")
+            return False
+        return True
+
+    def _welcome(self) -> dict[str, Any]:
+        s = self.hub.settings
+        return {"type": "welcome", "protocol": 1, "identity": self.identity, "name": self.name,
+                "sessionId": self.session_id, "instance": self.hub.instance,
+                "grants": sorted(self.token.grants), "expiresAt": self.token.expires_at,
+                "iceServers": ice_servers(s.stun_uris, s.turn_uris, s.turn_secret,
+                                          self.identity)}
+
+    async def _read_loop(self) -> None:
+        while self._close is None:
+            raw = await self._receive_text()
+            if raw is None:
+                return
+            try:
+                msg = p.parse(raw)
+            except p.ProtocolError as exc:
+                metrics.MESSAGES.labels("invalid").inc()
+                self.send(p.error(exc.code, str(exc), exc.ref))
+                continue
+            metrics.MESSAGES.labels(msg.type).inc()
+            try:
+                await self._dispatch(msg)
+            except p.ProtocolError as exc:
+                self.send(p.error(exc.code, str(exc), exc.ref if exc.ref is not None
+                                  else msg.id))
+            except Exception:
+                log.exception("handling %s from %s failed", msg.type, self.identity)
+                self.send(p.error("internal", f"could not handle {msg.type}", msg.id))
+
+    async def _dispatch(self, msg: p.Message) -> None:
+        t = msg.type
+        hub = self.hub
+        if t == "ping":
+            self.send({"type": "pong", "ref": msg.id})
+        elif t == "auth":
+            raise p.ProtocolError("already_authenticated", "already authenticated", msg.id)
+        elif t == "join":
+            await hub.rooms.join(self, msg)
+        elif t == "leave":
+            if self.room is None:
+                raise p.ProtocolError("not_joined", "not in a room", msg.id)
+            room = self.room
+            await hub.rooms.leave(self)
+            self.send({"type": "left", "room": room, "ref": msg.id})
+        elif t == "caps":
+            await hub.rooms.update_caps(self, msg)
+        elif t in ("offer", "answer", "ice"):
+            await hub.rooms.relay(self, msg)
+        elif t == "invite":
+            await hub.calls.invite(self, msg)
+        elif t == "accept":
+            await hub.calls.accept(self, msg)
+        elif t == "reject":
+            await hub.calls.reject(self, msg)
+        elif t == "cancel":
+            await hub.calls.cancel(self, msg)
+        elif t == "hangup":
+            await hub.calls.hangup(self, msg)
+        else:  # parse() only lets protocol types through
+            raise p.ProtocolError("unknown_type", t, msg.id)
