@@ -1,0 +1,446 @@
+// Parley web client: plain modern JavaScript, no build step.
+// Automation contract (docs/signaling.md): /m/<room>?name=..&audio=0&video=0&screen=1
+// &topology=auto|p2p|sfu&relay=1, and window.parley.stats().
+"use strict";
+
+const params = new URLSearchParams(location.search);
+const opts = {
+  name: params.get("name") || "Guest",
+  identity: params.get("user") || undefined,
+  audio: params.get("audio") !== "0",
+  video: params.get("video") !== "0",
+  screen: params.get("screen") === "1",
+  topology: params.get("topology") || "auto",
+  relay: params.get("relay") === "1",
+  autoAnswer: params.get("autoAnswer") === "1",
+  bandwidthKbps: params.get("bw") ? Number(params.get("bw")) : undefined,
+};
+const pathRoom = location.pathname.startsWith("/m/")
+  ? decodeURIComponent(location.pathname.slice(3)) : null;
+
+const $ = (sel) => document.querySelector(sel);
+const state = {
+  status: "starting", identity: null, room: null, topology: null, error: null,
+  config: null, iceServers: [], participants: {}, calls: {}, incoming: null, activeCall: null,
+  messages: [],
+};
+const peers = new Map();           // identity -> Peer
+let ws = null;
+let localStream = null;            // camera + microphone
+let screenStream = null;           // screen share (or its canvas fallback)
+const localSources = {};           // my stream id -> "camera" | "screen"
+
+function log(...args) { console.log("[parley]", ...args); }
+function setStatus(s) { state.status = s; const el = $("#status"); if (el) el.textContent = s; }
+function showError(code, message) {
+  state.error = { code, message };
+  const el = $("#error"); if (el) { el.textContent = `${code}: ${message}`; el.hidden = false; }
+}
+function send(msg) { if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(msg)); }
+
+// ---- local media ----------------------------------------------------------------------------
+let mediaReady = null;
+function ensureLocalMedia() {
+  mediaReady = mediaReady || openLocalMedia();
+  return mediaReady;
+}
+async function openLocalMedia() {
+  if (!opts.audio && !opts.video) { if (opts.screen) await startScreen(); return; }
+  localStream = await navigator.mediaDevices.getUserMedia({
+    audio: opts.audio, video: opts.video ? { width: 640, height: 480 } : false });
+  localSources[localStream.id] = "camera";
+  addTile(state.identity, "camera", opts.name + " (you)", localStream, true);
+  if (opts.screen) await startScreen();
+}
+
+function canvasScreen() {
+  // Headless Chromium has no desktop to capture: a drawn canvas stands in for the screen.
+  const canvas = document.createElement("canvas");
+  canvas.width = 640; canvas.height = 360;
+  const ctx = canvas.getContext("2d");
+  let n = 0;
+  setInterval(() => {
+    ctx.fillStyle = `hsl(${(n * 3) % 360} 60% 40%)`; ctx.fillRect(0, 0, 640, 360);
+    ctx.fillStyle = "white"; ctx.font = "32px sans-serif";
+    ctx.fillText(`screen of ${opts.name} #${n++}`, 20, 180);
+  }, 66);
+  return canvas.captureStream(15);
+}
+
+async function startScreen() {
+  if (screenStream) return;
+  try {
+    screenStream = await navigator.mediaDevices.getDisplayMedia({ video: true, audio: false });
+  } catch (err) {
+    log("getDisplayMedia failed, using canvas fallback:", err.name);
+    screenStream = canvasScreen();
+  }
+  localSources[screenStream.id] = "screen";
+  addTile(state.identity, "screen", opts.name + " (your screen)", screenStream, true);
+  for (const peer of peers.values()) peer.pc.addTrack(screenStream.getVideoTracks()[0], screenStream);
+}
+
+function toggle(kind) {
+  if (!localStream) return false;
+  const tracks = kind === "audio" ? localStream.getAudioTracks() : localStream.getVideoTracks();
+  for (const t of tracks) t.enabled = !t.enabled;
+  return tracks.some((t) => t.enabled);
+}
+
+async function capabilities() {
+  const codecs = new Set();
+  for (const kind of ["video", "audio"]) {
+    for (const c of (RTCRtpReceiver.getCapabilities(kind)?.codecs || [])) {
+      const name = c.mimeType.split("/")[1];
+      if (["VP8", "VP9", "H264", "AV1", "opus"].includes(name)) codecs.add(name);
+    }
+  }
+  const track = localStream?.getVideoTracks()[0];
+  return {
+    maxHeight: Math.max(90, track?.getSettings().height || 720),
+    maxFps: Math.round(track?.getSettings().frameRate || 30),
+    bandwidthKbps: opts.bandwidthKbps ||
+      Math.max(50, Math.round((navigator.connection?.downlink || 1.5) * 1000)),
+    codecs: [...codecs].slice(0, 16),
+  };
+}
+
+// ---- tiles ----------------------------------------------------------------------------------
+function tileId(identity, source) { return `tile-${identity}-${source}`.replace(/[^\w-]/g, "_"); }
+function addTile(identity, source, label, stream, muted) {
+  let tile = document.getElementById(tileId(identity, source));
+  if (!tile) {
+    tile = document.createElement("div");
+    tile.className = "tile"; tile.id = tileId(identity, source);
+    tile.dataset.participant = identity; tile.dataset.source = source;
+    tile.innerHTML = `<video autoplay playsinline></video><div class="label"></div>`
+      + `<div class="conn"></div>`;
+    $("#tiles").appendChild(tile);
+  }
+  tile.querySelector(".label").textContent = label;
+  const video = tile.querySelector("video");
+  video.muted = !!muted;
+  if (video.srcObject !== stream) video.srcObject = stream;
+  video.play().catch(() => {});
+}
+function removeTiles(identity) {
+  for (const el of document.querySelectorAll(".tile")) {
+    if (el.dataset.participant === identity) el.remove();
+  }
+}
+function setConn(identity, s) {
+  for (const el of document.querySelectorAll(".tile")) {
+    if (el.dataset.participant === identity) {
+      const c = el.querySelector(".conn"); c.textContent = s; c.dataset.state = s;
+    }
+  }
+}
+
+// ---- peers (perfect negotiation, https://w3c.github.io/webrtc-pc/#perfect-negotiation-example)
+class Peer {
+  constructor(identity, name) {
+    this.id = identity; this.name = name;
+    this.polite = state.identity > identity;
+    this.makingOffer = false; this.ignoreOffer = false;
+    this.remoteSources = {}; this.trackSources = {};
+    this.pc = new RTCPeerConnection({
+      iceServers: state.iceServers, iceTransportPolicy: opts.relay ? "relay" : "all" });
+    this.pc.onicecandidate = ({ candidate }) =>
+      send({ type: "ice", to: this.id, candidate: candidate ? candidate.toJSON() : null });
+    this.pc.ontrack = (e) => this.onTrack(e);
+    this.pc.onconnectionstatechange = () => {
+      setConn(this.id, this.pc.connectionState); renderRoster();
+    };
+    this.pc.onnegotiationneeded = () => this.negotiate();
+  }
+
+  addLocalTracks() {
+    const streams = [localStream, screenStream].filter(Boolean);
+    for (const s of streams) for (const t of s.getTracks()) this.pc.addTrack(t, s);
+    // Always be able to receive audio and video even when not sending them.
+    const kinds = this.pc.getTransceivers().map((t) => t.receiver.track.kind);
+    for (const kind of ["audio", "video"]) {
+      if (!kinds.includes(kind)) this.pc.addTransceiver(kind, { direction: "recvonly" });
+    }
+    this.applyConfig();
+  }
+
+  async negotiate() {
+    try {
+      this.makingOffer = true;
+      await this.pc.setLocalDescription();
+      send({ type: "offer", to: this.id, sdp: this.pc.localDescription.sdp, sources: localSources });
+    } catch (err) { log("negotiation failed", err); } finally { this.makingOffer = false; }
+  }
+
+  async onDescription(msg) {
+    if (msg.sources) Object.assign(this.remoteSources, msg.sources);
+    const collision = msg.type === "offer" &&
+      (this.makingOffer || this.pc.signalingState !== "stable");
+    this.ignoreOffer = !this.polite && collision;
+    if (this.ignoreOffer) return;
+    await this.pc.setRemoteDescription({ type: msg.type, sdp: msg.sdp });
+    if (msg.type === "offer") {
+      if (!this.tracksAdded) { this.tracksAdded = true; this.addLocalTracks(); }
+      await this.pc.setLocalDescription();
+      send({ type: "answer", to: this.id, sdp: this.pc.localDescription.sdp, sources: localSources });
+    }
+  }
+
+  async onIce(candidate) {
+    try { await this.pc.addIceCandidate(candidate || null); }
+    catch (err) { if (!this.ignoreOffer) log("addIceCandidate failed", err); }
+  }
+
+  onTrack(e) {
+    const stream = e.streams[0] || new MediaStream([e.track]);
+    const source = e.track.kind === "audio" ? "microphone"
+      : (this.remoteSources[stream.id] || "camera");
+    this.trackSources[e.track.id] = source;
+    const tileSource = source === "microphone" ? "camera" : source;
+    const label = source === "screen" ? `${this.name} (screen)` : this.name;
+    addTile(this.id, tileSource, label, stream, false);
+    setConn(this.id, this.pc.connectionState);
+  }
+
+  applyConfig() {
+    const cfg = state.config;
+    if (!cfg) return;
+    for (const sender of this.pc.getSenders()) {
+      if (!sender.track || sender.track.kind !== "video") continue;
+      const p = sender.getParameters();
+      if (!p.encodings || !p.encodings.length) continue;
+      const h = sender.track.getSettings().height || cfg.maxHeight;
+      p.encodings[0].maxBitrate = cfg.bandwidthKbps * 1000;
+      p.encodings[0].maxFramerate = cfg.maxFps;
+      p.encodings[0].scaleResolutionDownBy = Math.max(1, h / cfg.maxHeight);
+      sender.setParameters(p).catch((err) => log("setParameters", err));
+    }
+    // Codec order for the next negotiation: the room's common codecs first.
+    for (const tr of this.pc.getTransceivers()) {
+      const kind = tr.receiver.track.kind;
+      const caps = RTCRtpReceiver.getCapabilities(kind)?.codecs || [];
+      const rank = (c) => { const i = cfg.codecs.indexOf(c.mimeType.split("/")[1]); return i < 0 ? 99 : i; };
+      try { tr.setCodecPreferences([...caps].sort((a, b) => rank(a) - rank(b))); } catch { /* stopped */ }
+    }
+  }
+
+  close() { this.pc.close(); }
+}
+
+function peerFor(identity, name) {
+  let peer = peers.get(identity);
+  if (!peer) {
+    peer = new Peer(identity, name || state.participants[identity]?.name || identity);
+    peers.set(identity, peer);
+  }
+  return peer;
+}
+
+function dropPeer(identity) {
+  peers.get(identity)?.close();
+  peers.delete(identity);
+  delete state.participants[identity];
+  removeTiles(identity);
+  renderRoster();
+}
+
+function renderRoster() {
+  const el = $("#roster");
+  if (!el) return;
+  el.innerHTML = "";
+  for (const [id, p] of Object.entries(state.participants)) {
+    const li = document.createElement("li");
+    li.textContent = `${p.name} — ${peers.get(id)?.pc.connectionState || "new"}`;
+    el.appendChild(li);
+  }
+}
+
+// ---- rooms ----------------------------------------------------------------------------------
+async function joinRoom(room) {
+  await ensureLocalMedia();
+  state.room = room;
+  send({ type: "join", room, topology: opts.topology, ...(await capabilities()) });
+  setStatus(`joining ${room}`);
+}
+
+function leaveRoom() {
+  for (const id of [...peers.keys()]) dropPeer(id);
+  if (state.room) send({ type: "leave" });
+  state.room = null; state.topology = null;
+}
+
+async function onJoined(msg) {
+  state.topology = msg.topology; state.config = msg.config;
+  setStatus(`in ${msg.room} (${msg.topology}, mesh limit ${msg.meshLimit})`);
+  for (const p of msg.participants) {
+    state.participants[p.identity] = p;
+    const peer = peerFor(p.identity, p.name);   // the newcomer offers to everyone present
+    peer.tracksAdded = true;
+    peer.addLocalTracks();
+  }
+  renderRoster();
+}
+
+// ---- 1:1 calls --------------------------------------------------------------------------------
+function renderCall() {
+  const inc = $("#incoming");
+  if (inc) {
+    inc.hidden = !state.incoming;
+    if (state.incoming) $("#incoming-from").textContent = state.incoming.name || state.incoming.from;
+  }
+  const cs = $("#call-state");
+  if (cs) cs.textContent = state.activeCall ? `${state.activeCall.state} (${state.activeCall.callId})` : "no call";
+}
+
+function onCallMessage(msg) {
+  const call = state.calls[msg.callId] = { ...(state.calls[msg.callId] || {}), ...msg };
+  switch (msg.type) {
+    case "call.ringing": call.state = "ringing"; state.activeCall = call; break;
+    case "call.incoming":
+      call.state = "incoming"; state.incoming = call;
+      if (opts.autoAnswer) api.accept(msg.callId);
+      break;
+    case "call.accepted":
+      call.state = "active"; state.activeCall = call; state.incoming = null;
+      joinRoom(msg.room);
+      break;
+    case "call.ended":
+      call.state = `ended:${msg.reason}`;
+      if (state.incoming?.callId === msg.callId) state.incoming = null;
+      if (state.activeCall?.callId === msg.callId) {
+        if (state.room === `call-${msg.callId}`) leaveRoom();
+        state.activeCall = call;
+      }
+      break;
+  }
+  renderCall();
+}
+
+// ---- signaling --------------------------------------------------------------------------------
+async function onMessage(msg) {
+  state.messages.push(msg.type === "error" ? msg : { type: msg.type, callId: msg.callId, reason: msg.reason });
+  if (state.messages.length > 500) state.messages.shift();
+  switch (msg.type) {
+    case "welcome":
+      state.identity = msg.identity; state.iceServers = msg.iceServers;
+      setStatus("connected");
+      if (pathRoom) await joinRoom(pathRoom); else await ensureLocalMedia();
+      break;
+    case "joined": await onJoined(msg); break;
+    case "participant.joined":
+      state.participants[msg.participant.identity] = msg.participant; renderRoster(); break;
+    case "participant.left": dropPeer(msg.identity); break;
+    case "config":
+      state.config = msg; for (const p of peers.values()) p.applyConfig(); break;
+    case "offer": case "answer": {
+      const peer = peerFor(msg.from);
+      await peer.onDescription(msg);
+      break;
+    }
+    case "ice": await peers.get(msg.from)?.onIce(msg.candidate); break;
+    case "error":
+      showError(msg.code, msg.message);
+      if (["sfu_unavailable", "room_full_p2p"].includes(msg.code)) {
+        state.room = null; setStatus("refused: " + msg.code);
+      }
+      break;
+    default:
+      if (msg.type.startsWith("call.")) onCallMessage(msg);
+  }
+}
+
+async function connect() {
+  setStatus("getting a token");
+  const resp = await fetch("/api/v1/guest-token", {
+    method: "POST", headers: { "content-type": "application/json" },
+    body: JSON.stringify({ room: pathRoom || "lobby", name: opts.name, identity: opts.identity }),
+  });
+  if (!resp.ok) {
+    const body = await resp.json().catch(() => ({}));
+    showError(body.detail?.code || `http_${resp.status}`, body.detail?.message || "no token");
+    setStatus("refused");
+    return;
+  }
+  const { token } = await resp.json();
+  const proto = location.protocol === "https:" ? "wss" : "ws";
+  ws = new WebSocket(`${proto}://${location.host}/ws?token=${encodeURIComponent(token)}`);
+  // Handle messages one at a time, in order: an ICE candidate must not overtake its offer.
+  let chain = Promise.resolve();
+  ws.onmessage = (e) => {
+    const msg = JSON.parse(e.data);
+    chain = chain.then(() => onMessage(msg)).catch((err) => log("handler", msg.type, err));
+  };
+  ws.onclose = (e) => { setStatus(`disconnected (${e.code})`); state.closeCode = e.code; };
+  setInterval(() => send({ type: "ping" }), 20000);
+}
+
+// ---- automation API ---------------------------------------------------------------------------
+async function stats() {
+  const inbound = [];
+  for (const peer of peers.values()) {
+    for (const tr of peer.pc.getTransceivers()) {
+      const track = tr.receiver.track;
+      if (!track || tr.currentDirection === "stopped") continue;
+      const report = await tr.receiver.getStats();
+      report.forEach((s) => {
+        if (s.type !== "inbound-rtp") return;
+        inbound.push({
+          participant: peer.id, kind: s.kind,
+          source: peer.trackSources[track.id] || (s.kind === "audio" ? "microphone" : "camera"),
+          framesDecoded: s.framesDecoded || 0, packetsReceived: s.packetsReceived || 0,
+          bytesReceived: s.bytesReceived || 0,
+        });
+      });
+    }
+  }
+  const connections = {};
+  for (const peer of peers.values()) connections[peer.id] = peer.pc.connectionState;
+  const pairs = [];
+  for (const peer of peers.values()) {
+    const report = await peer.pc.getStats();
+    report.forEach((s) => {
+      if (s.type === "candidate-pair" && s.nominated && s.state === "succeeded") {
+        const local = report.get(s.localCandidateId); const remote = report.get(s.remoteCandidateId);
+        pairs.push({ participant: peer.id, local: local?.candidateType, remote: remote?.candidateType });
+      }
+    });
+  }
+  return { topology: state.topology, room: state.room, identity: state.identity,
+           connections, candidatePairs: pairs, inbound };
+}
+
+const api = {
+  state, opts, stats,
+  invite: (to) => send({ type: "invite", to }),
+  accept: (callId) => send({ type: "accept", callId: callId || state.incoming?.callId }),
+  reject: (callId) => send({ type: "reject", callId: callId || state.incoming?.callId }),
+  cancel: () => state.activeCall && send({ type: "cancel", callId: state.activeCall.callId }),
+  hangup: () => state.activeCall && send({ type: "hangup", callId: state.activeCall.callId }),
+  announce: async (caps) => send({ type: "caps", ...(await capabilities()), ...caps }),
+  toggleAudio: () => toggle("audio"),
+  toggleVideo: () => toggle("video"),
+  startScreen,
+  leave: leaveRoom,
+};
+window.parley = api;
+
+function wireUi() {
+  $("#name-shown") && ($("#name-shown").textContent = opts.name);
+  $("#room-shown") && ($("#room-shown").textContent = pathRoom || "1:1 calls");
+  $("#toggle-audio")?.addEventListener("click", (e) => {
+    e.target.textContent = toggle("audio") ? "Mute" : "Unmute"; });
+  $("#toggle-video")?.addEventListener("click", (e) => {
+    e.target.textContent = toggle("video") ? "Camera off" : "Camera on"; });
+  $("#share-screen")?.addEventListener("click", () => startScreen());
+  $("#call-form")?.addEventListener("submit", (e) => {
+    e.preventDefault(); api.invite($("#callee").value.trim()); });
+  $("#accept")?.addEventListener("click", () => api.accept());
+  $("#reject")?.addEventListener("click", () => api.reject());
+  $("#hangup")?.addEventListener("click", () => {
+    if (state.activeCall?.state === "ringing") api.cancel(); else api.hangup(); });
+  $("#leave")?.addEventListener("click", () => leaveRoom());
+}
+
+wireUi();
+connect().catch((err) => { showError("client", String(err)); setStatus("failed"); });

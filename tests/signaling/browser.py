@@ -1,0 +1,54 @@
+"""Driving the web client in the test bed's Chromium through its automation contract."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+
+def open_client(browser: Any, url: str) -> Any:
+    """A fresh browser context (own cookies, fake camera/mic allowed) showing ``url``."""
+    context = browser.new_context(permissions=["camera", "microphone"])
+    page = context.new_page()
+    page.on("console", lambda m: m.type == "error" and print("console:", m.text))
+    page.goto(url)
+    page.wait_for_function("window.parley && window.parley.state.identity", timeout=15000)
+    return page
+
+
+def stats(page: Any) -> dict[str, Any]:
+    return page.evaluate("window.parley.stats()")
+
+
+def inbound(page: Any, participant: str | None = None, kind: str | None = None,
+            source: str | None = None) -> list[dict[str, Any]]:
+    return [s for s in stats(page)["inbound"]
+            if (participant is None or s["participant"] == participant)
+            and (kind is None or s["kind"] == kind) and (source is None or s["source"] == source)]
+
+
+def wait_media(page: Any, expect: list[tuple[str, str, str]], timeout: float = 30,
+               frames: int = 10, packets: int = 20) -> dict[str, Any]:
+    """Wait until, for every (participant, kind, source), frames are decoded (video) or audio
+    packets arrive; fail with the last stats otherwise."""
+    deadline = time.monotonic() + timeout
+    last: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        last = stats(page)
+        ok = True
+        for who, kind, source in expect:
+            rows = [s for s in last["inbound"] if s["participant"] == who
+                    and s["kind"] == kind and s["source"] == source]
+            if kind == "video":
+                ok &= any(r["framesDecoded"] >= frames for r in rows)
+            else:
+                ok &= any(r["packetsReceived"] >= packets for r in rows)
+        if ok:
+            return last
+        time.sleep(0.5)
+    raise AssertionError(f"media {expect} did not arrive within {timeout}s; last stats {last}")
+
+
+def close(*pages: Any) -> None:
+    for page in pages:
+        page.context.close()
