@@ -23,3 +23,87 @@ def test_one_to_one_room_decodes_video_and_receives_audio(
         assert all(r["bytesReceived"] > 0 for r in inbound(a, "bob"))
     finally:
         close(a, b)
+
+
+def test_three_party_mesh_everyone_decodes_everyone(
+        browser, parley_server: Callable[..., str]) -> None:
+    base = parley_server()
+    names = ["ann", "ben", "cat"]
+    pages = [open_client(browser, f"{base}/m/trio?name={n.title()}&user={n}") for n in names]
+    try:
+        for me, page in zip(names, pages, strict=True):
+            others = [n for n in names if n != me]
+            wait_media(page, [(o, "video", "camera") for o in others]
+                       + [(o, "audio", "microphone") for o in others])
+        assert pages[0].evaluate("window.parley.state.config.bandwidthKbps") <= 1500 // 2
+    finally:
+        close(*pages)
+
+
+def test_screen_share_arrives_as_a_second_video(
+        browser, parley_server: Callable[..., str]) -> None:
+    base = parley_server()
+    sharer = open_client(browser, f"{base}/m/share?name=Sharer&user=sharer&screen=1")
+    viewer = open_client(browser, f"{base}/m/share?name=Viewer&user=viewer")
+    try:
+        wait_media(viewer, [("sharer", "video", "camera"), ("sharer", "video", "screen"),
+                            ("sharer", "audio", "microphone")])
+        videos = inbound(viewer, "sharer", "video")
+        assert sorted(v["source"] for v in videos if v["framesDecoded"] > 0) == [
+            "camera", "screen"]
+        assert viewer.locator("[data-participant=sharer][data-source=screen] video").count() == 1
+    finally:
+        close(sharer, viewer)
+
+
+def test_audio_only_call_carries_audio_and_no_video(
+        browser, parley_server: Callable[..., str]) -> None:
+    base = parley_server()
+    a = open_client(browser, f"{base}/m/voice?name=A&user=va&video=0")
+    b = open_client(browser, f"{base}/m/voice?name=B&user=vb&video=0")
+    try:
+        wait_media(a, [("vb", "audio", "microphone")], packets=50)
+        wait_media(b, [("va", "audio", "microphone")], packets=50)
+        assert not any(r["framesDecoded"] for r in inbound(a, kind="video"))
+        assert not any(r["packetsReceived"] for r in inbound(b, kind="video"))
+    finally:
+        close(a, b)
+
+
+def test_join_over_the_mesh_threshold_is_refused_with_a_clear_error(
+        browser, parley_server: Callable[..., str]) -> None:
+    """Low announced bandwidth (600 kbps) makes the mesh limit 2; the third join is refused,
+    never half-connected, and the two inside keep their call."""
+    base = parley_server()
+    a = open_client(browser, f"{base}/m/tight?name=A&user=ta&bw=600")
+    b = open_client(browser, f"{base}/m/tight?name=B&user=tb&bw=600")
+    c = open_client(browser, f"{base}/m/tight?name=C&user=tc&bw=600")
+    d = open_client(browser, f"{base}/m/tight2?name=D&user=td&topology=sfu")
+    try:
+        c.wait_for_function("window.parley.state.error", timeout=10000)
+        assert c.evaluate("window.parley.state.error.code") == "sfu_unavailable"
+        assert "peer-to-peer limit of 2" in c.locator("#error").inner_text()
+        assert c.evaluate("window.parley.stats()")["inbound"] == []
+        d.wait_for_function("window.parley.state.error", timeout=10000)
+        assert d.evaluate("window.parley.state.error.code") == "sfu_unavailable"
+        wait_media(a, [("tb", "video", "camera")])
+        assert {r["participant"] for r in inbound(a)} == {"tb"}
+    finally:
+        close(a, b, c, d)
+
+
+@pytest.mark.turn
+def test_relay_only_ice_through_coturn_connects_and_decodes(
+        browser, parley_server: Callable[..., str], turn: tuple[str, str]) -> None:
+    uri, secret = turn
+    base = parley_server({"PARLEY_TURN_URIS": f"{uri}?transport=udp,{uri}?transport=tcp",
+                          "PARLEY_TURN_SECRET": secret})
+    a = open_client(browser, f"{base}/m/relay?name=A&user=ra&relay=1")
+    b = open_client(browser, f"{base}/m/relay?name=B&user=rb&relay=1")
+    try:
+        sa = wait_media(a, [("rb", "video", "camera"), ("rb", "audio", "microphone")])
+        wait_media(b, [("ra", "video", "camera")])
+        assert sa["candidatePairs"], sa
+        assert all(p["local"] == "relay" for p in sa["candidatePairs"]), sa["candidatePairs"]
+    finally:
+        close(a, b)
