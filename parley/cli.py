@@ -52,7 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     op = sub.add_parser("operator", help="run the Kubernetes operator")
     op.add_argument("--namespace", action="append", default=None,
                     help="watch only these namespaces (default: all)")
-    op.set_defaults(func=_not_landed("operator", 5))
+    op.add_argument("--pool-namespace", default=None,
+                    help="where shared call-server pools live (default: $PARLEY_POOL_NAMESPACE)")
+    op.add_argument("--metrics-port", type=int, default=None,
+                    help="Prometheus metrics port (default: $PARLEY_METRICS_PORT or 9090)")
+    op.set_defaults(func=_lazy("parley.operator.main"))
 
     tok = sub.add_parser("token", help="mint an access token and print it")
     tok.add_argument("--room", required=True)

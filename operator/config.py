@@ -1,0 +1,71 @@
+"""Operator settings, from flags and ``PARLEY_*`` environment variables.
+
+Everything a platform team may need to change without a rebuild lives here; the chart sets the
+environment. Per-pool knobs (capacity per pod, headroom, bounds) are annotations on the pool's
+Deployment instead, so each region can differ.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+
+GROUP = "parley.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+FIELD_MANAGER = "parley-operator"
+COMPONENT = "app.kubernetes.io/component"
+REGION = "parley.dev/region"
+MEETING_LABEL = "parley.dev/meeting"
+BROADCAST_LABEL = "parley.dev/broadcast"
+MANAGED_BY = "app.kubernetes.io/managed-by"
+DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
+DRAINING_SINCE = "parley.dev/draining-since"
+PUBLIC_ENDPOINT = "parley.dev/public-endpoint"
+
+
+def _env(name: str, default: str) -> str:
+    value = os.environ.get(name)
+    return value if value else default
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    """Knobs of one operator process."""
+
+    namespaces: tuple[str, ...] = ()  # empty: all namespaces
+    pool_namespace: str | None = None  # fallback namespace of call-server pools
+    lease_namespace: str = "default"
+    identity: str = field(default_factory=socket.gethostname)
+    resync_seconds: float = 10.0
+    report_ttl_seconds: float = 30.0
+    prescale_seconds: float = 600.0  # reserve capacity this long before schedule.start
+    public_url: str = "http://localhost:8080"
+    media_image: str = "ghcr.io/parley/media-node:0.1.0"
+    metrics_port: int = 9090
+
+    @classmethod
+    def from_env(cls, namespaces: list[str] | None = None, **overrides: object) -> OperatorConfig:
+        values: dict[str, object] = {
+            "namespaces": tuple(namespaces or ()),
+            "pool_namespace": os.environ.get("PARLEY_POOL_NAMESPACE") or None,
+            "lease_namespace": _env("PARLEY_LEASE_NAMESPACE",
+                                    _env("POD_NAMESPACE", (namespaces or ["default"])[0])),
+            "identity": _env("PARLEY_OPERATOR_ID", _env("POD_NAME", socket.gethostname())),
+            "resync_seconds": float(_env("PARLEY_RESYNC_SECONDS", "10")),
+            "report_ttl_seconds": float(_env("PARLEY_REPORT_TTL_SECONDS", "30")),
+            "prescale_seconds": float(_env("PARLEY_PRESCALE_SECONDS", "600")),
+            "public_url": _env("PARLEY_PUBLIC_URL", "http://localhost:8080").rstrip("/"),
+            "media_image": _env("PARLEY_MEDIA_IMAGE", "ghcr.io/parley/media-node:0.1.0"),
+            "metrics_port": int(_env("PARLEY_METRICS_PORT", "9090")),
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]
+
+    def watched(self) -> tuple[str, ...]:
+        """Namespaces kopf watches: the asked ones plus the pool namespace (empty = all)."""
+        if not self.namespaces:
+            return ()
+        extra = (self.pool_namespace,) if self.pool_namespace else ()
+        return tuple(dict.fromkeys((*self.namespaces, *extra)))

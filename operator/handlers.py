@@ -1,0 +1,127 @@
+"""kopf wiring: which watch events and timers lead to which reconciler. No logic here.
+
+Handlers are async only to snapshot kopf's in-memory indexes on the event loop (where they
+are mutated); the reconcilers themselves use the blocking Kubernetes client in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import Any
+
+import kopf
+
+from parley.operator import metrics
+from parley.operator.broadcasts import BroadcastController
+from parley.operator.config import BROADCAST_LABEL, COMPONENT, GROUP, REGION, VERSION
+from parley.operator.meetings import MeetingController
+from parley.operator.status import snapshot
+
+RESYNC = float(os.environ.get("PARLEY_RESYNC_SECONDS") or 10)
+POOL_LABELS = {COMPONENT: "call-server", REGION: kopf.PRESENT, BROADCAST_LABEL: kopf.ABSENT}
+
+meetings: MeetingController | None = None
+broadcasts: BroadcastController | None = None
+
+
+def _plain(index: Any) -> dict[Any, Any]:
+    out = {}
+    for key, store in list(index.items()):
+        values = sorted(store, key=lambda v: v.get("name", "") if isinstance(v, dict) else "")
+        if values:
+            out[key] = values[0]
+    return out
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+        prefix="operator.parley.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="operator.parley.dev", key="last-handled-configuration")
+    settings.posting.level = logging.WARNING  # our own Events record the decisions
+    settings.execution.max_workers = 8
+    settings.watching.server_timeout = 300
+    settings.networking.request_timeout = 60
+
+
+@kopf.index(GROUP, VERSION, "meetings")
+def meeting_idx(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[Any, Any]:
+    return {(namespace, name): snapshot(body)}
+
+
+@kopf.index("apps", "v1", "deployments", labels=POOL_LABELS)
+def pool_idx(body: kopf.Body, namespace: str, name: str, labels: kopf.Labels, **_: Any
+             ) -> dict[Any, Any]:
+    return {(namespace, labels[REGION]): {"name": name, "uid": body["metadata"]["uid"]}}
+
+
+async def _meeting(namespace: str, name: str, meeting_idx: kopf.Index, pool_idx: kopf.Index
+                   ) -> None:
+    assert meetings is not None
+    ms, ps = _plain(meeting_idx), _plain(pool_idx)
+    metrics.MANAGED.labels("Meeting").set(len(ms))
+    await asyncio.to_thread(meetings.reconcile_meeting, (namespace, name), ms, ps)
+
+
+@kopf.on.resume(GROUP, VERSION, "meetings")
+@kopf.on.create(GROUP, VERSION, "meetings")
+@kopf.on.update(GROUP, VERSION, "meetings", field="spec")
+async def meeting_changed(namespace: str, name: str, meeting_idx: kopf.Index,
+                          pool_idx: kopf.Index, **_: Any) -> None:
+    await _meeting(namespace, name, meeting_idx, pool_idx)
+
+
+def _unpooled(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
+    """Meetings no pool timer looks after: peer-to-peer ones and ones still without a pool."""
+    return spec.get("topology") == "p2p" or not (status or {}).get("callServer")
+
+
+@kopf.timer(GROUP, VERSION, "meetings", interval=RESYNC, initial_delay=RESYNC, when=_unpooled)
+async def meeting_resync(namespace: str, name: str, meeting_idx: kopf.Index,
+                         pool_idx: kopf.Index, **_: Any) -> None:
+    await _meeting(namespace, name, meeting_idx, pool_idx)
+
+
+@kopf.on.delete(GROUP, VERSION, "meetings", optional=True)
+async def meeting_deleted(namespace: str, spec: kopf.Spec, meeting_idx: kopf.Index,
+                          pool_idx: kopf.Index, **_: Any) -> None:
+    """Best effort, no finalizer: release the reservation now instead of at the next resync."""
+    assert meetings is not None
+    ps = _plain(pool_idx)
+    region = spec.get("region", "default")
+    for key in ((namespace, region), (meetings.config.pool_namespace or "", region)):
+        if key in ps:
+            await asyncio.to_thread(meetings.reconcile_pool, key, _plain(meeting_idx), ps)
+            return
+
+
+@kopf.timer("apps", "v1", "deployments", labels=POOL_LABELS, interval=RESYNC)
+async def pool_resync(namespace: str, labels: kopf.Labels, meeting_idx: kopf.Index,
+                      pool_idx: kopf.Index, **_: Any) -> None:
+    assert meetings is not None
+    ms = _plain(meeting_idx)
+    metrics.MANAGED.labels("Meeting").set(len(ms))
+    await asyncio.to_thread(meetings.reconcile_pool, (namespace, labels[REGION]), ms,
+                            _plain(pool_idx))
+
+
+@kopf.on.resume(GROUP, VERSION, "broadcasts")
+@kopf.on.create(GROUP, VERSION, "broadcasts")
+@kopf.on.update(GROUP, VERSION, "broadcasts", field="spec")
+@kopf.timer(GROUP, VERSION, "broadcasts", interval=RESYNC, initial_delay=RESYNC)
+async def broadcast_changed(body: kopf.Body, **_: Any) -> None:
+    assert broadcasts is not None
+    await asyncio.to_thread(broadcasts.reconcile, snapshot(body))
+
+
+@kopf.index(GROUP, VERSION, "broadcasts")
+def broadcast_idx(namespace: str, name: str, **_: Any) -> dict[Any, Any]:
+    return {(namespace, name): True}
+
+
+@kopf.timer(GROUP, VERSION, "broadcasts", interval=RESYNC, id="count")
+async def broadcast_count(broadcast_idx: kopf.Index, **_: Any) -> None:
+    metrics.MANAGED.labels("Broadcast").set(len(broadcast_idx))

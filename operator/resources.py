@@ -1,0 +1,216 @@
+"""Builders for the objects the operator owns. Pure functions of (owner, intent): the same
+Meeting or Broadcast always yields the same manifests, with deterministic names, so applying
+them again after a crash converges instead of duplicating."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from parley.operator.config import (
+    API_VERSION,
+    BROADCAST_LABEL,
+    COMPONENT,
+    MANAGED_BY,
+    MEETING_LABEL,
+    REGION,
+)
+
+MEDIA_UDP_PORT = 7882
+HTTP_PORT = 8080
+
+
+def owner_ref(owner: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": API_VERSION, "kind": owner["kind"], "name": owner["metadata"]["name"],
+            "uid": owner["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
+
+
+def labels(component: str, owner: dict[str, Any], extra: dict[str, str] | None = None
+           ) -> dict[str, str]:
+    key = MEETING_LABEL if owner["kind"] == "Meeting" else BROADCAST_LABEL
+    return {"app.kubernetes.io/name": "parley", "app.kubernetes.io/part-of": "parley",
+            COMPONENT: component, MANAGED_BY: "parley-operator",
+            key: owner["metadata"]["name"], **(extra or {})}
+
+
+def _name(*parts: str) -> str:
+    """A DNS-1123 name of at most 63 characters (Deployment pods need room for suffixes)."""
+    return "-".join(parts)[:63].rstrip("-")
+
+
+def media_deployment(owner: dict[str, Any], name: str, component: str, role: str, image: str,
+                     replicas: int, env: dict[str, str], extra_labels: dict[str, str] | None = None,
+                     annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    """A media-node Deployment hardened like the chart's: non-root, read-only root fs, no
+    capabilities, one multiplexed UDP port (no hostNetwork)."""
+    lbl = labels(component, owner, extra_labels)
+    selector = {k: lbl[k] for k in (COMPONENT, MEETING_LABEL, BROADCAST_LABEL, REGION)
+                if k in lbl}
+    selector["parley.dev/workload"] = name
+    lbl["parley.dev/workload"] = name
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": owner["metadata"]["namespace"], "labels": lbl,
+                     "annotations": annotations or {},
+                     "ownerReferences": [owner_ref(owner)]},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": selector},
+            "template": {
+                "metadata": {"labels": lbl},
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "securityContext": {"runAsNonRoot": True, "runAsUser": 10001,
+                                        "runAsGroup": 10001, "fsGroup": 10001,
+                                        "seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [{
+                        "name": "media",
+                        "image": image,
+                        "args": ["media-node", "--role", role],
+                        "env": [{"name": k, "value": v} for k, v in sorted(env.items())],
+                        "ports": [{"name": "media-udp", "containerPort": MEDIA_UDP_PORT,
+                                   "protocol": "UDP"},
+                                  {"name": "http", "containerPort": HTTP_PORT,
+                                   "protocol": "TCP"}],
+                        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"},
+                                           "periodSeconds": 5},
+                        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"},
+                                          "periodSeconds": 10},
+                        "resources": {"requests": {"cpu": "250m", "memory": "256Mi"},
+                                      "limits": {"memory": "1Gi"}},
+                        "securityContext": {"allowPrivilegeEscalation": False,
+                                            "readOnlyRootFilesystem": True,
+                                            "capabilities": {"drop": ["ALL"]}},
+                        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                    }],
+                    "volumes": [{"name": "tmp", "emptyDir": {}}],
+                },
+            },
+        },
+    }
+
+
+def service(owner: dict[str, Any], name: str, component: str, selector: dict[str, str],
+            ports: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "namespace": owner["metadata"]["namespace"],
+                     "labels": labels(component, owner), "ownerReferences": [owner_ref(owner)]},
+        "spec": {"selector": selector, "ports": ports},
+    }
+
+
+# --- Meeting workloads -------------------------------------------------------------------
+
+def recorder_name(meeting: str) -> str:
+    return _name(meeting, "recorder")
+
+
+def meeting_transcoder_name(meeting: str) -> str:
+    return _name(meeting, "transcoder")
+
+
+def meeting_workload(meeting: dict[str, Any], kind: str, image: str, call_server: str
+                     ) -> dict[str, Any]:
+    """Recorder or transcoder next to a meeting's call server (``kind`` = recorder|transcoder)."""
+    meta = meeting["metadata"]
+    name = recorder_name(meta["name"]) if kind == "recorder" else meeting_transcoder_name(
+        meta["name"])
+    role = "recorder" if kind == "recorder" else "transcoder"
+    env = {"PARLEY_MEETING": f"{meta['namespace']}/{meta['name']}",
+           "PARLEY_CALL_SERVER": call_server,
+           "PARLEY_REGION": meeting["spec"].get("region", "default")}
+    return media_deployment(meeting, name, kind, role, image, 1, env)
+
+
+# --- Broadcast workloads -----------------------------------------------------------------
+
+def ingest_name(b: str) -> str:
+    return _name(b, "ingest")
+
+
+def relay_name(b: str) -> str:
+    return _name(b, "relay")
+
+
+def transcoder_name(b: str, rendition: str) -> str:
+    return _name(b, "tx", rendition)
+
+
+def edge_name(b: str, region: str) -> str:
+    return _name(b, "edge", region)
+
+
+def broadcast_recorder_name(b: str) -> str:
+    return _name(b, "recorder")
+
+
+def _bkey(b: dict[str, Any]) -> str:
+    return f"{b['metadata']['namespace']}/{b['metadata']['name']}"
+
+
+def ingest(b: dict[str, Any], image: str) -> list[dict[str, Any]]:
+    """The ingest call server (component=call-server, not part of any meeting pool) and the
+    Service sources publish to."""
+    name = ingest_name(b["metadata"]["name"])
+    sources = ",".join(s["name"] for s in b["spec"]["sources"])
+    dep = media_deployment(b, name, "call-server", "call-server", image, 1,
+                           {"PARLEY_BROADCAST": _bkey(b), "PARLEY_INGEST_SOURCES": sources},
+                           extra_labels={"parley.dev/tier": "ingest"})
+    svc = service(b, name, "call-server", dep["spec"]["selector"]["matchLabels"], [
+        {"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
+        {"name": "media-udp", "port": MEDIA_UDP_PORT, "targetPort": "media-udp",
+         "protocol": "UDP"}])
+    return [dep, svc]
+
+
+def transcoder(b: dict[str, Any], rendition: dict[str, Any], image: str) -> dict[str, Any]:
+    name = transcoder_name(b["metadata"]["name"], rendition["name"])
+    env = {"PARLEY_BROADCAST": _bkey(b), "PARLEY_RENDITION": rendition["name"],
+           "PARLEY_HEIGHT": str(rendition["height"]),
+           "PARLEY_BITRATE_KBPS": str(rendition["bitrateKbps"]),
+           "PARLEY_INGEST": f"{ingest_name(b['metadata']['name'])}:{MEDIA_UDP_PORT}"}
+    return media_deployment(b, name, "transcoder", "transcoder", image, 1, env,
+                            extra_labels={"parley.dev/rendition": rendition["name"]})
+
+
+def relay_replicas(regions: int) -> int:
+    """One relay fans out to up to four regions' edges."""
+    return max(1, -(-regions // 4))
+
+
+def relay(b: dict[str, Any], image: str) -> list[dict[str, Any]]:
+    name = relay_name(b["metadata"]["name"])
+    regions = len(b["spec"]["edge"]["regions"])
+    dep = media_deployment(b, name, "relay", "edge-relay", image, relay_replicas(regions),
+                           {"PARLEY_BROADCAST": _bkey(b), "PARLEY_TIER": "relay"},
+                           extra_labels={"parley.dev/tier": "relay"})
+    svc = service(b, name, "relay", dep["spec"]["selector"]["matchLabels"], [
+        {"name": "media-udp", "port": MEDIA_UDP_PORT, "targetPort": "media-udp",
+         "protocol": "UDP"}])
+    return [dep, svc]
+
+
+def edge(b: dict[str, Any], region: dict[str, Any], replicas: int, image: str
+         ) -> dict[str, Any]:
+    name = edge_name(b["metadata"]["name"], region["name"])
+    env = {"PARLEY_BROADCAST": _bkey(b), "PARLEY_REGION": region["name"],
+           "PARLEY_UPSTREAM": f"{relay_name(b['metadata']['name'])}:{MEDIA_UDP_PORT}"}
+    ann = {"parley.dev/min-replicas": str(region.get("minReplicas", 1)),
+           "parley.dev/max-replicas": str(region.get("maxReplicas", 10)),
+           "parley.dev/viewers-per-replica": str(b["spec"]["edge"].get("viewersPerReplica",
+                                                                       500))}
+    return media_deployment(b, name, "edge-relay", "edge-relay", image, replicas, env,
+                            extra_labels={REGION: region["name"]}, annotations=ann)
+
+
+def broadcast_recorder(b: dict[str, Any], image: str) -> dict[str, Any]:
+    env = {"PARLEY_BROADCAST": _bkey(b),
+           "PARLEY_INGEST": f"{ingest_name(b['metadata']['name'])}:{MEDIA_UDP_PORT}"}
+    return media_deployment(b, broadcast_recorder_name(b["metadata"]["name"]), "recorder",
+                            "recorder", image, 1, env)
+
+
+def edge_replicas(viewers: int, per_replica: int, lo: int, hi: int) -> int:
+    """Replicas for ``viewers``, kept within [lo, hi]."""
+    want = -(-viewers // max(per_replica, 1))
+    return min(max(want, lo), hi)
