@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Body, FastAPI, Header, HTTPException, WebSocket
-from fastapi.responses import FileResponse, PlainTextResponse
+from fastapi.responses import FileResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -53,6 +53,10 @@ def create_app(settings: Settings, hub: Hub | None = None) -> FastAPI:
         if not _ID_RE.match(room):
             raise HTTPException(404, "room names are letters, digits and _.:@+-")
         return FileResponse(STATIC / "room.html")
+
+    @app.get("/favicon.ico")
+    async def favicon() -> Response:
+        return Response(status_code=204)
 
     @app.get("/healthz", response_class=PlainTextResponse)
     async def healthz() -> str:

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 log = logging.getLogger("parley.signaling.store")
-PREFIX = "parley:"
+PREFIX = "parley:signaling:"
 Handler = Callable[[str], Awaitable[None]]
 
 
@@ -104,7 +104,7 @@ _DELETE_IF = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('d
 
 
 class RedisStore:
-    """Redis-backed: keys under ``parley:``, one pub/sub connection for all subscriptions."""
+    """Redis-backed: keys and channels under ``parley:signaling:``, one pub/sub connection for all subscriptions."""
 
     def __init__(self, url: str) -> None:
         import redis.asyncio as aioredis

@@ -324,6 +324,7 @@ async function onMessage(msg) {
   switch (msg.type) {
     case "welcome":
       state.identity = msg.identity; state.iceServers = msg.iceServers;
+      state.instance = msg.instance;
       setStatus("connected");
       if (pathRoom) await joinRoom(pathRoom); else await ensureLocalMedia();
       break;
