@@ -47,7 +47,15 @@ def build_parser() -> argparse.ArgumentParser:
     media = sub.add_parser("media-node", help="run a media node")
     media.add_argument("--role", choices=["call-server", "transcoder", "edge-relay"],
                        required=True)
-    media.set_defaults(func=_not_landed("media-node", 4))
+    media.add_argument("--host", default="0.0.0.0")
+    media.add_argument("--port", type=int, default=8090, help="control API (HTTP) port")
+    media.add_argument("--node-id", default=None, help="default: a random cs-xxxxxxxx")
+    media.add_argument("--region", default="local")
+    media.add_argument("--url", default=None, help="control API URL signaling should use")
+    media.add_argument("--advertise", default="", help="media address clients reach")
+    media.add_argument("--capacity", type=int, default=400, help="subscriptions budget")
+    media.add_argument("--redis-url", default=None, help="register here (or PARLEY_REDIS_URL)")
+    media.set_defaults(func=_lazy("parley.media.server"))
 
     op = sub.add_parser("operator", help="run the Kubernetes operator")
     op.add_argument("--namespace", action="append", default=None,

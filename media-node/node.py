@@ -1,0 +1,227 @@
+"""The call server: meetings on this node, admission, drain, load and metrics.
+
+Control logic lives here, out of the forwarding path: a one-second tick turns the hot path's plain
+counters into Prometheus metrics and load figures, refreshes RTCP sender-report state and enforces
+the drain deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+import uuid
+from typing import Any
+
+from aiortc import RTCConfiguration, RTCIceServer
+
+from . import metrics
+from .meeting import Meeting
+from .participant import Participant
+from .publisher import UpTrack
+from .subscriber import DownTrack
+
+
+class Refused(Exception):
+    """The node takes no new meeting (draining or at capacity)."""
+
+
+class CallServer:
+    """Holds meetings and participants; one per process."""
+
+    def __init__(self, node_id: str | None = None, *, region: str = "local", url: str = "",
+                 capacity_subscriptions: int = 400, capacity_pps: int = 40000,
+                 ice_servers: list[RTCIceServer] | None = None) -> None:
+        self.id = node_id or f"cs-{uuid.uuid4().hex[:8]}"
+        self.region = region
+        self.url = url
+        self.capacity_subscriptions = capacity_subscriptions
+        self.capacity_pps = capacity_pps
+        self.config = RTCConfiguration(iceServers=ice_servers or [])
+        self.meetings: dict[str, Meeting] = {}
+        self.participants: dict[str, Participant] = {}
+        self.tombstones: dict[str, tuple[float, Participant]] = {}
+        self.draining = False
+        self.drain_deadline: float | None = None
+        self.pps = 0.0
+        self.started = time.monotonic()
+        self._prev_packets = 0
+        self._prev_tick = time.monotonic()
+        self._in_totals: dict[int, int] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._drain_task: asyncio.Task[None] | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._ticker())
+
+    async def close(self) -> None:
+        for task in (self._task, self._drain_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        for p in list(self.participants.values()):
+            await self._remove(p)
+
+    def ready(self) -> bool:
+        return not self.draining and self.subscriptions() < self.capacity_subscriptions
+
+    # -- joins and leaves -------------------------------------------------------------------
+    async def join(self, meeting_id: str, sdp: str,
+                   participant_id: str | None = None) -> tuple[Participant, str]:
+        """Admit a participant with its offer; returns it and the answer."""
+        meeting = self.meetings.get(meeting_id)
+        if meeting is None and (self.draining or
+                                self.subscriptions() >= self.capacity_subscriptions):
+            raise Refused("draining" if self.draining else "at capacity")
+        pid = participant_id or uuid.uuid4().hex[:12]
+        old = self.participants.get(pid)
+        if old is not None:  # a reconnecting client replaces its old connection
+            await self._remove(old)
+        p = Participant(pid, meeting_id, self.config, self._gone, self._published)
+        try:
+            answer, ups = await p.accept_offer(sdp)
+        except Exception:
+            await p.close()
+            raise
+        if meeting is None:
+            meeting = self.meetings[meeting_id] = Meeting(meeting_id)
+        self.participants[pid] = p
+        meeting.add(p)
+        meeting.publish(p, ups)
+        self._gauges()
+        return p, answer
+
+    async def offer(self, pid: str, sdp: str) -> str:
+        """A client renegotiates (e.g. starts a screen share): new tracks go to the others."""
+        p = self.participants[pid]
+        answer, ups = await p.accept_offer(sdp)
+        meeting = self.meetings.get(p.meeting_id)
+        if meeting is not None:
+            meeting.publish(p, ups)
+        return answer
+
+    def _published(self, p: Participant, ups: list[UpTrack]) -> None:
+        meeting = self.meetings.get(p.meeting_id)
+        if meeting is not None:
+            meeting.publish(p, ups)
+
+    async def leave(self, pid: str) -> bool:
+        p = self.participants.get(pid)
+        if p is None:
+            return False
+        await self._remove(p)
+        return True
+
+    async def _gone(self, p: Participant) -> None:
+        await self._remove(p)
+
+    async def _remove(self, p: Participant) -> None:
+        if self.participants.get(p.id) is not p:
+            return
+        del self.participants[p.id]
+        meeting = self.meetings.get(p.meeting_id)
+        if meeting is not None:
+            self._flush_legs(meeting.remove(p))
+            if not meeting.participants:
+                del self.meetings[p.meeting_id]
+        self._flush_uptracks(p.uptracks, final=True)
+        self.tombstones[p.id] = (time.monotonic(), p)
+        await p.close()
+        self._gauges()
+
+    def participant(self, pid: str) -> Participant | None:
+        p = self.participants.get(pid)
+        if p is None and pid in self.tombstones:
+            p = self.tombstones[pid][1]
+        return p
+
+    # -- drain ------------------------------------------------------------------------------
+    def drain(self, deadline: float) -> dict[str, Any]:
+        """Stop taking new meetings; after ``deadline`` seconds tell signaling (through each
+        participant's event stream) to move everyone left, then close them, so a drain ends."""
+        self.draining = True
+        self.drain_deadline = time.monotonic() + deadline
+        metrics.DRAINING.set(1)
+        if self._drain_task is None:
+            self._drain_task = asyncio.ensure_future(self._drain(deadline))
+        return self.status()
+
+    async def _drain(self, deadline: float) -> None:
+        await asyncio.sleep(deadline)
+        for p in list(self.participants.values()):
+            p.push({"type": "move", "reason": "drain", "meeting": p.meeting_id})
+        await asyncio.sleep(0.2)  # let long polls deliver the move event
+        for p in list(self.participants.values()):
+            await self._remove(p)
+
+    # -- load, metrics ----------------------------------------------------------------------
+    def subscriptions(self) -> int:
+        return sum(m.subscriptions() for m in self.meetings.values())
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "url": self.url, "region": self.region,
+            "draining": self.draining,
+            "drain_remaining": (max(0.0, self.drain_deadline - time.monotonic())
+                                if self.drain_deadline is not None else None),
+            "meetings": len(self.meetings), "participants": len(self.participants),
+            "subscriptions": self.subscriptions(), "pps": round(self.pps, 1),
+            "capacity_subscriptions": self.capacity_subscriptions,
+            "capacity_pps": self.capacity_pps, "pid": os.getpid(),
+            "participant_ids": {m.id: sorted(m.participants) for m in self.meetings.values()},
+        }
+
+    def _gauges(self) -> None:
+        metrics.MEETINGS.set(len(self.meetings))
+        metrics.PARTICIPANTS.set(len(self.participants))
+        metrics.SUBSCRIPTIONS.set(self.subscriptions())
+
+    def _flush_legs(self, legs: list[DownTrack]) -> int:
+        total = 0
+        for dt in legs:
+            fp, fb, fd = dt.flushed
+            if dt.packets != fp:
+                metrics.FORWARDED_PACKETS.labels(dt.kind).inc(dt.packets - fp)
+                metrics.FORWARDED_BYTES.labels(dt.kind).inc(dt.bytes - fb)
+                total += dt.packets - fp
+            if dt.dropped != fd:
+                metrics.DROPPED_PACKETS.labels(dt.kind).inc(dt.dropped - fd)
+            dt.flushed = (dt.packets, dt.bytes, dt.dropped)
+        return total
+
+    def _flush_uptracks(self, ups: list[UpTrack], final: bool = False) -> int:
+        total = 0
+        for up in ups:
+            prev = self._in_totals.get(id(up), 0)
+            if up.packets != prev:
+                metrics.RECEIVED_PACKETS.labels(up.kind).inc(up.packets - prev)
+                total += up.packets - prev
+            if final:
+                self._in_totals.pop(id(up), None)
+            else:
+                self._in_totals[id(up)] = up.packets
+        return total
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        legs = [dt for p in self.participants.values() for dt in p.downtracks.values()]
+        packets = self._flush_legs(legs)
+        packets += self._flush_uptracks([u for p in self.participants.values()
+                                         for u in p.uptracks])
+        self.pps = packets / max(1e-3, now - self._prev_tick)
+        self._prev_tick = now
+        for dt in legs:
+            dt.sync_sender_report()
+        for pid, (t, _) in list(self.tombstones.items()):
+            if now - t > 60:
+                del self.tombstones[pid]
+        self._gauges()
+
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self.tick()

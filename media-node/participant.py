@@ -1,0 +1,207 @@
+"""One participant: a single peer connection to the call server, for publishing and subscribing.
+
+Negotiation (docs/call-server.md): the client's join offer carries what it publishes; after that
+the call server makes every offer: new subscriptions as sendonly m-lines, and, when the client asks
+to publish more (a screen share), recvonly m-lines the client's answer attaches its track to. So no
+offers cross. A client offer is still accepted while the connection is stable, and refused with 409
+(glare) while a server offer waits for its answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+
+from .link import Link
+from .publisher import UpTrack
+from .subscriber import DownTrack, SilentTrack
+from .tasks import spawn
+
+PREFERRED = {"video": "video/vp8", "audio": "audio/opus"}
+
+
+class Glare(Exception):
+    """A client offer crossed an outstanding server offer."""
+
+
+def _restrict_codecs(transceiver: Any) -> list[Any]:
+    """Keep one media codec (VP8 / Opus when offered) and its RTX, so every packet a publisher
+    sends has one payload type the subscribers negotiated too."""
+    codecs = transceiver._codecs
+    media = [c for c in codecs if not c.mimeType.lower().endswith("/rtx")]
+    want = PREFERRED.get(transceiver.kind, "")
+    main = next((c for c in media if c.mimeType.lower() == want), media[0])
+    rtx = [c for c in codecs
+           if c.mimeType.lower().endswith("/rtx") and c.parameters.get("apt") == main.payloadType]
+    transceiver._codecs = [main, *rtx]
+    return transceiver._codecs
+
+
+def _capabilities_like(up: UpTrack) -> list[Any]:
+    caps = RTCRtpSender.getCapabilities(up.kind).codecs
+    mime = up.codec.mimeType.lower()
+    main = [c for c in caps if c.mimeType.lower() == mime
+            and (not mime.endswith("h264") or c.parameters == up.codec.parameters)]
+    rtx = [c for c in caps if c.mimeType.lower().endswith("/rtx")] if up.rtx_pt else []
+    return main[:1] + rtx
+
+
+class Participant:
+    """A client's connection, its published tracks and its forwarding legs."""
+
+    def __init__(self, pid: str, meeting_id: str, config: RTCConfiguration,
+                 on_gone: Callable[[Participant], Any],
+                 on_publish: Callable[[Participant, list[UpTrack]], None]) -> None:
+        self.id = pid
+        self.meeting_id = meeting_id
+        self.pc = RTCPeerConnection(config)
+        self.link = Link()
+        self.uptracks: list[UpTrack] = []
+        self.downtracks: dict[int, DownTrack] = {}  # id(UpTrack) -> leg
+        self._pending: list[DownTrack] = []
+        self._offered: list[DownTrack] = []
+        self._retired: list[DownTrack] = []
+        self._lock = asyncio.Lock()
+        self._dirty = False
+        self.closed = False
+        self.events: list[dict[str, Any]] = []
+        self._event_seq = 0
+        self._event = asyncio.Event()
+        self._on_gone = on_gone
+        self._on_publish = on_publish
+        self._publish_slots: list[str] = []
+        self.pc.on("connectionstatechange", self._state_changed)
+
+    async def _state_changed(self) -> None:
+        state = self.pc.connectionState
+        if state == "connected":
+            self.link.resolve(self.pc)
+        elif state in ("failed", "closed") and not self.closed:
+            self.link.close()
+            await self._on_gone(self)
+
+    # -- negotiation ------------------------------------------------------------------------
+    async def accept_offer(self, sdp: str) -> tuple[str, list[UpTrack]]:
+        """Apply a client offer; return the answer and the newly published tracks."""
+        async with self._lock:
+            if self.pc.signalingState != "stable":
+                raise Glare
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp, "offer"))
+            new = self._new_uptracks()
+            await self.pc.setLocalDescription(await self.pc.createAnswer())
+            self.uptracks.extend(new)
+            return self.pc.localDescription.sdp, new
+
+    def _new_uptracks(self) -> list[UpTrack]:
+        """Tracks the client started sending in the description just applied."""
+        known = {id(up.receiver) for up in self.uptracks}
+        new: list[UpTrack] = []
+        for t in self.pc.getTransceivers():
+            if id(t.receiver) in known or t.receiver.track is None:
+                continue
+            new.append(UpTrack(self.id, t.receiver, _restrict_codecs(t), t.receiver.track.id,
+                               t.kind))
+        return new
+
+    def request_publish(self, kinds: list[str]) -> None:
+        """The client wants to publish more tracks: offer it recvonly m-lines to fill."""
+        self._publish_slots.extend(k for k in kinds if k in PREFERRED)
+        spawn(self.renegotiate())
+
+    async def renegotiate(self) -> None:
+        """Offer the subscriber its pending legs (new publishers) and retire removed ones."""
+        async with self._lock:
+            if self.closed:
+                return
+            if self.pc.signalingState != "stable":
+                self._dirty = True
+                return
+            if not self._pending and not self._retired and not self._publish_slots:
+                return
+            self._dirty = False
+            for kind in self._publish_slots:
+                t = self.pc.addTransceiver(kind, "recvonly")
+                caps = RTCRtpSender.getCapabilities(kind).codecs
+                want = PREFERRED[kind]
+                t.setCodecPreferences([c for c in caps if c.mimeType.lower() == want
+                                       or (kind == "video" and c.mimeType.lower() == "video/rtx")])
+            self._publish_slots = []
+            for dt in self._pending:
+                t = self.pc.addTransceiver(SilentTrack(dt.kind, dt.up.track_id), "sendonly")
+                t.sender._stream_id = dt.up.owner  # a=msid: stream = publishing participant
+                t.setCodecPreferences(_capabilities_like(dt.up))
+                dt.transceiver = t
+            for dt in self._retired:
+                if dt.transceiver is not None:
+                    dt.transceiver.direction = "inactive"
+            self._offered, self._pending, self._retired = self._pending, [], []
+            await self.pc.setLocalDescription(await self.pc.createOffer())
+            self.push({"type": "offer", "sdp": self.pc.localDescription.sdp})
+
+    async def accept_answer(self, sdp: str) -> None:
+        async with self._lock:
+            if self.pc.signalingState != "have-local-offer":
+                raise Glare
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp, "answer"))
+            for dt in self._offered:
+                if id(dt.up) in self.downtracks:
+                    dt.bind(dt.transceiver)
+            self._offered = []
+            new = self._new_uptracks()
+            self.uptracks.extend(new)
+            again = (self._dirty or bool(self._pending) or bool(self._retired)
+                     or bool(self._publish_slots))
+        if new:
+            self._on_publish(self, new)
+        if again:
+            await self.renegotiate()
+
+    # -- subscriptions ----------------------------------------------------------------------
+    def subscribe(self, up: UpTrack) -> None:
+        if self.closed or id(up) in self.downtracks:
+            return
+        dt = DownTrack(up, self.id, self.link)
+        self.downtracks[id(up)] = dt
+        self._pending.append(dt)
+        spawn(self.renegotiate())
+
+    def unsubscribe(self, up: UpTrack) -> DownTrack | None:
+        dt = self.downtracks.pop(id(up), None)
+        if dt is None:
+            return None
+        dt.close()
+        if dt in self._pending:
+            self._pending.remove(dt)
+        elif not self.closed:
+            self._retired.append(dt)
+            self.push({"type": "unpublished", "participant": up.owner, "track": up.track_id})
+            spawn(self.renegotiate())
+        return dt
+
+    # -- events for signaling (long poll) ---------------------------------------------------
+    def push(self, event: dict[str, Any]) -> None:
+        self._event_seq += 1
+        self.events.append({"seq": self._event_seq, **event})
+        del self.events[:-64]
+        self._event.set()
+        self._event = asyncio.Event()
+
+    async def wait_events(self, after: int, wait: float) -> list[dict[str, Any]]:
+        if self._event_seq <= after and not self.closed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._event.wait(), wait)
+        return [e for e in self.events if e["seq"] > after]
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.link.close()
+        for up in self.uptracks:
+            up.close()
+        self.push({"type": "closed"})
+        await self.pc.close()

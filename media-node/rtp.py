@@ -1,0 +1,79 @@
+"""RTP helpers for the forwarding hot path: header rewrite and keyframe detection.
+
+The call server forwards RTP (RFC 3550) packets, not frames: it rewrites SSRC, payload type and
+sequence number and keeps the payload bytes as they arrived, so no depacketizing, no jitter buffer
+and no decoder sit between a publisher and its subscribers.
+"""
+
+from __future__ import annotations
+
+import struct
+
+_HEADER = struct.Struct("!BBHII")
+pack_header = _HEADER.pack
+"""(0x80, marker << 7 | payload type, sequence, timestamp, SSRC) -> 12 header bytes.
+
+Forwarded packets carry no header extensions: the extension ids a publisher negotiated need not
+match the subscriber's, and every receiver demultiplexes by the SSRC signalled in SDP."""
+
+
+def vp8_keyframe(payload: bytes) -> bool:
+    """True when ``payload`` starts a VP8 keyframe (RFC 7741 section 4.2 and 4.3).
+
+    A keyframe starts in a packet whose descriptor has S=1 and PID=0 and whose VP8 payload header
+    has the inverse keyframe bit P cleared."""
+    n = len(payload)
+    if n < 2:
+        return False
+    b0 = payload[0]
+    if not (b0 & 0x10) or (b0 & 0x07):
+        return False
+    i = 1
+    if b0 & 0x80:  # X: extension octet
+        x = payload[1]
+        i = 2
+        if x & 0x80:  # I: picture id, 7 or 15 bits
+            if i >= n:
+                return False
+            i += 2 if payload[i] & 0x80 else 1
+        if x & 0x40:  # L: TL0PICIDX
+            i += 1
+        if x & 0x30:  # T or K
+            i += 1
+    return i < n and not (payload[i] & 0x01)
+
+
+def h264_keyframe(payload: bytes) -> bool:
+    """True when ``payload`` carries an IDR slice or SPS (RFC 6184 sections 5.6-5.8)."""
+    if not payload:
+        return False
+    nal = payload[0] & 0x1F
+    if nal in (5, 7):
+        return True
+    if nal == 24:  # STAP-A: 16-bit sizes then NAL units
+        i = 1
+        while i + 2 < len(payload):
+            size = (payload[i] << 8) | payload[i + 1]
+            if payload[i + 2] & 0x1F in (5, 7):
+                return True
+            i += 2 + size
+        return False
+    if nal == 28 and len(payload) > 1:  # FU-A: start bit and original type
+        return bool(payload[1] & 0x80) and payload[1] & 0x1F in (5, 7)
+    return False
+
+
+def always_keyframe(payload: bytes) -> bool:
+    """Audio has no inter-frame dependency: any packet is a valid starting point."""
+    return True
+
+
+KEYFRAME_DETECTORS = {"video/vp8": vp8_keyframe, "video/h264": h264_keyframe}
+
+
+def keyframe_detector(mime_type: str):  # type: ignore[no-untyped-def]
+    return KEYFRAME_DETECTORS.get(mime_type.lower(), always_keyframe)
+
+
+def seq_add(a: int, b: int) -> int:
+    return (a + b) & 0xFFFF
