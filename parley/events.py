@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import threading
 import uuid
 from functools import cache
@@ -135,6 +136,11 @@ class KafkaSink:
 
 
 def sink_for(kafka_bootstrap: str | None, topic: str, data_dir: Path) -> EventSink:
+    """Kafka when configured (``PARLEY_EVENTS_BUFFER`` bounds the queue,
+    ``PARLEY_KAFKA_DELIVERY_TIMEOUT_MS`` how long an event may wait), else the JSONL file."""
     if kafka_bootstrap:
-        return KafkaSink(kafka_bootstrap, topic)
+        return KafkaSink(kafka_bootstrap, topic,
+                         max_buffered=int(os.environ.get("PARLEY_EVENTS_BUFFER") or 10000),
+                         delivery_timeout_ms=int(
+                             os.environ.get("PARLEY_KAFKA_DELIVERY_TIMEOUT_MS") or 30000))
     return JsonlSink(data_dir / "events.jsonl")

@@ -149,13 +149,14 @@ class Calls:
             await self._save(call)
         for who in (call["caller"], call["callee"]):
             await self.hub.store.delete_if(f"busy:{who}", call_id)
+        # The event first: leaving the call room (participant.left) follows the end.
+        self.hub.emit("call.ended", call_id=call_id, room=call.get("room"), data={
+            "caller": call["caller"], "callee": call["callee"], "reason": reason, "by": by,
+            "durationMs": int((time.time() - started) * 1000) if started else None})
         ended = {"type": "call.ended", "callId": call_id, "reason": reason, "by": by}
         await self.hub.presence.deliver(call["caller"], ended)
         if reason not in ("offline", "busy"):
             await self.hub.presence.deliver(call["callee"], ended)
-        self.hub.emit("call.ended", call_id=call_id, room=call.get("room"), data={
-            "caller": call["caller"], "callee": call["callee"], "reason": reason, "by": by,
-            "durationMs": int((time.time() - started) * 1000) if started else None})
 
     async def disconnected(self, s: Session) -> None:
         """A party's last connection went away: end what it was part of."""

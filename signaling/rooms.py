@@ -21,6 +21,11 @@ if TYPE_CHECKING:
 CALL_ROOM_PREFIX = "call-"
 
 
+def call_of(room: str) -> str | None:
+    """The call id of a 1:1 call's room, so its events share the call's Kafka key (order)."""
+    return room[len(CALL_ROOM_PREFIX):] if room.startswith(CALL_ROOM_PREFIX) else None
+
+
 class Rooms:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
@@ -84,7 +89,7 @@ class Rooms:
                     "participant": {"identity": s.identity, "name": s.name}}
         for other in members:
             await self.hub.presence.deliver(other, announce)
-        self.hub.emit("participant.joined", room=room, data={
+        self.hub.emit("participant.joined", room=room, call_id=call_of(room), data={
             "identity": s.identity, "name": s.name, "participants": len(members) + 1})
         await self._reconfigure(room, {**members, s.identity: entry})
 
@@ -98,7 +103,7 @@ class Rooms:
         gone = {"type": "participant.left", "room": room, "identity": s.identity}
         for other in members:
             await self.hub.presence.deliver(other, gone)
-        self.hub.emit("participant.left", room=room, data={
+        self.hub.emit("participant.left", room=room, call_id=call_of(room), data={
             "identity": s.identity, "name": s.name, "participants": len(members)})
         if members:
             await self._reconfigure(room, members)
@@ -122,7 +127,7 @@ class Rooms:
         await self.hub.store.set(f"roomcfg:{room}", encoded, ttl_s=24 * 3600)
         for identity in members:
             await self.hub.presence.deliver(identity, {"type": "config", "room": room, **config})
-        self.hub.emit("config.changed", room=room, data=config)
+        self.hub.emit("config.changed", room=room, call_id=call_of(room), data=config)
 
     async def relay(self, s: Session, msg: Message) -> None:
         """Forward offer/answer/ice to a peer in the same room, stamped with the sender."""

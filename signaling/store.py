@@ -104,7 +104,8 @@ _DELETE_IF = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('d
 
 
 class RedisStore:
-    """Redis-backed: keys and channels under ``parley:signaling:``, one pub/sub connection for all subscriptions."""
+    """Redis-backed: keys and channels under ``parley:signaling:``; one pub/sub connection
+    serves all subscriptions."""
 
     def __init__(self, url: str) -> None:
         import redis.asyncio as aioredis

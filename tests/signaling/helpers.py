@@ -39,21 +39,21 @@ class Client:
     async def send(self, **msg: Any) -> None:
         await self.ws.send(json.dumps(msg))
 
-    async def expect(self, mtype: str, timeout: float = 5, **match: Any) -> dict[str, Any]:
+    async def expect(self, mtype: str, within: float = 5, **match: Any) -> dict[str, Any]:
         for i, msg in enumerate(self.inbox):
             if msg["type"] == mtype and all(msg.get(k) == v for k, v in match.items()):
                 return self.inbox.pop(i)
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(within):
             while True:
                 msg = json.loads(await self.ws.recv())
                 if msg["type"] == mtype and all(msg.get(k) == v for k, v in match.items()):
                     return msg
                 self.inbox.append(msg)
 
-    async def request(self, mtype: str, reply: str, timeout: float = 5,
+    async def request(self, mtype: str, reply: str, within: float = 5,
                       **fields: Any) -> dict[str, Any]:
         await self.send(type=mtype, **fields)
-        return await self.expect(reply, timeout)
+        return await self.expect(reply, within)
 
     async def close(self) -> None:
         await self.ws.close()

@@ -27,7 +27,7 @@ def server(parley_server: Callable[..., str], token_secret: str, tmp_path: Path)
 
 async def nothing_of(client: Client, mtype: str, within: float = 0.5) -> None:
     with pytest.raises(TimeoutError):
-        await client.expect(mtype, timeout=within)
+        await client.expect(mtype, within=within)
 
 
 async def test_invite_refused_by_user_service_never_rings(server: str) -> None:
@@ -78,7 +78,7 @@ async def test_callee_offline_is_told_at_once(server: str) -> None:
     alice = await Client.connect(server, "alice")
     start = time.monotonic()
     await alice.send(type="invite", to="carol")
-    ended = await alice.expect("call.ended", timeout=2)
+    ended = await alice.expect("call.ended", within=2)
     assert ended["reason"] == "offline"
     assert time.monotonic() - start < 0.5
     # and alice is free again right away
@@ -105,7 +105,7 @@ async def test_no_answer_times_out(server: str) -> None:
     alice, bob = await Client.connect(server, "alice"), await Client.connect(server, "bob")
     start = time.monotonic()
     await alice.request("invite", "call.ringing", to="bob")
-    ended = await alice.expect("call.ended", timeout=5)
+    ended = await alice.expect("call.ended", within=5)
     assert ended["reason"] == "no_answer"
     assert 1.3 < time.monotonic() - start < 4
     assert (await bob.expect("call.ended"))["reason"] == "no_answer"
