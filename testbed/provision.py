@@ -458,8 +458,8 @@ def start_kafka(art: dict[str, Path], env: dict[str, str]) -> None:
     java = ["java", "-Xms256m", "-Xmx768m", "-XX:+UseSerialGC",
             f"-Dlog4j.configuration=file:{kdir / 'log4j.properties'}", "-cp", classpath]
     cluster_id = base64.urlsafe_b64encode(secrets.token_bytes(16)).decode().rstrip("=")
-    run("kafka-format", [*java, "kafka.tools.StorageTool", "format", "-t", cluster_id,
-                         "-c", props])
+    run("kafka-format", [*java, "kafka.tools.StorageTool", "format",
+                         f"--cluster-id={cluster_id}", "--config", props])
     start("kafka", [*java, "kafka.Kafka", props])
 
     def ready() -> bool:
