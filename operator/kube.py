@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 import threading
 from typing import Any
 
@@ -29,7 +30,8 @@ def api() -> client.ApiClient:
             try:
                 config.load_incluster_config()
             except config.ConfigException:
-                config.load_kube_config()
+                # Read $KUBECONFIG now, not when the kubernetes package was imported.
+                config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None)
             cfg = client.Configuration.get_default_copy()
             cfg.connection_pool_maxsize = 32
             _api = client.ApiClient(cfg)

@@ -20,6 +20,8 @@ from tests.conftest import ROOT, Kube, free_port, wait_until
 
 @pytest.fixture(scope="session")
 def crds(kube: Kube) -> None:
+    # Tests publish media-node reports with the same client code a media node uses.
+    os.environ["KUBECONFIG"] = kube.kubeconfig
     kube.kubectl("apply", "-f", str(ROOT / "crds"))
     for crd in ("meetings.parley.dev", "broadcasts.parley.dev"):
         kube.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
