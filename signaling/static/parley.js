@@ -423,7 +423,17 @@ const api = {
   toggleVideo: () => toggle("video"),
   startScreen,
   leave: leaveRoom,
+  senderParameters: () => [...peers.values()].flatMap((p) => p.pc.getSenders()
+    .filter((s) => s.track?.kind === "video")
+    .map((s) => ({ participant: p.id, source: localSources[streamOf(s.track)] || "camera",
+                   encodings: (s.getParameters().encodings || []).map((e) => ({
+                     maxBitrate: e.maxBitrate, maxFramerate: e.maxFramerate,
+                     scaleResolutionDownBy: e.scaleResolutionDownBy })) }))),
 };
+function streamOf(track) {
+  if (screenStream?.getTracks().includes(track)) return screenStream.id;
+  return localStream?.id;
+}
 window.parley = api;
 
 function wireUi() {

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
+from tests.conftest import wait_until
 from tests.signaling.browser import close, inbound, open_client, wait_media
 
 pytestmark = pytest.mark.browser
@@ -105,5 +106,32 @@ def test_relay_only_ice_through_coturn_connects_and_decodes(
         wait_media(b, [("ra", "video", "camera")])
         assert sa["candidatePairs"], sa
         assert all(p["local"] == "relay" for p in sa["candidatePairs"]), sa["candidatePairs"]
+    finally:
+        close(a, b)
+
+
+def test_bandwidth_drop_mid_call_recomputes_and_applies_the_config(
+        browser, parley_server: Callable[..., str]) -> None:
+    base = parley_server()
+    a = open_client(browser, f"{base}/m/adapt?name=A&user=aa&bw=2000")
+    b = open_client(browser, f"{base}/m/adapt?name=B&user=ab&bw=2000")
+    try:
+        wait_media(a, [("ab", "video", "camera")])
+        wait_media(b, [("aa", "video", "camera")])
+        assert a.evaluate("window.parley.state.config.bandwidthKbps") == 2000
+        b.evaluate("window.parley.announce({bandwidthKbps: 300, maxHeight: 240, maxFps: 15})")
+        a.wait_for_function("window.parley.state.config.bandwidthKbps === 300", timeout=10000)
+        config = a.evaluate("window.parley.state.config")
+        assert (config["maxHeight"], config["maxFps"]) == (240, 15)
+
+        def applied() -> bool:
+            params = a.evaluate("window.parley.senderParameters()")
+            enc = params[0]["encodings"][0] if params and params[0]["encodings"] else {}
+            return (enc.get("maxBitrate") == 300_000 and enc.get("maxFramerate") == 15
+                    and enc.get("scaleResolutionDownBy") == 2)  # 480 -> 240
+
+        wait_until(applied, 10, what="sender parameters applied")
+        frames = max(r["framesDecoded"] for r in inbound(b, "aa", "video"))
+        wait_media(b, [("aa", "video", "camera")], frames=frames + 20)  # still flowing
     finally:
         close(a, b)
