@@ -17,8 +17,6 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubernetes.client.rest import ApiException
-
 from parley.operator import kube
 from parley.operator.config import REGION
 
@@ -50,13 +48,10 @@ def publish(namespace: str, pod: str, *, role: str, region: str,
     if pod_uid:
         body["metadata"]["ownerReferences"] = [
             {"apiVersion": "v1", "kind": "Pod", "name": pod, "uid": pod_uid}]
-    api = kube.coordination()
-    try:
-        api.replace_namespaced_lease(lease_name(pod), namespace, body)
-    except ApiException as exc:
-        if exc.status != 404:
-            raise
-        api.create_namespaced_lease(namespace, body)
+    # Server-side apply: create or update in one idempotent call, no resourceVersion needed.
+    kube.coordination().patch_namespaced_lease(
+        lease_name(pod), namespace, body, field_manager=f"parley-media-{role}", force=True,
+        _content_type="application/apply-patch+yaml")
 
 
 @dataclass

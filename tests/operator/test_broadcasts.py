@@ -1,0 +1,109 @@
+"""Broadcasts: the ladder, the relay tier and edge relays that follow reported viewers."""
+
+from __future__ import annotations
+
+import pytest
+
+from parley.operator import reports
+from tests.conftest import Kube, wait_until
+from tests.operator.conftest import Operator, apply, cond, get
+
+pytestmark = pytest.mark.k8s
+
+BROADCAST = {
+    "apiVersion": "parley.dev/v1alpha1", "kind": "Broadcast", "metadata": {"name": "keynote"},
+    "spec": {
+        "sources": [{"name": "stage-cam"}],
+        "renditions": [{"name": "1080p", "height": 1080, "bitrateKbps": 6000},
+                       {"name": "720p", "height": 720, "bitrateKbps": 3000},
+                       {"name": "360p", "height": 360, "bitrateKbps": 800}],
+        "edge": {"viewersPerReplica": 100,
+                 "regions": [{"name": "eu", "minReplicas": 1, "maxReplicas": 4},
+                             {"name": "us", "minReplicas": 2, "maxReplicas": 5}]},
+    },
+}
+
+
+def _deployments(kube: Kube, ns: str, component: str) -> dict[str, dict]:
+    items = kube.json("get", "deployments", "-n", ns, "-l",
+                      f"app.kubernetes.io/component={component},parley.dev/broadcast=keynote"
+                      )["items"]
+    return {d["metadata"]["name"]: d for d in items}
+
+
+def _edge_replicas(kube: Kube, ns: str) -> dict[str, int]:
+    return {d["metadata"]["labels"]["parley.dev/region"]: d["spec"]["replicas"]
+            for d in _deployments(kube, ns, "edge-relay").values()}
+
+
+def _viewers(ns: str, eu: int, us: int) -> None:
+    """Two edge-relay pods report, as media nodes do, one per region."""
+    reports.publish(ns, "edge-eu-0", role="edge-relay", region="eu",
+                    broadcasts={f"{ns}/keynote": eu})
+    reports.publish(ns, "edge-us-0", role="edge-relay", region="us",
+                    broadcasts={f"{ns}/keynote": us})
+
+
+def test_broadcast_ladder_relays_and_edges_follow_viewers(kube: Kube, namespace: str,
+                                                          operator: Operator) -> None:
+    apply(kube, namespace, BROADCAST)
+
+    def ready() -> dict | None:
+        b = get(kube, namespace, "bcast", "keynote")
+        return b if cond(b, "Ready").get("status") == "True" else None
+
+    b = wait_until(ready, 90, 0.5, what="Broadcast Ready")
+    tx = _deployments(kube, namespace, "transcoder")
+    assert sorted(tx) == ["keynote-tx-1080p", "keynote-tx-360p", "keynote-tx-720p"]
+    env = {e["name"]: e["value"]
+           for e in tx["keynote-tx-720p"]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert (env["PARLEY_HEIGHT"], env["PARLEY_BITRATE_KBPS"]) == ("720", "3000")
+    edges = _deployments(kube, namespace, "edge-relay")
+    assert sorted(edges) == ["keynote-edge-eu", "keynote-edge-us"]
+    bounds = {d["metadata"]["labels"]["parley.dev/region"]: (
+        d["metadata"]["annotations"]["parley.dev/min-replicas"],
+        d["metadata"]["annotations"]["parley.dev/max-replicas"]) for d in edges.values()}
+    assert bounds == {"eu": ("1", "4"), "us": ("2", "5")}
+    assert _edge_replicas(kube, namespace) == {"eu": 1, "us": 2}  # no viewers: the minimum
+    assert len(_deployments(kube, namespace, "relay")) == 1
+    ingest = _deployments(kube, namespace, "call-server")
+    assert list(ingest) == ["keynote-ingest"]
+    assert kube.json("get", "service", "keynote-ingest", "-n", namespace)
+    for d in [*tx.values(), *edges.values(), *ingest.values()]:
+        owner = d["metadata"]["ownerReferences"][0]
+        assert (owner["kind"], owner["uid"]) == ("Broadcast", b["metadata"]["uid"])
+    assert b["status"]["transcoders"] == 3
+    assert [p["rendition"] for p in b["status"]["playback"]] == ["1080p", "720p", "360p"]
+    assert b["status"]["ingestUrl"] == f"http://keynote-ingest.{namespace}.svc:8080/whip"
+
+    # Viewers rise: eu 250 -> 3 replicas; us 900 -> 9, capped at its maximum of 5.
+    _viewers(namespace, 250, 900)
+    wait_until(lambda: _edge_replicas(kube, namespace) == {"eu": 3, "us": 5}, 30, 0.5,
+               what="edges scaled up within bounds")
+    live = wait_until(lambda: (lambda b: b if b["status"].get("viewers") == 1150 else None)(
+        get(kube, namespace, "bcast", "keynote")), 30, 0.5, what="viewers in status")
+    assert live["status"]["phase"] == "Live"
+    assert {e["region"]: e["viewers"] for e in live["status"]["edges"]} == {"eu": 250, "us": 900}
+
+    # And back down: eu to its minimum, us to 2.
+    _viewers(namespace, 0, 150)
+    wait_until(lambda: _edge_replicas(kube, namespace) == {"eu": 1, "us": 2}, 30, 0.5,
+               what="edges scaled back down")
+    wait_until(lambda: all(
+        d["status"].get("readyReplicas") == d["spec"]["replicas"]
+        for d in _deployments(kube, namespace, "edge-relay").values()), 60, 0.5,
+        what="edge pods Ready")
+    reasons = {e["reason"] for e in kube.json(
+        "get", "events", "-n", namespace,
+        "--field-selector", "involvedObject.name=keynote")["items"]}
+    assert {"Created", "EdgeScaled", "PhaseLive"} <= reasons
+
+    # Dropping a rendition removes its transcoder; deleting the broadcast collects the rest.
+    kube.kubectl("patch", "bcast", "keynote", "-n", namespace, "--type=json", "-p",
+                 '[{"op":"remove","path":"/spec/renditions/2"}]')
+    wait_until(lambda: sorted(_deployments(kube, namespace, "transcoder")) == [
+        "keynote-tx-1080p", "keynote-tx-720p"], 30, 0.5, what="360p transcoder removed")
+    kube.kubectl("delete", "bcast", "keynote", "-n", namespace)
+    wait_until(lambda: not kube.json("get", "deployments", "-n", namespace, "-l",
+                                     "parley.dev/broadcast=keynote")["items"], 60, 0.5,
+               what="broadcast workloads garbage-collected")
