@@ -14,7 +14,7 @@ import time
 import uuid
 from typing import Any
 
-from aiortc import RTCConfiguration, RTCIceServer
+from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer
 
 from . import metrics
 from .meeting import Meeting
@@ -38,7 +38,10 @@ class CallServer:
         self.url = url
         self.capacity_subscriptions = capacity_subscriptions
         self.capacity_pps = capacity_pps
-        self.config = RTCConfiguration(iceServers=ice_servers or [])
+        # max-bundle: with aiortc's default (balanced) a renegotiation that adds two m-lines of one
+        # kind leaves the second on a transport that bundling then stops.
+        self.config = RTCConfiguration(iceServers=ice_servers or [],
+                                       bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
         self.meetings: dict[str, Meeting] = {}
         self.participants: dict[str, Participant] = {}
         self.tombstones: dict[str, tuple[float, Participant]] = {}
@@ -87,6 +90,7 @@ class CallServer:
         except Exception:
             await p.close()
             raise
+        meeting = self.meetings.get(meeting_id)  # re-read: other joins ran during the await
         if meeting is None:
             meeting = self.meetings[meeting_id] = Meeting(meeting_id)
         self.participants[pid] = p
@@ -216,6 +220,8 @@ class CallServer:
         self._prev_tick = now
         for dt in legs:
             dt.sync_sender_report()
+            if dt.gated and dt.sender is not None:
+                dt.up.request_keyframe()  # a lost PLI or keyframe must not hold a leg forever
         for pid, (t, _) in list(self.tombstones.items()):
             if now - t > 60:
                 del self.tombstones[pid]

@@ -80,6 +80,11 @@ class Participant:
         state = self.pc.connectionState
         if state == "connected":
             self.link.resolve(self.pc)
+            for dt in self.downtracks.values():  # keyframes that came before the link was up
+                if dt.gated and dt.sender is not None:
+                    dt.up.request_keyframe()
+            if self._dirty or self._pending or self._publish_slots:
+                spawn(self.renegotiate())
         elif state in ("failed", "closed") and not self.closed:
             self.link.close()
             await self._on_gone(self)
@@ -117,12 +122,14 @@ class Participant:
         async with self._lock:
             if self.closed:
                 return
-            if self.pc.signalingState != "stable":
+            if self.pc.signalingState != "stable" or self.pc.connectionState != "connected":
+                # Offer only on an established connection: aiortc (client side) never starts
+                # receivers added by a renegotiation that lands while DTLS is still connecting.
                 self._dirty = True
                 return
+            self._dirty = False
             if not self._pending and not self._retired and not self._publish_slots:
                 return
-            self._dirty = False
             for kind in self._publish_slots:
                 t = self.pc.addTransceiver(kind, "recvonly")
                 caps = RTCRtpSender.getCapabilities(kind).codecs

@@ -14,6 +14,7 @@ import av
 import httpx
 from aiortc import (
     MediaStreamTrack,
+    RTCBundlePolicy,
     RTCConfiguration,
     RTCPeerConnection,
     RTCSessionDescription,
@@ -83,13 +84,16 @@ class Client:
         self.connected_at = None
         self.node_lost = asyncio.Event()
         self.joined_at = time.monotonic()
-        pc = self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        pc = self.pc = RTCPeerConnection(RTCConfiguration(
+            iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
         if self.video:
             pc.addTransceiver(PatternVideo(f"{self.name}-camera"), "sendonly")
         if self.audio:
             pc.addTransceiver(ToneAudio(f"{self.name}-mic"), "sendonly")
         for t in self.extra:
             pc.addTransceiver(t, "sendonly")
+        if not pc.getTransceivers():  # a viewer: an offer needs one m-line for the transport
+            pc.addTransceiver("audio", "recvonly")
 
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
@@ -178,12 +182,12 @@ class Client:
         await self.http.aclose()
 
 
-async def wait_for(check: Any, timeout: float, what: str, interval: float = 0.05) -> float:
+async def wait_for(check: Any, limit: float, what: str, interval: float = 0.05) -> float:
     """Await until ``check()`` is truthy; returns the seconds it took."""
     start = time.monotonic()
-    while time.monotonic() - start < timeout:
+    while time.monotonic() - start < limit:
         if check():
             return time.monotonic() - start
         await asyncio.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    raise AssertionError(f"timed out after {limit}s waiting for {what}")
 

@@ -20,7 +20,9 @@ async def running(server: CallServer) -> AsyncIterator[str]:
     config = uvicorn.Config(create_app(server), host="127.0.0.1", port=port, log_level="warning")
     userver = uvicorn.Server(config)
     task = asyncio.ensure_future(userver.serve())
-    while not userver.started:
+    for _ in range(500):
+        if userver.started:
+            break
         await asyncio.sleep(0.02)
     server.url = f"http://127.0.0.1:{port}"
     try:

@@ -33,3 +33,137 @@ async def test_two_participants_decode_each_other(call_server: tuple[CallServer,
     finally:
         await a.close()
         await b.close()
+
+
+async def test_five_participants_each_decode_the_four_others(
+        call_server: tuple[CallServer, str]) -> None:
+    server, url = call_server
+    names = ["p1", "p2", "p3", "p4", "p5"]
+    clients = [Client(n, "m5") for n in names]
+    try:
+        await asyncio.gather(*(c.join(url) for c in clients))
+        await wait_for(lambda: all(c.decoding_from([o for o in names if o != c.name])
+                                   for c in clients), 30, "every client decoding 4 others")
+        assert server.subscriptions() == 5 * 4 * 2  # 5 subscribers x 4 publishers x (video+audio)
+        server.tick()
+        assert sample("parley_media_forwarded_packets_total", kind="video") > 0
+        assert sample("parley_media_forwarded_packets_total", kind="audio") > 0
+        assert sample("parley_media_forward_latency_seconds_count") > 0
+        assert sample("parley_media_subscriptions") == 40
+    finally:
+        await asyncio.gather(*(c.close() for c in clients))
+
+
+async def test_late_joiner_decodes_within_one_second(call_server: tuple[CallServer, str]) -> None:
+    server, url = call_server
+    a, b = Client("a", "late"), Client("b", "late")
+    late = Client("late", "late", video=False, audio=False)
+    try:
+        await a.join(url)
+        await b.join(url)
+        await wait_for(lambda: a.decoding_from(["b"]) and b.decoding_from(["a"]), 15, "a<->b")
+        await asyncio.sleep(1.5)  # the publishers' last keyframe is now old: the joiner is gated
+        sent = sum(up.keyframes.sent for up in server.participants["a"].uptracks)
+        await late.join(url)
+        await wait_for(lambda: late.decoding_from(["a", "b"], minimum=1), 5, "late joiner")
+        assert late.connected_at is not None
+        first_video = max(late.first_frame[f"{n}-camera"] for n in ("a", "b"))
+        assert first_video - late.connected_at <= 1.0, first_video - late.connected_at
+        # the gate asked the publisher for a keyframe instead of waiting for a periodic one
+        assert sum(up.keyframes.sent for up in server.participants["a"].uptracks) > sent
+    finally:
+        await asyncio.gather(a.close(), b.close(), late.close())
+
+
+async def test_screen_share_is_an_extra_track(call_server: tuple[CallServer, str]) -> None:
+    server, url = call_server
+    a, b = Client("a", "share"), Client("b", "share")
+    try:
+        await a.join(url)
+        await b.join(url)
+        await wait_for(lambda: b.decoding_from(["a"]), 15, "b decoding a's camera")
+        await a.publish(PatternVideo("a-screen", size=(320, 180)))
+        await wait_for(lambda: b.decoding_from(["a"], kinds=("screen", "camera", "mic")), 15,
+                       "b decoding a's screen share")
+        assert {up.track_id for up in server.participants["a"].uptracks} == {
+            "a-camera", "a-mic", "a-screen"}
+    finally:
+        await asyncio.gather(a.close(), b.close())
+
+
+async def test_lost_packets_are_nacked_and_retransmitted_as_rtx(
+        call_server: tuple[CallServer, str]) -> None:
+    server, url = call_server
+    a, b = Client("a", "nack", audio=False), Client("b", "nack", video=False, audio=False)
+    try:
+        await a.join(url)
+        await b.join(url)
+        await wait_for(lambda: b.decoding_from(["a"], kinds=("camera",)), 15, "b decoding a")
+        receiver = next(t.receiver for t in b.pc.getTransceivers()
+                        if t.receiver.track is not None and t.receiver.track.id == "a-camera")
+        original = receiver._handle_rtp_packet
+        dropped: set[int] = set()
+        rtx_seen: list[int] = []
+        leg = server.participants["b"].downtracks[id(server.participants["a"].uptracks[0])]
+
+        async def lossy(packet, arrival_time_ms):  # type: ignore[no-untyped-def]
+            if packet.payload_type == leg.rtx_pt:
+                rtx_seen.append(packet.sequence_number)
+            elif packet.sequence_number % 10 == 0 and packet.sequence_number not in dropped:
+                dropped.add(packet.sequence_number)  # lose the first copy on the way in
+                return
+            await original(packet, arrival_time_ms)
+
+        receiver._handle_rtp_packet = lossy
+        before = b.frames["a-camera"]
+        await wait_for(lambda: len(rtx_seen) >= 5 and b.frames["a-camera"] > before + 30, 15,
+                       "retransmissions arriving while decoding continues")
+        assert leg.retransmitted >= 5 and leg.rtx_pt is not None
+        assert sample("parley_media_nacks_total", direction="downstream") >= 5
+    finally:
+        await asyncio.gather(a.close(), b.close())
+
+
+async def test_slow_subscriber_drops_frames_not_the_call(
+        call_server: tuple[CallServer, str]) -> None:
+    server, url = call_server
+    a, b = Client("a", "slow", audio=False), Client("b", "slow", video=False, audio=False)
+    try:
+        await a.join(url)
+        await b.join(url)
+        await wait_for(lambda: b.decoding_from(["a"], kinds=("camera",)), 15, "b decoding a")
+        link = server.participants["b"].link
+        real = link.buffered
+        link.buffered = lambda: 10**9  # its socket's send queue is over the bound
+        await asyncio.sleep(0.5)
+        leg = next(iter(server.participants["b"].downtracks.values()))
+        assert leg.dropped > 0 and leg.gated
+        assert "b" in server.meetings["slow"].participants  # still in the call
+        frozen = b.frames["a-camera"]
+        link.buffered = real
+        await wait_for(lambda: b.frames["a-camera"] > frozen + 10, 5, "decoding resumes")
+        assert not leg.gated
+    finally:
+        await asyncio.gather(a.close(), b.close())
+
+
+async def test_keyframe_requests_are_coalesced() -> None:
+    sent: list[float] = []
+    limiter = KeyframeRequests(lambda: sent.append(time.monotonic()), min_interval=0.2)
+    assert limiter.request()
+    assert not any([limiter.request() for _ in range(20)])  # a burst of subscriber PLIs
+    await asyncio.sleep(0.3)
+    assert len(sent) == 2  # the immediate one and one deferred to the end of the interval
+    assert sent[1] - sent[0] >= 0.19
+    assert limiter.suppressed == 20
+
+
+def test_vp8_keyframe_detection() -> None:
+    # descriptor X=1,S=1,PID=0 / I=1 with 15-bit picture id / VP8 header P=0 (keyframe)
+    assert vp8_keyframe(bytes([0x90, 0x80, 0x80, 0x01, 0x10, 0x02, 0x00, 0x9D, 0x01, 0x2A]))
+    assert not vp8_keyframe(bytes([0x90, 0x80, 0x80, 0x01, 0x11, 0x02, 0x00]))  # P=1
+    assert not vp8_keyframe(bytes([0x80, 0x80, 0x80, 0x01, 0x10]))  # not a partition start
+    assert vp8_keyframe(bytes([0x10, 0x10, 0x02]))  # no extension octet
+
+
+_ = metrics
