@@ -73,7 +73,7 @@ def media_deployment(owner: dict[str, Any], name: str, component: str, role: str
                                    "protocol": "TCP"}],
                         "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"},
                                            "periodSeconds": 5},
-                        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"},
+                        "livenessProbe": {"httpGet": {"path": "/livez", "port": "http"},
                                           "periodSeconds": 10},
                         "resources": {"requests": {"cpu": "250m", "memory": "256Mi"},
                                       "limits": {"memory": "1Gi"}},

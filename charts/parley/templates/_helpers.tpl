@@ -1,0 +1,79 @@
+{{- define "parley.fullname" -}}
+{{- if contains "parley" .Release.Name -}}{{ .Release.Name | trunc 40 | trimSuffix "-" }}{{- else -}}{{ printf "%s-parley" .Release.Name | trunc 40 | trimSuffix "-" }}{{- end -}}
+{{- end -}}
+
+{{- define "parley.labels" -}}
+app.kubernetes.io/name: parley
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/part-of: parley
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "parley.selector" -}}
+app.kubernetes.io/name: parley
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "parley.image" -}}
+{{ .root.Values.image.registry }}/{{ .name }}:{{ .root.Values.image.tag | default .root.Chart.AppVersion }}
+{{- end -}}
+
+{{/* Pod-level hardening shared by every Parley pod. */}}
+{{- define "parley.podSecurity" -}}
+runAsNonRoot: true
+runAsUser: {{ .uid | default 10001 }}
+runAsGroup: {{ .uid | default 10001 }}
+fsGroup: {{ .uid | default 10001 }}
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{- define "parley.containerSecurity" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: {{ .readOnly | default true }}
+capabilities:
+  drop: [ALL]
+{{- end -}}
+
+{{- define "parley.redisUrl" -}}
+{{- if .Values.redis.enabled -}}redis://{{ include "parley.fullname" . }}-redis:6379/0{{- else -}}{{ .Values.redis.url }}{{- end -}}
+{{- end -}}
+
+{{- define "parley.kafkaBootstrap" -}}
+{{- if .Values.kafka.enabled -}}{{ include "parley.fullname" . }}-kafka:9092{{- else -}}{{ .Values.kafka.bootstrap }}{{- end -}}
+{{- end -}}
+
+{{- define "parley.operatorRules" }}
+  - apiGroups: [parley.dev]
+    resources: [meetings, broadcasts]
+    verbs: [get, list, watch, patch]
+  - apiGroups: [parley.dev]
+    resources: [meetings/status, broadcasts/status]
+    verbs: [get, patch]
+  - apiGroups: [parley.dev]
+    resources: [meetings/finalizers, broadcasts/finalizers]
+    verbs: [update]
+  - apiGroups: [apps]
+    resources: [deployments]
+    verbs: [get, list, watch, create, patch, delete]
+  - apiGroups: [apps]
+    resources: [deployments/scale]
+    verbs: [get, patch]
+  - apiGroups: [""]
+    resources: [pods]
+    verbs: [get, list, watch, patch]
+  - apiGroups: [""]
+    resources: [services]
+    verbs: [get, create, patch, delete]
+  - apiGroups: [""]
+    resources: [events]
+    verbs: [create]
+  - apiGroups: [events.k8s.io]
+    resources: [events]
+    verbs: [create]
+  - apiGroups: [coordination.k8s.io]
+    resources: [leases]
+    verbs: [list]
+{{- end -}}
