@@ -6,7 +6,12 @@ agree on the roster; members whose presence expired (their replica died) are dro
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import time
+import uuid
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from parley.signaling import metrics
@@ -54,11 +59,31 @@ class Rooms:
         except TokenError as exc:
             raise ProtocolError("grant_missing", str(exc)) from None
 
+    @contextlib.asynccontextmanager
+    async def _locked(self, room: str) -> AsyncIterator[None]:
+        """Serialize joins and leaves of one room across replicas, so two simultaneous joiners
+        cannot both see an empty room (then neither would offer). Bounded: after 2 s the join
+        proceeds anyway rather than hang on a lock left by a crashed replica (TTL 3 s)."""
+        token = uuid.uuid4().hex
+        deadline = time.monotonic() + 2.0
+        while not await self.hub.store.set_nx(f"roomlock:{room}", token, 3.0):
+            if time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.01)
+        try:
+            yield
+        finally:
+            await self.hub.store.delete_if(f"roomlock:{room}", token)
+
     async def join(self, s: Session, msg: Message) -> None:
         if s.room is not None:
             raise ProtocolError("already_joined", f"already in room '{s.room}'", msg.id)
         room: str = msg["room"]
         await self._authorize(s, room)
+        async with self._locked(room):
+            await self._join(s, msg, room)
+
+    async def _join(self, s: Session, msg: Message, room: str) -> None:
         s.caps = Caps.from_fields(msg.fields, s.caps)
         topology = msg.get("topology", "auto")
         members = await self.members(room)
@@ -98,8 +123,9 @@ class Rooms:
         if room is None:
             return
         s.room = None
-        await self.hub.store.hdel(f"room:{room}", s.identity)
-        members = await self.members(room)
+        async with self._locked(room):
+            await self.hub.store.hdel(f"room:{room}", s.identity)
+            members = await self.members(room)
         gone = {"type": "participant.left", "room": room, "identity": s.identity}
         for other in members:
             await self.hub.presence.deliver(other, gone)

@@ -264,9 +264,9 @@ async function joinRoom(room) {
   setStatus(`joining ${room}`);
 }
 
-function leaveRoom() {
+function leaveRoom(tellServer = true) {
   for (const id of [...peers.keys()]) dropPeer(id);
-  if (state.room) send({ type: "leave" });
+  if (state.room && tellServer) send({ type: "leave" });
   state.room = null; state.topology = null;
 }
 
@@ -309,7 +309,7 @@ function onCallMessage(msg) {
       call.state = `ended:${msg.reason}`;
       if (state.incoming?.callId === msg.callId) state.incoming = null;
       if (state.activeCall?.callId === msg.callId) {
-        if (state.room === `call-${msg.callId}`) leaveRoom();
+        if (state.room === `call-${msg.callId}`) leaveRoom(false);  // the server took us out
         state.activeCall = call;
       }
       break;
@@ -422,7 +422,7 @@ const api = {
   toggleAudio: () => toggle("audio"),
   toggleVideo: () => toggle("video"),
   startScreen,
-  leave: leaveRoom,
+  leave: () => leaveRoom(),
   senderParameters: () => [...peers.values()].flatMap((p) => p.pc.getSenders()
     .filter((s) => s.track?.kind === "video")
     .map((s) => ({ participant: p.id, source: localSources[streamOf(s.track)] || "camera",
@@ -450,7 +450,7 @@ function wireUi() {
   $("#reject")?.addEventListener("click", () => api.reject());
   $("#hangup")?.addEventListener("click", () => {
     if (state.activeCall?.state === "ringing") api.cancel(); else api.hangup(); });
-  $("#leave")?.addEventListener("click", () => leaveRoom());
+  $("#leave")?.addEventListener("click", () => leaveRoom());  // eslint-disable-line
 }
 
 wireUi();

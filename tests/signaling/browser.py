@@ -46,7 +46,9 @@ def wait_media(page: Any, expect: list[tuple[str, str, str]], timeout: float = 3
         if ok:
             return last
         time.sleep(0.5)
-    raise AssertionError(f"media {expect} did not arrive within {timeout}s; last stats {last}")
+    messages = page.evaluate("window.parley.state.messages.slice(-30)")
+    raise AssertionError(f"media {expect} did not arrive within {timeout}s; last stats {last}; "
+                         f"last signaling messages {messages}")
 
 
 def close(*pages: Any) -> None:

@@ -35,6 +35,8 @@ def test_invite_accept_call_connects_and_hangup_ends_it(
         alice.wait_for_function("window.parley.state.activeCall.state === 'ended:hangup'",
                                 timeout=10000)
         assert alice.evaluate("window.parley.stats()")["inbound"] == []
+        assert alice.evaluate("window.parley.state.error") is None
+        assert bob.evaluate("window.parley.state.error") is None
         bob.wait_for_function(
             "document.querySelector('#call-state').textContent.startsWith('ended:hangup')",
             timeout=10000)
