@@ -23,6 +23,7 @@ class Join(BaseModel):
     sdp: str
     type: str = "offer"
     participant: str | None = None
+    subscribe: bool = True  # False for publish-only participants
 
 
 class Sdp(BaseModel):
@@ -57,7 +58,7 @@ def create_app(server: CallServer) -> FastAPI:
         if body.type != "offer":
             raise HTTPException(400, "join with an offer")
         try:
-            p, answer = await server.join(meeting, body.sdp, body.participant)
+            p, answer = await server.join(meeting, body.sdp, body.participant, body.subscribe)
         except Refused as exc:
             raise HTTPException(503, str(exc)) from exc
         except ValueError as exc:

@@ -73,8 +73,8 @@ class CallServer:
         return not self.draining and self.subscriptions() < self.capacity_subscriptions
 
     # -- joins and leaves -------------------------------------------------------------------
-    async def join(self, meeting_id: str, sdp: str,
-                   participant_id: str | None = None) -> tuple[Participant, str]:
+    async def join(self, meeting_id: str, sdp: str, participant_id: str | None = None,
+                   subscribe: bool = True) -> tuple[Participant, str]:
         """Admit a participant with its offer; returns it and the answer."""
         meeting = self.meetings.get(meeting_id)
         if meeting is None and (self.draining or
@@ -85,6 +85,7 @@ class CallServer:
         if old is not None:  # a reconnecting client replaces its old connection
             await self._remove(old)
         p = Participant(pid, meeting_id, self.config, self._gone, self._published)
+        p.subscribes = subscribe
         try:
             answer, ups = await p.accept_offer(sdp)
         except Exception:

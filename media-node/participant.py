@@ -58,6 +58,7 @@ class Participant:
                  on_publish: Callable[[Participant, list[UpTrack]], None]) -> None:
         self.id = pid
         self.meeting_id = meeting_id
+        self.subscribes = True  # False: publish-only (an ingest, a benchmark publisher)
         self.pc = RTCPeerConnection(config)
         self.link = Link()
         self.uptracks: list[UpTrack] = []
@@ -169,7 +170,7 @@ class Participant:
 
     # -- subscriptions ----------------------------------------------------------------------
     def subscribe(self, up: UpTrack) -> None:
-        if self.closed or id(up) in self.downtracks:
+        if self.closed or not self.subscribes or id(up) in self.downtracks:
             return
         dt = DownTrack(up, self.id, self.link)
         self.downtracks[id(up)] = dt

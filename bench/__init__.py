@@ -1,0 +1,1 @@
+"""Benchmarks: forwarding cost of Parley's call server against Janus VideoRoom."""

@@ -1,0 +1,5 @@
+import sys
+
+from bench.forwarding import main
+
+sys.exit(main())
