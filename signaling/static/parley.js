@@ -307,11 +307,10 @@ function onCallMessage(msg) {
       break;
     case "call.ended":
       call.state = `ended:${msg.reason}`;
+      if (state.room === `call-${msg.callId}`) leaveRoom(false);  // the server took us out
       if (state.incoming?.callId === msg.callId) state.incoming = null;
-      if (state.activeCall?.callId === msg.callId) {
-        if (state.room === `call-${msg.callId}`) leaveRoom(false);  // the server took us out
-        state.activeCall = call;
-      }
+      else if (!state.activeCall || state.activeCall.callId === msg.callId
+               || state.activeCall.state.startsWith("ended")) state.activeCall = call;
       break;
   }
   renderCall();

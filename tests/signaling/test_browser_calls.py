@@ -3,7 +3,9 @@ that share the test bed's Redis."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -62,3 +64,26 @@ def test_caller_and_callee_on_different_replicas_sharing_redis(
                               timeout=10000)
     finally:
         close(alice, bob)
+
+
+def test_refused_and_offline_invites_are_shown_to_the_caller(
+        browser, parley_server: Callable[..., str], tmp_path: Path,
+        uniq: Callable[[str], str]) -> None:
+    alice_id, eve_id, carol_id = uniq("alice"), uniq("eve"), uniq("carol")
+    users = tmp_path / "users.json"
+    users.write_text(json.dumps({"users": {alice_id: {"org": "acme"}, carol_id: {"org": "acme"},
+                                           eve_id: {"org": "other"}}}))
+    base = parley_server({"PARLEY_USERS_FILE": str(users)})
+    alice = open_client(browser, f"{base}/?name=Alice&user={alice_id}")
+    eve = open_client(browser, f"{base}/?name=Eve&user={eve_id}")
+    try:
+        alice.fill("#callee", eve_id)
+        alice.click("#call-form button")
+        alice.wait_for_selector("#error:not([hidden])", timeout=10000)
+        assert "call_not_allowed" in alice.locator("#error").inner_text()
+        assert eve.locator("#incoming").is_hidden()
+        alice.evaluate(f"window.parley.invite('{carol_id}')")  # allowed, but not connected
+        alice.wait_for_function("window.parley.state.activeCall?.state === 'ended:offline'",
+                                timeout=10000)
+    finally:
+        close(alice, eve)

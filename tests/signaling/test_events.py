@@ -155,3 +155,29 @@ async def test_metrics_count_clients_calls_messages_and_errors(
     assert metric(text, "parley_signaling_connected_clients") == 1
     assert metric(text, "parley_signaling_calls_total", state="offline") == 1
     assert metric(text, "parley_signaling_active_calls", state="ringing") == 0
+
+
+@pytest.mark.prometheus
+async def test_prometheus_scrapes_the_signaling_metrics(
+        parley_server: Callable[..., str], prometheus: tuple[str, Path],
+        uniq: Callable[[str], str]) -> None:
+    url, targets = prometheus
+    base = parley_server()
+    job = uniq("signaling")
+    target = targets / f"{job}.json"
+    target.write_text(json.dumps([{"targets": [base.removeprefix("http://")],
+                                   "labels": {"instance_name": job}}]))
+    try:
+        alice = await Client.connect(base, uniq("alice"))
+        await alice.send(type="bogus")
+        await alice.expect("error")
+        query = f'parley_signaling_errors_total{{code="unknown_type",instance_name="{job}"}}'
+        async with httpx.AsyncClient(base_url=url) as http:
+            for _ in range(100):
+                body = (await http.get("/api/v1/query", params={"query": query})).json()
+                if body["data"]["result"]:
+                    break
+                await asyncio.sleep(0.2)
+        assert float(body["data"]["result"][0]["value"][1]) == 1.0
+    finally:
+        target.unlink()
