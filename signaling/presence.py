@@ -26,6 +26,8 @@ class Peer(Protocol):
 
     def send(self, msg: dict[str, Any]) -> None: ...
 
+    def replaced_elsewhere(self) -> None: ...
+
 
 class Presence:
     def __init__(self, store: Store, ttl_s: float = 30.0, heartbeat_s: float = 10.0,
@@ -55,8 +57,14 @@ class Presence:
     async def register(self, peer: Peer) -> Peer | None:
         """Hold ``peer`` here; returns the local session it replaced (same identity), if any."""
         old = self.local.get(peer.identity)
+        previous = await self.store.get(f"user:{peer.identity}")
         self.local[peer.identity] = peer
         await self.store.set(f"user:{peer.identity}", self._value(peer), self.ttl_s)
+        if previous and old is None:
+            instance, session = previous.split("|", 1)
+            if instance != self.instance:  # the user's older connection is on another replica
+                await self.store.publish(f"inst:{instance}", json.dumps(
+                    {"to": peer.identity, "replace": session}))
         return old if old is not peer else None
 
     async def unregister(self, peer: Peer) -> None:
@@ -89,8 +97,14 @@ class Presence:
     async def _on_routed(self, data: str) -> None:
         envelope = json.loads(data)
         peer = self.local.get(envelope["to"])
-        if peer is not None:
-            peer.send(envelope["msg"])
+        if peer is None:
+            return
+        if "replace" in envelope:
+            if peer.session_id == envelope["replace"]:
+                del self.local[peer.identity]  # presence already points at the new replica
+                peer.replaced_elsewhere()
+            return
+        peer.send(envelope["msg"])
 
     async def _heartbeat(self) -> None:
         while True:

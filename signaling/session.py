@@ -62,6 +62,12 @@ class Session:
         except asyncio.QueueFull:
             self.close(p.CLOSE_SLOW_CONSUMER, "client does not read its messages")
 
+    def replaced_elsewhere(self) -> None:
+        """A newer connection of this user landed on another replica: it takes over calls and
+        room membership, so this one goes without cleaning up."""
+        self.replaced = True
+        self.close(p.CLOSE_REPLACED, "replaced by a newer connection")
+
     def close(self, code: int, reason: str) -> None:
         if self._close is None:
             self._close = (code, reason[:120])

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 
 import pytest
+import websockets
 
 from parley.signaling.presence import Presence
 from parley.signaling.store import RedisStore
@@ -113,3 +114,19 @@ async def test_users_of_a_crashed_replica_go_offline_after_the_ttl(
     reply = await alice.expect("call.ended", within=2)
     assert reply["reason"] == "offline"
     assert time.monotonic() - started < 0.5
+
+
+async def test_a_newer_connection_on_another_replica_replaces_the_old_one(
+        parley_server: Callable[..., str], redis_url: str, token_secret: str,
+        uniq: Callable[[str], str]) -> None:
+    env = {"PARLEY_REDIS_URL": redis_url, "PARLEY_TOKEN_SECRET": token_secret}
+    one, two = parley_server(env), parley_server(env)
+    who = uniq("alice")
+    old = await Client.connect(one, who)
+    new = await Client.connect(two, who)
+    with pytest.raises(websockets.ConnectionClosed) as info:
+        await old.expect("never", within=5)
+    assert info.value.rcvd is not None and info.value.rcvd.code == 4409
+    bob = await Client.connect(one, uniq("bob"))
+    await bob.request("invite", "call.ringing", to=who)
+    assert (await new.expect("call.incoming"))["from"] == bob.identity
