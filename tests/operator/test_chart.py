@@ -1,0 +1,106 @@
+"""The Helm chart: lint, server-side dry run against the test apiserver, a real install."""
+
+from __future__ import annotations
+
+import filecmp
+import json
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, Kube
+
+pytestmark = pytest.mark.k8s
+CHART = str(ROOT / "charts" / "parley")
+ALL_ON = ["--set", "monitoring.serviceMonitor.enabled=true",
+          "--set", "monitoring.prometheusRule.enabled=true",
+          "--set", "monitoring.grafanaDashboard.enabled=true"]
+
+
+def _render(kube: Kube, *args: str) -> list[dict]:
+    out = kube.helm("template", "t", CHART, "--kube-version", kube.version, *args).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def test_chart_crds_are_the_repository_crds() -> None:
+    for name in ("meeting.yaml", "broadcast.yaml"):
+        assert filecmp.cmp(ROOT / "crds" / name, ROOT / "charts/parley/crds" / name,
+                           shallow=False), f"charts/parley/crds/{name} differs from crds/"
+
+
+def test_lint_strict(kube: Kube) -> None:
+    for extra in ([], ALL_ON, ["--set", "operator.watchNamespaces={a,b}",
+                              "--set", "redis.enabled=false",
+                              "--set", "redis.url=redis://r:6379/0",
+                              "--set", "kafka.enabled=false", "--set", "kafka.bootstrap=k:9092",
+                              "--set", "callServer.udp.mode=hostPort"]):
+        out = kube.helm("lint", "--strict", CHART, *extra)
+        assert "0 chart(s) failed" in out.stdout, out.stdout
+
+
+def test_schema_rejects_bad_values(kube: Kube) -> None:
+    out = kube.helm("lint", "--strict", CHART, "--set", "redis.enabled=false", check=False)
+    assert out.returncode != 0 and "/redis/url" in out.stdout + out.stderr
+    out = kube.helm("template", "t", CHART, "--set", "callServer.udp.mode=hostNetwork",
+                    check=False)
+    assert out.returncode != 0 and "/callServer/udp/mode" in out.stderr
+
+
+def test_rendered_pods_are_hardened(kube: Kube) -> None:
+    docs = _render(kube, *ALL_ON)
+    kinds = {d["kind"] for d in docs}
+    assert {"ServiceMonitor", "PrometheusRule", "ConfigMap", "PodDisruptionBudget",
+            "ClusterRole", "StatefulSet"} <= kinds
+    dash = next(d for d in docs if d["kind"] == "ConfigMap")
+    assert json.loads(dash["data"]["parley.json"])["panels"]
+    for d in docs:
+        if d["kind"] not in ("Deployment", "StatefulSet"):
+            continue
+        pod = d["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True, d["metadata"]["name"]
+        assert not pod.get("hostNetwork")
+        for c in pod["containers"]:
+            sc = c["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"]["drop"] == [
+                "ALL"]
+            assert c.get("readinessProbe") and c.get("livenessProbe"), c["name"]
+            if c["name"] != "kafka":
+                assert sc["readOnlyRootFilesystem"] is True, c["name"]
+    pool = next(d for d in docs if d["metadata"]["name"] == "t-parley-call-server-default")
+    assert "replicas" not in pool["spec"]  # the operator owns the size
+    assert pool["metadata"]["labels"]["app.kubernetes.io/component"] == "call-server"
+    role = next(d for d in docs if d["kind"] == "ClusterRole")
+    verbs = {(g, r): set(rule["verbs"]) for rule in role["rules"]
+             for g in rule["apiGroups"] for r in rule["resources"]}
+    assert "*" not in {v for vs in verbs.values() for v in vs}
+    assert verbs[("", "pods")] == {"get", "list", "watch", "patch"}
+    assert ("", "secrets") not in verbs
+
+
+def test_template_passes_server_side_dry_run(kube: Kube, namespace: str) -> None:
+    out = kube.helm("template", "t", CHART, "-n", namespace, "--include-crds",
+                    "--kube-version", kube.version).stdout
+    res = kube.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-", input=out)
+    assert "deployment.apps/t-parley-operator created (server dry run)" in res.stdout
+    assert "statefulset.apps/t-parley-kafka created (server dry run)" in res.stdout
+
+
+def test_helm_install_waits_until_deployed(kube: Kube, namespace: str, crds: None) -> None:
+    release = "pt"
+    try:
+        # The test bed has no load-balancer controller: --wait would wait forever for the
+        # TURN Service's external address, so expose it as a NodePort here.
+        kube.helm("install", release, CHART, "-n", namespace, "--wait", "--timeout", "180s",
+                  "--set", "coturn.serviceType=NodePort", timeout=240)
+        status = json.loads(kube.helm("status", release, "-n", namespace, "-o",
+                                      "json").stdout)
+        assert status["info"]["status"] == "deployed"
+        assert "kubectl apply -f -" in status["info"]["notes"]
+        pods = kube.json("get", "pods", "-n", namespace)["items"]
+        components = {p["metadata"]["labels"].get("app.kubernetes.io/component") for p in pods}
+        assert {"operator", "signaling", "call-server", "turn", "redis", "kafka"} <= components
+        for p in pods:
+            assert any(c["type"] == "Ready" and c["status"] == "True"
+                       for c in p["status"]["conditions"]), p["metadata"]["name"]
+    finally:
+        kube.helm("uninstall", release, "-n", namespace, "--wait", check=False)
