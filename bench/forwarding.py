@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
+import contextlib
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,8 @@ from aiortc import RTCSessionDescription
 from .load import StampTrack, Stats, count_arrivals, cpu_seconds, percentile
 from .sfus import JanusSfu, ParleySfu, Sfu, new_pc
 
-RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
 
 
 async def baseline(fps: float, seconds: float) -> dict[str, float]:
@@ -67,11 +69,16 @@ async def run_sfu(sfu: Sfu, publishers: int, fps: float, steps: list[int], warm:
                   window: float, direct: dict[str, float]) -> dict[str, Any]:
     stats = Stats()
     await sfu.start()
+    probe = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.probe", sfu.name, sfu.endpoint(), str(publishers),
+        str(fps), cwd=ROOT, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+    assert probe.stdin is not None and probe.stdout is not None
     try:
-        for i in range(publishers):
-            await sfu.add_publisher(i, StampTrack(i, fps, stats))
+        ready = json.loads(await asyncio.wait_for(probe.stdout.readline(), 60))
+        if isinstance(sfu, JanusSfu):
+            sfu.feeds = ready["feeds"]
         await asyncio.sleep(1.0)
-        rows = []
+        rows: list[dict[str, Any]] = []
         subs = 0
         for target in steps:
             while subs < target:
@@ -81,31 +88,35 @@ async def run_sfu(sfu: Sfu, publishers: int, fps: float, steps: list[int], warm:
             hist0 = (await sfu.forward_latency_buckets()
                      if isinstance(sfu, ParleySfu) else None)
             t0 = time.monotonic_ns()
-            stats.reset(t0, t0 + int(window * 1e9))
-            c0, me0, w0 = cpu_seconds(sfu.pid), cpu_seconds(os.getpid()), time.monotonic()
+            t1 = t0 + int(window * 1e9)
+            probe.stdin.write(f"window {t0} {t1}\n".encode())
+            stats.reset(t0, t1)
+            c0, w0 = cpu_seconds(sfu.pid), time.monotonic()
+            me0 = cpu_seconds(os.getpid()) + cpu_seconds(probe.pid)
             await asyncio.sleep(window)
-            c1, me1, w1 = cpu_seconds(sfu.pid), cpu_seconds(os.getpid()), time.monotonic()
+            c1, w1 = cpu_seconds(sfu.pid), time.monotonic()
+            me1 = cpu_seconds(os.getpid()) + cpu_seconds(probe.pid)
             hist1 = (await sfu.forward_latency_buckets()
                      if isinstance(sfu, ParleySfu) else None)
-            await asyncio.sleep(0.5)  # packets sent inside the window still in flight
-            expected = sum(stats.sent_frames.values()) * subs
-            received = sum(len(v) for v in stats.received.values())
-            cpu = c1 - c0
-            wall = w1 - w0
-            forwarded = stats.packets
-            p50 = percentile(stats.latencies, 0.5) / 1e6
-            p99 = percentile(stats.latencies, 0.99) / 1e6
-            row = {
-                "subscribers": subs, "subscriptions": subs * publishers,
+            res = json.loads(await asyncio.wait_for(probe.stdout.readline(), window + 30))
+            sent = sum(res["sent"].values())
+            expected = sent * (subs + 1)  # bulk subscribers and the probe
+            received = sum(len(v) for v in stats.received.values()) + res["received"]
+            cpu, wall = c1 - c0, w1 - w0
+            forwarded = stats.packets + res["packets"]
+            row: dict[str, Any] = {
+                "subscribers": subs + 1, "subscriptions": (subs + 1) * publishers,
                 "packets_forwarded": forwarded,
                 "pps_out": round(forwarded / window, 1),
                 "sfu_cpu_fraction": round(cpu / wall, 4),
                 "cpu_us_per_packet": round(cpu * 1e6 / forwarded, 2) if forwarded else None,
                 "loss": round(1 - received / expected, 5) if expected else None,
-                "latency_p50_ms": round(p50, 3), "latency_p99_ms": round(p99, 3),
-                "added_latency_p50_ms": round(p50 - direct["p50_ms"], 3),
-                "added_latency_p99_ms": round(p99 - direct["p99_ms"], 3),
-                "load_client_cpu_fraction": round((me1 - me0) / wall, 4),
+                "probe_latency_p50_ms": round(res["p50_ms"], 3),
+                "probe_latency_p99_ms": round(res["p99_ms"], 3),
+                "added_latency_p50_ms": round(res["p50_ms"] - direct["p50_ms"], 3),
+                "added_latency_p99_ms": round(res["p99_ms"] - direct["p99_ms"], 3),
+                "bulk_latency_p99_ms": round(percentile(stats.latencies, 0.99) / 1e6, 3),
+                "load_clients_cpu_fraction": round((me1 - me0) / wall, 4),
             }
             if hist0 is not None and hist1 is not None:
                 row["server_forward_time_p50_le_ms"] = bucket_quantile(hist0, hist1, 0.5) * 1e3
@@ -113,30 +124,31 @@ async def run_sfu(sfu: Sfu, publishers: int, fps: float, steps: list[int], warm:
             ok = row["loss"] is not None and row["loss"] <= 0.01 and row["sfu_cpu_fraction"] > 0
             row["subscriptions_per_core"] = (round(row["subscriptions"] / row["sfu_cpu_fraction"])
                                              if ok else None)
+            if rows:
+                # slope between steps: the cost of one more forwarded packet, without the fixed
+                # cost of timers, RTCP and publishers that the per-step average carries
+                prev = rows[-1]
+                dp = row["pps_out"] - prev["pps_out"]
+                dc = row["sfu_cpu_fraction"] - prev["sfu_cpu_fraction"]
+                row["marginal_cpu_us_per_packet"] = round(dc * 1e6 / dp, 2) if dp > 0 else None
             rows.append(row)
             print(f"  {sfu.name:7} subs={row['subscriptions']:4} pps_out={row['pps_out']:8} "
                   f"cpu={row['sfu_cpu_fraction']:.3f} us/pkt={row['cpu_us_per_packet']} "
-                  f"loss={row['loss']} p50={row['latency_p50_ms']}ms "
-                  f"p99={row['latency_p99_ms']}ms", flush=True)
-        for prev, row in itertools.pairwise(rows):
-            # slope between steps: the cost of one more forwarded packet, without the fixed
-            # cost of timers, RTCP and publishers that the per-step average carries
-            dp = row["pps_out"] - prev["pps_out"]
-            dc = row["sfu_cpu_fraction"] - prev["sfu_cpu_fraction"]
-            row["marginal_cpu_us_per_packet"] = round(dc * 1e6 / dp, 2) if dp > 0 else None
+                  f"marginal={row.get('marginal_cpu_us_per_packet')} loss={row['loss']} "
+                  f"probe p50={row['probe_latency_p50_ms']}ms "
+                  f"p99={row['probe_latency_p99_ms']}ms", flush=True)
         passing = [r for r in rows if r["subscriptions_per_core"] is not None]
         best = max(passing, key=lambda r: r["subscriptions"]) if passing else None
+        keys = ("cpu_us_per_packet", "marginal_cpu_us_per_packet", "subscriptions_per_core",
+                "added_latency_p50_ms", "added_latency_p99_ms", "subscriptions")
         return {"sfu": sfu.name, "version": sfu.version, "steps": rows,
-                "summary": {
-                    "cpu_us_per_packet": best["cpu_us_per_packet"] if best else None,
-                    "marginal_cpu_us_per_packet": (best.get("marginal_cpu_us_per_packet")
-                                                   if best else None),
-                    "subscriptions_per_core": best["subscriptions_per_core"] if best else None,
-                    "added_latency_p50_ms": best["added_latency_p50_ms"] if best else None,
-                    "added_latency_p99_ms": best["added_latency_p99_ms"] if best else None,
-                    "at_subscriptions": best["subscriptions"] if best else None,
-                }}
+                "summary": {k: (best.get(k) if best else None) for k in keys}}
     finally:
+        with contextlib.suppress(Exception):
+            probe.stdin.write(b"quit\n")
+            await asyncio.wait_for(probe.wait(), 10)
+        if probe.returncode is None:
+            probe.kill()
         await sfu.stop()
 
 

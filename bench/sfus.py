@@ -42,6 +42,14 @@ def janus_version() -> str:
     return (out.stdout.strip().splitlines() or ["janus"])[-1]
 
 
+async def connected(pc: RTCPeerConnection, what: str) -> None:
+    for _ in range(200):
+        if pc.connectionState == "connected":
+            return
+        await asyncio.sleep(0.05)
+    raise RuntimeError(f"{what} did not connect")
+
+
 def new_pc() -> RTCPeerConnection:
     return RTCPeerConnection(RTCConfiguration(iceServers=[],
                                               bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
@@ -100,6 +108,13 @@ class ParleySfu(Sfu):
                            "call-server", "--host", "127.0.0.1", "--port", str(port),
                            "--capacity", "1000000"])
         await wait_port(port, self.proc, "parley media-node")
+
+    def endpoint(self) -> str:
+        return self.url
+
+    async def connect(self, endpoint: str) -> None:
+        """Use a call server another process started (the probe process)."""
+        self.url = endpoint
 
     async def add_publisher(self, index: int, track: MediaStreamTrack) -> None:
         pc = new_pc()
@@ -244,14 +259,21 @@ class JanusSfu(Sfu):
         self.proc = spawn(["janus", "-C", str(d / "janus.jcfg"), "-F", str(d), "-o",
                            "-L", str(d / "log")])
         await wait_port(port, self.proc, "janus")
-        self.base = f"http://127.0.0.1:{port}/janus"
+        await self.connect(f"http://127.0.0.1:{port}/janus")
+        handle = await self._attach()
+        await self._message(handle, {"request": "create", "room": self.room,
+                                     "publishers": 64, "videocodec": "vp8",
+                                     "bitrate": 0, "fir_freq": 0, "audiocodec": "opus"})
+
+    def endpoint(self) -> str:
+        return self.base
+
+    async def connect(self, endpoint: str) -> None:
+        """Open a session of our own on a Janus another process started."""
+        self.base = endpoint
         r = await self._post(self.base, {"janus": "create"})
         self.session = r["data"]["id"]
         self.poller = asyncio.ensure_future(self._poll())
-        handle = await self._attach()
-        r = await self._message(handle, {"request": "create", "room": self.room,
-                                         "publishers": 64, "videocodec": "vp8",
-                                         "bitrate": 0, "fir_freq": 0, "audiocodec": "opus"})
 
     async def _post(self, url: str, body: dict[str, Any]) -> dict[str, Any]:
         body = {**body, "transaction": os.urandom(6).hex()}
@@ -290,6 +312,9 @@ class JanusSfu(Sfu):
     async def _event(self, handle: int, want_jsep: bool) -> dict[str, Any]:
         while True:
             ev = await asyncio.wait_for(self.queues[handle].get(), 20)
+            data = ev.get("plugindata", {}).get("data", {})
+            if "error" in data:
+                raise RuntimeError(f"janus videoroom: {data['error']}")
             if ev.get("janus") == "event" and (not want_jsep or "jsep" in ev):
                 return ev
 
@@ -305,6 +330,7 @@ class JanusSfu(Sfu):
         ev = await self._event(handle, want_jsep=True)
         self.feeds.append(ev["plugindata"]["data"]["id"])
         await pc.setRemoteDescription(RTCSessionDescription(ev["jsep"]["sdp"], "answer"))
+        await connected(pc, f"janus publisher {index}")
 
     async def add_subscriber(self, index: int, publishers: int, stats: Stats) -> None:
         pc = new_pc()
@@ -318,11 +344,7 @@ class JanusSfu(Sfu):
         await pc.setLocalDescription(await pc.createAnswer())
         await self._message(handle, {"request": "start", "room": self.room},
                             {"type": "answer", "sdp": pc.localDescription.sdp})
-        for _ in range(200):
-            if pc.connectionState == "connected":
-                return
-            await asyncio.sleep(0.05)
-        raise RuntimeError(f"janus subscriber {index} did not connect")
+        await connected(pc, f"janus subscriber {index}")
 
     async def stop(self) -> None:
         if self.poller is not None:
@@ -330,6 +352,10 @@ class JanusSfu(Sfu):
         await super().stop()
         await self.http.aclose()
         self.tmp.cleanup()
+
+
+def driver(name: str) -> ParleySfu | JanusSfu:
+    return ParleySfu() if name == "parley" else JanusSfu()
 
 
 
