@@ -25,7 +25,7 @@ from aiortc.rtp import (
 )
 
 from . import metrics
-from .link import WRITE_BUFFER_LIMIT, Link
+from .link import Link
 from .rtp import pack_header
 
 if TYPE_CHECKING:
@@ -99,12 +99,15 @@ class DownTrack:
             self.gated = False
             self.up.waiting -= 1
             self.seq_offset = (self.last_seq + 1 - seq) & 0xFFFF
-        if link.buffered() > WRITE_BUFFER_LIMIT:
-            self._fell_behind()
-            return
         out = (seq + self.seq_offset) & 0xFFFF
         data = pack_header(0x80, (marker << 7) | self.pt, out, ts, self.ssrc) + payload
-        link.sendto(link.protect(data), link.addr)
+        try:
+            link.sendto(link.protect(data), link.addr)
+        except (BlockingIOError, InterruptedError):  # socket buffer full: fell behind
+            self._fell_behind()
+            return
+        except OSError:  # e.g. the pair's socket closed under us; the state change follows
+            return
         if ((out - self.last_seq) & 0xFFFF) < 0x8000:
             self.last_seq = out
         self.packets += 1
@@ -142,7 +145,10 @@ class DownTrack:
                                 self.rtx_ssrc) + _pack_seq(out) + payload)
         else:
             data = pack_header(0x80, (marker << 7) | self.pt, out, ts, self.ssrc) + payload
-        link.sendto(link.protect(data), link.addr)
+        try:
+            link.sendto(link.protect(data), link.addr)
+        except OSError:
+            return
         self.retransmitted += 1
         metrics.RETRANSMISSIONS.inc()
 

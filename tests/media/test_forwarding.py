@@ -133,14 +133,18 @@ async def test_slow_subscriber_drops_frames_not_the_call(
         await b.join(url)
         await wait_for(lambda: b.decoding_from(["a"], kinds=("camera",)), 15, "b decoding a")
         link = server.participants["b"].link
-        real = link.buffered
-        link.buffered = lambda: 10**9  # its socket's send queue is over the bound
+        real = link.sendto
+
+        def full(data: bytes, addr: object) -> None:
+            raise BlockingIOError  # its socket's send buffer is full: it fell behind
+
+        link.sendto = full
         await asyncio.sleep(0.5)
         leg = next(iter(server.participants["b"].downtracks.values()))
         assert leg.dropped > 0 and leg.gated
         assert "b" in server.meetings["slow"].participants  # still in the call
         frozen = b.frames["a-camera"]
-        link.buffered = real
+        link.sendto = real
         await wait_for(lambda: b.frames["a-camera"] > frozen + 10, 5, "decoding resumes")
         assert not leg.gated
     finally:
