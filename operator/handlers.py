@@ -27,12 +27,20 @@ broadcasts: BroadcastController | None = None
 
 
 def _plain(index: Any) -> dict[Any, Any]:
-    out = {}
-    for key, store in list(index.items()):
-        values = sorted(store, key=lambda v: v.get("name", "") if isinstance(v, dict) else "")
-        if values:
-            out[key] = values[0]
-    return out
+    """A plain copy of a kopf index. Normally called on the event loop; when called from a
+    worker thread the index may change underneath, so retry a few times."""
+    for _ in range(20):
+        try:
+            out = {}
+            for key, store in list(index.items()):
+                values = sorted(store,
+                                key=lambda v: v.get("name", "") if isinstance(v, dict) else "")
+                if values:
+                    out[key] = values[0]
+            return out
+        except RuntimeError:  # "changed size during iteration"
+            continue
+    raise kopf.TemporaryError("index kept changing", delay=1)
 
 
 @kopf.on.startup()
@@ -63,7 +71,11 @@ async def _meeting(namespace: str, name: str, meeting_idx: kopf.Index, pool_idx:
     assert meetings is not None
     ms, ps = _plain(meeting_idx), _plain(pool_idx)
     metrics.MANAGED.labels("Meeting").set(len(ms))
-    await asyncio.to_thread(meetings.reconcile_meeting, (namespace, name), ms, ps)
+
+    def fresh() -> tuple[dict[Any, Any], dict[Any, Any]]:
+        return _plain(meeting_idx), _plain(pool_idx)
+
+    await asyncio.to_thread(meetings.reconcile_meeting, (namespace, name), ms, ps, fresh)
 
 
 @kopf.on.resume(GROUP, VERSION, "meetings")

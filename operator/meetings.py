@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +39,7 @@ log = logging.getLogger("parley.operator.meetings")
 
 PoolKey = tuple[str, str]  # (namespace, region)
 MeetingKey = tuple[str, str]  # (namespace, name)
+Snapshot = Callable[[], tuple[dict[MeetingKey, dict[str, Any]], dict[PoolKey, dict[str, Any]]]]
 POOL_SELECTOR = f"{COMPONENT}=call-server,{REGION},!{BROADCAST_LABEL}"
 
 
@@ -57,6 +59,8 @@ class MeetingController:
         self._own: dict[MeetingKey, dict[str, Any]] = {}  # our latest status writes
         self._locks: dict[PoolKey, threading.Lock] = defaultdict(threading.Lock)
         self._guard = threading.Lock()
+        self._running: dict[PoolKey, bool] = {}
+        self._dirty: dict[PoolKey, bool] = {}
 
     # --- views ---------------------------------------------------------------------------
 
@@ -114,7 +118,8 @@ class MeetingController:
     # --- reconcile -----------------------------------------------------------------------
 
     def reconcile_meeting(self, key: MeetingKey, meetings: dict[MeetingKey, dict[str, Any]],
-                          pools: dict[PoolKey, dict[str, Any]]) -> None:
+                          pools: dict[PoolKey, dict[str, Any]],
+                          fresh: Snapshot | None = None) -> None:
         """Entry point for a change to one Meeting."""
         view = self.effective(meetings)
         m = view.get(key)
@@ -125,7 +130,7 @@ class MeetingController:
             with metrics.reconciling("Meeting"):
                 self._reconcile_unpooled(m)
             return
-        self.reconcile_pool(pool, meetings, pools)
+        self.reconcile_pool(pool, meetings, pools, fresh)
 
     def _reconcile_unpooled(self, m: dict[str, Any]) -> None:
         ns, name = m["metadata"]["namespace"], m["metadata"]["name"]
@@ -177,10 +182,35 @@ class MeetingController:
         return f"{self.config.public_url}/m/{m['metadata']['namespace']}.{m['metadata']['name']}"
 
     def reconcile_pool(self, pool_key: PoolKey, meetings: dict[MeetingKey, dict[str, Any]],
-                       pools: dict[PoolKey, dict[str, Any]]) -> None:
-        """One level-triggered pass over a pool and every meeting it hosts."""
-        with self.lock(pool_key), metrics.reconciling("CallServerPool"):
-            self._reconcile_pool(pool_key, meetings, pools)
+                       pools: dict[PoolKey, dict[str, Any]],
+                       fresh: Snapshot | None = None) -> None:
+        """One level-triggered pass over a pool and every meeting it hosts.
+
+        Passes coalesce: a request that arrives while a pass runs only marks the pool dirty,
+        and the running pass goes round once more with a fresh snapshot (``fresh``). A burst
+        of N new meetings thus costs a few passes, not N.
+        """
+        with self._guard:
+            if self._running.get(pool_key):
+                self._dirty[pool_key] = True
+                if fresh is not None:
+                    return
+            self._running[pool_key] = True
+        try:
+            while True:
+                with self._guard:
+                    self._dirty[pool_key] = False
+                with self.lock(pool_key), metrics.reconciling("CallServerPool"):
+                    self._reconcile_pool(pool_key, meetings, pools)
+                with self._guard:
+                    if not self._dirty.get(pool_key) or fresh is None:
+                        self._running[pool_key] = False
+                        return
+                meetings, pools = fresh()
+        except BaseException:
+            with self._guard:
+                self._running[pool_key] = False
+            raise
 
     def _reconcile_pool(self, pool_key: PoolKey, meetings: dict[MeetingKey, dict[str, Any]],
                         pools: dict[PoolKey, dict[str, Any]]) -> None:
