@@ -117,9 +117,12 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(chromium: str) -> Iterator[Any]:
-    """A headless Chromium (Debian's) driven by Playwright, with fake camera and microphone."""
+    """A headless Chromium (Debian's) driven by Playwright, with fake camera and microphone.
+
+    Per module: sync Playwright keeps an event loop running in the main thread while it is open,
+    which would break the asyncio tests of later modules."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
 
 import pytest
-
-from tests.conftest import CHROMIUM_ARGS
 
 
 @pytest.fixture
@@ -22,15 +19,3 @@ def uniq() -> Callable[[str], str]:
     """Identities and rooms unique per test, since Redis is shared by every test."""
     tag = uuid.uuid4().hex[:6]
     return lambda name: f"{name}-{tag}"
-
-
-@pytest.fixture(scope="module")
-def browser(chromium: str) -> Iterator[Any]:
-    """The root fixture's Chromium, but per module: sync Playwright keeps an event loop running
-    in the main thread while it is open, which would break the asyncio tests of later modules."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
