@@ -15,12 +15,19 @@ import uvicorn
 from parley.config import Settings
 
 
-async def serve(settings: Settings, host: str, port: int) -> None:
+async def serve(settings: Settings, host: str, port: int, embed_call_server: bool = True) -> None:
+    from parley.media.embedded import directory_for, embed, mount
     from parley.signaling.app import create_app
+    from parley.signaling.hub import Hub
 
-    app = create_app(settings)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", ws_max_size=65536)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    if embed_call_server:  # `parley up`: the call server runs in this process, at /media
+        call_server, directory = embed(settings, f"http://{shown}:{port}")
+        app = create_app(settings, Hub(settings, directory=directory))
+        mount(app, call_server)
+    else:  # a deployment: call-server nodes registered in Redis, if configured
+        app = create_app(settings, Hub(settings, directory=directory_for(settings)))
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", ws_max_size=65536)
     await _AnnouncingServer(config, f"http://{shown}:{port}/").serve()
 
 
@@ -40,7 +47,8 @@ class _AnnouncingServer(uvicorn.Server):
 def run(args: argparse.Namespace) -> int:
     settings = Settings.from_env(data_dir=args.data_dir)
     try:
-        asyncio.run(serve(settings, args.host, args.port))
+        asyncio.run(serve(settings, args.host, args.port,
+                          getattr(args, "embed_call_server", True)))
     except OSError as exc:
         print(f"parley up: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
@@ -49,4 +57,5 @@ def run(args: argparse.Namespace) -> int:
 
 def run_signaling(args: argparse.Namespace) -> int:
     """`parley signaling`: the same server, configured for a deployment by environment."""
-    return run(argparse.Namespace(host=args.host, port=args.port, data_dir=None))
+    return run(argparse.Namespace(host=args.host, port=args.port, data_dir=None,
+                                  embed_call_server=False))
