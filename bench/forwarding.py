@@ -160,7 +160,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "benchmark": "forwarding",
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "python": platform.python_version()},
+                    "python": platform.python_version(),
+                    "loadavg_at_start": [round(x, 2) for x in os.getloadavg()]},
         "load": {"publishers": args.publishers, "fps_per_publisher": args.fps,
                  "packets_per_frame": 1, "payload_bytes": 1000 + 4,
                  "subscriber_steps": steps, "warmup_s": args.warm, "window_s": args.window},
@@ -179,6 +180,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         except Exception as exc:  # report, never hide, a system that could not be measured
             out["results"].append({"sfu": sfu.name, "error": f"{type(exc).__name__}: {exc}"})
             print(f"  {sfu.name}: {type(exc).__name__}: {exc}", flush=True)
+    out["machine"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     by = {r["sfu"]: r.get("summary") for r in out["results"]}
     if by.get("parley") and by.get("janus") and by["janus"]["cpu_us_per_packet"]:
         out["parley_vs_janus_cpu_ratio"] = round(

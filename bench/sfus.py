@@ -38,8 +38,9 @@ def spawn(cmd: list[str]) -> subprocess.Popen[bytes]:
 
 
 def janus_version() -> str:
-    out = subprocess.run(["janus", "--version"], capture_output=True, text=True, check=False)
-    return (out.stdout.strip().splitlines() or ["janus"])[-1]
+    out = subprocess.run(["janus", "-h"], capture_output=True, text=True, check=False)
+    lines = (out.stdout + out.stderr).splitlines()
+    return next((x.strip() for x in lines if x.startswith("Janus version")), "janus")
 
 
 async def connected(pc: RTCPeerConnection, what: str) -> None:
