@@ -151,6 +151,33 @@ async def test_slow_subscriber_drops_frames_not_the_call(
         await asyncio.gather(a.close(), b.close())
 
 
+async def test_a_leaving_publisher_is_unpublished_and_the_rest_continue(
+        call_server: tuple[CallServer, str]) -> None:
+    server, url = call_server
+    a, b, c = Client("a", "bye"), Client("b", "bye"), Client("c", "bye")
+    try:
+        for x in (a, b, c):
+            await x.join(url)
+        await wait_for(lambda: a.decoding_from(["b", "c"]) and b.decoding_from(["a", "c"]), 15,
+                       "three-way call")
+        assert server.subscriptions() == 12
+        await c.close()  # DELETE /v1/participants/c
+        await wait_for(lambda: server.subscriptions() == 4, 5, "c's legs gone")
+        gone = [e for e in server.participants["a"].events if e["type"] == "unpublished"]
+        assert {e["track"] for e in gone} == {"c-camera", "c-mic"}
+        # the next server offer marks c's m-lines inactive; a and b keep decoding each other
+        await wait_for(lambda: server.participants["a"].pc.signalingState == "stable"
+                       and any(t.direction == "inactive"
+                               for t in server.participants["a"].pc.getTransceivers()), 5,
+                       "renegotiated without c")
+        before = a.frames["b-camera"], b.frames["a-camera"]
+        await wait_for(lambda: a.frames["b-camera"] > before[0] + 15
+                       and b.frames["a-camera"] > before[1] + 15, 5, "still decoding")
+        assert "c" not in server.meetings["bye"].participants
+    finally:
+        await asyncio.gather(a.close(), b.close())
+
+
 async def test_keyframe_requests_are_coalesced() -> None:
     sent: list[float] = []
     limiter = KeyframeRequests(lambda: sent.append(time.monotonic()), min_interval=0.2)
