@@ -32,12 +32,14 @@ class CallServer:
 
     def __init__(self, node_id: str | None = None, *, region: str = "local", url: str = "",
                  capacity_subscriptions: int = 400, capacity_pps: int = 40000,
+                 capacity_participants: int = 0,
                  ice_servers: list[RTCIceServer] | None = None) -> None:
         self.id = node_id or f"cs-{uuid.uuid4().hex[:8]}"
         self.region = region
         self.url = url
         self.capacity_subscriptions = capacity_subscriptions
         self.capacity_pps = capacity_pps
+        self.capacity_participants = capacity_participants  # 0: no participant limit
         # max-bundle: with aiortc's default (balanced) a renegotiation that adds two m-lines of one
         # kind leaves the second on a transport that bundling then stops.
         self.config = RTCConfiguration(iceServers=ice_servers or [],
@@ -69,16 +71,19 @@ class CallServer:
         for p in list(self.participants.values()):
             await self._remove(p)
 
+    def full(self) -> bool:
+        return (self.subscriptions() >= self.capacity_subscriptions
+                or 0 < self.capacity_participants <= len(self.participants))
+
     def ready(self) -> bool:
-        return not self.draining and self.subscriptions() < self.capacity_subscriptions
+        return not self.draining and not self.full()
 
     # -- joins and leaves -------------------------------------------------------------------
     async def join(self, meeting_id: str, sdp: str, participant_id: str | None = None,
                    subscribe: bool = True) -> tuple[Participant, str]:
         """Admit a participant with its offer; returns it and the answer."""
         meeting = self.meetings.get(meeting_id)
-        if meeting is None and (self.draining or
-                                self.subscriptions() >= self.capacity_subscriptions):
+        if meeting is None and (self.draining or self.full()):
             raise Refused("draining" if self.draining else "at capacity")
         pid = participant_id or uuid.uuid4().hex[:12]
         old = self.participants.get(pid)

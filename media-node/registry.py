@@ -60,6 +60,8 @@ class Registration:
             "id": s.id, "url": s.url, "address": self.address, "region": s.region,
             "ports": "ephemeral-udp", "draining": s.draining,
             "capacity_subscriptions": s.capacity_subscriptions, "capacity_pps": s.capacity_pps,
+            "capacity_participants": s.capacity_participants,
+            "participants": len(s.participants),
             "subscriptions": s.subscriptions(), "pps": round(s.pps, 1),
             "meetings": len(s.meetings), "updated": time.time(),
         }
@@ -112,8 +114,12 @@ async def nodes(redis: Redis) -> list[dict[str, Any]]:
 
 def utilization(node: dict[str, Any], recent_joins: int = 0) -> float:
     subs = node["subscriptions"] + recent_joins * SUBS_PER_JOIN
-    return max(subs / max(1, node["capacity_subscriptions"]),
-               node["pps"] / max(1, node["capacity_pps"]))
+    ratios = [subs / max(1, node["capacity_subscriptions"]),
+              node["pps"] / max(1, node["capacity_pps"])]
+    if node.get("capacity_participants"):
+        ratios.append((node.get("participants", 0) + recent_joins)
+                      / node["capacity_participants"])
+    return max(ratios)
 
 
 async def _joins(redis: Redis, node_id: str, add: int) -> int:

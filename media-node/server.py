@@ -16,10 +16,11 @@ from .node import CallServer
 
 
 async def serve(args: argparse.Namespace) -> None:
-    host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    host = args.advertise or ("127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host)
     url = args.url or f"http://{host}:{args.port}"
     server = CallServer(args.node_id, region=args.region, url=url,
-                        capacity_subscriptions=args.capacity)
+                        capacity_subscriptions=args.capacity,
+                        capacity_participants=getattr(args, "capacity_participants", 0))
     app = create_app(server)
     registration = None
     redis_url = args.redis_url or os.environ.get("PARLEY_REDIS_URL")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 
@@ -47,13 +48,20 @@ def build_parser() -> argparse.ArgumentParser:
     media = sub.add_parser("media-node", help="run a media node")
     media.add_argument("--role", choices=["call-server", "transcoder", "edge-relay"],
                        required=True)
+    env = os.environ.get  # the chart configures media nodes by environment
     media.add_argument("--host", default="0.0.0.0")
-    media.add_argument("--port", type=int, default=8090, help="control API (HTTP) port")
-    media.add_argument("--node-id", default=None, help="default: a random cs-xxxxxxxx")
-    media.add_argument("--region", default="local")
-    media.add_argument("--url", default=None, help="control API URL signaling should use")
-    media.add_argument("--advertise", default="", help="media address clients reach")
+    media.add_argument("--port", type=int, default=8080, help="control API (HTTP) port")
+    media.add_argument("--node-id", default=env("POD_NAME"),
+                       help="default: $POD_NAME, else a random cs-xxxxxxxx")
+    media.add_argument("--region", default=env("PARLEY_REGION", "local"))
+    media.add_argument("--url", default=None, help="control API URL signaling should use "
+                       "(default: http://$POD_IP:<port> in a pod, else http://<host>:<port>)")
+    media.add_argument("--advertise", default=env("POD_IP", ""),
+                       help="media address clients reach")
     media.add_argument("--capacity", type=int, default=400, help="subscriptions budget")
+    media.add_argument("--capacity-participants", type=int,
+                       default=int(env("PARLEY_CAPACITY", "0") or 0),
+                       help="participants budget ($PARLEY_CAPACITY; 0 = no limit)")
     media.add_argument("--redis-url", default=None, help="register here (or PARLEY_REDIS_URL)")
     media.set_defaults(func=_lazy("parley.media.server"))
 
