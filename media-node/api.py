@@ -42,7 +42,7 @@ class Drain(BaseModel):
 def create_app(server: CallServer) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        server.start()
+        await server.open()
         yield
 
     app = FastAPI(title="Parley call server", lifespan=lifespan)

@@ -21,6 +21,7 @@ from .meeting import Meeting
 from .participant import Participant
 from .publisher import UpTrack
 from .subscriber import DownTrack
+from .udpmux import UdpMux
 
 
 class Refused(Exception):
@@ -32,7 +33,8 @@ class CallServer:
 
     def __init__(self, node_id: str | None = None, *, region: str = "local", url: str = "",
                  capacity_subscriptions: int = 400, capacity_pps: int = 40000,
-                 capacity_participants: int = 0,
+                 capacity_participants: int = 0, udp_port: int | None = None,
+                 udp_host: str = "0.0.0.0", advertise: list[str] | None = None,
                  ice_servers: list[RTCIceServer] | None = None) -> None:
         self.id = node_id or f"cs-{uuid.uuid4().hex[:8]}"
         self.region = region
@@ -40,6 +42,10 @@ class CallServer:
         self.capacity_subscriptions = capacity_subscriptions
         self.capacity_pps = capacity_pps
         self.capacity_participants = capacity_participants  # 0: no participant limit
+        self.udp_port = udp_port  # None: a UDP port per participant; else one shared port
+        self.udp_host = udp_host
+        self.advertise = advertise or []
+        self.mux: UdpMux | None = None
         # max-bundle: with aiortc's default (balanced) a renegotiation that adds two m-lines of one
         # kind leaves the second on a transport that bundling then stops.
         self.config = RTCConfiguration(iceServers=ice_servers or [],
@@ -62,6 +68,12 @@ class CallServer:
         if self._task is None:
             self._task = asyncio.ensure_future(self._ticker())
 
+    async def open(self) -> None:
+        """Bind the shared media port (single-port mode) and start the tick."""
+        if self.udp_port is not None and self.mux is None:
+            self.mux = await UdpMux.open(self.udp_host, self.udp_port, self.advertise)
+        self.start()
+
     async def close(self) -> None:
         for task in (self._task, self._drain_task):
             if task is not None:
@@ -70,6 +82,8 @@ class CallServer:
                     await task
         for p in list(self.participants.values()):
             await self._remove(p)
+        if self.mux is not None:
+            self.mux.close()
 
     def full(self) -> bool:
         return (self.subscriptions() >= self.capacity_subscriptions
@@ -89,7 +103,7 @@ class CallServer:
         old = self.participants.get(pid)
         if old is not None:  # a reconnecting client replaces its old connection
             await self._remove(old)
-        p = Participant(pid, meeting_id, self.config, self._gone, self._published)
+        p = Participant(pid, meeting_id, self.config, self._gone, self._published, self.mux)
         p.subscribes = subscribe
         try:
             answer, ups = await p.accept_offer(sdp)
@@ -182,6 +196,7 @@ class CallServer:
             "subscriptions": self.subscriptions(), "pps": round(self.pps, 1),
             "capacity_subscriptions": self.capacity_subscriptions,
             "capacity_pps": self.capacity_pps, "pid": os.getpid(),
+            "udp_port": self.mux.port if self.mux is not None else None,
             "participant_ids": {m.id: sorted(m.participants) for m in self.meetings.values()},
         }
 

@@ -20,6 +20,7 @@ from .link import Link
 from .publisher import UpTrack
 from .subscriber import DownTrack, SilentTrack
 from .tasks import spawn
+from .udpmux import UdpMux
 
 PREFERRED = {"video": "video/vp8", "audio": "audio/opus"}
 
@@ -55,7 +56,8 @@ class Participant:
 
     def __init__(self, pid: str, meeting_id: str, config: RTCConfiguration,
                  on_gone: Callable[[Participant], Any],
-                 on_publish: Callable[[Participant, list[UpTrack]], None]) -> None:
+                 on_publish: Callable[[Participant, list[UpTrack]], None],
+                 mux: UdpMux | None = None) -> None:
         self.id = pid
         self.meeting_id = meeting_id
         self.subscribes = True  # False: publish-only (an ingest, a benchmark publisher)
@@ -74,6 +76,7 @@ class Participant:
         self._event = asyncio.Event()
         self._on_gone = on_gone
         self._on_publish = on_publish
+        self._mux = mux
         self._publish_slots: list[str] = []
         self.pc.on("connectionstatechange", self._state_changed)
 
@@ -97,6 +100,10 @@ class Participant:
             if self.pc.signalingState != "stable":
                 raise Glare
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp, "offer"))
+            if self._mux is not None:  # gather on the shared port, not an ephemeral one
+                for ice in self.pc._RTCPeerConnection__iceTransports:  # type: ignore[attr-defined]
+                    if not ice.iceGatherer._connection.local_candidates:
+                        self._mux.attach(ice.iceGatherer._connection)
             new = self._new_uptracks()
             await self.pc.setLocalDescription(await self.pc.createAnswer())
             self.uptracks.extend(new)

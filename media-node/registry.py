@@ -58,7 +58,8 @@ class Registration:
         s = self.server
         return {
             "id": s.id, "url": s.url, "address": self.address, "region": s.region,
-            "ports": "ephemeral-udp", "draining": s.draining,
+            "udp_port": s.mux.port if s.mux is not None else None,  # None: one per participant
+            "draining": s.draining,
             "capacity_subscriptions": s.capacity_subscriptions, "capacity_pps": s.capacity_pps,
             "capacity_participants": s.capacity_participants,
             "participants": len(s.participants),

@@ -16,11 +16,14 @@ from .node import CallServer
 
 
 async def serve(args: argparse.Namespace) -> None:
-    host = args.advertise or ("127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host)
+    host = os.environ.get("POD_IP") or (
+        "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host)
     url = args.url or f"http://{host}:{args.port}"
     server = CallServer(args.node_id, region=args.region, url=url,
                         capacity_subscriptions=args.capacity,
-                        capacity_participants=getattr(args, "capacity_participants", 0))
+                        capacity_participants=getattr(args, "capacity_participants", 0),
+                        udp_port=getattr(args, "udp_port", None),
+                        advertise=[args.advertise] if args.advertise else None)
     app = create_app(server)
     registration = None
     redis_url = args.redis_url or os.environ.get("PARLEY_REDIS_URL")

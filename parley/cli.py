@@ -56,8 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     media.add_argument("--region", default=env("PARLEY_REGION", "local"))
     media.add_argument("--url", default=None, help="control API URL signaling should use "
                        "(default: http://$POD_IP:<port> in a pod, else http://<host>:<port>)")
-    media.add_argument("--advertise", default=env("POD_IP", ""),
-                       help="media address clients reach")
+    media.add_argument("--advertise", default=env(
+                       "HOST_IP" if env("PARLEY_UDP_MODE") == "hostPort" else "POD_IP", ""),
+                       help="media address clients reach (host candidates)")
+    media.add_argument("--udp-port", type=int,
+                       default=int(env("PARLEY_MEDIA_PORT")) if env("PARLEY_MEDIA_PORT") else None,
+                       help="one UDP port for every participant ($PARLEY_MEDIA_PORT; "
+                       "default: an ephemeral port per participant)")
     media.add_argument("--capacity", type=int, default=400, help="subscriptions budget")
     media.add_argument("--capacity-participants", type=int,
                        default=int(env("PARLEY_CAPACITY", "0") or 0),

@@ -38,3 +38,11 @@ async def call_server() -> AsyncIterator[tuple[CallServer, str]]:
     server = CallServer()
     async with running(server) as url:
         yield server, url
+
+
+@pytest.fixture
+async def call_server_one_port() -> AsyncIterator[tuple[CallServer, str]]:
+    """A call server whose participants all share one UDP port (the chart's single-port mode)."""
+    server = CallServer(udp_port=0, udp_host="0.0.0.0")
+    async with running(server) as url:
+        yield server, url

@@ -54,7 +54,8 @@ def nodes(media_redis_url: str, tmp_path: Path) -> Iterator[Callable[[str, str],
         proc = subprocess.Popen(
             [sys.executable, "-m", "parley.cli", "media-node", "--role", "call-server",
              "--host", "127.0.0.1", "--port", str(port), "--node-id", node_id,
-             "--region", region, "--redis-url", media_redis_url],
+             "--region", region, "--redis-url", media_redis_url,
+             "--udp-port", "0"],  # single-port mode: one shared UDP socket per node
             stdout=log, stderr=subprocess.STDOUT, env={**os.environ})
         procs.append(proc)
         wait_until(lambda: port_open(port) or proc.poll() is not None, 30, what=node_id)

@@ -54,6 +54,31 @@ async def test_five_participants_each_decode_the_four_others(
         await asyncio.gather(*(c.close() for c in clients))
 
 
+async def test_one_udp_port_for_every_participant(
+        call_server_one_port: tuple[CallServer, str]) -> None:
+    server, url = call_server_one_port
+    assert server.mux is not None and server.mux.port > 0
+    names = ["u1", "u2", "u3"]
+    clients = [Client(n, "oneport") for n in names]
+    try:
+        await asyncio.gather(*(c.join(url) for c in clients))
+        await wait_for(lambda: all(c.decoding_from([o for o in names if o != c.name])
+                                   for c in clients), 20, "decoding through one port")
+        ports = set()
+        for p in server.participants.values():
+            for t in p.pc.getTransceivers():
+                pair = t.sender.transport.transport._connection._nominated.get(1)
+                if pair is not None:
+                    ports.add(pair.local_candidate.port)
+        assert ports == {server.mux.port}
+        late = Client("u4", "oneport")
+        clients.append(late)
+        await late.join(url)
+        await wait_for(lambda: late.decoding_from(names, minimum=1), 5, "late joiner, one port")
+    finally:
+        await asyncio.gather(*(c.close() for c in clients))
+
+
 async def test_late_joiner_decodes_within_one_second(call_server: tuple[CallServer, str]) -> None:
     server, url = call_server
     a, b = Client("a", "late"), Client("b", "late")
