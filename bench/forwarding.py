@@ -6,7 +6,7 @@ threads, /proc) per forwarded packet, loss, subscriptions per core, and one-way 
 (publisher's send -> subscriber's arrival, same clock). A direct peer-to-peer pair measured the
 same way gives the latency with no SFU, so "added" latency = via SFU - direct.
 
-    python -m bench                      # full run (under 2 minutes), writes bench/results/
+    python -m bench                      # full run (about 100 s), writes bench/results/
     python -m bench --quick              # smaller smoke run
 """
 
@@ -87,10 +87,12 @@ async def run_sfu(sfu: Sfu, publishers: int, fps: float, steps: list[int], warm:
             await asyncio.sleep(warm)
             hist0 = (await sfu.forward_latency_buckets()
                      if isinstance(sfu, ParleySfu) else None)
-            t0 = time.monotonic_ns()
+            # the window opens 0.3 s from now, so both processes count from the same instant
+            t0 = time.monotonic_ns() + 300_000_000
             t1 = t0 + int(window * 1e9)
             probe.stdin.write(f"window {t0} {t1}\n".encode())
             stats.reset(t0, t1)
+            await asyncio.sleep(max(0.0, (t0 - time.monotonic_ns()) / 1e9))
             c0, w0 = cpu_seconds(sfu.pid), time.monotonic()
             me0 = cpu_seconds(os.getpid()) + cpu_seconds(probe.pid)
             await asyncio.sleep(window)
@@ -110,7 +112,7 @@ async def run_sfu(sfu: Sfu, publishers: int, fps: float, steps: list[int], warm:
                 "pps_out": round(forwarded / window, 1),
                 "sfu_cpu_fraction": round(cpu / wall, 4),
                 "cpu_us_per_packet": round(cpu * 1e6 / forwarded, 2) if forwarded else None,
-                "loss": round(1 - received / expected, 5) if expected else None,
+                "loss": round(max(0.0, 1 - received / expected), 5) if expected else None,
                 "probe_latency_p50_ms": round(res["p50_ms"], 3),
                 "probe_latency_p99_ms": round(res["p99_ms"], 3),
                 "added_latency_p50_ms": round(res["p50_ms"] - direct["p50_ms"], 3),
@@ -171,6 +173,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     "added_latency_p99_ms": 5},
     }
     systems: list[Sfu] = [ParleySfu()]
+    if not args.no_one_port:
+        systems.append(ParleySfu(one_port=True))
     if not args.no_janus:
         systems.append(JanusSfu())
     for sfu in systems:
@@ -182,9 +186,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             print(f"  {sfu.name}: {type(exc).__name__}: {exc}", flush=True)
     out["machine"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     by = {r["sfu"]: r.get("summary") for r in out["results"]}
-    if by.get("parley") and by.get("janus") and by["janus"]["cpu_us_per_packet"]:
-        out["parley_vs_janus_cpu_ratio"] = round(
-            by["parley"]["cpu_us_per_packet"] / by["janus"]["cpu_us_per_packet"], 2)
+    for name in ("parley", "parley-1port"):
+        if by.get(name) and by.get("janus") and by["janus"]["cpu_us_per_packet"]:
+            out[f"{name}_vs_janus_cpu_ratio"] = round(
+                by[name]["cpu_us_per_packet"] / by["janus"]["cpu_us_per_packet"], 2)
     return out
 
 
@@ -194,9 +199,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--publishers", type=int, default=4)
     ap.add_argument("--fps", type=float, default=100.0)
     ap.add_argument("--steps", default="4,12,24", help="subscriber counts")
-    ap.add_argument("--warm", type=float, default=3.0)
-    ap.add_argument("--window", type=float, default=6.0)
+    ap.add_argument("--warm", type=float, default=2.5)
+    ap.add_argument("--window", type=float, default=5.0)
     ap.add_argument("--no-janus", action="store_true")
+    ap.add_argument("--no-one-port", action="store_true",
+                    help="skip Parley in single-port mode (--udp-port)")
     ap.add_argument("--quick", action="store_true", help="2 publishers, 2 and 4 subscribers")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)

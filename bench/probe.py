@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 
 from .load import StampTrack, Stats, percentile
 from .sfus import driver
@@ -34,7 +35,7 @@ async def main(name: str, endpoint: str, publishers: int, fps: float) -> None:
             break
         t0, t1 = int(line[1]), int(line[2])
         stats.reset(t0, t1)
-        await asyncio.sleep(max(0.0, (t1 - t0) / 1e9) + 0.5)
+        await asyncio.sleep(max(0.0, (t1 - time.monotonic_ns()) / 1e9) + 0.5)
         print(json.dumps({
             "sent": stats.sent_frames, "packets": stats.packets,
             "received": len(stats.received.get(PROBE, ())),

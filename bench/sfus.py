@@ -92,12 +92,15 @@ class Sfu:
 class ParleySfu(Sfu):
     name = "parley"
 
-    def __init__(self) -> None:
+    def __init__(self, one_port: bool = False) -> None:
         self.pcs = []
         self.tasks: list[asyncio.Task[Any]] = []
         self.http = httpx.AsyncClient(timeout=30)
         self.url = ""
         self.meeting = "bench"
+        self.one_port = one_port  # single-port mode: every participant on one UDP socket
+        if one_port:
+            self.name = "parley-1port"
 
     async def start(self) -> None:
         import aiortc
@@ -107,7 +110,8 @@ class ParleySfu(Sfu):
         self.url = f"http://127.0.0.1:{port}"
         self.proc = spawn([sys.executable, "-m", "parley.cli", "media-node", "--role",
                            "call-server", "--host", "127.0.0.1", "--port", str(port),
-                           "--capacity", "1000000"])
+                           "--capacity", "1000000",
+                           *(["--udp-port", "0"] if self.one_port else [])])
         await wait_port(port, self.proc, "parley media-node")
 
     def endpoint(self) -> str:
@@ -356,7 +360,7 @@ class JanusSfu(Sfu):
 
 
 def driver(name: str) -> ParleySfu | JanusSfu:
-    return ParleySfu() if name == "parley" else JanusSfu()
+    return JanusSfu() if name == "janus" else ParleySfu()
 
 
 
