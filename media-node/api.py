@@ -124,4 +124,7 @@ def create_app(server: CallServer) -> FastAPI:
     async def prom() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
+    from .recorder_tap import add_routes  # recording (docs/recording.md)
+
+    add_routes(app, server)
     return app

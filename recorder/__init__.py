@@ -1,0 +1,1 @@
+"""Recording: chunk store, file creator, notifications (docs/recording.md)."""
