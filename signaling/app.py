@@ -122,4 +122,7 @@ def create_app(settings: Settings, hub: Hub | None = None) -> FastAPI:
     async def ws(websocket: WebSocket) -> None:
         await Session(hub, websocket).run()
 
+    from parley.signaling.recordings import router as recordings  # docs/recording.md
+
+    app.include_router(recordings(settings, hub))
     return app

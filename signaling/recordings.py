@@ -1,0 +1,219 @@
+"""Recording API and orchestration on signaling (docs/recording.md).
+
+Signaling starts and stops the call server's tap for a room, runs the file creator when a
+recording stops, and tells people: a ``recording.started`` / ``recording.ready`` WebSocket message
+to every participant (with signed, expiring links) and a signed webhook for integrations. All
+recording state lives in the recording store, so any replica can answer for any recording.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+import httpx
+from fastapi import APIRouter, Body, Header, HTTPException
+from fastapi.responses import FileResponse, Response
+
+from parley import tokens
+from parley.config import Settings
+from parley.recorder import links, state, webhook
+from parley.recorder.chunks import safe
+from parley.recorder.creator import create_files
+from parley.recorder.store import default_store_url, open_store
+
+if TYPE_CHECKING:
+    from parley.signaling.hub import Hub
+
+log = logging.getLogger("parley.signaling.recordings")
+
+
+def _num(name: str, default: float) -> float:
+    return float(os.environ.get(name) or default)
+
+
+class Recordings:
+    def __init__(self, settings: Settings, hub: Hub) -> None:
+        self.settings = settings
+        self.hub = hub
+        self.store = open_store(default_store_url(settings.data_dir))
+        self.chunk_s = _num("PARLEY_RECORDING_CHUNK_S", 2.0)
+        self.link_ttl_s = int(_num("PARLEY_RECORDING_LINK_TTL_S", 24 * 3600))
+        self.fps = int(_num("PARLEY_RECORDING_FPS", 15))
+        self.webhook_url = os.environ.get("PARLEY_RECORDING_WEBHOOK_URL") or None
+        self.webhook_secret = os.environ.get("PARLEY_RECORDING_WEBHOOK_SECRET") or ""
+        self.jobs: set[asyncio.Task[None]] = set()
+
+    # -- helpers -------------------------------------------------------------------------
+    def authorize(self, authorization: str | None, room: str, grant: str | None) -> \
+            tokens.AccessToken:
+        token = (authorization or "").removeprefix("Bearer ").strip()
+        try:
+            access = tokens.verify(self.settings.token_secret, token, room=room)
+            if grant:
+                access.require(grant)
+        except tokens.TokenError as exc:
+            status = 403 if exc.code == "grant_missing" else 401
+            message = str(exc) + (" (ask the meeting host for a token with the record grant)"
+                                  if exc.code == "grant_missing" else "")
+            raise HTTPException(status, {"code": exc.code, "message": message}) from None
+        return access
+
+    async def _save(self, manifest: dict[str, Any]) -> None:
+        await asyncio.to_thread(state.save, self.store, manifest)
+
+    async def _members(self, room: str) -> list[str]:
+        return list(await self.hub.rooms.members(room))
+
+    async def _tell(self, identities: list[str], msg: dict[str, Any]) -> None:
+        for identity in dict.fromkeys(identities):
+            await self.hub.presence.deliver(identity, msg)
+
+    def public(self, m: dict[str, Any]) -> dict[str, Any]:
+        """The API shape: signed links for whatever files exist."""
+        base = self.settings.public_url or ""
+        out = {k: m.get(k) for k in ("id", "room", "state", "startedAt", "stoppedAt",
+                                     "progress", "error", "duration")}
+        out["compositeUrl"], out["tracks"], out["expiresAt"] = None, [], None
+        files = m.get("files")
+        if files:
+            url, exp = links.link(self.settings.token_secret, m["id"], files["composite"],
+                                  self.link_ttl_s, base=base)
+            out["compositeUrl"], out["expiresAt"] = url, exp
+            out["tracks"] = [{**{k: t[k] for k in ("participant", "track", "kind", "codec")},
+                              "url": links.link(self.settings.token_secret, m["id"], t["file"],
+                                                self.link_ttl_s, base=base)[0]}
+                             for t in files["tracks"]]
+        return out
+
+    # -- start / stop --------------------------------------------------------------------
+    async def start(self, room: str, by: str) -> dict[str, Any]:
+        active = await self.hub.store.get(f"recording:active:{room}")
+        if active:
+            return await asyncio.to_thread(state.load, self.store, active)
+        placement = await self.hub.directory.place(room, 1, [])
+        if placement is None:
+            raise HTTPException(503, {"code": "no_call_server",
+                                      "message": "recording needs a call server; none is "
+                                                 "available"})
+        manifest = state.new(room, by)
+        manifest.update(node=placement.node, nodeUrl=placement.url,
+                        participants=await self._members(room))
+        async with httpx.AsyncClient(timeout=10) as client:
+            r = await client.post(f"{placement.url}/v1/meetings/{room}/recording", json={
+                "action": "start", "id": manifest["id"], "store": self.store.url,
+                "chunk_s": self.chunk_s})
+        if r.status_code != 200:
+            raise HTTPException(502, {"code": "call_server_error",
+                                      "message": f"call server refused: {r.text[:200]}"})
+        await self._save(manifest)
+        await self.hub.store.set(f"recording:active:{room}", manifest["id"], ttl_s=24 * 3600)
+        await self._tell(manifest["participants"], {
+            "type": "recording.started", "room": room, "recording": manifest["id"], "by": by})
+        return manifest
+
+    async def stop(self, room: str, by: str) -> dict[str, Any]:
+        active = await self.hub.store.get(f"recording:active:{room}")
+        if not active:
+            raise HTTPException(409, {"code": "not_recording",
+                                      "message": f"room '{room}' is not being recorded"})
+        await self.hub.store.delete(f"recording:active:{room}")
+        manifest = await asyncio.to_thread(state.load, self.store, active)
+        try:  # a dead node cannot flush: its sealed chunks are already in the store
+            async with httpx.AsyncClient(timeout=15) as client:
+                r = await client.post(f"{manifest['nodeUrl']}/v1/meetings/{room}/recording",
+                                      json={"action": "stop", "id": active,
+                                            "store": self.store.url})
+            manifest["nodeLost"] = r.status_code != 200
+        except httpx.HTTPError as exc:
+            log.warning("recording %s: node unreachable at stop (%s)", active, exc)
+            manifest["nodeLost"] = True
+        manifest.update(state="processing", stoppedAt=time.time(), stoppedBy=by,
+                        participants=list(dict.fromkeys(
+                            manifest["participants"] + await self._members(room))))
+        await self._save(manifest)
+        await self._tell(manifest["participants"], {
+            "type": "recording.stopped", "room": room, "recording": active})
+        job = asyncio.create_task(self._compile(manifest))
+        self.jobs.add(job)
+        job.add_done_callback(self.jobs.discard)
+        return manifest
+
+    async def _compile(self, manifest: dict[str, Any]) -> None:
+        """Run the file creator off the event loop; progress lands in the manifest."""
+        last = [0.0]
+
+        def progress(fraction: float) -> None:
+            if fraction - last[0] >= 0.05 or fraction >= 1.0:
+                last[0] = fraction
+                state.save(self.store, {**manifest, "progress": round(fraction, 3)})
+
+        try:
+            result = await asyncio.to_thread(create_files, self.store, manifest["id"],
+                                              progress=progress, fps=self.fps)
+        except Exception as exc:
+            log.exception("recording %s failed", manifest["id"])
+            manifest.update(state="failed", error=str(exc))
+            await self._save(manifest)
+            return
+        media_ids = {safe(t["participant"]) for t in result["tracks"]}
+        manifest.update(state="ready", progress=1.0, duration=result["composite"]["duration"],
+                        files={"composite": result["composite"]["file"],
+                               "tracks": result["tracks"]},
+                        participants=list(dict.fromkeys(manifest["participants"]
+                                                        + sorted(media_ids))))
+        await self._save(manifest)
+        public = self.public(manifest)
+        await self._tell(manifest["participants"], {"type": "recording.ready", **public})
+        if self.webhook_url:
+            await webhook.send(self.webhook_url, self.webhook_secret,
+                               {"type": "recording.ready", **public})
+
+
+def router(settings: Settings, hub: Hub) -> APIRouter:
+    rec = Recordings(settings, hub)
+    api = APIRouter()
+    hub.recordings = rec  # type: ignore[attr-defined]
+
+    @api.post("/api/v1/rooms/{room}/recording")
+    async def control(room: str, body: dict[str, Any] = Body(...),  # noqa: B008
+                      authorization: str | None = Header(None)) -> dict[str, Any]:
+        access = rec.authorize(authorization, room, "record")
+        action = body.get("action")
+        if action == "start":
+            return rec.public(await rec.start(room, access.identity))
+        if action == "stop":
+            return rec.public(await rec.stop(room, access.identity))
+        raise HTTPException(400, {"code": "bad_request",
+                                  "message": "action must be 'start' or 'stop'"})
+
+    @api.get("/api/v1/recordings")
+    async def listing(room: str, authorization: str | None = Header(None)) -> dict[str, Any]:
+        rec.authorize(authorization, room, None)
+        found = await asyncio.to_thread(state.for_room, rec.store, room)
+        return {"recordings": [rec.public(m) for m in found]}
+
+    @api.get("/api/v1/recordings/{recording}/files/{name}", response_model=None)
+    async def download(recording: str, name: str, expires: int = 0,
+                       sig: str = "") -> Response:
+        try:
+            links.check(settings.token_secret, recording, name, expires, sig)
+        except links.LinkError as exc:
+            raise HTTPException(403, {"code": exc.code, "message": str(exc)}) from None
+        key = f"recordings/{recording}/files/{name}"
+        media = "video/mp4" if name.endswith(".mp4") else "video/webm"
+        path = rec.store.local_path(key)
+        if path is not None:
+            if not path.is_file():
+                raise HTTPException(404, {"code": "not_found", "message": "no such file"})
+            return FileResponse(path, media_type=media, filename=name)
+        try:
+            data = await asyncio.to_thread(rec.store.get, key)
+        except KeyError:
+            raise HTTPException(404, {"code": "not_found", "message": "no such file"}) from None
+        return Response(data, media_type=media)
+
+    return api
