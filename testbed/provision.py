@@ -2,7 +2,8 @@
 
 Every service the tests talk to is a real process built or installed from the package registries
 this machine reaches (Debian, the Go module proxy, Maven Central): a Kubernetes v1.34 control plane
-with kwok nodes, Helm, Kafka (KRaft), Redis, coturn, Prometheus and Chromium.
+with kwok nodes, Helm, Kafka (KRaft), Redis, coturn, Prometheus, Chromium and an S3-compatible
+object store (versitygw over a local folder).
 
 Artifacts are cached by version under ``$PARLEY_TESTBED_CACHE`` (default
 ``~/.cache/parley/testbed``), linked as ``.testbed/cache``, so a fresh clone on the same machine
@@ -26,6 +27,7 @@ import ssl
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -40,6 +42,7 @@ ETCD_VERSION = "v3.6.7"
 KWOK_VERSION = "v0.7.0"
 HELM_VERSION = "v3.19.5"
 KAFKA_VERSION = "3.9.1"
+VERSITYGW_VERSION = "v1.8.0"
 APT_PACKAGES = {
     "redis-server": "/usr/bin/redis-server",
     "coturn": "/usr/bin/turnserver",
@@ -156,6 +159,12 @@ def build_helm(out: Path) -> None:
         env={"CGO_ENABLED": "0", "GOBIN": str(out), "GOFLAGS": ""})
 
 
+def build_versitygw(out: Path) -> None:
+    run("build-versitygw", ["go", "install", "-trimpath", "-ldflags", "-s -w",
+                            f"github.com/versity/versitygw/cmd/versitygw@{VERSITYGW_VERSION}"],
+        env={"CGO_ENABLED": "0", "GOBIN": str(out), "GOFLAGS": ""})
+
+
 def build_kafka(out: Path) -> None:
     run("build-kafka", ["mvn", "-q", "-B", "-f", ROOT / "testbed/kafka/pom.xml",
                         f"-Dkafka.version={KAFKA_VERSION}",
@@ -177,6 +186,7 @@ def install() -> dict[str, Path]:
         "kwok": cached("kwok", KWOK_VERSION, build_kwok),
         "helm": cached("helm", HELM_VERSION, build_helm),
         "kafka": cached("kafka", KAFKA_VERSION, build_kafka),
+        "versitygw": cached("versitygw", VERSITYGW_VERSION, build_versitygw),
     }
 
 
@@ -511,6 +521,28 @@ def start_prometheus(env: dict[str, str]) -> None:
                 "PROMETHEUS_TARGETS_DIR": str(pdir / "targets")})
 
 
+def start_s3(art: dict[str, Path], env: dict[str, str]) -> None:
+    root = STATE / "s3"
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    port = free_port()
+    access, secret = "parley-" + secrets.token_hex(4), secrets.token_hex(16)
+    start("s3", [art["versitygw"] / "versitygw", "--port", f"127.0.0.1:{port}",
+                 "--access", access, "--secret", secret, "--region", "us-east-1",
+                 "posix", "--nometa", root])
+
+    def ready() -> bool:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
+        except urllib.error.HTTPError:
+            return True  # an S3 error document (403) means it is serving
+        return True
+
+    wait_for("s3", ready, 30)
+    env.update({"S3_ENDPOINT": f"http://127.0.0.1:{port}", "S3_ACCESS_KEY": access,
+                "S3_SECRET_KEY": secret, "S3_REGION": "us-east-1"})
+
+
 # --------------------------------------------------------------------------- up / status
 
 
@@ -528,22 +560,36 @@ def running() -> bool:
     return bool(env) and bool(pids) and all(pid_alive(int(p.read_text())) for p in pids)
 
 
+# Each service: the env key that proves it was started, and how to start it.
+SERVICES: tuple[tuple[str, Callable[[dict[str, Path], dict[str, str]], None]], ...] = (
+    ("REDIS_URL", lambda art, env: start_redis(env)),
+    ("TURN_URI", lambda art, env: start_coturn(env)),
+    ("PROMETHEUS_URL", lambda art, env: start_prometheus(env)),
+    ("S3_ENDPOINT", start_s3),
+    ("KAFKA_BOOTSTRAP", start_kafka),
+    ("KUBECONFIG", start_kubernetes),
+)
+
+
 def up() -> dict[str, str]:
+    """Start the test bed; when it runs already, start only services it lacks (a newer
+    version of this script may have added some), keeping the running ones and their ports."""
     if running():
-        say(f"already running; environment in {STATE / 'env'}")
-        return read_env()
-    stop_all()
+        env = read_env()
+        missing = [(key, starter) for key, starter in SERVICES if key not in env]
+        if not missing:
+            say(f"already running; environment in {STATE / 'env'}")
+            return env
+    else:
+        stop_all()
+        env, missing = {}, list(SERVICES)
     t0 = time.monotonic()
     art = install()
     say(f"artifacts ready in {time.monotonic() - t0:.0f}s")
-    env: dict[str, str] = {}
     t1 = time.monotonic()
     try:
-        start_redis(env)
-        start_coturn(env)
-        start_prometheus(env)
-        start_kafka(art, env)
-        start_kubernetes(art, env)
+        for _, starter in missing:
+            starter(art, env)
     except BaseException:
         stop_all()
         raise

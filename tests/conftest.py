@@ -33,7 +33,7 @@ def testbed() -> dict[str, str]:
     """The running test bed's environment (KUBECONFIG, REDIS_URL, ...), started if needed."""
     env = provision.up()
     missing = {"KUBECONFIG", "REDIS_URL", "KAFKA_BOOTSTRAP", "TURN_URI", "TURN_SECRET",
-               "PROMETHEUS_URL", "CHROMIUM"} - env.keys()
+               "PROMETHEUS_URL", "CHROMIUM", "S3_ENDPOINT"} - env.keys()
     assert not missing, f"test bed environment lacks {missing}"
     return env
 
@@ -58,6 +58,13 @@ def turn(testbed: dict[str, str]) -> tuple[str, str]:
 def prometheus(testbed: dict[str, str]) -> tuple[str, Path]:
     """(Prometheus URL, folder of file_sd target files it scrapes every second)."""
     return testbed["PROMETHEUS_URL"], Path(testbed["PROMETHEUS_TARGETS_DIR"])
+
+
+@pytest.fixture(scope="session")
+def s3(testbed: dict[str, str]) -> dict[str, str]:
+    """The S3-compatible store: endpoint, access_key, secret_key, region."""
+    return {"endpoint": testbed["S3_ENDPOINT"], "access_key": testbed["S3_ACCESS_KEY"],
+            "secret_key": testbed["S3_SECRET_KEY"], "region": testbed["S3_REGION"]}
 
 
 class Kube:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-REAL_SERVICE_MARKERS = {"k8s", "kafka", "redis", "turn", "browser", "prometheus"}
+REAL_SERVICE_MARKERS = {"k8s", "kafka", "redis", "turn", "browser", "prometheus", "s3"}
 
 
 @pytest.hookimpl(hookwrapper=True)

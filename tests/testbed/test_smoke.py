@@ -185,3 +185,18 @@ def test_prometheus_scrapes_a_local_target(prometheus: tuple[str, Path]) -> None
     finally:
         target.unlink()
         server.shutdown()
+
+
+@pytest.mark.s3
+def test_s3_object_round_trip(s3: dict[str, str]) -> None:
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=s3["endpoint"], aws_access_key_id=s3["access_key"],
+                          aws_secret_access_key=s3["secret_key"], region_name=s3["region"])
+    bucket = f"smoke-{uuid.uuid4().hex[:8]}"
+    client.create_bucket(Bucket=bucket)
+    body = uuid.uuid4().bytes * 1000
+    client.put_object(Bucket=bucket, Key="a/b.bin", Body=body)
+    assert client.get_object(Bucket=bucket, Key="a/b.bin")["Body"].read() == body
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]]
+    assert keys == ["a/b.bin"]
