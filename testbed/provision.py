@@ -52,6 +52,7 @@ APT_PACKAGES = {
     "ffmpeg": "/usr/bin/ffmpeg",
     "openssl": "/usr/bin/openssl",
     "iproute2": "/usr/sbin/ip",
+    "janus": "/usr/bin/janus",
 }
 KWOK_NODES = ("kwok-node-0", "kwok-node-1")
 
