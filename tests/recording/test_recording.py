@@ -103,6 +103,7 @@ async def test_two_participants_record_15_seconds(
 
         # per-track files: the publisher's frames byte for byte (remuxed, not re-encoded)
         store = open_store(stack.hub.recordings.store.url)  # type: ignore[attr-defined]
+        assert store.url.startswith("s3://" if store_url else "file://")
         tapped = {t.name: t for t in load_tracks(store, rid)}
         node = json.loads(store.get(f"recordings/{rid}/nodes/{server.id}.json"))
         tap_frames = {f"{t['participant']}~{t['track']}": t["frames"] for t in node["tracks"]}
