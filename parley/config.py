@@ -51,9 +51,10 @@ class Settings:
             "region": _env("PARLEY_REGION", "local") or "local",
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
+        values["data_dir"] = Path(str(values["data_dir"]))  # a CLI override arrives as str
         if "token_secret" not in values:
             values["token_secret"] = _env("PARLEY_TOKEN_SECRET") or local_secret(
-                Path(str(values["data_dir"])))
+                values["data_dir"])
         return cls(**values)  # type: ignore[arg-type]
 
 

@@ -7,7 +7,6 @@ import contextlib
 import logging
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from parley.config import Settings
@@ -55,7 +54,7 @@ class Hub:
                                  self.options.heartbeat_s)
         self.users = UserDirectory.from_file(self.store, self.options.users_file)
         self.events = events or sink_for(settings.kafka_bootstrap, settings.kafka_topic,
-                                         Path(settings.data_dir))
+                                         settings.data_dir)
         self.directory: CallServerDirectory = directory or NoCallServers()
         self.rooms = Rooms(self)
         self.calls = Calls(self, self.options.ring_timeout_s)
