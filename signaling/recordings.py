@@ -9,6 +9,7 @@ recording state lives in the recording store, so any replica can answer for any 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -45,6 +46,7 @@ class Recordings:
         self.fps = int(_num("PARLEY_RECORDING_FPS", 15))
         self.webhook_url = os.environ.get("PARLEY_RECORDING_WEBHOOK_URL") or None
         self.webhook_secret = os.environ.get("PARLEY_RECORDING_WEBHOOK_SECRET") or ""
+        self.watch_s = _num("PARLEY_RECORDING_WATCH_S", 2.0)
         self.jobs: set[asyncio.Task[None]] = set()
 
     # -- helpers -------------------------------------------------------------------------
@@ -113,7 +115,37 @@ class Recordings:
         await self.hub.store.set(f"recording:active:{room}", manifest["id"], ttl_s=24 * 3600)
         await self._tell(manifest["participants"], {
             "type": "recording.started", "room": room, "recording": manifest["id"], "by": by})
+        self._spawn(self._watch(room, manifest["id"], manifest["nodeUrl"]))
         return manifest
+
+    def _spawn(self, coro: Any) -> None:
+        job = asyncio.create_task(coro)
+        self.jobs.add(job)
+        job.add_done_callback(self.jobs.discard)
+
+    async def _meeting_gone(self, node_url: str, room: str) -> bool:
+        """True when the call server has nobody left in the meeting, or is gone itself."""
+        try:
+            async with httpx.AsyncClient(timeout=5) as client:
+                status = (await client.get(f"{node_url}/v1/status")).json()
+        except (httpx.HTTPError, ValueError):
+            return True
+        return not status.get("participant_ids", {}).get(room)
+
+    async def _watch(self, room: str, recording: str, node_url: str) -> None:
+        """Stop the recording by itself when the meeting ended: nobody in the room on signaling
+        and nobody in the meeting on the call server, twice in a row (a recording must never
+        be left running, or stuck in "recording", because nobody pressed stop)."""
+        idle = 0
+        while await self.hub.store.get(f"recording:active:{room}") == recording:
+            await asyncio.sleep(self.watch_s)
+            empty = not await self._members(room) and await self._meeting_gone(node_url, room)
+            idle = idle + 1 if empty else 0
+            if idle >= 2 and await self.hub.store.get(f"recording:active:{room}") == recording:
+                log.info("recording %s: meeting ended, stopping", recording)
+                with contextlib.suppress(HTTPException):
+                    await self.stop(room, "auto")
+                return
 
     async def stop(self, room: str, by: str) -> dict[str, Any]:
         active = await self.hub.store.get(f"recording:active:{room}")
@@ -137,9 +169,7 @@ class Recordings:
         await self._save(manifest)
         await self._tell(manifest["participants"], {
             "type": "recording.stopped", "room": room, "recording": active})
-        job = asyncio.create_task(self._compile(manifest))
-        self.jobs.add(job)
-        job.add_done_callback(self.jobs.discard)
+        self._spawn(self._compile(manifest))
         return manifest
 
     async def _compile(self, manifest: dict[str, Any]) -> None:

@@ -152,3 +152,30 @@ async def test_recording_api_refuses_bad_tokens(tmp_path: Path,
         assert r.status_code == 403 and r.json()["detail"]["code"] == "grant_missing"
         r = await stack.control(room, "stop", stack.token("h", room, ("record",)))
         assert r.status_code == 409 and r.json()["detail"]["code"] == "not_recording"
+
+
+async def test_recording_stops_by_itself_when_the_meeting_ends(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PARLEY_RECORDING_WATCH_S", "0.5")
+    room = f"rec-{uuid.uuid4().hex[:6]}"
+    server = CallServer()
+    async with running(server) as url, signaling(
+            tmp_path, FixedDirectory(url, server.id), monkeypatch) as stack:
+        a, b = participant("a", room), participant("b", room)
+        w = await WsClient.connect(stack.base, "a", room, token=stack.token("a", room))
+        await w.request("join", "joined", room=room)
+        await a.join(url)
+        await b.join(url)
+        await wait_for(lambda: a.decoding_from(["b"]) and b.decoding_from(["a"]), 20, "decode")
+        host = stack.token("a", room, ("record",))
+        rid = (await stack.control(room, "start", host)).json()["id"]
+        await asyncio.sleep(4.0)
+        assert (await stack.recordings(room, host))[-1]["state"] == "recording"
+        await a.close()
+        await asyncio.sleep(2.0)  # one participant left: still a meeting, still recording
+        assert (await stack.recordings(room, host))[-1]["state"] == "recording"
+        await b.close()
+        await w.close()
+        rec = await stack.wait_ready(room, host, limit=30)
+        assert rec["id"] == rid and rec["state"] == "ready", rec
+        assert 3.5 <= rec["duration"] <= 8.0, rec["duration"]
