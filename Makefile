@@ -35,7 +35,9 @@ lint: venv-test
 	$(BIN)/ruff check .
 
 bench: venv-test testbed
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench                    # call-server forwarding vs Janus
+	ulimit -n 20000 && $(BIN)/python -m bench.signaling   # 5,000 WebSocket clients
+	$(BIN)/python -m bench.join_time          # page load to first decoded frame
 
 clean:
 	rm -rf $(VENV) var
