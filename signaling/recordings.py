@@ -102,15 +102,11 @@ class Recordings:
                                       "message": "recording needs a call server; none is "
                                                  "available"})
         manifest = state.new(room, by)
-        manifest.update(node=placement.node, nodeUrl=placement.url,
+        manifest.update(node=placement.node, nodeUrl=placement.url, nodes=[placement.url],
                         participants=await self._members(room))
-        async with httpx.AsyncClient(timeout=10) as client:
-            r = await client.post(f"{placement.url}/v1/meetings/{room}/recording", json={
-                "action": "start", "id": manifest["id"], "store": self.store.url,
-                "chunk_s": self.chunk_s})
-        if r.status_code != 200:
+        if not await self._tap(placement.url, room, manifest["id"], "start"):
             raise HTTPException(502, {"code": "call_server_error",
-                                      "message": f"call server refused: {r.text[:200]}"})
+                                      "message": "the call server did not start recording"})
         await self._save(manifest)
         await self.hub.store.set(f"recording:active:{room}", manifest["id"], ttl_s=24 * 3600)
         await self._tell(manifest["participants"], {
@@ -123,23 +119,53 @@ class Recordings:
         self.jobs.add(job)
         job.add_done_callback(self.jobs.discard)
 
-    async def _meeting_gone(self, node_url: str, room: str) -> bool:
-        """True when the call server has nobody left in the meeting, or is gone itself."""
+    async def _node_meeting(self, node_url: str, room: str) -> list[str] | None:
+        """Participants of the meeting on that call server; None if the node is unreachable."""
         try:
             async with httpx.AsyncClient(timeout=5) as client:
                 status = (await client.get(f"{node_url}/v1/status")).json()
         except (httpx.HTTPError, ValueError):
-            return True
-        return not status.get("participant_ids", {}).get(room)
+            return None
+        return list(status.get("participant_ids", {}).get(room, []))
+
+    async def _tap(self, url: str, room: str, recording: str, action: str) -> bool:
+        try:
+            async with httpx.AsyncClient(timeout=15) as client:
+                r = await client.post(f"{url}/v1/meetings/{room}/recording", json={
+                    "action": action, "id": recording, "store": self.store.url,
+                    "chunk_s": self.chunk_s})
+            return r.status_code == 200
+        except httpx.HTTPError as exc:
+            log.warning("recording %s: %s on %s failed (%s)", recording, action, url, exc)
+            return False
+
+    async def _follow(self, room: str, recording: str, lost: str) -> str | None:
+        """The node died: start a tap where the room is placed now, so media of participants
+        who rejoin there goes on into the same recording (as a new run)."""
+        placement = await self.hub.directory.place(room, 1, [])
+        if placement is None or placement.url == lost:
+            return None
+        if not await self._tap(placement.url, room, recording, "start"):
+            return None
+        manifest = await asyncio.to_thread(state.load, self.store, recording)
+        manifest.update(node=placement.node, nodeUrl=placement.url,
+                        nodes=[*manifest.get("nodes", []), placement.url], nodeLost=True)
+        await self._save(manifest)
+        log.info("recording %s: follows room %s to %s", recording, room, placement.node)
+        return placement.url
 
     async def _watch(self, room: str, recording: str, node_url: str) -> None:
-        """Stop the recording by itself when the meeting ended: nobody in the room on signaling
-        and nobody in the meeting on the call server, twice in a row (a recording must never
-        be left running, or stuck in "recording", because nobody pressed stop)."""
+        """While recording: follow the room to a new node if its node dies, and stop by itself
+        when the meeting ended - nobody in the room on signaling and nobody in the meeting on
+        the call server, twice in a row - so a recording is never left running (or stuck in
+        "recording") because nobody pressed stop."""
         idle = 0
         while await self.hub.store.get(f"recording:active:{room}") == recording:
             await asyncio.sleep(self.watch_s)
-            empty = not await self._members(room) and await self._meeting_gone(node_url, room)
+            present = await self._node_meeting(node_url, room)
+            if present is None:
+                node_url = await self._follow(room, recording, node_url) or node_url
+            empty = not present and not await self._members(room)
             idle = idle + 1 if empty else 0
             if idle >= 2 and await self.hub.store.get(f"recording:active:{room}") == recording:
                 log.info("recording %s: meeting ended, stopping", recording)
@@ -154,15 +180,11 @@ class Recordings:
                                       "message": f"room '{room}' is not being recorded"})
         await self.hub.store.delete(f"recording:active:{room}")
         manifest = await asyncio.to_thread(state.load, self.store, active)
-        try:  # a dead node cannot flush: its sealed chunks are already in the store
-            async with httpx.AsyncClient(timeout=15) as client:
-                r = await client.post(f"{manifest['nodeUrl']}/v1/meetings/{room}/recording",
-                                      json={"action": "stop", "id": active,
-                                            "store": self.store.url})
-            manifest["nodeLost"] = r.status_code != 200
-        except httpx.HTTPError as exc:
-            log.warning("recording %s: node unreachable at stop (%s)", active, exc)
-            manifest["nodeLost"] = True
+        # every node that tapped this recording flushes; a dead one cannot, and its sealed
+        # chunks are already in the store
+        results = [await self._tap(url, room, active, "stop")
+                   for url in dict.fromkeys(manifest.get("nodes", [manifest["nodeUrl"]]))]
+        manifest["nodeLost"] = manifest.get("nodeLost", False) or not all(results)
         manifest.update(state="processing", stoppedAt=time.time(), stoppedBy=by,
                         participants=list(dict.fromkeys(
                             manifest["participants"] + await self._members(room))))

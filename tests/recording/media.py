@@ -36,10 +36,31 @@ class SineAudio(AudioStreamTrack):
         return out
 
 
+TONES = {"a": 440.0, "b": 660.0}  # different per participant: equal tones could cancel out
+
+
+class ToneClient(Client):
+    """tests/media's participant with a real tone as its microphone; a fresh tone track per
+    (re)join, because closing a peer connection ends its tracks."""
+
+    async def join(self, url: str) -> None:
+        self.extra = [SineAudio(f"{self.name}-mic", TONES.get(self.name, 550.0))]
+        await super().join(url)
+
+
 def participant(name: str, meeting: str) -> Client:
-    c = Client(name, meeting, audio=False)
-    c.extra.append(SineAudio(f"{name}-mic"))
-    return c
+    return ToneClient(name, meeting, audio=False)
+
+
+def tone_levels(path: Path, freqs: list[float]) -> list[float]:
+    """Share of the audio's energy within 10 Hz of each frequency (the mix holds both tones)."""
+    with av.open(str(path)) as c:
+        rate = c.streams.audio[0].rate
+        x = np.concatenate([f.to_ndarray().astype(np.float64).reshape(
+            len(f.layout.channels), -1).mean(axis=0) for f in c.decode(audio=0)])
+    power = np.abs(np.fft.rfft(x)) ** 2
+    hz = np.fft.rfftfreq(len(x), 1 / rate)
+    return [float(power[np.abs(hz - f) < 10].sum() / power.sum()) for f in freqs]
 
 
 def probe(path: Path) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from tests.media.conftest import running
 from tests.signaling.helpers import Client as WsClient
 
 from .conftest import FixedDirectory, Stack, signaling
-from .media import packets, participant, probe
+from .media import TONES, packets, participant, probe, tone_levels
 
 RECORD_S = 15.0
 
@@ -99,7 +99,9 @@ async def test_two_participants_record_15_seconds(
         assert len(composite["variances"]) >= 5
         assert min(composite["variances"]) > 100, composite["variances"]  # not blank
         assert all(min(t) > 100 for t in composite["tile_variances"]), composite["tile_variances"]
-        assert composite["audio_rms"] > 0.01, composite  # the tones were mixed in
+        assert composite["audio_rms"] > 0.05, composite
+        levels = tone_levels(tmp_path / "c.mp4", [TONES["a"], TONES["b"]])
+        assert min(levels) > 0.2, levels  # both participants' tones are in the mix
 
         # per-track files: the publisher's frames byte for byte (remuxed, not re-encoded)
         store = open_store(stack.hub.recordings.store.url)  # type: ignore[attr-defined]
