@@ -206,6 +206,11 @@ class Recordings:
         try:
             result = await asyncio.to_thread(create_files, self.store, manifest["id"],
                                               progress=progress, fps=self.fps)
+        except ValueError as exc:  # nothing to compile (no media reached the tap)
+            log.warning("recording %s failed: %s", manifest["id"], exc)
+            manifest.update(state="failed", error=str(exc))
+            await self._save(manifest)
+            return
         except Exception as exc:
             log.exception("recording %s failed", manifest["id"])
             manifest.update(state="failed", error=str(exc))

@@ -154,6 +154,10 @@ async def test_recording_api_refuses_bad_tokens(tmp_path: Path,
         assert r.status_code == 403 and r.json()["detail"]["code"] == "grant_missing"
         r = await stack.control(room, "stop", stack.token("h", room, ("record",)))
         assert r.status_code == 409 and r.json()["detail"]["code"] == "not_recording"
+        # the placed call server does not answer: refused, nothing left "recording"
+        r = await stack.control(room, "start", stack.token("h", room, ("record",)))
+        assert r.status_code == 502 and r.json()["detail"]["code"] == "call_server_error"
+        assert await stack.recordings(room, stack.token("h", room)) == []
 
 
 async def test_recording_stops_by_itself_when_the_meeting_ends(
