@@ -263,6 +263,14 @@ def create_files(store: Store, recording: str, *, progress: Progress = lambda _:
     """Compile a recording: per-track WebM files and ``composite.mp4`` into ``files/``.
 
     Remuxing is a few percent of the work, so it reports as the first 5 %."""
+    last = [-1.0]
+
+    def report(fraction: float) -> None:  # monotonic, rounded: what a progress bar wants
+        fraction = round(fraction, 4)
+        if fraction > last[0]:
+            last[0] = fraction
+            progress(fraction)
+
     tracks = load_tracks(store, recording)
     if not tracks:
         raise ValueError(f"recording {recording} has no media")
@@ -274,10 +282,10 @@ def create_files(store: Store, recording: str, *, progress: Progress = lambda _:
             info = remux(track, t0, Path(tmp) / name)
             store.put_file(f"recordings/{recording}/files/{name}", Path(tmp) / name)
             result["tracks"].append({**info, "file": name})
-            progress(0.05 * (i + 1) / len(tracks))
+            report(0.05 * (i + 1) / len(tracks))
         info = composite(tracks, Path(tmp) / "composite.mp4", fps=fps, width=width,
-                         height=height, progress=lambda f: progress(0.05 + 0.9 * f))
+                         height=height, progress=lambda f: report(0.05 + 0.9 * f))
         store.put_file(f"recordings/{recording}/files/composite.mp4", Path(tmp) / "composite.mp4")
         result["composite"] = {**info, "file": "composite.mp4"}
-    progress(1.0)
+    report(1.0)
     return result
