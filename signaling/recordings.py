@@ -21,9 +21,7 @@ from fastapi.responses import FileResponse, Response
 
 from parley import tokens
 from parley.config import Settings
-from parley.recorder import links, state, webhook
-from parley.recorder.chunks import safe
-from parley.recorder.creator import create_files
+from parley.recorder import job, links, state, webhook
 from parley.recorder.store import default_store_url, open_store
 
 if TYPE_CHECKING:
@@ -195,34 +193,11 @@ class Recordings:
         return manifest
 
     async def _compile(self, manifest: dict[str, Any]) -> None:
-        """Run the file creator off the event loop; progress lands in the manifest."""
-        last = [0.0]
-
-        def progress(fraction: float) -> None:
-            if fraction - last[0] >= 0.05 or fraction >= 1.0:
-                last[0] = fraction
-                state.save(self.store, {**manifest, "progress": round(fraction, 3)})
-
-        try:
-            result = await asyncio.to_thread(create_files, self.store, manifest["id"],
-                                              progress=progress, fps=self.fps)
-        except ValueError as exc:  # nothing to compile (no media reached the tap)
-            log.warning("recording %s failed: %s", manifest["id"], exc)
-            manifest.update(state="failed", error=str(exc))
-            await self._save(manifest)
+        """Run the file creator (``parley.recorder.job``) off the event loop, then notify."""
+        manifest = await asyncio.to_thread(job.compile_recording, self.store, manifest["id"],
+                                           fps=self.fps)
+        if manifest["state"] != "ready":
             return
-        except Exception as exc:
-            log.exception("recording %s failed", manifest["id"])
-            manifest.update(state="failed", error=str(exc))
-            await self._save(manifest)
-            return
-        media_ids = {safe(t["participant"]) for t in result["tracks"]}
-        manifest.update(state="ready", progress=1.0, duration=result["composite"]["duration"],
-                        files={"composite": result["composite"]["file"],
-                               "tracks": result["tracks"]},
-                        participants=list(dict.fromkeys(manifest["participants"]
-                                                        + sorted(media_ids))))
-        await self._save(manifest)
         public = self.public(manifest)
         await self._tell(manifest["participants"], {"type": "recording.ready", **public})
         if self.webhook_url:
