@@ -14,7 +14,7 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription, sdp
 
 from .link import Link
 from .publisher import UpTrack
@@ -116,9 +116,23 @@ class Participant:
         for t in self.pc.getTransceivers():
             if id(t.receiver) in known or t.receiver.track is None:
                 continue
-            new.append(UpTrack(self.id, t.receiver, _restrict_codecs(t), t.receiver.track.id,
+            new.append(UpTrack(self.id, t.receiver, _restrict_codecs(t),
+                               self._announced_track_ids().get(t.mid) or t.receiver.track.id,
                                t.kind))
         return new
+
+    def _announced_track_ids(self) -> dict[str | None, str]:
+        """mid -> the track id the client put in a=msid. aiortc creates the receiver track of a
+        publish slot (a recvonly m-line we offered) before the client's answer names it, so its
+        id would be random; subscribers label tracks (camera, screen) by the client's id."""
+        remote = self.pc.remoteDescription
+        if remote is None:
+            return {}
+        out: dict[str | None, str] = {}
+        for m in sdp.SessionDescription.parse(remote.sdp).media:
+            if m.msid and " " in m.msid:
+                out[m.rtp.muxId] = m.msid.split()[1]
+        return out
 
     def request_publish(self, kinds: list[str]) -> None:
         """The client wants to publish more tracks: offer it recvonly m-lines to fill."""

@@ -1,0 +1,256 @@
+// Parley web client: the call-server (SFU) session. One RTCPeerConnection to the call server,
+// publishing camera, microphone and screen, receiving everyone else; signaling relays the
+// descriptions (sfu.join -> sfu.joined, sfu.offer -> sfu.answer, sfu.publish), see
+// docs/signaling.md "Call server". Loaded before parley.js, which owns tiles and the WebSocket.
+"use strict";
+
+// m-sections of a description: which mid carries whose track (msid = publisher, its track id).
+function sdpSections(sdp) {
+  return sdp.split(/\r?\nm=/).slice(1).map((part) => {
+    const msid = /\na=msid:(\S+) (\S+)/.exec(part);
+    return {
+      kind: part.split(" ")[0],
+      mid: /\na=mid:(\S+)/.exec(part)?.[1],
+      direction: /\na=(sendrecv|sendonly|recvonly|inactive)\b/.exec(part)?.[1] || "sendrecv",
+      stream: msid?.[1], track: msid?.[2],
+    };
+  });
+}
+
+// aiortc takes a track id from a=msid only when the stream is listed in a=msid-semantic, which
+// Chrome does not always do; the call server forwards our track ids (the screen is known by its
+// id), so the copy we send lists every stream.
+function forCallServer(sdp) {
+  const line = "a=msid-semantic: WMS *";
+  return /\r\na=msid-semantic:[^\r]*/.test(sdp)
+    ? sdp.replace(/\r\na=msid-semantic:[^\r]*/, "\r\n" + line)
+    : sdp.replace(/\r\nm=/, `\r\n${line}\r\nm=`);
+}
+
+class SfuSession {
+  // hooks: {iceServers, relay, sourceOf(track), onTrack(participant, source, track),
+  //         onState(connectionState), onFailed()}
+  constructor(generation, hooks) {
+    this.generation = generation; this.hooks = hooks;
+    this.remote = {};        // mid -> {participant (stream), track id, kind, direction}
+    this.sources = {};       // published track id -> "camera" | "screen" (from signaling)
+    this.toPublish = [];     // [{track, stream}] waiting for a recvonly m-line (sfu.publish)
+    this.answered = false; this.closed = false; this.node = null; this.connectedAt = null;
+    this.pc = new RTCPeerConnection({
+      iceServers: hooks.iceServers, iceTransportPolicy: hooks.relay ? "relay" : "all",
+      bundlePolicy: "max-bundle" });
+    this.pc.ontrack = (e) => this.onTrack(e);
+    this.pc.onconnectionstatechange = () => {
+      const s = this.pc.connectionState;
+      if (s === "connected" && this.connectedAt === null) this.connectedAt = performance.now();
+      hooks.onState(s);
+      if (s === "failed" && !this.closed) hooks.onFailed();
+    };
+  }
+
+  get ref() { return `sfu-${this.generation}`; }
+
+  // The join offer: every local track sendonly; a viewer offers one recvonly m-line.
+  async offer(streams) {
+    for (const s of streams) {
+      for (const t of s.getTracks()) this.pc.addTransceiver(t, { direction: "sendonly", streams: [s] });
+    }
+    if (!this.pc.getTransceivers().length) this.pc.addTransceiver("audio", { direction: "recvonly" });
+    for (const tr of this.pc.getTransceivers()) this.preferVp8(tr);
+    await this.pc.setLocalDescription();
+    await this.gathered(1500);  // the call server takes no trickled candidates
+    return { sdp: forCallServer(this.pc.localDescription.sdp), sources: this.localSources() };
+  }
+
+  preferVp8(tr) {
+    const kind = tr.sender.track?.kind || tr.receiver.track.kind;
+    if (kind !== "video") return;
+    const caps = RTCRtpReceiver.getCapabilities("video")?.codecs || [];
+    const rank = (c) => (c.mimeType === "video/VP8" ? 0 : c.mimeType === "video/rtx" ? 1 : 2);
+    try { tr.setCodecPreferences([...caps].sort((a, b) => rank(a) - rank(b))); } catch { /* */ }
+  }
+
+  gathered(ms) {
+    if (this.pc.iceGatheringState === "complete") return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      this.pc.addEventListener("icegatheringstatechange", () => {
+        if (this.pc.iceGatheringState === "complete") { clearTimeout(timer); resolve(); }
+      });
+    });
+  }
+
+  async onJoined(msg) {
+    this.node = msg.node;
+    await this.pc.setRemoteDescription({ type: "answer", sdp: msg.sdp });
+    this.answered = true;
+  }
+
+  // A server offer (new publishers, inactive m-lines of those who left, or a recvonly m-line to
+  // publish a screen into): answer it, attaching waiting tracks to recvonly m-lines.
+  async onOffer(msg) {
+    if (!this.answered || this.closed) return null;  // stale: belongs to an earlier session
+    Object.assign(this.sources, msg.sources || {});
+    const sdp = this.samePayloadTypes(this.sameExtensionIds(msg.sdp));
+    for (const sec of sdpSections(sdp)) this.remote[sec.mid] = sec;
+    await this.pc.setRemoteDescription({ type: "offer", sdp });
+    for (const tr of this.pc.getTransceivers()) {
+      const sec = this.remote[tr.mid];
+      if (!sec || sec.direction !== "recvonly" || tr.sender.track || tr.currentDirection) continue;
+      const i = this.toPublish.findIndex((x) => x.track.kind === sec.kind);
+      if (i < 0) continue;
+      const { track, stream } = this.toPublish.splice(i, 1)[0];
+      await tr.sender.replaceTrack(track);
+      tr.sender.setStreams(stream);
+      tr.direction = "sendonly";
+    }
+    await this.pc.setLocalDescription();
+    return { sdp: this.pc.localDescription.sdp, sources: this.localSources() };
+  }
+
+  // aiortc numbers header extensions of the m-lines it adds its own way (mid=1, ...), which
+  // collides with the ids this browser chose in the bundle; Chrome refuses a reassignment. The
+  // call server forwards no header extensions, so its new m-lines simply take our ids (and
+  // extensions we never negotiated are left out).
+  sameExtensionIds(sdp) {
+    const ids = {};
+    const local = this.pc.localDescription?.sdp || "";
+    for (const m of local.matchAll(/a=extmap:(\d+)(?:\/\w+)? (\S+)/g)) ids[m[2]] = m[1];
+    return sdp.split("\r\n").flatMap((line) => {
+      const m = /^a=extmap:(\d+)(\/\w+)? (\S+)(.*)$/.exec(line);
+      if (!m) return [line];
+      return ids[m[3]] ? [`a=extmap:${ids[m[3]]}${m[2] || ""} ${m[3]}${m[4]}`] : [];
+    }).join("\r\n");
+  }
+
+  // aiortc also renumbers codecs in every offer it makes (opus=96, VP8=97, ...), even for m-lines
+  // already negotiated with this browser's numbers: the browser would switch payload types under
+  // the call server's feet, and a bundle must not use one number for two codecs. So the offer is
+  // rewritten to this browser's numbers (codecs it never offered get free numbers, kept stable).
+  samePayloadTypes(sdp) {
+    const key = (c) => {
+      const base = `${c.name.toLowerCase()}/${c.rate}/${c.channels || 1}`;
+      if (c.name.toLowerCase() !== "h264") return base;
+      const f = c.fmtp || "";
+      return `${base}/${/packetization-mode=(\d)/.exec(f)?.[1] || 0}`
+        + `/${(/profile-level-id=(\w{4})/.exec(f)?.[1] || "").toLowerCase()}`;
+    };
+    const codecsOf = (section) => {
+      const out = {};
+      for (const m of section.matchAll(/a=rtpmap:(\d+) ([\w-]+)\/(\d+)(?:\/(\d+))?/g)) {
+        out[m[1]] = { pt: m[1], name: m[2], rate: m[3], channels: m[4] };
+      }
+      for (const m of section.matchAll(/a=fmtp:(\d+) (.*)/g)) if (out[m[1]]) out[m[1]].fmtp = m[2];
+      return Object.values(out);
+    };
+    this.ptOf = this.ptOf || {};  // codec key (rtx: "rtx:" + base key) -> our payload type
+    const used = new Set(Object.values(this.ptOf));
+    const ours = (this.pc.localDescription?.sdp || "").split(/\r?\nm=/).slice(1);
+    for (const section of ours) {
+      const codecs = codecsOf(section);
+      const byPt = Object.fromEntries(codecs.map((c) => [c.pt, c]));
+      for (const c of codecs) {
+        const apt = /apt=(\d+)/.exec(c.fmtp || "")?.[1];
+        const k = c.name.toLowerCase() === "rtx" ? (byPt[apt] ? "rtx:" + key(byPt[apt]) : null) : key(c);
+        if (k && !(k in this.ptOf)) this.ptOf[k] = c.pt;
+        used.add(c.pt);
+      }
+    }
+    const free = () => {
+      for (let pt = 96; pt <= 127; pt++) if (!used.has(String(pt))) { used.add(String(pt)); return String(pt); }
+      for (let pt = 35; pt <= 63; pt++) if (!used.has(String(pt))) { used.add(String(pt)); return String(pt); }
+      return null;
+    };
+    const [head, ...sections] = sdp.split(/\r\nm=/);
+    const out = sections.map((section) => {
+      const codecs = codecsOf(section);
+      const byPt = Object.fromEntries(codecs.map((c) => [c.pt, c]));
+      const map = {};
+      for (const c of codecs.filter((x) => x.name.toLowerCase() !== "rtx")) {
+        const k = key(c);
+        if (!(k in this.ptOf)) this.ptOf[k] = free();
+        map[c.pt] = this.ptOf[k];
+      }
+      for (const c of codecs.filter((x) => x.name.toLowerCase() === "rtx")) {
+        const apt = /apt=(\d+)/.exec(c.fmtp || "")?.[1];
+        if (!byPt[apt] || !map[apt]) continue;
+        const k = "rtx:" + key(byPt[apt]);
+        if (!(k in this.ptOf)) this.ptOf[k] = free();
+        map[c.pt] = this.ptOf[k];
+      }
+      const lines = section.split("\r\n");
+      const [kind, port, proto, ...pts] = lines[0].split(" ");
+      lines[0] = [kind, port, proto, ...pts.filter((pt) => map[pt]).map((pt) => map[pt])].join(" ");
+      return lines.flatMap((line, i) => {
+        if (i === 0) return [line];
+        const m = /^a=(rtpmap|fmtp|rtcp-fb):(\d+|\*)( .*)$/.exec(line);
+        if (!m || m[2] === "*") return [line];
+        if (!map[m[2]]) return [];
+        const rest = m[1] === "fmtp" ? m[3].replace(/apt=(\d+)/, (_, a) => `apt=${map[a] || a}`) : m[3];
+        return [`a=${m[1]}:${map[m[2]]}${rest}`];
+      }).join("\r\n");
+    });
+    return [head, ...out].join("\r\nm=");
+  }
+
+  publish(track, stream) { this.toPublish.push({ track, stream }); }
+
+  // My video senders' track ids as they appear in my description (msid), -> camera | screen.
+  localSources() {
+    const secs = sdpSections(this.pc.localDescription?.sdp || "");
+    const out = {};
+    for (const tr of this.pc.getTransceivers()) {
+      const t = tr.sender.track;
+      const sec = secs.find((s) => s.mid === tr.mid);
+      if (t && t.kind === "video" && sec?.track) out[sec.track] = this.hooks.sourceOf(t);
+    }
+    return out;
+  }
+
+  sourceOf(mid, kind) {
+    const sec = this.remote[mid];
+    if (kind === "audio") return "microphone";
+    return (sec && this.sources[sec.track]) || "camera";
+  }
+
+  onTrack(e) {
+    const sec = this.remote[e.transceiver.mid];
+    if (!sec?.stream) return;
+    this.hooks.onTrack(sec.stream, this.sourceOf(e.transceiver.mid, e.track.kind), e.track);
+  }
+
+  receiving(tr) {
+    const sec = this.remote[tr.mid];
+    return sec && sec.stream && ["recvonly", "sendrecv"].includes(tr.currentDirection);
+  }
+
+  async inbound() {
+    const out = [];
+    for (const tr of this.pc.getTransceivers()) {
+      if (!this.receiving(tr)) continue;
+      const sec = this.remote[tr.mid];
+      const report = await tr.receiver.getStats();
+      report.forEach((s) => {
+        if (s.type !== "inbound-rtp") return;
+        out.push({ participant: sec.stream, kind: s.kind, source: this.sourceOf(tr.mid, s.kind),
+                   framesDecoded: s.framesDecoded || 0, packetsReceived: s.packetsReceived || 0,
+                   bytesReceived: s.bytesReceived || 0 });
+      });
+    }
+    return out;
+  }
+
+  async candidatePair() {
+    const report = await this.pc.getStats();
+    let out = null;
+    report.forEach((s) => {
+      if (s.type === "candidate-pair" && s.nominated && s.state === "succeeded") {
+        out = { local: report.get(s.localCandidateId)?.candidateType,
+                remote: report.get(s.remoteCandidateId)?.candidateType };
+      }
+    });
+    return out;
+  }
+
+  close() { this.closed = true; this.pc.close(); }
+}

@@ -1,0 +1,135 @@
+"""Call-server meetings in real Chromium against `parley up` (its embedded call server)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from tests.signaling.browser import close, inbound, open_client, stats, wait_media
+
+pytestmark = pytest.mark.browser
+
+CAM = "w=320&h=240&fps=15"  # the fake camera, small: five pages share two cores
+
+
+def everyone_else(names: list[str], me: str) -> list[tuple[str, str, str]]:
+    others = [n for n in names if n != me]
+    return ([(o, "video", "camera") for o in others]
+            + [(o, "audio", "microphone") for o in others])
+
+
+def test_five_browsers_in_one_call_server_meeting_decode_everyone(
+        browser, parley_server: Callable[..., str]) -> None:
+    base = parley_server()
+    names = ["s1", "s2", "s3", "s4", "s5"]
+    pages = [open_client(browser, f"{base}/m/five?name={n}&user={n}&topology=sfu&{CAM}")
+             for n in names]
+    try:
+        for me, page in zip(names, pages, strict=True):
+            got = wait_media(page, everyone_else(names, me), timeout=60)
+            assert got["topology"] == "sfu"
+            assert got["callServer"]["node"] == "embedded"
+            assert got["connections"] == {o: "connected" for o in names if o != me}
+            rows = {(r["participant"], r["kind"]) for r in got["inbound"]
+                    if r["bytesReceived"] > 0}
+            assert rows == {(o, k) for o in names if o != me for k in ("video", "audio")}
+    finally:
+        close(*pages)
+
+
+# Runs in the page: wait until video from every other participant decoded, then report how long
+# after the call-server connection came up (and after the session started) that was.
+LATE = """async (others) => {
+  for (;;) {
+    const s = await window.parley.stats();
+    const ok = others.every((o) => s.inbound.some((r) => r.participant === o
+        && r.kind === "video" && r.framesDecoded > 0));
+    const st = window.parley.state.sfu;
+    if (ok && st && st.connectedAt !== null) {
+      return {afterConnected: performance.now() - st.connectedAt,
+              afterStart: performance.now() - st.startedAt};
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}"""
+
+
+def test_late_joiner_decodes_video_within_1s_of_connecting(
+        browser, parley_server: Callable[..., str]) -> None:
+    base = parley_server()
+    names = ["e1", "e2", "e3"]
+    pages = [open_client(browser, f"{base}/m/late?name={n}&user={n}&topology=sfu&{CAM}")
+             for n in names]
+    late = None
+    try:
+        for me, page in zip(names, pages, strict=True):
+            wait_media(page, everyone_else(names, me), timeout=60)
+        late = open_client(browser, f"{base}/m/late?name=Late&user=late&topology=sfu&{CAM}")
+        took = late.evaluate(LATE, names)
+        print(f"late joiner: first frames from all {len(names)} "
+              f"{took['afterConnected']:.0f} ms after connected, "
+              f"{took['afterStart']:.0f} ms after the session started")
+        assert took["afterConnected"] <= 1000, took
+        wait_media(late, everyone_else(names, "late"))
+    finally:
+        close(*pages, *([late] if late else []))
+
+
+def test_screen_share_through_the_call_server(
+        browser, parley_server: Callable[..., str]) -> None:
+    """One sharer joins sharing; another starts sharing mid-call (sfu.publish)."""
+    base = parley_server()
+    sharer = open_client(browser, f"{base}/m/scr?name=Sharer&user=sharer&screen=1"
+                                  f"&topology=sfu&{CAM}")
+    later = open_client(browser, f"{base}/m/scr?name=Later&user=later&topology=sfu&{CAM}")
+    viewer = open_client(browser, f"{base}/m/scr?name=Viewer&user=viewer&topology=sfu&{CAM}")
+    try:
+        wait_media(viewer, [("sharer", "video", "camera"), ("sharer", "video", "screen"),
+                            ("sharer", "audio", "microphone"), ("later", "video", "camera")])
+        later.evaluate("window.parley.startScreen()")
+        got = wait_media(viewer, [("later", "video", "screen"), ("later", "video", "camera")])
+        assert got["topology"] == "sfu"
+        for who in ("sharer", "later"):
+            videos = inbound(viewer, who, "video")
+            assert sorted(v["source"] for v in videos if v["framesDecoded"] > 0) == [
+                "camera", "screen"], videos
+            tile = viewer.locator(f"[data-participant={who}][data-source=screen] video")
+            assert tile.count() == 1
+        wait_media(sharer, [("later", "video", "screen")])
+    finally:
+        close(sharer, later, viewer)
+
+
+def test_auto_meeting_past_the_threshold_moves_to_the_call_server(
+        browser, parley_server: Callable[..., str]) -> None:
+    """600 kbps makes the mesh limit 2: the third joiner moves the meeting to the call server;
+    nobody rejoins, mesh connections close and every tile keeps decoding."""
+    base = parley_server()
+    a = open_client(browser, f"{base}/m/grow?name=A&user=ga&bw=600&{CAM}")
+    b = open_client(browser, f"{base}/m/grow?name=B&user=gb&bw=600&{CAM}")
+    pages = [a, b]
+    try:
+        assert wait_media(a, everyone_else(["ga", "gb"], "ga"))["topology"] == "p2p"
+        wait_media(b, everyone_else(["ga", "gb"], "gb"))
+        welcome = a.evaluate("window.parley.state.instance")
+        pages.append(open_client(browser, f"{base}/m/grow?name=C&user=gc&bw=600&{CAM}"))
+        names = ["ga", "gb", "gc"]
+        for me, page in zip(names, pages, strict=True):
+            got = wait_media(page, everyone_else(names, me), timeout=30)
+            assert got["topology"] == "sfu", got
+            assert got["callServer"]["connectionState"] == "connected"
+            # the mesh is gone: media arrives only over the call-server connection
+            assert [p["participant"] for p in got["candidatePairs"]] == ["call-server"]
+        reasons = a.evaluate("window.parley.state.sfu.reason")
+        assert reasons == "threshold"
+        assert a.evaluate("window.parley.state.instance") == welcome  # same connection
+        assert a.evaluate("window.parley.state.messages.filter(m => m.type === 'joined')"
+                          ".length") == 1  # nobody rejoined
+        before = {r["participant"]: r["framesDecoded"] for r in stats(a)["inbound"]
+                  if r["kind"] == "video"}
+        wait_media(a, [("gb", "video", "camera"), ("gc", "video", "camera")],
+                   frames=max(before.values()) + 15)
+        assert a.locator(".tile[data-participant=gb] video").count() == 1
+    finally:
+        close(*pages)
