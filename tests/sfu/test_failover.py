@@ -1,0 +1,167 @@
+"""Call-server failure and drain through signaling, in real Chromium: two `parley media-node`
+processes registered in real Redis, `parley signaling` placing meetings on them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import free_port, port_open, wait_until
+from tests.signaling.browser import close, open_client, stats, wait_media
+
+pytestmark = [pytest.mark.browser, pytest.mark.redis]
+
+CAM = "w=320&h=240&fps=15"
+
+
+class Cluster:
+    """Processes of one test: call-server nodes and a signaling replica, one region."""
+
+    def __init__(self, redis_url: str, tmp: Path) -> None:
+        self.redis_url = redis_url
+        self.tmp = tmp
+        self.region = f"sfu-{uuid.uuid4().hex[:6]}"
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.nodes: dict[str, dict[str, Any]] = {}
+
+    def _start(self, name: str, args: list[str], env: dict[str, str]) -> tuple[Any, int]:
+        port = free_port()
+        log = (self.tmp / f"{name}.log").open("wb")
+        proc = subprocess.Popen([sys.executable, "-m", "parley.cli", *args, "--port", str(port)],
+                                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env})
+        self.procs.append(proc)
+        wait_until(lambda: port_open(port) or proc.poll() is not None, 30, what=name)
+        assert proc.poll() is None, (self.tmp / f"{name}.log").read_text()
+        return proc, port
+
+    def node(self, suffix: str) -> dict[str, Any]:
+        node_id = f"{self.region}-{suffix}"
+        proc, port = self._start(node_id, [
+            "media-node", "--role", "call-server", "--host", "127.0.0.1", "--node-id", node_id,
+            "--region", self.region, "--redis-url", self.redis_url], {})
+        self.nodes[node_id] = {"id": node_id, "proc": proc, "url": f"http://127.0.0.1:{port}"}
+        return self.nodes[node_id]
+
+    def signaling(self) -> str:
+        _, port = self._start("signaling", ["signaling", "--host", "127.0.0.1"], {
+            "PARLEY_REDIS_URL": self.redis_url, "PARLEY_REGION": self.region,
+            "PARLEY_DATA_DIR": str(self.tmp / "data")})
+        return f"http://127.0.0.1:{port}"
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+@pytest.fixture
+def cluster(redis_url: str, tmp_path: Path) -> Iterator[Cluster]:
+    c = Cluster(redis_url.rsplit("/", 1)[0] + "/10", tmp_path)  # a database of its own
+    yield c
+    c.stop()
+
+
+def back_on(pages: list[Any], names: list[str], node: str) -> Callable[[], bool]:
+    """Every page is on ``node`` and decodes video and receives audio from all the others."""
+    def check() -> bool:
+        for me, page in zip(names, pages, strict=True):
+            s = stats(page)
+            if (s["callServer"] or {}).get("node") != node:
+                return False
+            for other in (n for n in names if n != me):
+                rows = [r for r in s["inbound"] if r["participant"] == other]
+                if not any(r["kind"] == "video" and r["framesDecoded"] >= 3 for r in rows):
+                    return False
+                if not any(r["kind"] == "audio" and r["packetsReceived"] >= 5 for r in rows):
+                    return False
+        return True
+    return check
+
+
+def start_meeting(cluster: Cluster, browser: Any, names: list[str]) -> tuple[list[Any], str]:
+    base = cluster.signaling()
+    room = f"room-{uuid.uuid4().hex[:6]}"
+    pages = [open_client(browser, f"{base}/m/{room}?name={n}&user={n}-{room}&topology=sfu&{CAM}")
+             for n in names]
+    ids = [f"{n}-{room}" for n in names]
+    for me, page in zip(ids, pages, strict=True):
+        wait_media(page, [(o, k, s) for o in ids if o != me
+                          for k, s in (("video", "camera"), ("audio", "microphone"))])
+    nodes = {stats(p)["callServer"]["node"] for p in pages}
+    assert len(nodes) == 1, nodes  # a meeting lives on one node
+    return pages, nodes.pop()
+
+
+def test_call_server_killed_mid_call_clients_back_on_another_node_within_5s(
+        browser, cluster: Cluster) -> None:
+    a, b = cluster.node("a"), cluster.node("b")
+    names = ["k1", "k2", "k3"]
+    pages, home = start_meeting(cluster, browser, names)
+    ids = [stats(p)["identity"] for p in pages]
+    try:
+        victim = cluster.nodes[home]
+        survivor = b if victim is a else a
+        victim["proc"].send_signal(signal.SIGKILL)
+        killed = time.monotonic()
+        wait_until(back_on(pages, ids, survivor["id"]), 5, 0.05,
+                   what="every client decoding everyone on the surviving node")
+        elapsed = time.monotonic() - killed
+        print(f"call server killed: all {len(names)} clients decoding again on "
+              f"{survivor['id']} after {elapsed:.2f} s")
+        assert elapsed <= 5.0
+        assert all(p.evaluate("window.parley.state.sfu.reason") == "node_lost" for p in pages)
+        st = httpx.get(f"{survivor['url']}/v1/status").json()
+        assert st["participants"] == len(names)
+    finally:
+        close(*pages)
+
+
+def test_drain_with_deadline_moves_participants_and_the_node_ends_empty(
+        browser, cluster: Cluster) -> None:
+    a, b = cluster.node("a"), cluster.node("b")
+    names = ["d1", "d2", "d3"]
+    pages, home = start_meeting(cluster, browser, names)
+    ids = [stats(p)["identity"] for p in pages]
+    drained = cluster.nodes[home]
+    other = b if drained is a else a
+    try:
+        r = httpx.post(f"{drained['url']}/v1/drain", json={"deadline": 3.0})
+        assert r.json()["draining"] is True
+        started = time.monotonic()
+        # before the deadline the meeting goes on where it is
+        before = {r["participant"]: r["framesDecoded"] for r in stats(pages[0])["inbound"]
+                  if r["kind"] == "video"}
+        time.sleep(1.0)
+        s = stats(pages[0])
+        assert s["callServer"]["node"] == home
+        assert all(r["framesDecoded"] > before[r["participant"]] for r in s["inbound"]
+                   if r["kind"] == "video")
+        # after it: everyone on the other node, decoding, and the drained node empty
+        wait_until(back_on(pages, ids, other["id"]), 10, 0.05, what="moved off the drained node")
+        moved = time.monotonic() - started
+        print(f"drain (deadline 3 s): all clients decoding on {other['id']} {moved:.2f} s "
+              "after the drain started")
+        assert moved >= 3.0  # nobody was moved before the deadline
+        assert all(p.evaluate("window.parley.state.sfu.reason") == "drain" for p in pages)
+        wait_until(lambda: httpx.get(f"{drained['url']}/v1/status").json()["participants"] == 0,
+                   5, what="drained node empty")
+        st = httpx.get(f"{drained['url']}/v1/status").json()
+        assert st["meetings"] == 0 and st["draining"] is True
+        assert httpx.get(f"{other['url']}/v1/status").json()["participants"] == len(names)
+    finally:
+        close(*pages)
