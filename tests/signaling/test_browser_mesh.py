@@ -73,9 +73,10 @@ def test_audio_only_call_carries_audio_and_no_video(
 
 def test_join_over_the_mesh_threshold_is_refused_with_a_clear_error(
         browser, parley_server: Callable[..., str]) -> None:
-    """Low announced bandwidth (600 kbps) makes the mesh limit 2; the third join is refused,
-    never half-connected, and the two inside keep their call."""
-    base = parley_server()
+    """Low announced bandwidth (600 kbps) makes the mesh limit 2; without a call server the
+    third join is refused, never half-connected, and the two inside keep their call. (With one,
+    the meeting moves there: tests/sfu/test_meeting.py.)"""
+    base = parley_server({"PARLEY_EMBED_CALL_SERVER": "0"})
     a = open_client(browser, f"{base}/m/tight?name=A&user=ta&bw=600")
     b = open_client(browser, f"{base}/m/tight?name=B&user=tb&bw=600")
     c = open_client(browser, f"{base}/m/tight?name=C&user=tc&bw=600")
