@@ -14,7 +14,7 @@ from typing import Any
 from parley.signaling.negotiation import Placement
 
 from .node import CallServer
-from .registry import place
+from .registry import node_key, place
 
 
 class LocalDirectory:
@@ -23,9 +23,10 @@ class LocalDirectory:
     def __init__(self, server: CallServer) -> None:
         self.server = server
 
-    async def place(self, room: str, participants: int, caps: list[Any]) -> Placement | None:
+    async def place(self, room: str, participants: int, caps: list[Any],
+                    exclude: tuple[str, ...] = ()) -> Placement | None:
         s = self.server
-        if room not in s.meetings and not s.ready():
+        if s.id in exclude or (room not in s.meetings and not s.ready()):
             return None
         return Placement(url=s.url, node=s.id, extra={"region": s.region})
 
@@ -39,10 +40,15 @@ class RedisDirectory:
         self.redis = Redis.from_url(redis_url)
         self.region = region
 
-    async def place(self, room: str, participants: int, caps: list[Any]) -> Placement | None:
+    async def place(self, room: str, participants: int, caps: list[Any],
+                    exclude: tuple[str, ...] = ()) -> Placement | None:
         regions = {c.region for c in caps if getattr(c, "region", None)}
         region = next(iter(regions)) if len(regions) == 1 else self.region
-        node = await place(self.redis, room, region)
+        node = await place(self.redis, room, region, exclude=exclude)
         if node is None:
             return None
         return Placement(url=node["url"], node=node["id"], extra={"region": node["region"]})
+
+    async def alive(self, node: str) -> bool:
+        """False once the node's heartbeat expired (signaling then moves its participants)."""
+        return bool(await self.redis.exists(node_key(node)))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 
 import uvicorn
@@ -47,8 +48,9 @@ class _AnnouncingServer(uvicorn.Server):
 def run(args: argparse.Namespace) -> int:
     settings = Settings.from_env(data_dir=args.data_dir)
     try:
-        asyncio.run(serve(settings, args.host, args.port,
-                          getattr(args, "embed_call_server", True)))
+        embed = getattr(args, "embed_call_server", True)  # PARLEY_EMBED_CALL_SERVER=0: none
+        embed = embed and os.environ.get("PARLEY_EMBED_CALL_SERVER", "1") != "0"
+        asyncio.run(serve(settings, args.host, args.port, embed))
     except OSError as exc:
         print(f"parley up: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1

@@ -15,6 +15,7 @@ from parley.signaling.calls import Calls
 from parley.signaling.negotiation import CallServerDirectory, NoCallServers
 from parley.signaling.presence import Presence
 from parley.signaling.rooms import Rooms
+from parley.signaling.sfu import SfuRelay
 from parley.signaling.store import Store, store_for
 from parley.signaling.users import UserDirectory
 
@@ -58,6 +59,7 @@ class Hub:
         self.directory: CallServerDirectory = directory or NoCallServers()
         self.rooms = Rooms(self)
         self.calls = Calls(self, self.options.ring_timeout_s)
+        self.sfu = SfuRelay(self)  # call-server sessions of this replica's clients
         self._poller: asyncio.Task[None] | None = None
 
     @property
@@ -91,6 +93,7 @@ class Hub:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller
         await self.calls.stop()
+        await self.sfu.close()
         await self.presence.stop()
         await asyncio.to_thread(self.events.close)
         await self.store.close()

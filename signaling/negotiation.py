@@ -85,13 +85,17 @@ class Placement:
 
 
 class CallServerDirectory(Protocol):
-    """The call-server engineer's hook: place a room on a call server, or None if none can."""
+    """The call-server engineer's hook: place a room on a call server, or None if none can.
+    ``exclude``: node ids not to use (a node signaling just lost). A directory may also offer
+    ``async alive(node) -> bool`` (a registry heartbeat); signaling then watches its nodes."""
 
-    async def place(self, room: str, participants: int, caps: list[Caps]) -> Placement | None: ...
+    async def place(self, room: str, participants: int, caps: list[Caps],
+                    exclude: tuple[str, ...] = ()) -> Placement | None: ...
 
 
 class NoCallServers:
     """Until the call server lands: no room can be placed, so over-threshold joins are refused."""
 
-    async def place(self, room: str, participants: int, caps: list[Caps]) -> Placement | None:
+    async def place(self, room: str, participants: int, caps: list[Caps],
+                    exclude: tuple[str, ...] = ()) -> Placement | None:
         return None

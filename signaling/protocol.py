@@ -43,6 +43,8 @@ ERROR_CODES = {
     "peer_not_in_room": "the target of an offer/answer/ice is not in the sender's room",
     "room_full_p2p": "the room is at its peer-to-peer limit and p2p was requested",
     "sfu_unavailable": "the room needs a call server and none is available",
+    "sfu_session": "the call server refused or lost the session (signaling re-places it)",
+    "not_sfu": "the action needs a call-server session (sfu.join first)",
     "call_not_allowed": "the user service does not allow this caller to call that user",
     "unknown_call": "no such call, or the sender is not a party to it",
     "call_state": "the call is not in a state that allows this action",
@@ -141,6 +143,13 @@ def _sources(value: Any) -> dict[str, str]:
     return value
 
 
+def _kinds(value: Any) -> list[str]:
+    if (not isinstance(value, list) or not 1 <= len(value) <= 4
+            or not all(k in ("audio", "video") for k in value)):
+        raise ValueError("must be a list of 1-4 of 'audio', 'video'")
+    return value
+
+
 CAPS_FIELDS = {"maxHeight": _int(90, 4320), "maxFps": _int(1, 120),
                "bandwidthKbps": _int(50, 100000), "codecs": _codecs, "region": _text(64)}
 
@@ -161,6 +170,10 @@ CLIENT_MESSAGES: dict[str, dict[str, tuple[Any, bool]]] = {
     "reject": {"callId": (_ident, True)},
     "cancel": {"callId": (_ident, True)},
     "hangup": {"callId": (_ident, True)},
+    # call-server session (docs/signaling.md, "Call server"): relayed to the placed node
+    "sfu.join": {"sdp": (sdp, True), "sources": (_sources, False)},
+    "sfu.answer": {"sdp": (sdp, True), "sources": (_sources, False)},
+    "sfu.publish": {"kinds": (_kinds, True)},
 }
 TOPOLOGIES = ("auto", "p2p", "sfu")
 

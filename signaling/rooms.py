@@ -14,7 +14,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from parley.signaling import metrics
+from parley.signaling import metrics, switching
 from parley.signaling.negotiation import Caps, mesh_limit, negotiate
 from parley.signaling.protocol import Message, ProtocolError
 from parley.tokens import TokenError
@@ -90,26 +90,30 @@ class Rooms:
         members.pop(s.identity, None)  # a reconnect of the same user replaces its old entry
         everyone = [Caps.from_fields(m["caps"]) for m in members.values()] + [s.caps]
         limit = 2 if room.startswith(CALL_ROOM_PREFIX) else mesh_limit(everyone)
-        if topology == "sfu" or len(everyone) > limit:
-            placement = await self.hub.directory.place(room, len(everyone), everyone)
+        current = await switching.room_topology(self.hub, room)
+        sfu = current == switching.SFU or topology == "sfu" or len(everyone) > limit
+        if sfu:  # the media goes through a call server (signaling/sfu.py relays the session)
+            placement = None
+            if topology != "p2p":
+                placement = await self.hub.directory.place(room, len(everyone), everyone)
             if placement is None:
                 outcome = "room_full_p2p" if topology == "p2p" else "sfu_unavailable"
                 metrics.ROOMS_JOINED.labels(outcome).inc()
                 why = ("a call server was requested" if topology == "sfu" else
+                       "the room is on a call server" if current == switching.SFU else
                        f"{len(everyone)} participants exceed the peer-to-peer limit of {limit}")
-                raise ProtocolError(outcome, f"cannot join '{room}': {why} and no call server "
-                                    "is available yet", msg.id, )
-            # A call server was found: the call-server issue wires the SFU session here.
-            raise ProtocolError("sfu_unavailable", "call-server sessions are not wired yet",
-                                msg.id)
+                raise ProtocolError(outcome, f"cannot join '{room}': {why} and "
+                                    + ("p2p was requested" if topology == "p2p" else
+                                       "no call server is available"), msg.id)
         entry = {"identity": s.identity, "name": s.name, "caps": s.caps.to_json()}
         await self.hub.store.hset(f"room:{room}", s.identity, json.dumps(entry))
         s.room = room
         metrics.ROOMS_JOINED.labels("joined").inc()
         participants = [{"identity": m["identity"], "name": m["name"]} for m in members.values()]
         config = negotiate(everyone)
-        s.send({"type": "joined", "room": room, "topology": "p2p", "meshLimit": limit,
-                 "participants": participants, "config": config, "ref": msg.id})
+        s.send({"type": "joined", "room": room, "topology": "sfu" if sfu else "p2p",
+                 "meshLimit": limit, "participants": participants, "config": config,
+                 "ref": msg.id})
         announce = {"type": "participant.joined", "room": room,
                     "participant": {"identity": s.identity, "name": s.name}}
         for other in members:
@@ -117,12 +121,16 @@ class Rooms:
         self.hub.emit("participant.joined", room=room, call_id=call_of(room), data={
             "identity": s.identity, "name": s.name, "participants": len(members) + 1})
         await self._reconfigure(room, {**members, s.identity: entry})
+        if sfu and current != switching.SFU:  # the mesh grows past its limit: move everyone
+            await switching.switch(self.hub, room, list(members),
+                                   "requested" if topology == "sfu" else "threshold")
 
     async def leave(self, s: Session) -> None:
         room = s.room
         if room is None:
             return
         s.room = None
+        await self.hub.sfu.leave(s)
         async with self._locked(room):
             await self.hub.store.hdel(f"room:{room}", s.identity)
             members = await self.members(room)
@@ -135,6 +143,7 @@ class Rooms:
             await self._reconfigure(room, members)
         else:
             await self.hub.store.delete(f"roomcfg:{room}")
+            await switching.room_emptied(self.hub, room)
 
     async def update_caps(self, s: Session, msg: Message) -> None:
         s.caps = Caps.from_fields(msg.fields, s.caps)

@@ -233,6 +233,8 @@ class Session:
             await hub.rooms.update_caps(self, msg)
         elif t in ("offer", "answer", "ice"):
             await hub.rooms.relay(self, msg)
+        elif t.startswith("sfu."):
+            await hub.sfu.handle(self, msg)
         elif t == "invite":
             await hub.calls.invite(self, msg)
         elif t == "accept":

@@ -14,6 +14,8 @@ const opts = {
   relay: params.get("relay") === "1",
   autoAnswer: params.get("autoAnswer") === "1",
   bandwidthKbps: params.get("bw") ? Number(params.get("bw")) : undefined,
+  width: Number(params.get("w")) || 640, height: Number(params.get("h")) || 480,
+  fps: Number(params.get("fps")) || undefined,
 };
 const pathRoom = location.pathname.startsWith("/m/")
   ? decodeURIComponent(location.pathname.slice(3)) : null;
@@ -25,6 +27,8 @@ const state = {
   messages: [],
 };
 const peers = new Map();           // identity -> Peer
+let sfu = null;                    // SfuSession (parley-sfu.js) while the room is on a call server
+let sfuGeneration = 0;
 let ws = null;
 let localStream = null;            // camera + microphone
 let screenStream = null;           // screen share (or its canvas fallback)
@@ -47,7 +51,8 @@ function ensureLocalMedia() {
 async function openLocalMedia() {
   if (!opts.audio && !opts.video) { if (opts.screen) await startScreen(); return; }
   localStream = await navigator.mediaDevices.getUserMedia({
-    audio: opts.audio, video: opts.video ? { width: 640, height: 480 } : false });
+    audio: opts.audio, video: opts.video ? {
+      width: opts.width, height: opts.height, ...(opts.fps ? { frameRate: opts.fps } : {}) } : false });
   localSources[localStream.id] = "camera";
   addTile(state.identity, "camera", opts.name + " (you)", localStream, true);
   if (opts.screen) await startScreen();
@@ -78,6 +83,10 @@ async function startScreen() {
   localSources[screenStream.id] = "screen";
   addTile(state.identity, "screen", opts.name + " (your screen)", screenStream, true);
   for (const peer of peers.values()) peer.pc.addTrack(screenStream.getVideoTracks()[0], screenStream);
+  if (sfu) {  // the call server offers an m-line for it; the answer attaches the track
+    sfu.publish(screenStream.getVideoTracks()[0], screenStream);
+    send({ type: "sfu.publish", kinds: ["video"] });
+  }
 }
 
 function toggle(kind) {
@@ -245,13 +254,63 @@ function dropPeer(identity) {
   renderRoster();
 }
 
+// ---- call server (SFU) ----------------------------------------------------------------------------
+const sfuTiles = {};               // "<identity>|<tile source>" -> MediaStream shown in the tile
+function sfuTrack(identity, source, track) {
+  const tileSource = source === "microphone" ? "camera" : source;
+  const key = `${identity}|${tileSource}`;
+  const keep = (sfuTiles[key]?.getTracks() || []).filter(
+    (t) => t.kind !== track.kind && t.readyState === "live");
+  const stream = sfuTiles[key] = new MediaStream([...keep, track]);
+  const name = state.participants[identity]?.name || identity;
+  addTile(identity, tileSource, source === "screen" ? `${name} (screen)` : name, stream, false);
+  setConn(identity, sfu?.pc.connectionState || "new");
+}
+
+// Open (or reopen, after a move) the session with the call server; mesh connections close.
+async function startSfu(reason) {
+  log("call server session:", reason);
+  for (const peer of peers.values()) peer.close();
+  peers.clear();
+  sfu?.close();
+  state.topology = "sfu";
+  state.sfu = { reason, node: null, connectionState: "new", connectedAt: null,
+                startedAt: performance.now(), moves: (state.sfu?.moves || 0) + 1 };
+  const session = sfu = new SfuSession(++sfuGeneration, {
+    iceServers: state.iceServers, relay: opts.relay,
+    sourceOf: (track) => (screenStream?.getTracks().includes(track) ? "screen" : "camera"),
+    onTrack: (identity, source, track) => session === sfu && sfuTrack(identity, source, track),
+    onState: (s) => {
+      if (session !== sfu) return;
+      state.sfu.connectionState = s; state.sfu.connectedAt = session.connectedAt;
+      for (const id of Object.keys(state.participants)) setConn(id, s);
+      renderRoster();
+    },
+    onFailed: () => session === sfu && startSfu("ice_failed"),
+  });
+  const offer = await session.offer([localStream, screenStream].filter(Boolean));
+  if (session !== sfu) return;  // superseded while gathering
+  send({ type: "sfu.join", id: session.ref, ...offer });
+}
+
+async function onSfuMessage(msg) {
+  if (!sfu) return;
+  if (msg.type === "sfu.joined") {
+    if (msg.ref !== sfu.ref) return;  // answer to a session already replaced
+    await sfu.onJoined(msg); state.sfu.node = msg.node;
+  } else if (msg.type === "sfu.offer") {
+    const answer = await sfu.onOffer(msg);
+    if (answer) send({ type: "sfu.answer", ...answer });
+  }
+}
+
 function renderRoster() {
   const el = $("#roster");
   if (!el) return;
   el.innerHTML = "";
   for (const [id, p] of Object.entries(state.participants)) {
     const li = document.createElement("li");
-    li.textContent = `${p.name} — ${peers.get(id)?.pc.connectionState || "new"}`;
+    li.textContent = `${p.name} — ${(sfu ? sfu.pc : peers.get(id)?.pc)?.connectionState || "new"}`;
     el.appendChild(li);
   }
 }
@@ -266,6 +325,8 @@ async function joinRoom(room) {
 
 function leaveRoom(tellServer = true) {
   for (const id of [...peers.keys()]) dropPeer(id);
+  for (const id of Object.keys(state.participants)) dropPeer(id);
+  sfu?.close(); sfu = null;
   if (state.room && tellServer) send({ type: "leave" });
   state.room = null; state.topology = null;
 }
@@ -273,8 +334,9 @@ function leaveRoom(tellServer = true) {
 async function onJoined(msg) {
   state.topology = msg.topology; state.config = msg.config;
   setStatus(`in ${msg.room} (${msg.topology}, mesh limit ${msg.meshLimit})`);
+  for (const p of msg.participants) state.participants[p.identity] = p;
+  if (msg.topology === "sfu") { renderRoster(); await startSfu("joined"); return; }
   for (const p of msg.participants) {
-    state.participants[p.identity] = p;
     const peer = peerFor(p.identity, p.name);   // the newcomer offers to everyone present
     peer.tracksAdded = true;
     peer.addLocalTracks();
@@ -333,7 +395,12 @@ async function onMessage(msg) {
     case "participant.left": dropPeer(msg.identity); break;
     case "config":
       state.config = msg; for (const p of peers.values()) p.applyConfig(); break;
+    case "sfu.start":
+      if (state.room === msg.room) await startSfu(msg.reason);
+      break;
+    case "sfu.joined": case "sfu.offer": await onSfuMessage(msg); break;
     case "offer": case "answer": {
+      if (state.topology === "sfu") break;  // a mesh message overtaken by the switch
       const peer = peerFor(msg.from);
       await peer.onDescription(msg);
       break;
@@ -341,7 +408,7 @@ async function onMessage(msg) {
     case "ice": await peers.get(msg.from)?.onIce(msg.candidate); break;
     case "error":
       showError(msg.code, msg.message);
-      if (["sfu_unavailable", "room_full_p2p"].includes(msg.code)) {
+      if (["sfu_unavailable", "room_full_p2p"].includes(msg.code) && !sfu) {
         state.room = null; setStatus("refused: " + msg.code);
       }
       break;
@@ -394,8 +461,10 @@ async function stats() {
       });
     }
   }
+  if (sfu) inbound.push(...await sfu.inbound());
   const connections = {};
   for (const peer of peers.values()) connections[peer.id] = peer.pc.connectionState;
+  if (sfu) for (const id of Object.keys(state.participants)) connections[id] = sfu.pc.connectionState;
   const pairs = [];
   for (const peer of peers.values()) {
     const report = await peer.pc.getStats();
@@ -406,8 +475,13 @@ async function stats() {
       }
     });
   }
+  if (sfu) {
+    const pair = await sfu.candidatePair();
+    if (pair) pairs.push({ participant: "call-server", ...pair });
+  }
   return { topology: state.topology, room: state.room, identity: state.identity,
-           connections, candidatePairs: pairs, inbound };
+           connections, candidatePairs: pairs, inbound,
+           callServer: sfu ? { node: sfu.node, connectionState: sfu.pc.connectionState } : null };
 }
 
 const api = {

@@ -1,0 +1,262 @@
+"""Relay of a client's call-server (SFU) session over its signaling WebSocket.
+
+The browser never talks to the call server's control API (it has no authentication and is
+cluster-internal); signaling does it for the client: ``sfu.join`` becomes a join on the node the
+directory places the meeting on, the node's event stream (long poll) becomes ``sfu.offer`` frames,
+and ``sfu.answer`` / ``sfu.publish`` go back to the node. When the node dies (connection refused,
+or its Redis heartbeat expired) or drains past its deadline (``move`` event), the meeting is
+placed again without that node and the client is told to open a new session (``sfu.start``).
+
+One :class:`Leg` per session that has a call-server session; it lives on the replica holding the
+session's WebSocket, so no state about it needs to be shared between replicas. Which of a room's
+published track ids are screens is shared (``sfusrc:<room>``) so every subscriber can label tiles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from parley.signaling.negotiation import Caps, Placement
+from parley.signaling.protocol import Message, ProtocolError
+
+if TYPE_CHECKING:
+    from parley.signaling.hub import Hub
+    from parley.signaling.session import Session
+
+log = logging.getLogger("parley.signaling.sfu")
+POLL_WAIT_S = 10.0
+REPLACE_WITHIN_S = 10.0  # keep trying to re-place a lost meeting this long
+MONITOR_S = 0.5
+
+
+def sources_key(room: str) -> str:
+    return f"sfusrc:{room}"
+
+
+@dataclass
+class Leg:
+    """One session's connection to one call server."""
+
+    session: Session
+    room: str
+    placement: Placement
+    pid: str
+    after: int = 0
+    task: asyncio.Task[None] | None = None
+    lost: bool = False
+    joined_at: float = field(default_factory=time.monotonic)
+
+
+class SfuRelay:
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.legs: dict[str, Leg] = {}  # session id -> leg
+        self.http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=POLL_WAIT_S + 5))
+        self._monitor: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # -- placement ------------------------------------------------------------------------
+    async def place(self, room: str, exclude: tuple[str, ...] = ()) -> Placement | None:
+        members = await self.hub.rooms.members(room)
+        caps = [Caps.from_fields(m["caps"]) for m in members.values()]
+        return await self.hub.directory.place(room, len(caps), caps, exclude=exclude)
+
+    # -- client messages ------------------------------------------------------------------
+    async def handle(self, s: Session, msg: Message) -> None:
+        if s.room is None:
+            raise ProtocolError("not_joined", f"{msg.type} needs a joined room", msg.id)
+        if msg.type == "sfu.join":
+            await self.join(s, msg)
+            return
+        leg = self.legs.get(s.session_id)
+        if leg is None:
+            raise ProtocolError("not_sfu", f"{msg.type} needs sfu.join first", msg.id)
+        await self._store_sources(leg.room, msg.get("sources"))
+        url = f"{leg.placement.url}/v1/participants/{leg.pid}"
+        try:
+            if msg.type == "sfu.answer":
+                r = await self.http.post(f"{url}/sdp", json={"type": "answer", "sdp": msg["sdp"]})
+            else:
+                r = await self.http.post(f"{url}/publish", json={"kinds": msg["kinds"]})
+        except httpx.HTTPError as exc:
+            self._lose(leg, "node_lost")
+            raise ProtocolError("sfu_session", f"call server unreachable: {exc}", msg.id) from None
+        if r.status_code >= 400:
+            raise ProtocolError("sfu_session", f"call server said {r.status_code}: "
+                                f"{r.text[:120]}", msg.id)
+
+    async def join(self, s: Session, msg: Message, exclude: tuple[str, ...] = ()) -> None:
+        """A fresh session (first join, after a move, after an ICE failure): the call server
+        replaces any earlier connection of this participant."""
+        room = s.room
+        assert room is not None
+        old = self.legs.pop(s.session_id, None)
+        if old is not None:
+            await self._stop(old, leave=False)
+        await self._store_sources(room, msg.get("sources"))
+        body = {"type": "offer", "sdp": msg["sdp"], "participant": s.identity}
+        tried: list[str] = [*exclude]
+        for _ in range(3):
+            placement = await self.place(room, tuple(tried))
+            if placement is None:
+                raise ProtocolError("sfu_unavailable", "no call server takes this meeting",
+                                    msg.id)
+            if old is not None and old.placement.node != placement.node:
+                self._spawn_delete(old)
+            try:
+                r = await self.http.post(f"{placement.url}/v1/meetings/{room}/participants",
+                                         json=body)
+            except httpx.HTTPError:
+                tried.append(placement.node)  # dead but still registered: try another node
+                continue
+            if r.status_code == 503:  # draining or full since the heartbeat
+                tried.append(placement.node)
+                continue
+            if r.status_code >= 400:
+                raise ProtocolError("sfu_session", f"call server said {r.status_code}: "
+                                    f"{r.text[:120]}", msg.id)
+            answer = r.json()
+            if s.room != room:  # left while the join was in flight
+                self._spawn_delete(Leg(s, room, placement, answer["participant"]))
+                return
+            leg = Leg(s, room, placement, answer["participant"])
+            self.legs[s.session_id] = leg
+            leg.task = asyncio.create_task(self._follow(leg))
+            self._ensure_monitor()
+            s.send({"type": "sfu.joined", "room": room, "node": placement.node,
+                    "sdp": answer["sdp"], "ref": msg.id})
+            return
+        raise ProtocolError("sfu_unavailable", "no call server answered", msg.id)
+
+    async def leave(self, s: Session) -> None:
+        leg = self.legs.pop(s.session_id, None)
+        if leg is not None:
+            await self._stop(leg, leave=True)
+
+    # -- the node's event stream ----------------------------------------------------------
+    async def _follow(self, leg: Leg) -> None:
+        url = f"{leg.placement.url}/v1/participants/{leg.pid}/events"
+        while not leg.lost:
+            try:
+                r = await self.http.get(url, params={"after": leg.after, "wait": POLL_WAIT_S})
+                r.raise_for_status()
+                events = r.json()["events"]
+            except (httpx.HTTPError, ValueError, KeyError):
+                self._lose(leg, "node_lost")
+                return
+            for event in events:
+                leg.after = event["seq"]
+                etype = event["type"]
+                if etype == "offer":
+                    raw = await self.hub.store.hgetall(sources_key(leg.room))
+                    leg.session.send({"type": "sfu.offer", "room": leg.room,
+                                      "sdp": event["sdp"], "sources": raw})
+                elif etype == "unpublished":
+                    leg.session.send({"type": "sfu.unpublished", "room": leg.room,
+                                      "participant": event.get("participant"),
+                                      "track": event.get("track")})
+                elif etype == "move":
+                    self._lose(leg, event.get("reason") or "move")
+                    return
+                elif etype == "closed":
+                    self._lose(leg, "closed")
+                    return
+
+    def _lose(self, leg: Leg, reason: str) -> None:
+        """The leg's node is gone or sent us away: re-place the meeting without it and have the
+        client open a new session there."""
+        if leg.lost or self.legs.get(leg.session.session_id) is not leg:
+            return
+        leg.lost = True
+        self._spawn(self._replace(leg, reason))
+
+    async def _replace(self, leg: Leg, reason: str) -> None:
+        s = leg.session
+        deadline = time.monotonic() + REPLACE_WITHIN_S
+        while s.room == leg.room and self.legs.get(s.session_id) is leg:
+            try:
+                # "closed": the node dropped this connection (its ICE failed) but lives on
+                gone = () if reason == "closed" else (leg.placement.node,)
+                placement = await self.place(leg.room, gone)
+            except Exception:
+                log.exception("re-placing %s failed", leg.room)
+                placement = None
+            if placement is not None:
+                log.info("%s in %s: %s on %s, moving to %s", s.identity, leg.room, reason,
+                         leg.placement.node, placement.node)
+                s.send({"type": "sfu.start", "room": leg.room, "reason": reason,
+                        "exclude": leg.placement.node})
+                return
+            if time.monotonic() > deadline:
+                s.send({"type": "error", "code": "sfu_unavailable",
+                        "message": f"call server {leg.placement.node} lost ({reason}) and no "
+                                   "other takes the meeting"})
+                return
+            await asyncio.sleep(0.2)
+
+    # -- node liveness (heartbeat expiry) -------------------------------------------------
+    def _ensure_monitor(self) -> None:
+        if self._monitor is None and hasattr(self.hub.directory, "alive"):
+            self._monitor = asyncio.create_task(self._watch_nodes())
+
+    async def _watch_nodes(self) -> None:
+        """A node that stops heartbeating (hung, partitioned) may keep its TCP connections
+        open: its legs are treated as lost once its registry record expires."""
+        alive = self.hub.directory.alive  # type: ignore[attr-defined]
+        while True:
+            await asyncio.sleep(MONITOR_S)
+            nodes = {leg.placement.node for leg in self.legs.values() if not leg.lost}
+            for node in nodes:
+                try:
+                    ok = await alive(node)
+                except Exception:
+                    continue  # a directory hiccup is not a node failure
+                if not ok:
+                    for leg in [x for x in self.legs.values() if x.placement.node == node]:
+                        self._lose(leg, "node_lost")
+
+    # -- helpers --------------------------------------------------------------------------
+    async def _store_sources(self, room: str, sources: dict[str, str] | None) -> None:
+        for track, source in (sources or {}).items():
+            await self.hub.store.hset(sources_key(room), track, source)
+
+    async def _stop(self, leg: Leg, leave: bool) -> None:
+        leg.lost = True
+        if leg.task is not None and leg.task is not asyncio.current_task():
+            leg.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await leg.task
+        if leave:
+            self._spawn_delete(leg)
+
+    def _spawn_delete(self, leg: Leg) -> None:
+        async def delete() -> None:
+            with contextlib.suppress(httpx.HTTPError):
+                await self.http.delete(f"{leg.placement.url}/v1/participants/{leg.pid}")
+
+        self._spawn(delete())
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def room_emptied(self, room: str) -> None:
+        await self.hub.store.delete(sources_key(room))
+
+    async def close(self) -> None:
+        if self._monitor is not None:
+            self._monitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._monitor
+        for leg in list(self.legs.values()):
+            await self._stop(leg, leave=False)
+        self.legs.clear()
+        await self.http.aclose()
