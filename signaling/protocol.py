@@ -143,6 +143,13 @@ def _sources(value: Any) -> dict[str, str]:
     return value
 
 
+def _path(value: Any) -> str:
+    """The media path the sender wants for this peer pair (docs/signaling.md, "P2P fallback")."""
+    if value not in ("direct", "relay"):
+        raise ValueError("must be 'direct' or 'relay'")
+    return value
+
+
 def _kinds(value: Any) -> list[str]:
     if (not isinstance(value, list) or not 1 <= len(value) <= 4
             or not all(k in ("audio", "video") for k in value)):
@@ -162,8 +169,10 @@ CLIENT_MESSAGES: dict[str, dict[str, tuple[Any, bool]]] = {
         k: (v, False) for k, v in CAPS_FIELDS.items()}},
     "leave": {},
     "caps": {k: (v, False) for k, v in CAPS_FIELDS.items()},
-    "offer": {"to": (_ident, True), "sdp": (sdp, True), "sources": (_sources, False)},
-    "answer": {"to": (_ident, True), "sdp": (sdp, True), "sources": (_sources, False)},
+    "offer": {"to": (_ident, True), "sdp": (sdp, True), "sources": (_sources, False),
+              "path": (_path, False)},
+    "answer": {"to": (_ident, True), "sdp": (sdp, True), "sources": (_sources, False),
+               "path": (_path, False)},
     "ice": {"to": (_ident, True), "candidate": (_candidate, True)},
     "invite": {"to": (_ident, True)},
     "accept": {"callId": (_ident, True)},

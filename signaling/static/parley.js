@@ -16,6 +16,15 @@ const opts = {
   bandwidthKbps: params.get("bw") ? Number(params.get("bw")) : undefined,
   width: Number(params.get("w")) || 640, height: Number(params.get("h")) || 480,
   fps: Number(params.get("fps")) || undefined,
+  // Test hook modelling a firewall between this page and these identities: no direct (host,
+  // srflx, prflx) candidates are exchanged with them, only relay ones (docs/signaling.md).
+  blockDirect: new Set((params.get("blockDirect") || "").split(",").filter(Boolean)),
+};
+// P2P fallback watchdog (docs/signaling.md, "P2P fallback"), per peer pair, milliseconds.
+const WATCH = {
+  connectMs: Number(params.get("connectTimeout")) || 4000,  // not connected this long: escalate
+  disconnectedMs: 3000,  // "disconnected" this long: escalate
+  drops: 3, dropWindowMs: 60000,  // this many connected->disconnected drops in the window
 };
 const pathRoom = location.pathname.startsWith("/m/")
   ? decodeURIComponent(location.pathname.slice(3)) : null;
@@ -145,6 +154,21 @@ function setConn(identity, s) {
   }
 }
 
+// ---- P2P fallback helpers -------------------------------------------------------------------
+const isTurn = (s) => [].concat(s.urls).some((u) => /^turns?:/.test(u));
+const hasTurn = () => state.iceServers.some(isTurn);
+// Direct first: mesh pairs start without TURN servers (no allocation per pair on the TURN server);
+// a pair that cannot connect directly escalates to relay (TURN) on its own.
+function iceConfig(path) {
+  return path === "relay" ? { iceServers: state.iceServers, iceTransportPolicy: "relay" }
+    : { iceServers: state.iceServers.filter((s) => !isTurn(s)), iceTransportPolicy: "all" };
+}
+const candType = (line) => (/ typ (\w+)/.exec(line || "") || [])[1];
+function stripDirect(sdp) {
+  return sdp.split("\r\n").filter((l) => !l.startsWith("a=candidate:")
+    || candType(l) === "relay").join("\r\n");
+}
+
 // ---- peers (perfect negotiation, https://w3c.github.io/webrtc-pc/#perfect-negotiation-example)
 class Peer {
   constructor(identity, name) {
@@ -152,15 +176,74 @@ class Peer {
     this.polite = state.identity > identity;
     this.makingOffer = false; this.ignoreOffer = false;
     this.remoteSources = {}; this.trackSources = {};
-    this.pc = new RTCPeerConnection({
-      iceServers: state.iceServers, iceTransportPolicy: opts.relay ? "relay" : "all" });
-    this.pc.onicecandidate = ({ candidate }) =>
+    this.blocked = opts.blockDirect.has(identity);
+    this.path = opts.relay ? "relay" : "direct";
+    this.fallback = { path: this.path, reason: null, startedAt: performance.now(),
+                      escalatedAt: null, connectedAt: null, drops: 0, restarts: 0 };
+    this.dropTimes = []; this.timer = null;
+    this.pc = new RTCPeerConnection(iceConfig(this.path));
+    this.pc.onicecandidate = ({ candidate }) => {
+      if (candidate && this.blocked && candidate.type !== "relay") return;
       send({ type: "ice", to: this.id, candidate: candidate ? candidate.toJSON() : null });
+    };
     this.pc.ontrack = (e) => this.onTrack(e);
     this.pc.onconnectionstatechange = () => {
-      setConn(this.id, this.pc.connectionState); renderRoster();
+      setConn(this.id, this.pc.connectionState); renderRoster(); this.watch();
     };
     this.pc.onnegotiationneeded = () => this.negotiate();
+    this.arm(WATCH.connectMs, "connect_timeout");
+  }
+
+  // ---- P2P fallback: watch this pair's connection; escalate this pair only ----
+  arm(ms, reason) {
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => {
+      if (this.pc.connectionState !== "connected") this.escalate(reason);
+    }, ms);
+  }
+
+  watch() {
+    const s = this.pc.connectionState;
+    if (s === "connected") {
+      clearTimeout(this.timer);
+      if (this.fallback.connectedAt === null || this.fallback.path !== this.path) {
+        this.fallback.connectedAt = performance.now();
+      }
+      this.fallback.path = this.path;
+    } else if (s === "disconnected") {
+      const now = performance.now();
+      this.dropTimes = this.dropTimes.filter((t) => now - t < WATCH.dropWindowMs).concat(now);
+      this.fallback.drops += 1;
+      if (this.dropTimes.length >= WATCH.drops) this.escalate("flapping");
+      else this.arm(WATCH.disconnectedMs, "disconnected");
+    } else if (s === "failed") {
+      this.escalate("failed");
+    }
+  }
+
+  escalate(reason) {
+    if (this.pc.signalingState === "closed") return;
+    const f = this.fallback;
+    if (this.path === "direct" && hasTurn()) {
+      this.usePath("relay");
+    } else if (this.path === "relay" && f.restarts < 2) {
+      // relay dropped or did not connect: one more ICE restart through TURN
+    } else {
+      // No TURN, or TURN failed too. Per-pair call-server media is not built (docs/signaling.md).
+      log("p2p fallback exhausted for", this.id, reason);
+      this.path = f.path = "failed"; f.reason = reason;
+      return;
+    }
+    log("p2p fallback:", this.id, "->", this.path, "because", reason);
+    f.reason = reason; f.escalatedAt = performance.now(); f.restarts += 1;
+    this.dropTimes = [];
+    this.pc.restartIce();
+    this.arm(2 * WATCH.connectMs + 2000, reason);
+  }
+
+  usePath(path) {
+    this.path = path;
+    this.pc.setConfiguration(iceConfig(path));
   }
 
   addLocalTracks() {
@@ -178,8 +261,15 @@ class Peer {
     try {
       this.makingOffer = true;
       await this.pc.setLocalDescription();
-      send({ type: "offer", to: this.id, sdp: this.pc.localDescription.sdp, sources: localSources });
+      send({ type: "offer", to: this.id, sdp: this.outSdp(), sources: localSources,
+             path: this.wirePath() });
     } catch (err) { log("negotiation failed", err); } finally { this.makingOffer = false; }
+  }
+
+  wirePath() { return this.path === "relay" ? "relay" : "direct"; }
+  outSdp() {
+    const sdp = this.pc.localDescription.sdp;
+    return this.blocked ? stripDirect(sdp) : sdp;
   }
 
   async onDescription(msg) {
@@ -188,15 +278,25 @@ class Peer {
       (this.makingOffer || this.pc.signalingState !== "stable");
     this.ignoreOffer = !this.polite && collision;
     if (this.ignoreOffer) return;
-    await this.pc.setRemoteDescription({ type: msg.type, sdp: msg.sdp });
+    if (msg.path === "relay" && this.path === "direct") {
+      // The other side escalated this pair: follow it, so both ends use TURN only.
+      log("p2p fallback:", this.id, "-> relay (asked by peer)");
+      this.usePath("relay");
+      Object.assign(this.fallback, { reason: "peer", escalatedAt: performance.now() });
+      this.arm(2 * WATCH.connectMs + 2000, "peer");
+    }
+    const sdp = this.blocked ? stripDirect(msg.sdp) : msg.sdp;
+    await this.pc.setRemoteDescription({ type: msg.type, sdp });
     if (msg.type === "offer") {
       if (!this.tracksAdded) { this.tracksAdded = true; this.addLocalTracks(); }
       await this.pc.setLocalDescription();
-      send({ type: "answer", to: this.id, sdp: this.pc.localDescription.sdp, sources: localSources });
+      send({ type: "answer", to: this.id, sdp: this.outSdp(), sources: localSources,
+             path: this.wirePath() });
     }
   }
 
   async onIce(candidate) {
+    if (candidate && this.blocked && candType(candidate.candidate) !== "relay") return;
     try { await this.pc.addIceCandidate(candidate || null); }
     catch (err) { if (!this.ignoreOffer) log("addIceCandidate failed", err); }
   }
@@ -234,7 +334,7 @@ class Peer {
     }
   }
 
-  close() { this.pc.close(); }
+  close() { clearTimeout(this.timer); this.pc.close(); }
 }
 
 function peerFor(identity, name) {
@@ -479,8 +579,13 @@ async function stats() {
     const pair = await sfu.candidatePair();
     if (pair) pairs.push({ participant: "call-server", ...pair });
   }
+  const paths = {}; const fallbacks = {};
+  for (const peer of peers.values()) {
+    paths[peer.id] = peer.path; fallbacks[peer.id] = { ...peer.fallback, path: peer.path };
+  }
+  if (sfu) for (const id of Object.keys(state.participants)) paths[id] = "sfu";
   return { topology: state.topology, room: state.room, identity: state.identity,
-           connections, candidatePairs: pairs, inbound,
+           connections, candidatePairs: pairs, inbound, paths, fallbacks,
            callServer: sfu ? { node: sfu.node, connectionState: sfu.pc.connectionState } : null };
 }
 

@@ -1,0 +1,74 @@
+"""Per-pair P2P fallback: one mesh pair that cannot connect directly moves to TURN on its own.
+
+A's page gets ``blockDirect=<B>`` (docs/signaling.md, "P2P fallback"): it exchanges no direct
+candidates with B (the model of a firewall between those two), so the A<->B pair's direct ICE
+attempt fails; the client's watchdog escalates that pair to an ICE restart with
+``iceTransportPolicy: "relay"`` through coturn. A<->C and B<->C stay direct. Nobody rejoins.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+
+from tests.signaling.browser import close, open_client, stats, wait_media
+
+pytestmark = [pytest.mark.browser, pytest.mark.turn]
+
+CAM = "w=320&h=240&fps=15"
+
+
+def pair_types(page, participant: str) -> set[tuple[str, str]]:
+    """Candidate types of the nominated, succeeded pairs (one per transport; may repeat)."""
+    return {(p["local"], p["remote"]) for p in stats(page)["candidatePairs"]
+            if p["participant"] == participant}
+
+
+def test_blocked_pair_recovers_through_turn_while_the_others_stay_direct(
+        browser, parley_server: Callable[..., str], turn: tuple[str, str]) -> None:
+    uri, secret = turn
+    base = parley_server({"PARLEY_TURN_URIS": f"{uri}?transport=udp,{uri}?transport=tcp",
+                          "PARLEY_TURN_SECRET": secret})
+    room = f"{base}/m/fallback?topology=p2p&{CAM}"
+    started = time.monotonic()
+    a = open_client(browser, f"{room}&name=A&user=fa&blockDirect=fb")
+    b = open_client(browser, f"{room}&name=B&user=fb")
+    c = open_client(browser, f"{room}&name=C&user=fc")
+    pages = {"fa": a, "fb": b, "fc": c}
+    try:
+        for me, page in pages.items():
+            others = [o for o in pages if o != me]
+            got = wait_media(page, [(o, "video", "camera") for o in others]
+                             + [(o, "audio", "microphone") for o in others], timeout=30)
+            assert got["topology"] == "p2p"
+        recovered = time.monotonic() - started
+
+        sa, sb, sc = stats(a), stats(b), stats(c)
+        assert sa["paths"] == {"fb": "relay", "fc": "direct"}, sa["fallbacks"]
+        assert sb["paths"] == {"fa": "relay", "fc": "direct"}, sb["fallbacks"]
+        assert sc["paths"] == {"fa": "direct", "fb": "direct"}, sc["fallbacks"]
+        assert sa["fallbacks"]["fb"]["reason"] in ("connect_timeout", "failed", "peer")
+        # The A<->B media goes through coturn: relay candidates at both ends of both pages' pair.
+        assert pair_types(a, "fb") == {("relay", "relay")}, sa["candidatePairs"]
+        assert pair_types(b, "fa") == {("relay", "relay")}, sb["candidatePairs"]
+        # The other pairs never escalated and stay host to host.
+        for page, other in ((a, "fc"), (b, "fc"), (c, "fa"), (c, "fb")):
+            assert pair_types(page, other) == {("host", "host")}, (other, stats(page))
+            assert stats(page)["fallbacks"][other]["escalatedAt"] is None
+
+        # Everything keeps decoding: 30 more frames on every direction.
+        for me, page in pages.items():
+            frames = {r["participant"]: r["framesDecoded"] for r in stats(page)["inbound"]
+                      if r["kind"] == "video"}
+            wait_media(page, [(o, "video", "camera") for o in frames],
+                       frames=min(frames.values()) + 30, timeout=15)
+
+        fa = sa["fallbacks"]["fb"]
+        print(f"\nA<->B: escalated {fa['escalatedAt'] - fa['startedAt']:.0f} ms after the pair "
+              f"started ({fa['reason']}), connected through TURN "
+              f"{fa['connectedAt'] - fa['escalatedAt']:.0f} ms after escalating; every page "
+              f"decoding everyone {recovered:.1f} s after the first page opened")
+    finally:
+        close(a, b, c)
