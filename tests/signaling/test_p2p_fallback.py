@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import pytest
 
+from tests.conftest import wait_until
 from tests.signaling.browser import close, open_client, stats, wait_media
 
 pytestmark = [pytest.mark.browser, pytest.mark.turn]
@@ -59,16 +60,43 @@ def test_blocked_pair_recovers_through_turn_while_the_others_stay_direct(
             assert stats(page)["fallbacks"][other]["escalatedAt"] is None
 
         # Everything keeps decoding: 30 more frames on every direction.
-        for me, page in pages.items():
+        for page in pages.values():
             frames = {r["participant"]: r["framesDecoded"] for r in stats(page)["inbound"]
                       if r["kind"] == "video"}
-            wait_media(page, [(o, "video", "camera") for o in frames],
-                       frames=min(frames.values()) + 30, timeout=15)
+            for other, n in frames.items():
+                wait_media(page, [(other, "video", "camera")], frames=n + 30, timeout=15)
 
         fa = sa["fallbacks"]["fb"]
         print(f"\nA<->B: escalated {fa['escalatedAt'] - fa['startedAt']:.0f} ms after the pair "
               f"started ({fa['reason']}), connected through TURN "
               f"{fa['connectedAt'] - fa['escalatedAt']:.0f} ms after escalating; every page "
               f"decoding everyone {recovered:.1f} s after the first page opened")
+    finally:
+        close(a, b, c)
+
+
+def test_without_turn_only_the_blocked_pair_fails(
+        browser, parley_server: Callable[..., str]) -> None:
+    """No TURN configured: the blocked pair ends ``failed`` (no call-server step yet, see
+    docs/signaling.md); the other pairs are not touched and keep decoding."""
+    base = parley_server()
+    room = f"{base}/m/noturn?topology=p2p&{CAM}&connectTimeout=2000"
+    a = open_client(browser, f"{room}&name=A&user=na&blockDirect=nb")
+    b = open_client(browser, f"{room}&name=B&user=nb")
+    c = open_client(browser, f"{room}&name=C&user=nc")
+    try:
+        wait_media(c, [("na", "video", "camera"), ("nb", "video", "camera")], timeout=30)
+        wait_media(a, [("nc", "video", "camera")], timeout=30)
+        wait_media(b, [("nc", "video", "camera")], timeout=30)
+        wait_until(lambda: stats(a)["paths"] == {"nb": "failed", "nc": "direct"}, 10,
+                   what="A<->B failed on A")
+        wait_until(lambda: stats(b)["paths"] == {"na": "failed", "nc": "direct"}, 10,
+                   what="A<->B failed on B")
+        assert stats(c)["paths"] == {"na": "direct", "nb": "direct"}
+        assert not any(r["framesDecoded"] for r in stats(a)["inbound"]
+                       if r["participant"] == "nb")
+        frames = min(r["framesDecoded"] for r in stats(c)["inbound"] if r["kind"] == "video")
+        wait_media(c, [("na", "video", "camera"), ("nb", "video", "camera")],
+                   frames=frames + 30, timeout=15)
     finally:
         close(a, b, c)
