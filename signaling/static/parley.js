@@ -206,6 +206,7 @@ class Peer {
     const s = this.pc.connectionState;
     if (s === "connected") {
       clearTimeout(this.timer);
+      if (this.path === "failed") this.path = this.configPath;  // came up after all
       if (this.fallback.connectedAt === null || this.fallback.path !== this.path) {
         this.fallback.connectedAt = performance.now();
       }
@@ -231,6 +232,7 @@ class Peer {
     } else {
       // No TURN, or TURN failed too. Per-pair call-server media is not built (docs/signaling.md).
       log("p2p fallback exhausted for", this.id, reason);
+      this.configPath = this.path === "failed" ? this.configPath : this.path;
       this.path = f.path = "failed"; f.reason = reason;
       return;
     }
@@ -266,7 +268,10 @@ class Peer {
     } catch (err) { log("negotiation failed", err); } finally { this.makingOffer = false; }
   }
 
-  wirePath() { return this.path === "relay" ? "relay" : "direct"; }
+  wirePath() {
+    const p = this.path === "failed" ? this.configPath : this.path;
+    return p === "relay" ? "relay" : "direct";
+  }
   outSdp() {
     const sdp = this.pc.localDescription.sdp;
     return this.blocked ? stripDirect(sdp) : sdp;
