@@ -30,6 +30,7 @@ class Settings:
     turn_secret: str | None = None
     stun_uris: tuple[str, ...] = ()
     allow_guests: bool = True
+    guest_grants: tuple[str, ...] = ("publish", "subscribe")
     public_url: str | None = None
     region: str = "local"
 
@@ -47,6 +48,7 @@ class Settings:
             "turn_secret": _env("PARLEY_TURN_SECRET"),
             "stun_uris": split("PARLEY_STUN_URIS"),
             "allow_guests": (_env("PARLEY_ALLOW_GUESTS", "1") or "1") not in ("0", "false", "no"),
+            "guest_grants": split("PARLEY_GUEST_GRANTS") or ("publish", "subscribe"),
             "public_url": _env("PARLEY_PUBLIC_URL"),
             "region": _env("PARLEY_REGION", "local") or "local",
         }

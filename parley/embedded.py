@@ -46,10 +46,13 @@ class _AnnouncingServer(uvicorn.Server):
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = Settings.from_env(data_dir=args.data_dir)
+    embed = getattr(args, "embed_call_server", True)  # PARLEY_EMBED_CALL_SERVER=0: none
+    embed = embed and os.environ.get("PARLEY_EMBED_CALL_SERVER", "1") != "0"
+    # On one machine everyone in a room may press Record; a deployment grants it by token.
+    guest_grants = None if os.environ.get("PARLEY_GUEST_GRANTS") or not embed else (
+        "publish", "subscribe", "record")
+    settings = Settings.from_env(data_dir=args.data_dir, guest_grants=guest_grants)
     try:
-        embed = getattr(args, "embed_call_server", True)  # PARLEY_EMBED_CALL_SERVER=0: none
-        embed = embed and os.environ.get("PARLEY_EMBED_CALL_SERVER", "1") != "0"
         asyncio.run(serve(settings, args.host, args.port, embed))
     except OSError as exc:
         print(f"parley up: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)

@@ -81,8 +81,9 @@ def create_app(settings: Settings, hub: Hub | None = None) -> FastAPI:
                                       "message": "room/identity: 1-64 of [A-Za-z0-9_.:@+-]; "
                                                  "name: 1-64 printable characters"})
         token = tokens.mint(settings.token_secret, identity=identity, room=room, name=name,
-                            ttl_s=GUEST_TTL_S)
+                            grants=settings.guest_grants, ttl_s=GUEST_TTL_S)
         return {"token": token, "identity": identity, "room": room, "name": name,
+                "grants": sorted(settings.guest_grants),
                 "expiresIn": GUEST_TTL_S,
                 "iceServers": ice_servers(settings.stun_uris, settings.turn_uris,
                                           settings.turn_secret, identity)}

@@ -23,6 +23,7 @@ from parley import tokens
 from parley.config import Settings
 from parley.recorder import job, links, state, webhook
 from parley.recorder.store import default_store_url, open_store
+from parley.signaling.switching import move_room_to_call_server
 
 if TYPE_CHECKING:
     from parley.signaling.hub import Hub
@@ -107,6 +108,9 @@ class Recordings:
                                       "message": "the call server did not start recording"})
         await self._save(manifest)
         await self.hub.store.set(f"recording:active:{room}", manifest["id"], ttl_s=24 * 3600)
+        # Recording goes through the call server: a peer-to-peer room moves there now, without
+        # anyone rejoining (a room already on a call server stays where it is).
+        await move_room_to_call_server(self.hub, room, reason="recording")
         await self._tell(manifest["participants"], {
             "type": "recording.started", "room": room, "recording": manifest["id"], "by": by})
         self._spawn(self._watch(room, manifest["id"], manifest["nodeUrl"]))
