@@ -180,9 +180,10 @@ CLIENT_MESSAGES: dict[str, dict[str, tuple[Any, bool]]] = {
     "cancel": {"callId": (_ident, True)},
     "hangup": {"callId": (_ident, True)},
     # call-server session (docs/signaling.md, "Call server"): relayed to the placed node
-    "sfu.join": {"sdp": (sdp, True), "sources": (_sources, False)},
-    "sfu.answer": {"sdp": (sdp, True), "sources": (_sources, False)},
-    "sfu.publish": {"kinds": (_kinds, True)},
+    # "pair": the P2P-fallback session for that one peer of a mesh room (its own meeting)
+    "sfu.join": {"sdp": (sdp, True), "sources": (_sources, False), "pair": (_ident, False)},
+    "sfu.answer": {"sdp": (sdp, True), "sources": (_sources, False), "pair": (_ident, False)},
+    "sfu.publish": {"kinds": (_kinds, True), "pair": (_ident, False)},
 }
 TOPOLOGIES = ("auto", "p2p", "sfu")
 

@@ -40,6 +40,17 @@ def sources_key(room: str) -> str:
     return f"sfusrc:{room}"
 
 
+def pair_meeting(room: str, a: str, b: str) -> str:
+    """The call-server meeting of one peer pair of a mesh room (P2P fallback, docs/signaling.md):
+    only those two publish and subscribe there."""
+    lo, hi = sorted((a, b))
+    return f"{room}:pair:{lo}:{hi}"
+
+
+def leg_key(session_id: str, pair: str | None) -> str:
+    return f"{session_id}|{pair or ''}"
+
+
 @dataclass
 class Leg:
     """One session's connection to one call server."""
@@ -52,21 +63,40 @@ class Leg:
     task: asyncio.Task[None] | None = None
     lost: bool = False
     joined_at: float = field(default_factory=time.monotonic)
+    pair: str | None = None  # a P2P-fallback leg for this one peer (its own meeting)
+    meeting: str = ""
+
+    def __post_init__(self) -> None:
+        self.meeting = self.meeting or self.room
+
+    @property
+    def key(self) -> str:
+        return leg_key(self.session.session_id, self.pair)
+
+    def tag(self, msg: dict[str, Any]) -> dict[str, Any]:
+        return {**msg, "pair": self.pair} if self.pair else msg
 
 
 class SfuRelay:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
-        self.legs: dict[str, Leg] = {}  # session id -> leg
+        self.legs: dict[str, Leg] = {}  # leg_key(session id, pair) -> leg
         self.http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=POLL_WAIT_S + 5))
         self._monitor: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- placement ------------------------------------------------------------------------
-    async def place(self, room: str, exclude: tuple[str, ...] = ()) -> Placement | None:
+    async def place(self, room: str, exclude: tuple[str, ...] = (),
+                    leg: Leg | None = None, pair: tuple[str, str] | None = None
+                    ) -> Placement | None:
         members = await self.hub.rooms.members(room)
+        if leg is not None and leg.pair:
+            pair = (leg.session.identity, leg.pair)
+        if pair:
+            members = {k: v for k, v in members.items() if k in pair}
+        meeting = pair_meeting(room, *pair) if pair else room
         caps = [Caps.from_fields(m["caps"]) for m in members.values()]
-        return await self.hub.directory.place(room, len(caps), caps, exclude=exclude)
+        return await self.hub.directory.place(meeting, max(1, len(caps)), caps, exclude=exclude)
 
     # -- client messages ------------------------------------------------------------------
     async def handle(self, s: Session, msg: Message) -> None:
@@ -75,10 +105,10 @@ class SfuRelay:
         if msg.type == "sfu.join":
             await self.join(s, msg)
             return
-        leg = self.legs.get(s.session_id)
+        leg = self.legs.get(leg_key(s.session_id, msg.get("pair")))
         if leg is None:
             raise ProtocolError("not_sfu", f"{msg.type} needs sfu.join first", msg.id)
-        await self._store_sources(leg.room, msg.get("sources"))
+        await self._store_sources(leg.meeting, msg.get("sources"))
         url = f"{leg.placement.url}/v1/participants/{leg.pid}"
         try:
             if msg.type == "sfu.answer":
@@ -97,21 +127,27 @@ class SfuRelay:
         replaces any earlier connection of this participant."""
         room = s.room
         assert room is not None
-        old = self.legs.pop(s.session_id, None)
+        pair = msg.get("pair")
+        if pair is not None and (pair == s.identity or await self.hub.store.hget(
+                f"room:{room}", pair) is None):
+            raise ProtocolError("peer_not_in_room", f"{pair} is not in room '{room}'", msg.id)
+        meeting = pair_meeting(room, s.identity, pair) if pair else room
+        old = self.legs.pop(leg_key(s.session_id, pair), None)
         if old is not None:
             await self._stop(old, leave=False)
-        await self._store_sources(room, msg.get("sources"))
+        await self._store_sources(meeting, msg.get("sources"))
         body = {"type": "offer", "sdp": msg["sdp"], "participant": s.identity}
         tried: list[str] = [*exclude]
         for _ in range(3):
-            placement = await self.place(room, tuple(tried))
+            placement = await self.place(room, tuple(tried),
+                                         pair=(s.identity, pair) if pair else None)
             if placement is None:
                 raise ProtocolError("sfu_unavailable", "no call server takes this meeting",
                                     msg.id)
             if old is not None and old.placement.node != placement.node:
                 self._spawn_delete(old)
             try:
-                r = await self.http.post(f"{placement.url}/v1/meetings/{room}/participants",
+                r = await self.http.post(f"{placement.url}/v1/meetings/{meeting}/participants",
                                          json=body)
             except httpx.HTTPError:
                 tried.append(placement.node)  # dead but still registered: try another node
@@ -123,22 +159,22 @@ class SfuRelay:
                 raise ProtocolError("sfu_session", f"call server said {r.status_code}: "
                                     f"{r.text[:120]}", msg.id)
             answer = r.json()
+            leg = Leg(s, room, placement, answer["participant"], pair=pair, meeting=meeting)
             if s.room != room:  # left while the join was in flight
-                self._spawn_delete(Leg(s, room, placement, answer["participant"]))
+                self._spawn_delete(leg)
                 return
-            leg = Leg(s, room, placement, answer["participant"])
-            self.legs[s.session_id] = leg
+            self.legs[leg.key] = leg
             leg.task = asyncio.create_task(self._follow(leg))
             self._ensure_monitor()
-            s.send({"type": "sfu.joined", "room": room, "node": placement.node,
-                    "sdp": answer["sdp"], "ref": msg.id})
+            s.send(leg.tag({"type": "sfu.joined", "room": room, "node": placement.node,
+                            "sdp": answer["sdp"], "ref": msg.id}))
             return
         raise ProtocolError("sfu_unavailable", "no call server answered", msg.id)
 
     async def leave(self, s: Session) -> None:
-        leg = self.legs.pop(s.session_id, None)
-        if leg is not None:
-            await self._stop(leg, leave=True)
+        prefix = leg_key(s.session_id, None)
+        for key in [k for k in self.legs if k.startswith(prefix)]:
+            await self._stop(self.legs.pop(key), leave=True)
 
     # -- the node's event stream ----------------------------------------------------------
     async def _follow(self, leg: Leg) -> None:
@@ -155,13 +191,13 @@ class SfuRelay:
                 leg.after = event["seq"]
                 etype = event["type"]
                 if etype == "offer":
-                    raw = await self.hub.store.hgetall(sources_key(leg.room))
-                    leg.session.send({"type": "sfu.offer", "room": leg.room,
-                                      "sdp": event["sdp"], "sources": raw})
+                    raw = await self.hub.store.hgetall(sources_key(leg.meeting))
+                    leg.session.send(leg.tag({"type": "sfu.offer", "room": leg.room,
+                                              "sdp": event["sdp"], "sources": raw}))
                 elif etype == "unpublished":
-                    leg.session.send({"type": "sfu.unpublished", "room": leg.room,
-                                      "participant": event.get("participant"),
-                                      "track": event.get("track")})
+                    leg.session.send(leg.tag({"type": "sfu.unpublished", "room": leg.room,
+                                              "participant": event.get("participant"),
+                                              "track": event.get("track")}))
                 elif etype == "move":
                     self._lose(leg, event.get("reason") or "move")
                     return
@@ -172,7 +208,7 @@ class SfuRelay:
     def _lose(self, leg: Leg, reason: str) -> None:
         """The leg's node is gone or sent us away: re-place the meeting without it and have the
         client open a new session there."""
-        if leg.lost or self.legs.get(leg.session.session_id) is not leg:
+        if leg.lost or self.legs.get(leg.key) is not leg:
             return
         leg.lost = True
         self._spawn(self._replace(leg, reason))
@@ -180,19 +216,19 @@ class SfuRelay:
     async def _replace(self, leg: Leg, reason: str) -> None:
         s = leg.session
         deadline = time.monotonic() + REPLACE_WITHIN_S
-        while s.room == leg.room and self.legs.get(s.session_id) is leg:
+        while s.room == leg.room and self.legs.get(leg.key) is leg:
             try:
                 # "closed": the node dropped this connection (its ICE failed) but lives on
                 gone = () if reason == "closed" else (leg.placement.node,)
-                placement = await self.place(leg.room, gone)
+                placement = await self.place(leg.room, gone, leg=leg)
             except Exception:
                 log.exception("re-placing %s failed", leg.room)
                 placement = None
             if placement is not None:
                 log.info("%s in %s: %s on %s, moving to %s", s.identity, leg.room, reason,
                          leg.placement.node, placement.node)
-                s.send({"type": "sfu.start", "room": leg.room, "reason": reason,
-                        "exclude": leg.placement.node})
+                s.send(leg.tag({"type": "sfu.start", "room": leg.room, "reason": reason,
+                                "exclude": leg.placement.node}))
                 return
             if time.monotonic() > deadline:
                 s.send({"type": "error", "code": "sfu_unavailable",

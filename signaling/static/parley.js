@@ -96,6 +96,11 @@ async function startScreen() {
     sfu.publish(screenStream.getVideoTracks()[0], screenStream);
     send({ type: "sfu.publish", kinds: ["video"] });
   }
+  for (const peer of peers.values()) {
+    if (!peer.pairSfu) continue;
+    peer.pairSfu.publish(screenStream.getVideoTracks()[0], screenStream);
+    send({ type: "sfu.publish", kinds: ["video"], pair: peer.id });
+  }
 }
 
 function toggle(kind) {
@@ -177,7 +182,7 @@ class Peer {
     this.makingOffer = false; this.ignoreOffer = false;
     this.remoteSources = {}; this.trackSources = {};
     this.blocked = opts.blockDirect.has(identity);
-    this.path = opts.relay ? "relay" : "direct";
+    this.path = this.icePath = opts.relay ? "relay" : "direct";
     this.fallback = { path: this.path, reason: null, startedAt: performance.now(),
                       escalatedAt: null, connectedAt: null, drops: 0, restarts: 0 };
     this.dropTimes = []; this.timer = null;
@@ -204,9 +209,9 @@ class Peer {
 
   watch() {
     const s = this.pc.connectionState;
+    if (this.pairSfu) return;  // this pair's media moved to the call server for good
     if (s === "connected") {
       clearTimeout(this.timer);
-      if (this.path === "failed") this.path = this.configPath;  // came up after all
       if (this.fallback.connectedAt === null || this.fallback.path !== this.path) {
         this.fallback.connectedAt = performance.now();
       }
@@ -229,11 +234,11 @@ class Peer {
       this.usePath("relay");
     } else if (this.path === "relay" && f.restarts < 2) {
       // relay dropped or did not connect: one more ICE restart through TURN
+    } else if (this.path !== "sfu") {
+      // No TURN, or TURN failed too: this pair's media goes through the call server.
+      this.startPairSfu(reason);
+      return;
     } else {
-      // No TURN, or TURN failed too. Per-pair call-server media is not built (docs/signaling.md).
-      log("p2p fallback exhausted for", this.id, reason);
-      this.configPath = this.path === "failed" ? this.configPath : this.path;
-      this.path = f.path = "failed"; f.reason = reason;
       return;
     }
     log("p2p fallback:", this.id, "->", this.path, "because", reason);
@@ -243,8 +248,32 @@ class Peer {
     this.arm(2 * WATCH.connectMs + 2000, reason);
   }
 
+  // The pair's own call-server meeting (signaling: sfu.* with `pair`); only these two are in it.
+  async startPairSfu(reason) {
+    log("p2p fallback:", this.id, "-> call server because", reason);
+    clearTimeout(this.timer);
+    this.path = "sfu";
+    Object.assign(this.fallback, { path: "sfu", reason, escalatedAt: performance.now() });
+    this.pairSfu?.close();
+    const session = this.pairSfu = new SfuSession(++sfuGeneration, {
+      iceServers: state.iceServers, relay: false,
+      sourceOf: (track) => (screenStream?.getTracks().includes(track) ? "screen" : "camera"),
+      onTrack: (identity, source, track) =>
+        session === this.pairSfu && identity === this.id && sfuTrack(identity, source, track, session),
+      onState: (st) => {
+        if (session !== this.pairSfu) return;
+        if (st === "connected") this.fallback.connectedAt = performance.now();
+        setConn(this.id, st); renderRoster();
+      },
+      onFailed: () => session === this.pairSfu && this.startPairSfu("ice_failed"),
+    });
+    const offer = await session.offer([localStream, screenStream].filter(Boolean));
+    if (session !== this.pairSfu) return;
+    send({ type: "sfu.join", id: session.ref, pair: this.id, ...offer });
+  }
+
   usePath(path) {
-    this.path = path;
+    this.path = this.icePath = path;
     this.pc.setConfiguration(iceConfig(path));
   }
 
@@ -268,10 +297,7 @@ class Peer {
     } catch (err) { log("negotiation failed", err); } finally { this.makingOffer = false; }
   }
 
-  wirePath() {
-    const p = this.path === "failed" ? this.configPath : this.path;
-    return p === "relay" ? "relay" : "direct";
-  }
+  wirePath() { return this.icePath === "relay" ? "relay" : "direct"; }
   outSdp() {
     const sdp = this.pc.localDescription.sdp;
     return this.blocked ? stripDirect(sdp) : sdp;
@@ -307,6 +333,7 @@ class Peer {
   }
 
   onTrack(e) {
+    if (this.pairSfu) return;  // the tile shows this pair's call-server tracks
     const stream = e.streams[0] || new MediaStream([e.track]);
     const source = e.track.kind === "audio" ? "microphone"
       : (this.remoteSources[stream.id] || "camera");
@@ -339,7 +366,7 @@ class Peer {
     }
   }
 
-  close() { clearTimeout(this.timer); this.pc.close(); }
+  close() { clearTimeout(this.timer); this.pairSfu?.close(); this.pairSfu = null; this.pc.close(); }
 }
 
 function peerFor(identity, name) {
@@ -361,7 +388,7 @@ function dropPeer(identity) {
 
 // ---- call server (SFU) ----------------------------------------------------------------------------
 const sfuTiles = {};               // "<identity>|<tile source>" -> MediaStream shown in the tile
-function sfuTrack(identity, source, track) {
+function sfuTrack(identity, source, track, session = sfu) {
   const tileSource = source === "microphone" ? "camera" : source;
   const key = `${identity}|${tileSource}`;
   const keep = (sfuTiles[key]?.getTracks() || []).filter(
@@ -369,7 +396,7 @@ function sfuTrack(identity, source, track) {
   const stream = sfuTiles[key] = new MediaStream([...keep, track]);
   const name = state.participants[identity]?.name || identity;
   addTile(identity, tileSource, source === "screen" ? `${name} (screen)` : name, stream, false);
-  setConn(identity, sfu?.pc.connectionState || "new");
+  setConn(identity, session?.pc.connectionState || "new");
 }
 
 // Open (or reopen, after a move) the session with the call server; mesh connections close.
@@ -398,7 +425,21 @@ async function startSfu(reason) {
   send({ type: "sfu.join", id: session.ref, ...offer });
 }
 
+async function onPairSfuMessage(msg) {
+  const peer = peers.get(msg.pair);
+  const session = peer?.pairSfu;
+  if (!session) return;
+  if (msg.type === "sfu.start") { await peer.startPairSfu(msg.reason); return; }
+  if (msg.type === "sfu.joined") {
+    if (msg.ref === session.ref) await session.onJoined(msg);
+  } else if (msg.type === "sfu.offer") {
+    const answer = await session.onOffer(msg);
+    if (answer) send({ type: "sfu.answer", pair: msg.pair, ...answer });
+  }
+}
+
 async function onSfuMessage(msg) {
+  if (msg.pair) { await onPairSfuMessage(msg); return; }
   if (!sfu) return;
   if (msg.type === "sfu.joined") {
     if (msg.ref !== sfu.ref) return;  // answer to a session already replaced
@@ -501,7 +542,8 @@ async function onMessage(msg) {
     case "config":
       state.config = msg; for (const p of peers.values()) p.applyConfig(); break;
     case "sfu.start":
-      if (state.room === msg.room) await startSfu(msg.reason);
+      if (msg.pair) await onSfuMessage(msg);
+      else if (state.room === msg.room) await startSfu(msg.reason);
       break;
     case "sfu.joined": case "sfu.offer": await onSfuMessage(msg); break;
     case "offer": case "answer": {
@@ -551,6 +593,10 @@ async function connect() {
 async function stats() {
   const inbound = [];
   for (const peer of peers.values()) {
+    if (peer.pairSfu) {  // this pair's media is on the call server, not on the mesh connection
+      inbound.push(...(await peer.pairSfu.inbound()).filter((r) => r.participant === peer.id));
+      continue;
+    }
     for (const tr of peer.pc.getTransceivers()) {
       const track = tr.receiver.track;
       if (!track || tr.currentDirection === "stopped") continue;
@@ -568,10 +614,17 @@ async function stats() {
   }
   if (sfu) inbound.push(...await sfu.inbound());
   const connections = {};
-  for (const peer of peers.values()) connections[peer.id] = peer.pc.connectionState;
+  for (const peer of peers.values()) {
+    connections[peer.id] = (peer.pairSfu || peer).pc.connectionState;
+  }
   if (sfu) for (const id of Object.keys(state.participants)) connections[id] = sfu.pc.connectionState;
   const pairs = [];
   for (const peer of peers.values()) {
+    if (peer.pairSfu) {
+      const pair = await peer.pairSfu.candidatePair();
+      if (pair) pairs.push({ participant: peer.id, via: "call-server", ...pair });
+      continue;
+    }
     const report = await peer.pc.getStats();
     report.forEach((s) => {
       if (s.type === "candidate-pair" && s.nominated && s.state === "succeeded") {

@@ -13,7 +13,6 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.conftest import wait_until
 from tests.signaling.browser import close, open_client, stats, wait_media
 
 pytestmark = [pytest.mark.browser, pytest.mark.turn]
@@ -75,28 +74,40 @@ def test_blocked_pair_recovers_through_turn_while_the_others_stay_direct(
         close(a, b, c)
 
 
-def test_without_turn_only_the_blocked_pair_fails(
+def test_without_turn_the_blocked_pair_moves_to_the_call_server(
         browser, parley_server: Callable[..., str]) -> None:
-    """No TURN configured: the blocked pair ends ``failed`` (no call-server step yet, see
-    docs/signaling.md); the other pairs are not touched and keep decoding."""
+    """No TURN configured: the blocked pair's media goes through the call server (a meeting of
+    just those two); the other pairs stay direct and keep decoding."""
     base = parley_server()
-    room = f"{base}/m/noturn?topology=p2p&{CAM}&connectTimeout=2000"
+    room = f"{base}/m/noturn?topology=p2p&{CAM}"
+    started = time.monotonic()
     a = open_client(browser, f"{room}&name=A&user=na&blockDirect=nb")
     b = open_client(browser, f"{room}&name=B&user=nb")
     c = open_client(browser, f"{room}&name=C&user=nc")
+    pages = {"na": a, "nb": b, "nc": c}
     try:
-        wait_media(c, [("na", "video", "camera"), ("nb", "video", "camera")], timeout=30)
-        wait_media(a, [("nc", "video", "camera")], timeout=30)
-        wait_media(b, [("nc", "video", "camera")], timeout=30)
-        wait_until(lambda: stats(a)["paths"] == {"nb": "failed", "nc": "direct"}, 10,
-                   what="A<->B failed on A")
-        wait_until(lambda: stats(b)["paths"] == {"na": "failed", "nc": "direct"}, 10,
-                   what="A<->B failed on B")
-        assert stats(c)["paths"] == {"na": "direct", "nb": "direct"}
-        assert not any(r["framesDecoded"] for r in stats(a)["inbound"]
-                       if r["participant"] == "nb")
-        frames = min(r["framesDecoded"] for r in stats(c)["inbound"] if r["kind"] == "video")
-        wait_media(c, [("na", "video", "camera"), ("nb", "video", "camera")],
-                   frames=frames + 30, timeout=15)
+        for me, page in pages.items():
+            others = [o for o in pages if o != me]
+            wait_media(page, [(o, "video", "camera") for o in others]
+                       + [(o, "audio", "microphone") for o in others], timeout=30)
+        recovered = time.monotonic() - started
+        sa, sb, sc = stats(a), stats(b), stats(c)
+        assert sa["paths"] == {"nb": "sfu", "nc": "direct"}, sa["fallbacks"]
+        assert sb["paths"] == {"na": "sfu", "nc": "direct"}, sb["fallbacks"]
+        assert sc["paths"] == {"na": "direct", "nb": "direct"}, sc["fallbacks"]
+        assert sa["topology"] == sb["topology"] == sc["topology"] == "p2p"
+        assert [p.get("via") for p in sa["candidatePairs"] if p["participant"] == "nb"] == [
+            "call-server"], sa["candidatePairs"]
+        for page, other in ((a, "nc"), (b, "nc"), (c, "na"), (c, "nb")):
+            assert pair_types(page, other) == {("host", "host")}, (other, stats(page))
+        for page in pages.values():
+            frames = {r["participant"]: r["framesDecoded"] for r in stats(page)["inbound"]
+                      if r["kind"] == "video"}
+            for other, n in frames.items():
+                wait_media(page, [(other, "video", "camera")], frames=n + 30, timeout=15)
+        fa = sa["fallbacks"]["nb"]
+        print(f"\nA<->B via call server: escalated {fa['escalatedAt'] - fa['startedAt']:.0f} ms "
+              f"after the pair started, connected {fa['connectedAt'] - fa['escalatedAt']:.0f} ms "
+              f"later; everyone decoding {recovered:.1f} s after the first page opened")
     finally:
         close(a, b, c)
