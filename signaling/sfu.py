@@ -168,6 +168,9 @@ class SfuRelay:
             self._ensure_monitor()
             s.send(leg.tag({"type": "sfu.joined", "room": room, "node": placement.node,
                             "sdp": answer["sdp"], "ref": msg.id}))
+            if pair and old is None:  # the other end of the pair follows (it may not know yet)
+                await self.hub.presence.deliver(pair, {"type": "sfu.start", "room": room,
+                                                       "pair": s.identity, "reason": "peer"})
             return
         raise ProtocolError("sfu_unavailable", "no call server answered", msg.id)
 

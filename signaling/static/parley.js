@@ -212,6 +212,7 @@ class Peer {
     if (this.pairSfu) return;  // this pair's media moved to the call server for good
     if (s === "connected") {
       clearTimeout(this.timer);
+      if (this.icePath === "relay") this.relayUp = true;
       if (this.fallback.connectedAt === null || this.fallback.path !== this.path) {
         this.fallback.connectedAt = performance.now();
       }
@@ -232,8 +233,8 @@ class Peer {
     const f = this.fallback;
     if (this.path === "direct" && hasTurn()) {
       this.usePath("relay");
-    } else if (this.path === "relay" && f.restarts < 2) {
-      // relay dropped or did not connect: one more ICE restart through TURN
+    } else if (this.path === "relay" && this.relayUp && f.restarts < 3) {
+      // relay was up and dropped: another ICE restart through TURN (then the call server)
     } else if (this.path !== "sfu") {
       // No TURN, or TURN failed too: this pair's media goes through the call server.
       this.startPairSfu(reason);
@@ -428,8 +429,12 @@ async function startSfu(reason) {
 async function onPairSfuMessage(msg) {
   const peer = peers.get(msg.pair);
   const session = peer?.pairSfu;
+  if (msg.type === "sfu.start") {
+    // "peer": the other end moved this pair to the call server; otherwise our leg was re-placed
+    if (peer && (msg.reason !== "peer" || !session)) await peer.startPairSfu(msg.reason);
+    return;
+  }
   if (!session) return;
-  if (msg.type === "sfu.start") { await peer.startPairSfu(msg.reason); return; }
   if (msg.type === "sfu.joined") {
     if (msg.ref === session.ref) await session.onJoined(msg);
   } else if (msg.type === "sfu.offer") {

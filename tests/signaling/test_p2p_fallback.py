@@ -82,7 +82,8 @@ def test_without_turn_the_blocked_pair_moves_to_the_call_server(
     room = f"{base}/m/noturn?topology=p2p&{CAM}"
     started = time.monotonic()
     a = open_client(browser, f"{room}&name=A&user=na&blockDirect=nb")
-    b = open_client(browser, f"{room}&name=B&user=nb")
+    # B's own watchdog is slow: it moves because A did (sfu.start {pair, reason: "peer"})
+    b = open_client(browser, f"{room}&name=B&user=nb&connectTimeout=30000")
     c = open_client(browser, f"{room}&name=C&user=nc")
     pages = {"na": a, "nb": b, "nc": c}
     try:
@@ -95,6 +96,7 @@ def test_without_turn_the_blocked_pair_moves_to_the_call_server(
         assert sa["paths"] == {"nb": "sfu", "nc": "direct"}, sa["fallbacks"]
         assert sb["paths"] == {"na": "sfu", "nc": "direct"}, sb["fallbacks"]
         assert sc["paths"] == {"na": "direct", "nb": "direct"}, sc["fallbacks"]
+        assert sb["fallbacks"]["na"]["reason"] == "peer", sb["fallbacks"]
         assert sa["topology"] == sb["topology"] == sc["topology"] == "p2p"
         assert [p.get("via") for p in sa["candidatePairs"] if p["participant"] == "nb"] == [
             "call-server"], sa["candidatePairs"]
