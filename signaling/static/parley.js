@@ -531,6 +531,7 @@ function onCallMessage(msg) {
 
 // ---- signaling --------------------------------------------------------------------------------
 async function onMessage(msg) {
+  window.dispatchEvent(new CustomEvent("parley:message", { detail: msg }));  // for add-ons
   state.messages.push(msg.type === "error" ? msg : { type: msg.type, callId: msg.callId, reason: msg.reason });
   if (state.messages.length > 500) state.messages.shift();
   switch (msg.type) {
@@ -582,6 +583,7 @@ async function connect() {
     return;
   }
   const { token } = await resp.json();
+  state.token = token;  // the page's own access token, for the HTTP API (recording)
   const proto = location.protocol === "https:" ? "wss" : "ws";
   ws = new WebSocket(`${proto}://${location.host}/ws?token=${encodeURIComponent(token)}`);
   // Handle messages one at a time, in order: an ICE candidate must not overtake its offer.
