@@ -408,7 +408,8 @@ async function startSfu(reason) {
   sfu?.close();
   state.topology = "sfu";
   state.sfu = { reason, node: null, connectionState: "new", connectedAt: null,
-                startedAt: performance.now(), moves: (state.sfu?.moves || 0) + 1 };
+                startedAt: performance.now(), moves: (state.sfu?.moves || 0) + 1,
+                reasons: [...(state.sfu?.reasons || []), reason] };
   const session = sfu = new SfuSession(++sfuGeneration, {
     iceServers: state.iceServers, relay: opts.relay,
     sourceOf: (track) => (screenStream?.getTracks().includes(track) ? "screen" : "camera"),

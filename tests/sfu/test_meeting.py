@@ -121,8 +121,11 @@ def test_auto_meeting_past_the_threshold_moves_to_the_call_server(
             assert got["callServer"]["connectionState"] == "connected"
             # the mesh is gone: media arrives only over the call-server connection
             assert [p["participant"] for p in got["candidatePairs"]] == ["call-server"]
-        reasons = a.evaluate("window.parley.state.sfu.reason")
-        assert reasons == "threshold"
+        # the move was for the threshold; a loaded machine may add a recovery move (a node
+        # closing a leg whose ICE failed), which must itself end on the call server
+        reasons = a.evaluate("window.parley.state.sfu.reasons")
+        assert reasons[0] == "threshold", reasons
+        assert set(reasons[1:]) <= {"closed", "ice_failed"}, reasons
         assert a.evaluate("window.parley.state.instance") == welcome  # same connection
         assert a.evaluate("window.parley.state.messages.filter(m => m.type === 'joined')"
                           ".length") == 1  # nobody rejoined
