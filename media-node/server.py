@@ -13,6 +13,7 @@ import uvicorn
 
 from .api import create_app
 from .node import CallServer
+from .report import NodeReport
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -34,6 +35,9 @@ async def serve(args: argparse.Namespace) -> None:
 
         registration = Registration(Redis.from_url(redis_url), server, address=args.advertise)
         registration.start()
+    report = NodeReport.from_env(server)
+    if report is not None:
+        report.start()
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
     userver = uvicorn.Server(config)
     loop = asyncio.get_running_loop()
@@ -45,6 +49,8 @@ async def serve(args: argparse.Namespace) -> None:
     finally:
         if registration is not None:
             await registration.stop()
+        if report is not None:
+            await report.stop()
         await server.close()
 
 

@@ -9,33 +9,16 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
 import threading
 from typing import Any
 
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from parley.kubeapi import api, coordination, now
 from parley.operator.config import FIELD_MANAGER
 
-_lock = threading.Lock()
-_api: client.ApiClient | None = None
-
-
-def api() -> client.ApiClient:
-    """One shared ApiClient (thread-safe connection pool), configured on first use."""
-    global _api
-    with _lock:
-        if _api is None:
-            try:
-                config.load_incluster_config()
-            except config.ConfigException:
-                # Read $KUBECONFIG now, not when the kubernetes package was imported.
-                config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None)
-            cfg = client.Configuration.get_default_copy()
-            cfg.connection_pool_maxsize = 32
-            _api = client.ApiClient(cfg)
-        return _api
+__all__ = ["api", "coordination", "now"]
 
 
 def core() -> client.CoreV1Api:
@@ -48,14 +31,6 @@ def apps() -> client.AppsV1Api:
 
 def custom() -> client.CustomObjectsApi:
     return client.CustomObjectsApi(api())
-
-
-def coordination() -> client.CoordinationV1Api:
-    return client.CoordinationV1Api(api())
-
-
-def now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 def rfc3339(t: dt.datetime | None = None) -> str:

@@ -1,13 +1,5 @@
-"""Media-node reports: how participant and viewer counts reach the operator.
-
-Each media node (call server, edge relay) owns one ``coordination.k8s.io/v1`` Lease named
-``parley-report-<pod>`` in its namespace: ``spec.renewTime`` is its heartbeat and the annotation
-``parley.dev/report`` carries ``{"meetings": {"<ns>/<name>": participants},
-"broadcasts": {"<ns>/<name>": viewers}}``. A Lease needs no CRD, media nodes only need
-``create``/``update`` on leases in their own namespace (not ``patch`` on pods), an owner
-reference to the pod garbage-collects it, and a stale heartbeat means "no longer counted".
-Tests call :func:`publish` exactly as a media node does.
-"""
+"""Media-node reports as the operator reads them: fresh Leases summed per meeting, broadcast
+and region. The wire format and the writer live in the shared core (:mod:`parley.reports`)."""
 
 from __future__ import annotations
 
@@ -15,43 +7,12 @@ import datetime as dt
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
 
 from parley.operator import kube
 from parley.operator.config import REGION
+from parley.reports import REPORT_ANNOTATION, REPORT_LABEL, publish
 
-REPORT_LABEL = "parley.dev/report"
-REPORT_ANNOTATION = "parley.dev/report"
-ROLE_LABEL = "parley.dev/role"
-
-
-def lease_name(pod: str) -> str:
-    return f"parley-report-{pod}"[:253]
-
-
-def publish(namespace: str, pod: str, *, role: str, region: str,
-            meetings: dict[str, int] | None = None, broadcasts: dict[str, int] | None = None,
-            ttl_seconds: int = 30, pod_uid: str | None = None) -> None:
-    """Write (create or replace) this media node's report. Called by media nodes every few
-    seconds; idempotent."""
-    body: dict[str, Any] = {
-        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-        "metadata": {
-            "name": lease_name(pod), "namespace": namespace,
-            "labels": {REPORT_LABEL: "media-node", ROLE_LABEL: role, REGION: region},
-            "annotations": {REPORT_ANNOTATION: json.dumps(
-                {"meetings": meetings or {}, "broadcasts": broadcasts or {}}, sort_keys=True)},
-        },
-        "spec": {"holderIdentity": pod, "leaseDurationSeconds": ttl_seconds,
-                 "renewTime": kube.now().strftime("%Y-%m-%dT%H:%M:%S.%fZ")},
-    }
-    if pod_uid:
-        body["metadata"]["ownerReferences"] = [
-            {"apiVersion": "v1", "kind": "Pod", "name": pod, "uid": pod_uid}]
-    # Server-side apply: create or update in one idempotent call, no resourceVersion needed.
-    kube.coordination().patch_namespaced_lease(
-        lease_name(pod), namespace, body, field_manager=f"parley-media-{role}", force=True,
-        _content_type="application/apply-patch+yaml")
+__all__ = ["Reports", "collect", "publish"]
 
 
 @dataclass
