@@ -348,16 +348,8 @@ class Peer {
   applyConfig() {
     const cfg = state.config;
     if (!cfg) return;
-    for (const sender of this.pc.getSenders()) {
-      if (!sender.track || sender.track.kind !== "video") continue;
-      const p = sender.getParameters();
-      if (!p.encodings || !p.encodings.length) continue;
-      const h = sender.track.getSettings().height || cfg.maxHeight;
-      p.encodings[0].maxBitrate = cfg.bandwidthKbps * 1000;
-      p.encodings[0].maxFramerate = cfg.maxFps;
-      p.encodings[0].scaleResolutionDownBy = Math.max(1, h / cfg.maxHeight);
-      sender.setParameters(p).catch((err) => log("setParameters", err));
-    }
+    limitSenders(this.pc, cfg);
+    if (this.pairSfu) limitSenders(this.pairSfu.pc, cfg);
     // Codec order for the next negotiation: the room's common codecs first.
     for (const tr of this.pc.getTransceivers()) {
       const kind = tr.receiver.track.kind;
@@ -400,6 +392,21 @@ function sfuTrack(identity, source, track, session = sfu) {
   setConn(identity, session?.pc.connectionState || "new");
 }
 
+// The room's call configuration caps every video sender: on a call server the one stream we
+// send is forwarded as is, so it must be what the weakest receiver can take.
+function limitSenders(pc, cfg) {
+  for (const sender of pc.getSenders()) {
+    if (!sender.track || sender.track.kind !== "video") continue;
+    const p = sender.getParameters();
+    if (!p.encodings || !p.encodings.length) continue;
+    const h = sender.track.getSettings().height || cfg.maxHeight;
+    p.encodings[0].maxBitrate = cfg.bandwidthKbps * 1000;
+    p.encodings[0].maxFramerate = cfg.maxFps;
+    p.encodings[0].scaleResolutionDownBy = Math.max(1, h / cfg.maxHeight);
+    sender.setParameters(p).catch((err) => log("setParameters", err));
+  }
+}
+
 // Open (or reopen, after a move) the session with the call server; mesh connections close.
 async function startSfu(reason) {
   log("call server session:", reason);
@@ -417,6 +424,7 @@ async function startSfu(reason) {
     onState: (s) => {
       if (session !== sfu) return;
       state.sfu.connectionState = s; state.sfu.connectedAt = session.connectedAt;
+      if (s === "connected" && state.config) limitSenders(session.pc, state.config);
       for (const id of Object.keys(state.participants)) setConn(id, s);
       renderRoster();
     },
@@ -547,7 +555,9 @@ async function onMessage(msg) {
       state.participants[msg.participant.identity] = msg.participant; renderRoster(); break;
     case "participant.left": dropPeer(msg.identity); break;
     case "config":
-      state.config = msg; for (const p of peers.values()) p.applyConfig(); break;
+      state.config = msg; for (const p of peers.values()) p.applyConfig();
+      if (sfu) limitSenders(sfu.pc, msg);
+      break;
     case "sfu.start":
       if (msg.pair) await onSfuMessage(msg);
       else if (state.room === msg.room) await startSfu(msg.reason);
@@ -667,9 +677,10 @@ const api = {
   toggleVideo: () => toggle("video"),
   startScreen,
   leave: () => leaveRoom(),
-  senderParameters: () => [...peers.values()].flatMap((p) => p.pc.getSenders()
+  senderParameters: () => [...peers.values()].map((p) => [p.id, p.pc])
+    .concat(sfu ? [["call-server", sfu.pc]] : []).flatMap(([id, pc]) => pc.getSenders()
     .filter((s) => s.track?.kind === "video")
-    .map((s) => ({ participant: p.id, source: localSources[streamOf(s.track)] || "camera",
+    .map((s) => ({ participant: id, source: localSources[streamOf(s.track)] || "camera",
                    encodings: (s.getParameters().encodings || []).map((e) => ({
                      maxBitrate: e.maxBitrate, maxFramerate: e.maxFramerate,
                      scaleResolutionDownBy: e.scaleResolutionDownBy })) }))),

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
+from tests.conftest import wait_until
 from tests.signaling.browser import close, inbound, open_client, stats, wait_media
 
 pytestmark = pytest.mark.browser
@@ -136,3 +137,29 @@ def test_auto_meeting_past_the_threshold_moves_to_the_call_server(
         assert a.locator(".tile[data-participant=gb] video").count() == 1
     finally:
         close(*pages)
+
+
+def test_the_weakest_receivers_config_caps_what_publishers_send_to_the_call_server(
+        browser, parley_server: Callable[..., str]) -> None:
+    """The call server forwards one stream per publisher as is: a receiver's bandwidth drop
+    lowers the room's config, and every publisher caps its sender to the call server."""
+    base = parley_server()
+    a = open_client(browser, f"{base}/m/cap?name=A&user=ca&topology=sfu&bw=2000&{CAM}")
+    b = open_client(browser, f"{base}/m/cap?name=B&user=cb&topology=sfu&bw=2000&{CAM}")
+    try:
+        wait_media(a, [("cb", "video", "camera")])
+        wait_media(b, [("ca", "video", "camera")])
+        b.evaluate("window.parley.announce({bandwidthKbps: 250, maxHeight: 120, maxFps: 10})")
+
+        def capped() -> dict | None:
+            params = a.evaluate("window.parley.senderParameters()")
+            enc = [p["encodings"][0] for p in params
+                   if p["participant"] == "call-server" and p["encodings"]]
+            return enc and enc[0].get("maxBitrate") == 250_000 and enc[0]
+
+        enc = wait_until(capped, 10, what="sender to the call server capped")
+        assert (enc["maxFramerate"], enc["scaleResolutionDownBy"]) == (10, 2)  # 240 -> 120
+        frames = max(r["framesDecoded"] for r in inbound(b, "ca", "video"))
+        wait_media(b, [("ca", "video", "camera")], frames=frames + 10)  # still flowing
+    finally:
+        close(a, b)
