@@ -169,6 +169,8 @@ CLIENT_MESSAGES: dict[str, dict[str, tuple[Any, bool]]] = {
         k: (v, False) for k, v in CAPS_FIELDS.items()}},
     "leave": {},
     "caps": {k: (v, False) for k, v in CAPS_FIELDS.items()},
+    # what the sender is sending now (camera/microphone toggles), shown to everyone in the room
+    "media": {"audio": (_bool, False), "video": (_bool, False)},
     "offer": {"to": (_ident, True), "sdp": (sdp, True), "sources": (_sources, False),
               "path": (_path, False)},
     "answer": {"to": (_ident, True), "sdp": (sdp, True), "sources": (_sources, False),

@@ -105,17 +105,19 @@ class Rooms:
                 raise ProtocolError(outcome, f"cannot join '{room}': {why} and "
                                     + ("p2p was requested" if topology == "p2p" else
                                        "no call server is available"), msg.id)
-        entry = {"identity": s.identity, "name": s.name, "caps": s.caps.to_json()}
+        entry = self._entry(s)
         await self.hub.store.hset(f"room:{room}", s.identity, json.dumps(entry))
         s.room = room
         metrics.ROOMS_JOINED.labels("joined").inc()
-        participants = [{"identity": m["identity"], "name": m["name"]} for m in members.values()]
+        participants = [{"identity": m["identity"], "name": m["name"],
+                          **m.get("media", {"audio": True, "video": True})}
+                         for m in members.values()]
         config = negotiate(everyone)
         s.send({"type": "joined", "room": room, "topology": "sfu" if sfu else "p2p",
                  "meshLimit": limit, "participants": participants, "config": config,
                  "ref": msg.id})
         announce = {"type": "participant.joined", "room": room,
-                    "participant": {"identity": s.identity, "name": s.name}}
+                    "participant": {"identity": s.identity, "name": s.name, **s.media}}
         for other in members:
             await self.hub.presence.deliver(other, announce)
         self.hub.emit("participant.joined", room=room, call_id=call_of(room), data={
@@ -149,9 +151,25 @@ class Rooms:
         s.caps = Caps.from_fields(msg.fields, s.caps)
         if s.room is None:
             return  # remembered for the next join
-        entry = {"identity": s.identity, "name": s.name, "caps": s.caps.to_json()}
-        await self.hub.store.hset(f"room:{s.room}", s.identity, json.dumps(entry))
+        await self.hub.store.hset(f"room:{s.room}", s.identity, json.dumps(self._entry(s)))
         await self._reconfigure(s.room, await self.members(s.room))
+
+    async def update_media(self, s: Session, msg: Message) -> None:
+        """Camera / microphone toggles: remembered in the room entry (late joiners see it in
+        ``joined``) and told to the others as ``participant.media``."""
+        s.media = {k: msg.get(k, v) for k, v in s.media.items()}
+        if s.room is None:
+            return  # remembered for the next join
+        await self.hub.store.hset(f"room:{s.room}", s.identity, json.dumps(self._entry(s)))
+        out = {"type": "participant.media", "room": s.room, "identity": s.identity, **s.media}
+        for other in await self.members(s.room):
+            if other != s.identity:
+                await self.hub.presence.deliver(other, out)
+
+    @staticmethod
+    def _entry(s: Session) -> dict[str, Any]:
+        return {"identity": s.identity, "name": s.name, "caps": s.caps.to_json(),
+                "media": s.media}
 
     async def _reconfigure(self, room: str, members: dict[str, dict[str, Any]]) -> None:
         """Recompute the room's configuration; broadcast and record it only when it changed."""

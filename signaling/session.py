@@ -38,6 +38,7 @@ class Session:
         self.token: tokens.AccessToken
         self.room: str | None = None
         self.caps = Caps()
+        self.media = {"audio": True, "video": True}  # what the client says it sends
         self.calls: set[str] = set()
         self.replaced = False
         self._out: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(OUTBOX)
@@ -231,6 +232,8 @@ class Session:
             self.send({"type": "left", "room": room, "ref": msg.id})
         elif t == "caps":
             await hub.rooms.update_caps(self, msg)
+        elif t == "media":
+            await hub.rooms.update_media(self, msg)
         elif t in ("offer", "answer", "ice"):
             await hub.rooms.relay(self, msg)
         elif t.startswith("sfu."):

@@ -33,7 +33,7 @@ const $ = (sel) => document.querySelector(sel);
 const state = {
   status: "starting", identity: null, room: null, topology: null, error: null,
   config: null, iceServers: [], participants: {}, calls: {}, incoming: null, activeCall: null,
-  messages: [],
+  messages: [], media: { audio: true, video: true },  // what I send (camera/mic toggles)
 };
 const peers = new Map();           // identity -> Peer
 let sfu = null;                    // SfuSession (parley-sfu.js) while the room is on a call server
@@ -58,12 +58,14 @@ function ensureLocalMedia() {
   return mediaReady;
 }
 async function openLocalMedia() {
+  state.media = { audio: !!opts.audio, video: !!opts.video };
   if (!opts.audio && !opts.video) { if (opts.screen) await startScreen(); return; }
   localStream = await navigator.mediaDevices.getUserMedia({
     audio: opts.audio, video: opts.video ? {
       width: opts.width, height: opts.height, ...(opts.fps ? { frameRate: opts.fps } : {}) } : false });
   localSources[localStream.id] = "camera";
   addTile(state.identity, "camera", opts.name + " (you)", localStream, true);
+  markMedia(state.identity, state.media);
   if (opts.screen) await startScreen();
 }
 
@@ -107,7 +109,10 @@ function toggle(kind) {
   if (!localStream) return false;
   const tracks = kind === "audio" ? localStream.getAudioTracks() : localStream.getVideoTracks();
   for (const t of tracks) t.enabled = !t.enabled;
-  return tracks.some((t) => t.enabled);
+  state.media[kind] = tracks.some((t) => t.enabled);
+  send({ type: "media", [kind]: state.media[kind] });  // everyone's tile shows it
+  markMedia(state.identity, state.media);
+  return state.media[kind];
 }
 
 async function capabilities() {
@@ -145,6 +150,15 @@ function addTile(identity, source, label, stream, muted) {
   video.muted = !!muted;
   if (video.srcObject !== stream) video.srcObject = stream;
   video.play().catch(() => {});
+  const p = state.participants[identity];
+  if (p) markMedia(identity, p);
+}
+// Camera / microphone state on the person's camera tile: data-audio / data-video "on" | "off".
+function markMedia(identity, media) {
+  const tile = document.getElementById(tileId(identity, "camera"));
+  if (!tile) return;
+  if (media.audio !== undefined) tile.dataset.audio = media.audio ? "on" : "off";
+  if (media.video !== undefined) tile.dataset.video = media.video ? "on" : "off";
 }
 function removeTiles(identity) {
   for (const el of document.querySelectorAll(".tile")) {
@@ -479,6 +493,7 @@ function renderRoster() {
 async function joinRoom(room) {
   await ensureLocalMedia();
   state.room = room;
+  send({ type: "media", ...state.media });  // remembered for the join: others see it at once
   send({ type: "join", room, topology: opts.topology, ...(await capabilities()) });
   setStatus(`joining ${room}`);
 }
@@ -552,8 +567,14 @@ async function onMessage(msg) {
       break;
     case "joined": await onJoined(msg); break;
     case "participant.joined":
-      state.participants[msg.participant.identity] = msg.participant; renderRoster(); break;
+      state.participants[msg.participant.identity] = msg.participant;
+      markMedia(msg.participant.identity, msg.participant); renderRoster(); break;
     case "participant.left": dropPeer(msg.identity); break;
+    case "participant.media":
+      if (state.participants[msg.identity]) {
+        Object.assign(state.participants[msg.identity], { audio: msg.audio, video: msg.video });
+      }
+      markMedia(msg.identity, msg); break;
     case "config":
       state.config = msg; for (const p of peers.values()) p.applyConfig();
       if (sfu) limitSenders(sfu.pc, msg);

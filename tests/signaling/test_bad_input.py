@@ -54,6 +54,7 @@ async def test_malformed_json_unknown_types_and_bad_fields_get_errors(server: st
         (json.dumps({"type": "ice", "to": "bob", "candidate": {"candidate": "x"}}),
          "bad_message"),
         (json.dumps({"type": "invite", "to": ["bob"]}), "bad_message"),
+        (json.dumps({"type": "media", "audio": "off"}), "bad_message"),
     ]
     for raw, code in cases:
         await c.ws.send(raw)

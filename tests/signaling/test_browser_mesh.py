@@ -136,3 +136,35 @@ def test_bandwidth_drop_mid_call_recomputes_and_applies_the_config(
         wait_media(b, [("aa", "video", "camera")], frames=frames + 20)  # still flowing
     finally:
         close(a, b)
+
+
+def test_camera_and_microphone_toggles_show_on_everyone_s_tile(
+        browser, parley_server: Callable[..., str]) -> None:
+    """A mute or camera-off reaches everyone (late joiners too); unmute restores it; the
+    muted side's media keeps flowing (a disabled track sends silence / black frames)."""
+    base = parley_server()
+    a = open_client(browser, f"{base}/m/toggles?name=A&user=ta")
+    b = open_client(browser, f"{base}/m/toggles?name=B&user=tb")
+    pages = [a, b]
+    tile = "[data-participant=ta][data-source=camera]"
+    try:
+        wait_media(b, [("ta", "video", "camera"), ("ta", "audio", "microphone")])
+        assert a.evaluate("window.parley.toggleAudio()") is False
+        assert a.evaluate("window.parley.toggleVideo()") is False
+        b.wait_for_selector(f"{tile}[data-audio=off][data-video=off]", timeout=10000)
+        assert b.evaluate("window.parley.state.participants.ta") == {
+            "identity": "ta", "name": "A", "audio": False, "video": False}
+        assert a.locator(f"{tile}[data-audio=off]").count() == 1  # my own tile too
+
+        c = open_client(browser, f"{base}/m/toggles?name=C&user=tc")
+        pages.append(c)
+        wait_media(c, [("ta", "video", "camera")])
+        c.wait_for_selector(f"{tile}[data-audio=off][data-video=off]", timeout=10000)
+
+        packets = max(r["packetsReceived"] for r in inbound(b, "ta", "audio"))
+        wait_media(b, [("ta", "audio", "microphone")], packets=packets + 20)
+        assert a.evaluate("window.parley.toggleAudio()") is True
+        for page in (b, c):
+            page.wait_for_selector(f"{tile}[data-audio=on][data-video=off]", timeout=10000)
+    finally:
+        close(*pages)

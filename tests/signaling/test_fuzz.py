@@ -20,8 +20,8 @@ from tests.signaling.helpers import Client, guest_token
 
 SDP = ("v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
        "m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000\r\n")
-TYPES = ["auth", "ping", "join", "leave", "caps", "offer", "answer", "ice", "invite", "accept",
-         "reject", "cancel", "hangup", "welcome", "error", "", "JOIN", "offer\x00"]
+TYPES = ["auth", "ping", "join", "leave", "caps", "media", "offer", "answer", "ice", "invite",
+         "accept", "reject", "cancel", "hangup", "welcome", "error", "", "JOIN", "offer\x00"]
 WEIRD: list[Any] = [None, True, False, 0, -1, 2**63, 1e308, -0.0, "", "x" * 300, "\u202e\ud7ff",
                     [], {}, [[[]]], {"a": {"b": {}}}, "v=0", "candidate:1 1 udp 1 1.2.3.4 5 typ"]
 
@@ -33,6 +33,7 @@ def templates(targets: list[str]) -> list[dict[str, Any]]:
          "codecs": ["VP8", "opus"], "topology": random.choice(["auto", "p2p", "sfu"])},
         {"type": "leave"}, {"type": "ping", "id": random.randint(0, 9)},
         {"type": "caps", "bandwidthKbps": random.randint(50, 5000), "maxFps": 15},
+        {"type": "media", "audio": random.random() < 0.5, "video": random.random() < 0.5},
         {"type": "offer", "to": to, "sdp": SDP, "sources": {"s": "screen"}},
         {"type": "answer", "to": to, "sdp": SDP},
         {"type": "ice", "to": to, "candidate": {"candidate": "candidate:1 1 udp 1 1.2.3.4 5 "
