@@ -17,6 +17,9 @@ def _env(name: str, default: str | None = None) -> str | None:
     return value if value not in (None, "") else default
 
 
+FILE_CREATORS = ("inline", "job")
+
+
 @dataclass(frozen=True)
 class Settings:
     """What a component needs to know about its surroundings."""
@@ -33,6 +36,14 @@ class Settings:
     guest_grants: tuple[str, ...] = ("publish", "subscribe")
     public_url: str | None = None
     region: str = "local"
+    # Where a stopped recording is compiled: "inline" (a signaling worker thread, `parley up`)
+    # or "job" (the operator runs a Kubernetes Job; signaling only waits for the manifest).
+    file_creator: str = "inline"
+
+    def __post_init__(self) -> None:
+        if self.file_creator not in FILE_CREATORS:
+            raise ValueError(f"PARLEY_FILE_CREATOR must be one of {', '.join(FILE_CREATORS)}, "
+                             f"not {self.file_creator!r}")
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -51,6 +62,7 @@ class Settings:
             "guest_grants": split("PARLEY_GUEST_GRANTS") or ("publish", "subscribe"),
             "public_url": _env("PARLEY_PUBLIC_URL"),
             "region": _env("PARLEY_REGION", "local") or "local",
+            "file_creator": _env("PARLEY_FILE_CREATOR", "inline"),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         values["data_dir"] = Path(str(values["data_dir"]))  # a CLI override arrives as str

@@ -4,7 +4,9 @@ Its only input and output is the store (chunks in; files, state and progress int
 so the same code runs on a signaling worker thread (`parley up`) or as a Kubernetes Job per
 recording: ``python -m parley.recorder.job --store s3://bucket/prefix --recording <id>``
 (exit 0 when ready, 1 when failed). A Job isolates one compilation's CPU and is retried if the
-pod dies; signaling only has to notice the manifest turn ``ready``.
+pod dies; signaling only has to notice the manifest turn ``ready``. The operator creates that Job
+for each ``pending/<id>`` marker and alone clears the marker once the manifest is final, so this
+process touches nothing but the recording itself (a retried pod finds the marker unchanged).
 """
 
 from __future__ import annotations

@@ -3,6 +3,12 @@
 ``recordings/<id>/manifest.json`` is the single source of truth (any signaling replica or file
 creator reads it); ``rooms/<room>/<id>`` indexes recordings by room for listing. State moves
 recording -> processing -> ready | failed.
+
+``pending/<id>`` marks a stopped recording that still needs its file-creator Job. It is a level,
+not an event: the operator lists the markers on every pass, so a compilation never depends on a
+message that could be dropped (Kafka events may be, by design), and a restarted operator sees
+the same list. Signaling writes the marker; only the operator clears it, once the manifest says
+``ready`` or ``failed``.
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ from typing import Any
 from .store import Store
 
 STATES = ("recording", "processing", "ready", "failed")
+DONE = ("ready", "failed")
+PENDING = "pending/"
 
 
 def new(room: str, by: str) -> dict[str, Any]:
@@ -29,6 +37,21 @@ def save(store: Store, manifest: dict[str, Any]) -> None:
 
 def load(store: Store, recording: str) -> dict[str, Any]:
     return json.loads(store.get(f"recordings/{recording}/manifest.json"))
+
+
+def mark_pending(store: Store, recording: str) -> None:
+    store.put(f"{PENDING}{recording}", json.dumps({"markedAt": time.time()}).encode())
+
+
+def pending_ids(store: Store) -> list[str]:
+    """Recordings waiting for a file creator: one LIST, whose cost grows only with what is
+    pending, not with every recording ever made."""
+    return [key.removeprefix(PENDING) for key in store.list(PENDING)
+            if "/" not in key.removeprefix(PENDING)]
+
+
+def clear_pending(store: Store, recording: str) -> None:
+    store.delete(f"{PENDING}{recording}")
 
 
 def for_room(store: Store, room: str) -> list[dict[str, Any]]:

@@ -23,6 +23,7 @@ class Store(Protocol):
     def get(self, key: str) -> bytes: ...
     def get_file(self, key: str, path: Path) -> None: ...
     def exists(self, key: str) -> bool: ...
+    def delete(self, key: str) -> None: ...
     def list(self, prefix: str) -> list[str]: ...
     def local_path(self, key: str) -> Path | None: ...
 
@@ -67,6 +68,10 @@ class LocalStore:
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def delete(self, key: str) -> None:
+        """Remove the object; an absent one is not an error (as on S3)."""
+        self._path(key).unlink(missing_ok=True)
 
     def list(self, prefix: str) -> list[str]:
         base = self._path(prefix.rsplit("/", 1)[0]) if "/" in prefix else self.root
@@ -130,6 +135,9 @@ class S3Store:
             return True
         except ClientError:
             return False
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self.prefix + key)
 
     def list(self, prefix: str) -> list[str]:
         keys: list[str] = []

@@ -1,9 +1,13 @@
 """Recording API and orchestration on signaling (docs/recording.md).
 
-Signaling starts and stops the call server's tap for a room, runs the file creator when a
+Signaling starts and stops the call server's tap for a room, has the file creator run when a
 recording stops, and tells people: a ``recording.started`` / ``recording.ready`` WebSocket message
 to every participant (with signed, expiring links) and a signed webhook for integrations. All
 recording state lives in the recording store, so any replica can answer for any recording.
+
+Where the file creator runs is ``Settings.file_creator``: ``inline`` compiles on a worker thread
+(``parley up``); ``job`` leaves a ``pending/<id>`` marker for the operator, which runs a
+Kubernetes Job, and only watches the manifest to notify when it turns ``ready``.
 """
 
 from __future__ import annotations
@@ -33,6 +37,11 @@ log = logging.getLogger("parley.signaling.recordings")
 
 def _num(name: str, default: float) -> float:
     return float(os.environ.get(name) or default)
+
+
+# A Job may take activeDeadlineSeconds (1 h) times four attempts; past that, stop watching (the
+# operator marks a Job that gave up as failed, so this only bounds a watcher if it never does).
+JOB_WATCH_LIMIT_S = 6 * 3600
 
 
 class Recordings:
@@ -193,13 +202,38 @@ class Recordings:
         await self._save(manifest)
         await self._tell(manifest["participants"], {
             "type": "recording.stopped", "room": room, "recording": active})
-        self._spawn(self._compile(manifest))
+        if self.settings.file_creator == "job":
+            await asyncio.to_thread(state.mark_pending, self.store, active)
+            self._spawn(self._await_job(active))
+        else:
+            self._spawn(self._compile(manifest))
         return manifest
 
     async def _compile(self, manifest: dict[str, Any]) -> None:
         """Run the file creator (``parley.recorder.job``) off the event loop, then notify."""
         manifest = await asyncio.to_thread(job.compile_recording, self.store, manifest["id"],
                                            fps=self.fps)
+        await self._notify(manifest)
+
+    async def _await_job(self, recording: str, every_s: float = 1.0) -> None:
+        """Poll the manifest the operator's Job writes until it is ready or failed, then notify
+        exactly as the inline path does. The store is the only channel: no event to miss."""
+        deadline = time.monotonic() + JOB_WATCH_LIMIT_S
+        while time.monotonic() < deadline:
+            await asyncio.sleep(every_s)
+            try:
+                manifest = await asyncio.to_thread(state.load, self.store, recording)
+            except Exception as exc:  # a store hiccup: the next poll will tell
+                log.warning("recording %s: reading the manifest failed (%s)", recording, exc)
+                continue
+            if manifest["state"] in state.DONE:
+                await self._notify(manifest)
+                return
+        log.warning("recording %s: no file creator finished within %d s; not notifying",
+                    recording, JOB_WATCH_LIMIT_S)
+
+    async def _notify(self, manifest: dict[str, Any]) -> None:
+        """``recording.ready`` to every participant and the webhook; nothing for a failure."""
         if manifest["state"] != "ready":
             return
         public = self.public(manifest)

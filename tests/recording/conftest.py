@@ -106,7 +106,8 @@ class Stack:
 
 @contextlib.asynccontextmanager
 async def signaling(tmp_path: Path, directory: Any, monkeypatch: pytest.MonkeyPatch,
-                    store_url: str | None = None, chunk_s: float = 2.0) -> AsyncIterator[Stack]:
+                    store_url: str | None = None, chunk_s: float = 2.0,
+                    file_creator: str = "inline") -> AsyncIterator[Stack]:
     """Signaling with the recording API on a real port, a webhook receiver beside it."""
     hooks = Webhooks()
     async with serve(hooks.app()) as hook_base:
@@ -119,7 +120,8 @@ async def signaling(tmp_path: Path, directory: Any, monkeypatch: pytest.MonkeyPa
         else:
             monkeypatch.delenv("PARLEY_RECORDING_STORE", raising=False)
         secret = secrets.token_urlsafe(24)
-        settings = Settings(token_secret=secret, data_dir=tmp_path / "signaling")
+        settings = Settings(token_secret=secret, data_dir=tmp_path / "signaling",
+                            file_creator=file_creator)
         hub = Hub(settings, directory=directory)
         async with serve(create_app(settings, hub)) as base, httpx.AsyncClient(
                 timeout=30) as http:
