@@ -23,6 +23,7 @@ MANAGED_BY = "app.kubernetes.io/managed-by"
 DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 DRAINING_SINCE = "parley.dev/draining-since"
 PUBLIC_ENDPOINT = "parley.dev/public-endpoint"
+RECORDING_LABEL = "parley.dev/recording"
 
 
 def _env(name: str, default: str) -> str:
@@ -44,6 +45,12 @@ class OperatorConfig:
     public_url: str = "http://localhost:8080"
     media_image: str = "ghcr.io/parley/media-node:0.1.0"
     metrics_port: int = 9090
+    # File creator: a Job per stopped recording, only when the operator knows the store.
+    recording_store: str | None = None
+    recording_poll_seconds: float = 5.0
+    recorder_namespace: str = "default"
+    recorder_image: str = "ghcr.io/parley/media-node:0.1.0"
+    recorder_secret: str | None = None  # envFrom: PARLEY_S3_* for the Job
 
     @classmethod
     def from_env(cls, namespaces: list[str] | None = None, **overrides: object) -> OperatorConfig:
@@ -59,6 +66,13 @@ class OperatorConfig:
             "public_url": _env("PARLEY_PUBLIC_URL", "http://localhost:8080").rstrip("/"),
             "media_image": _env("PARLEY_MEDIA_IMAGE", "ghcr.io/parley/media-node:0.1.0"),
             "metrics_port": int(_env("PARLEY_METRICS_PORT", "9090")),
+            "recording_store": os.environ.get("PARLEY_RECORDING_STORE") or None,
+            "recording_poll_seconds": float(_env("PARLEY_RECORDING_POLL_SECONDS", "5")),
+            "recorder_namespace": _env("PARLEY_RECORDER_NAMESPACE",
+                                       _env("POD_NAMESPACE", "default")),
+            "recorder_image": _env("PARLEY_RECORDER_IMAGE",
+                                   _env("PARLEY_MEDIA_IMAGE", "ghcr.io/parley/media-node:0.1.0")),
+            "recorder_secret": os.environ.get("PARLEY_RECORDER_SECRET") or None,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

@@ -1,4 +1,5 @@
-"""`parley operator`: leader election, metrics endpoint, then the kopf event loop."""
+"""`parley operator`: leader election, metrics endpoint, then the kopf event loop (and, with a
+recording store, the file-creator Job loop beside it)."""
 
 from __future__ import annotations
 
@@ -46,6 +47,11 @@ def run(args: argparse.Namespace) -> int:
 
     keeper = threading.Thread(target=elector.keep, args=(stop, on_lost), daemon=True)
     keeper.start()
+    if config.recording_store:  # leader only, like the reconcilers: started after acquire
+        from parley.operator.recordings import FileCreatorJobs
+
+        threading.Thread(target=FileCreatorJobs(config).run, args=(stop,),
+                         name="file-creator", daemon=True).start()
     watched = config.watched()
     try:
         asyncio.run(kopf.operator(clusterwide=not watched, namespaces=watched,

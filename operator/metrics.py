@@ -19,6 +19,10 @@ POOL_RESERVED = Gauge("parley_operator_pool_reserved_participants",
                       "Participants reserved in a call-server pool", ["namespace", "region"])
 EDGE_REPLICAS = Gauge("parley_operator_edge_replicas", "Edge-relay replicas asked for",
                       ["namespace", "broadcast", "region"])
+FILE_CREATOR_JOBS = Counter("parley_operator_file_creator_jobs_total",
+                            "File-creator Jobs created (one per stopped recording)")
+RECORDINGS_PENDING = Gauge("parley_operator_recordings_pending",
+                           "Stopped recordings whose files are not ready or failed yet")
 LEADER = Gauge("parley_operator_leader", "1 while this replica holds the leader lease")
 
 
