@@ -104,3 +104,40 @@ def test_helm_install_waits_until_deployed(kube: Kube, namespace: str, crds: Non
                        for c in p["status"]["conditions"]), p["metadata"]["name"]
     finally:
         kube.helm("uninstall", release, "-n", namespace, "--wait", check=False)
+
+
+def test_recording_store_turns_on_file_creator_jobs(kube: Kube, namespace: str) -> None:
+    """With a store, signaling leaves compiling to the operator, which may create Jobs in the
+    release namespace only (a Role, not cluster-wide) and gets the store and its keys."""
+    rec = ["--set", "recording.store=s3://parley-rec/prod", "--set", "recording.s3Secret=rec-s3"]
+    out = kube.helm("lint", "--strict", CHART, *rec)
+    assert "0 chart(s) failed" in out.stdout, out.stdout
+    docs = _render(kube, "-n", namespace, *rec)
+    containers = {d["metadata"]["name"]: d["spec"]["template"]["spec"]["containers"][0]
+                  for d in docs if d["kind"] == "Deployment"}
+    env = {name: ({e["name"]: e.get("value") for e in c.get("env", [])}, c.get("envFrom"))
+           for name, c in containers.items()}
+    op_env, op_from = env["t-parley-operator"]
+    assert op_env["PARLEY_RECORDING_STORE"] == "s3://parley-rec/prod"
+    assert op_env["PARLEY_RECORDER_SECRET"] == "rec-s3"
+    assert op_env["PARLEY_RECORDER_NAMESPACE"] == namespace
+    assert op_from == [{"secretRef": {"name": "rec-s3"}}]
+    sig_env, sig_from = env["t-parley-signaling"]
+    assert sig_env["PARLEY_FILE_CREATOR"] == "job" and sig_from == op_from
+    role = next(d for d in docs if d["metadata"]["name"] == "t-parley-operator-file-creator"
+                and d["kind"] == "Role")
+    assert role["rules"] == [{"apiGroups": ["batch"], "resources": ["jobs"],
+                              "verbs": ["create", "get", "list", "watch"]}]
+    cluster = next(d for d in docs if d["kind"] == "ClusterRole")
+    assert all("batch" not in r["apiGroups"] for r in cluster["rules"])
+    res = kube.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-",
+                       input=kube.helm("template", "t", CHART, "-n", namespace,
+                                       "--kube-version", kube.version, *rec).stdout)
+    assert "role.rbac.authorization.k8s.io/t-parley-operator-file-creator created" in res.stdout
+    # without a store nothing of it is rendered, and signaling compiles inline
+    plain = _render(kube)
+    assert not any(d["metadata"]["name"].endswith("file-creator") for d in plain)
+    sig = next(d for d in plain if d["metadata"]["name"] == "t-parley-signaling"
+               and d["kind"] == "Deployment")
+    assert "PARLEY_FILE_CREATOR" not in {
+        e["name"] for e in sig["spec"]["template"]["spec"]["containers"][0]["env"]}
