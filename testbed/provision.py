@@ -53,6 +53,7 @@ APT_PACKAGES = {
     "openssl": "/usr/bin/openssl",
     "iproute2": "/usr/sbin/ip",
     "janus": "/usr/bin/janus",
+    "nftables": "/usr/sbin/nft",  # tests cut a live peer-to-peer path (loopback only)
 }
 KWOK_NODES = ("kwok-node-0", "kwok-node-1")
 

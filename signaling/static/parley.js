@@ -25,6 +25,9 @@ const WATCH = {
   connectMs: Number(params.get("connectTimeout")) || 4000,  // not connected this long: escalate
   disconnectedMs: 3000,  // "disconnected" this long: escalate
   drops: 3, dropWindowMs: 60000,  // this many connected->disconnected drops in the window
+  // Nothing at all (RTP, RTCP, STUN) received on the pair this long while "connected": the path
+  // is gone. Chromium's own "disconnected" comes several seconds later.
+  stallMs: 2500, statsMs: 1000,
 };
 const pathRoom = location.pathname.startsWith("/m/")
   ? decodeURIComponent(location.pathname.slice(3)) : null;
@@ -211,6 +214,35 @@ class Peer {
     };
     this.pc.onnegotiationneeded = () => this.negotiate();
     this.arm(WATCH.connectMs, "connect_timeout");
+    this.lastBytes = 0; this.lastBytesAt = performance.now();
+    this.stallWatch = setInterval(() => this.checkStall(), WATCH.statsMs);
+  }
+
+  // Bytes received on the selected candidate pair: a stall while "connected" escalates now.
+  async checkStall() {
+    if (this.pairSfu || this.pc.connectionState !== "connected") {
+      this.lastBytesAt = performance.now(); return;
+    }
+    let bytes = 0; let pair = null;
+    (await this.pc.getStats()).forEach((s) => {
+      if (s.type === "transport" && s.selectedCandidatePairId) {
+        bytes += s.bytesReceived || 0; pair = s.selectedCandidatePairId;
+      }
+    });
+    const now = performance.now();
+    const f = this.fallback;
+    if (pair !== this.selectedPair) {
+      // an ICE restart that completed while the connection stayed "connected"
+      if (this.selectedPair && f.escalatedAt > (f.connectedAt ?? -Infinity)) f.connectedAt = now;
+      this.selectedPair = pair;
+    }
+    if (bytes !== this.lastBytes) { this.lastBytes = bytes; this.lastBytesAt = now; return; }
+    // an ICE restart under way has its own deadline (arm() in escalate)
+    const restarting = now - (f.escalatedAt ?? -Infinity) < 2 * WATCH.connectMs + 2000;
+    if (bytes > 0 && !restarting && now - this.lastBytesAt > WATCH.stallMs) {
+      this.lastBytesAt = now;
+      this.escalate("stalled");
+    }
   }
 
   // ---- P2P fallback: watch this pair's connection; escalate this pair only ----
@@ -373,7 +405,10 @@ class Peer {
     }
   }
 
-  close() { clearTimeout(this.timer); this.pairSfu?.close(); this.pairSfu = null; this.pc.close(); }
+  close() {
+    clearTimeout(this.timer); clearInterval(this.stallWatch);
+    this.pairSfu?.close(); this.pairSfu = null; this.pc.close();
+  }
 }
 
 function peerFor(identity, name) {
@@ -694,6 +729,18 @@ const api = {
   cancel: () => state.activeCall && send({ type: "cancel", callId: state.activeCall.callId }),
   hangup: () => state.activeCall && send({ type: "hangup", callId: state.activeCall.callId }),
   announce: async (caps) => send({ type: "caps", ...(await capabilities()), ...caps }),
+  // The local ICE candidates (address, port, protocol) of the connection with one peer.
+  localCandidates: async (identity) => {
+    const peer = peers.get(identity);
+    if (!peer) return [];
+    const out = [];
+    (await peer.pc.getStats()).forEach((s) => {
+      if (s.type === "local-candidate") {
+        out.push({ address: s.address, port: s.port, protocol: s.protocol, type: s.candidateType });
+      }
+    });
+    return out;
+  },
   toggleAudio: () => toggle("audio"),
   toggleVideo: () => toggle("video"),
   startScreen,

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import pytest
 
+from tests.netcut import cut
 from tests.signaling.browser import close, open_client, stats, wait_media
 
 pytestmark = [pytest.mark.browser, pytest.mark.turn]
@@ -111,5 +112,62 @@ def test_without_turn_the_blocked_pair_moves_to_the_call_server(
         print(f"\nA<->B via call server: escalated {fa['escalatedAt'] - fa['startedAt']:.0f} ms "
               f"after the pair started, connected {fa['connectedAt'] - fa['escalatedAt']:.0f} ms "
               f"later; everyone decoding {recovered:.1f} s after the first page opened")
+    finally:
+        close(a, b, c)
+
+
+def test_a_pair_whose_direct_path_breaks_mid_call_moves_to_turn(
+        browser, parley_server: Callable[..., str], turn: tuple[str, str]) -> None:
+    """The kernel starts dropping every packet between A's and B's host candidates mid-call
+    (nftables on loopback): that pair, and only that pair, restarts ICE through coturn while
+    the cut lasts, and its media flows again; A<->C and B<->C never notice."""
+    uri, secret = turn
+    base = parley_server({"PARLEY_TURN_URIS": f"{uri}?transport=udp,{uri}?transport=tcp",
+                          "PARLEY_TURN_SECRET": secret})
+    room = f"{base}/m/midcall?topology=p2p&{CAM}"
+    a = open_client(browser, f"{room}&name=A&user=ma")
+    b = open_client(browser, f"{room}&name=B&user=mb")
+    c = open_client(browser, f"{room}&name=C&user=mc")
+    pages = {"ma": a, "mb": b, "mc": c}
+    try:
+        for me, page in pages.items():
+            others = [o for o in pages if o != me]
+            wait_media(page, [(o, "video", "camera") for o in others], timeout=30)
+        assert stats(a)["paths"] == {"mb": "direct", "mc": "direct"}
+        assert pair_types(a, "mb") == {("host", "host")}
+
+        def host_ports(page, other: str) -> list[int]:
+            found = page.evaluate(f"window.parley.localCandidates({other!r})")
+            return [x["port"] for x in found if x["type"] == "host"]
+
+        a_ports, b_ports = host_ports(a, "mb"), host_ports(b, "ma")
+        assert a_ports and b_ports
+        with cut(a_ports, b_ports):
+            cut_at, cut_at_b = time.monotonic(), b.evaluate("performance.now()")
+            before = max(r["framesDecoded"] for r in stats(a)["inbound"]
+                         if r["participant"] == "mb" and r["kind"] == "video")
+            # media from B again, with the cut still in place: only TURN can carry it
+            wait_media(a, [("mb", "video", "camera")], frames=before + 30, timeout=45)
+            back = time.monotonic() - cut_at
+            sa, sb, sc = stats(a), stats(b), stats(c)
+            assert sa["paths"] == {"mb": "relay", "mc": "direct"}, sa["fallbacks"]
+            assert sb["paths"] == {"ma": "relay", "mc": "direct"}, sb["fallbacks"]
+            assert sc["paths"] == {"ma": "direct", "mb": "direct"}, sc["fallbacks"]
+            assert sa["fallbacks"]["mb"]["reason"] in (
+                "stalled", "disconnected", "failed", "peer"), sa["fallbacks"]
+            # with host<->host cut, whatever connects goes through coturn
+            types = pair_types(a, "mb") | pair_types(b, "ma")
+            assert types and all("relay" in t for t in types), (
+                sa["candidatePairs"], sa["fallbacks"], sb["fallbacks"])
+            wait_media(b, [("ma", "video", "camera")], frames=max(
+                r["framesDecoded"] for r in sb["inbound"]
+                if r["participant"] == "ma" and r["kind"] == "video") + 30, timeout=20)
+            for page, other in ((a, "mc"), (b, "mc"), (c, "ma"), (c, "mb")):
+                assert stats(page)["fallbacks"][other]["escalatedAt"] is None, other
+        fb = sb["fallbacks"]["ma"]
+        print(f"\nA<->B cut mid-call: B escalated {(fb['escalatedAt'] - cut_at_b) / 1000:.1f} s "
+              f"after the cut ({fb['reason']}), connected through TURN "
+              f"{(fb['connectedAt'] - fb['escalatedAt']) / 1000:.1f} s later; B's video "
+              f"decoding again at A {back:.1f} s after the cut")
     finally:
         close(a, b, c)
