@@ -27,11 +27,24 @@ def pair_types(page, participant: str) -> set[tuple[str, str]]:
             if p["participant"] == participant}
 
 
+def turn_server(parley_server: Callable[..., str], turn: tuple[str, str]) -> str:
+    """`parley up` handing out coturn over UDP and TCP with shared-secret credentials."""
+    uri, secret = turn
+    return parley_server({"PARLEY_TURN_URIS": f"{uri}?transport=udp,{uri}?transport=tcp",
+                          "PARLEY_TURN_SECRET": secret})
+
+
+def wait_everyone(pages: dict, timeout: float = 30) -> None:
+    """Every page decodes every other page's camera and receives its microphone."""
+    for me, page in pages.items():
+        others = [o for o in pages if o != me]
+        wait_media(page, [(o, "video", "camera") for o in others]
+                   + [(o, "audio", "microphone") for o in others], timeout=timeout)
+
+
 def test_blocked_pair_recovers_through_turn_while_the_others_stay_direct(
         browser, parley_server: Callable[..., str], turn: tuple[str, str]) -> None:
-    uri, secret = turn
-    base = parley_server({"PARLEY_TURN_URIS": f"{uri}?transport=udp,{uri}?transport=tcp",
-                          "PARLEY_TURN_SECRET": secret})
+    base = turn_server(parley_server, turn)
     room = f"{base}/m/fallback?topology=p2p&{CAM}"
     started = time.monotonic()
     a = open_client(browser, f"{room}&name=A&user=fa&blockDirect=fb")
@@ -39,14 +52,11 @@ def test_blocked_pair_recovers_through_turn_while_the_others_stay_direct(
     c = open_client(browser, f"{room}&name=C&user=fc")
     pages = {"fa": a, "fb": b, "fc": c}
     try:
-        for me, page in pages.items():
-            others = [o for o in pages if o != me]
-            got = wait_media(page, [(o, "video", "camera") for o in others]
-                             + [(o, "audio", "microphone") for o in others], timeout=30)
-            assert got["topology"] == "p2p"
+        wait_everyone(pages)
         recovered = time.monotonic() - started
 
         sa, sb, sc = stats(a), stats(b), stats(c)
+        assert sa["topology"] == sb["topology"] == sc["topology"] == "p2p"
         assert sa["paths"] == {"fb": "relay", "fc": "direct"}, sa["fallbacks"]
         assert sb["paths"] == {"fa": "relay", "fc": "direct"}, sb["fallbacks"]
         assert sc["paths"] == {"fa": "direct", "fb": "direct"}, sc["fallbacks"]
@@ -88,10 +98,7 @@ def test_without_turn_the_blocked_pair_moves_to_the_call_server(
     c = open_client(browser, f"{room}&name=C&user=nc")
     pages = {"na": a, "nb": b, "nc": c}
     try:
-        for me, page in pages.items():
-            others = [o for o in pages if o != me]
-            wait_media(page, [(o, "video", "camera") for o in others]
-                       + [(o, "audio", "microphone") for o in others], timeout=30)
+        wait_everyone(pages)
         recovered = time.monotonic() - started
         sa, sb, sc = stats(a), stats(b), stats(c)
         assert sa["paths"] == {"nb": "sfu", "nc": "direct"}, sa["fallbacks"]
@@ -121,18 +128,14 @@ def test_a_pair_whose_direct_path_breaks_mid_call_moves_to_turn(
     """The kernel starts dropping every packet between A's and B's host candidates mid-call
     (nftables on loopback): that pair, and only that pair, restarts ICE through coturn while
     the cut lasts, and its media flows again; A<->C and B<->C never notice."""
-    uri, secret = turn
-    base = parley_server({"PARLEY_TURN_URIS": f"{uri}?transport=udp,{uri}?transport=tcp",
-                          "PARLEY_TURN_SECRET": secret})
+    base = turn_server(parley_server, turn)
     room = f"{base}/m/midcall?topology=p2p&{CAM}"
     a = open_client(browser, f"{room}&name=A&user=ma")
     b = open_client(browser, f"{room}&name=B&user=mb")
     c = open_client(browser, f"{room}&name=C&user=mc")
     pages = {"ma": a, "mb": b, "mc": c}
     try:
-        for me, page in pages.items():
-            others = [o for o in pages if o != me]
-            wait_media(page, [(o, "video", "camera") for o in others], timeout=30)
+        wait_everyone(pages)
         assert stats(a)["paths"] == {"mb": "direct", "mc": "direct"}
         assert pair_types(a, "mb") == {("host", "host")}
 
