@@ -19,6 +19,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from parley import __version__, tokens
 from parley.config import Settings
 from parley.signaling.hub import Hub
+from parley.signaling.recordings import Recordings
+from parley.signaling.recordings import router as recordings_api
 from parley.signaling.session import Session
 from parley.turn import ice_servers
 
@@ -30,13 +32,17 @@ GUEST_TTL_S = 6 * 3600
 
 def create_app(settings: Settings, hub: Hub | None = None) -> FastAPI:
     hub = hub or Hub(settings)
+    recordings = Recordings(settings, hub)  # docs/recording.md
+    hub.recordings = recordings  # type: ignore[attr-defined]
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await hub.start()
+        await recordings.open()
         try:
             yield
         finally:
+            await recordings.close()
             await hub.stop()
 
     app = FastAPI(title="Parley signaling", version=__version__, lifespan=lifespan)
@@ -123,7 +129,5 @@ def create_app(settings: Settings, hub: Hub | None = None) -> FastAPI:
     async def ws(websocket: WebSocket) -> None:
         await Session(hub, websocket).run()
 
-    from parley.signaling.recordings import router as recordings  # docs/recording.md
-
-    app.include_router(recordings(settings, hub))
+    app.include_router(recordings_api(recordings))
     return app

@@ -24,6 +24,7 @@ class Store(Protocol):
     async def set_nx(self, key: str, value: str, ttl_s: float | None = None) -> bool: ...
     async def delete(self, key: str) -> None: ...
     async def delete_if(self, key: str, value: str) -> bool: ...
+    async def expire_if(self, key: str, value: str, ttl_s: float) -> bool: ...
     async def hset(self, key: str, field: str, value: str) -> None: ...
     async def hget(self, key: str, field: str) -> str | None: ...
     async def hdel(self, key: str, field: str) -> None: ...
@@ -72,6 +73,12 @@ class MemoryStore:
             return True
         return False
 
+    async def expire_if(self, key: str, value: str, ttl_s: float) -> bool:
+        if self._live(key) == value:
+            self._kv[key] = (value, time.monotonic() + ttl_s)
+            return True
+        return False
+
     async def hset(self, key: str, field: str, value: str) -> None:
         self._h.setdefault(key, {})[field] = value
 
@@ -101,6 +108,8 @@ class MemoryStore:
 
 _DELETE_IF = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) " \
              "else return 0 end"
+_EXPIRE_IF = "if redis.call('get', KEYS[1]) == ARGV[1] then " \
+             "return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end"
 
 
 class RedisStore:
@@ -115,6 +124,7 @@ class RedisStore:
         self._handlers: dict[str, Handler] = {}
         self._reader: asyncio.Task[None] | None = None
         self._delete_if = self._r.register_script(_DELETE_IF)
+        self._expire_if = self._r.register_script(_EXPIRE_IF)
 
     async def get(self, key: str) -> str | None:
         return await self._r.get(PREFIX + key)
@@ -131,6 +141,11 @@ class RedisStore:
 
     async def delete_if(self, key: str, value: str) -> bool:
         return bool(await self._delete_if(keys=[PREFIX + key], args=[value]))
+
+    async def expire_if(self, key: str, value: str, ttl_s: float) -> bool:
+        """Renew a lease only while it is still ours (atomic, unlike get then set)."""
+        return bool(await self._expire_if(keys=[PREFIX + key],
+                                          args=[value, int(ttl_s * 1000)]))
 
     async def hset(self, key: str, field: str, value: str) -> None:
         await self._r.hset(PREFIX + key, field, value)
