@@ -3,10 +3,7 @@ processes registered in real Redis, `parley signaling` placing meetings on them.
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,57 +13,13 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import free_port, port_open, wait_until
+from tests.cluster import Cluster
+from tests.conftest import wait_until
 from tests.signaling.browser import close, open_client, stats, wait_media
 
 pytestmark = [pytest.mark.browser, pytest.mark.redis]
 
 CAM = "w=320&h=240&fps=15"
-
-
-class Cluster:
-    """Processes of one test: call-server nodes and a signaling replica, one region."""
-
-    def __init__(self, redis_url: str, tmp: Path) -> None:
-        self.redis_url = redis_url
-        self.tmp = tmp
-        self.region = f"sfu-{uuid.uuid4().hex[:6]}"
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.nodes: dict[str, dict[str, Any]] = {}
-
-    def _start(self, name: str, args: list[str], env: dict[str, str]) -> tuple[Any, int]:
-        port = free_port()
-        log = (self.tmp / f"{name}.log").open("wb")
-        proc = subprocess.Popen([sys.executable, "-m", "parley.cli", *args, "--port", str(port)],
-                                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env})
-        self.procs.append(proc)
-        wait_until(lambda: port_open(port) or proc.poll() is not None, 30, what=name)
-        assert proc.poll() is None, (self.tmp / f"{name}.log").read_text()
-        return proc, port
-
-    def node(self, suffix: str) -> dict[str, Any]:
-        node_id = f"{self.region}-{suffix}"
-        proc, port = self._start(node_id, [
-            "media-node", "--role", "call-server", "--host", "127.0.0.1", "--node-id", node_id,
-            "--region", self.region, "--redis-url", self.redis_url], {})
-        self.nodes[node_id] = {"id": node_id, "proc": proc, "url": f"http://127.0.0.1:{port}"}
-        return self.nodes[node_id]
-
-    def signaling(self) -> str:
-        _, port = self._start("signaling", ["signaling", "--host", "127.0.0.1"], {
-            "PARLEY_REDIS_URL": self.redis_url, "PARLEY_REGION": self.region,
-            "PARLEY_DATA_DIR": str(self.tmp / "data")})
-        return f"http://127.0.0.1:{port}"
-
-    def stop(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                p.terminate()
-        for p in self.procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
 
 
 @pytest.fixture
