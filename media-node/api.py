@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Response
+from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
@@ -39,13 +41,32 @@ class Drain(BaseModel):
     deadline: float = 30.0
 
 
-def create_app(server: CallServer) -> FastAPI:
+OPEN_PATHS = ("/livez", "/readyz", "/metrics")  # probes and scrapes carry no key
+
+
+def create_app(server: CallServer, control_key: str | None = None) -> FastAPI:
+    """The control API; with ``control_key`` every ``/v1`` call needs ``Authorization: Bearer
+    <key>`` (``parley.tokens.control_key``), so only signaling and the operator drive it."""
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await server.open()
         yield
 
     app = FastAPI(title="Parley call server", lifespan=lifespan)
+    if control_key:
+        expected = f"Bearer {control_key}".encode()
+
+        @app.middleware("http")
+        async def authorize(request: Request, call_next: Any) -> Response:
+            if request.url.path.endswith(OPEN_PATHS):
+                return await call_next(request)
+            given = request.headers.get("authorization", "").encode()
+            if not hmac.compare_digest(given, expected):
+                return JSONResponse({"detail": {
+                    "code": "control_key_invalid",
+                    "message": "the call server's control API needs its control key"}},
+                    status_code=401)
+            return await call_next(request)
 
     def get(pid: str) -> Participant:
         p = server.participant(pid)
@@ -101,6 +122,10 @@ def create_app(server: CallServer) -> FastAPI:
     @app.post("/v1/drain")
     async def drain(body: Drain) -> dict[str, Any]:
         return server.drain(body.deadline)
+
+    @app.delete("/v1/drain")
+    async def undrain() -> dict[str, Any]:
+        return server.undrain()
 
     @app.get("/v1/status")
     async def status() -> dict[str, Any]:

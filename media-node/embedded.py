@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from parley.config import Settings
+from parley.tokens import control_key
 
 from .api import create_app
 from .directory import LocalDirectory, RedisDirectory
@@ -17,9 +18,10 @@ def embed(settings: Settings, base_url: str) -> tuple[CallServer, LocalDirectory
     return server, LocalDirectory(server)
 
 
-def mount(app: FastAPI, server: CallServer) -> None:
-    """Mount the control API (a mounted app's lifespan does not run: start the tick here)."""
-    app.mount("/media", create_app(server))
+def mount(app: FastAPI, server: CallServer, token_secret: str) -> None:
+    """Mount the control API, behind the control key: it shares the public port with the web
+    client (a mounted app's lifespan does not run: start the tick here)."""
+    app.mount("/media", create_app(server, control_key(token_secret)))
     server.start()
 
 

@@ -25,7 +25,7 @@ async def serve(settings: Settings, host: str, port: int, embed_call_server: boo
     if embed_call_server:  # `parley up`: the call server runs in this process, at /media
         call_server, directory = embed(settings, f"http://{shown}:{port}")
         app = create_app(settings, Hub(settings, directory=directory))
-        mount(app, call_server)
+        mount(app, call_server, settings.token_secret)
     else:  # a deployment: call-server nodes registered in Redis, if configured
         app = create_app(settings, Hub(settings, directory=directory_for(settings)))
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", ws_max_size=65536)

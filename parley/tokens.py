@@ -6,6 +6,9 @@ Every component that admits a client verifies the same token, so the format live
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
+import hmac
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +19,17 @@ GRANTS = frozenset({"publish", "subscribe", "record", "admin"})
 DEFAULT_GRANTS = ("publish", "subscribe")
 ISSUER = "parley"
 LEEWAY_S = 5
+
+
+def control_key(secret: str) -> str:
+    """The bearer key of call servers' control API: derived from the token secret, so the
+    deployment has one secret, and a client's access token never opens the control API."""
+    mac = hmac.new(secret.encode(), b"parley-call-server-control", hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+
+
+def control_headers(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {control_key(secret)}"}
 
 
 class TokenError(ValueError):

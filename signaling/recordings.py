@@ -34,6 +34,7 @@ from fastapi.responses import FileResponse, Response
 
 from parley import tokens
 from parley.config import Settings
+from parley.directory import active_recording
 from parley.recorder import job, links, state, webhook
 from parley.recorder.store import default_store_url, open_store
 from parley.signaling.switching import move_room_to_call_server
@@ -74,6 +75,7 @@ class Recordings:
         self.settings = settings
         self.hub = hub
         self.store = open_store(default_store_url(settings.data_dir))
+        self.control = tokens.control_headers(settings.token_secret)  # call servers' API
         self.chunk_s = _num("PARLEY_RECORDING_CHUNK_S", 2.0)
         self.link_ttl_s = int(_num("PARLEY_RECORDING_LINK_TTL_S", 24 * 3600))
         self.fps = int(_num("PARLEY_RECORDING_FPS", 15))
@@ -128,7 +130,7 @@ class Recordings:
 
     # -- start / stop --------------------------------------------------------------------
     async def start(self, room: str, by: str) -> dict[str, Any]:
-        active = await self.hub.store.get(f"recording:active:{room}")
+        active = await self.hub.store.get(active_recording(room))
         if active:
             return await asyncio.to_thread(state.load, self.store, active)
         placement = await self.hub.directory.place(room, 1, [])
@@ -143,7 +145,7 @@ class Recordings:
             raise HTTPException(502, {"code": "call_server_error",
                                       "message": "the call server did not start recording"})
         await self._save(manifest)
-        await self.hub.store.set(f"recording:active:{room}", manifest["id"], ttl_s=24 * 3600)
+        await self.hub.store.set(active_recording(room), manifest["id"], ttl_s=24 * 3600)
         await self._take(manifest["id"], "recording",
                          partial(self._watch, room, manifest["id"], placement.url),
                          {"room": room, "nodeUrl": placement.url})
@@ -248,15 +250,17 @@ class Recordings:
     async def _node_meeting(self, node_url: str, room: str) -> list[str] | None:
         """Participants of the meeting on that call server; None if the node is unreachable."""
         try:
-            async with httpx.AsyncClient(timeout=5) as client:
-                status = (await client.get(f"{node_url}/v1/status")).json()
+            async with httpx.AsyncClient(timeout=5, headers=self.control) as client:
+                r = await client.get(f"{node_url}/v1/status")
+                r.raise_for_status()
+                status = r.json()
         except (httpx.HTTPError, ValueError):
             return None
         return list(status.get("participant_ids", {}).get(room, []))
 
     async def _tap(self, url: str, room: str, recording: str, action: str) -> bool:
         try:
-            async with httpx.AsyncClient(timeout=15) as client:
+            async with httpx.AsyncClient(timeout=15, headers=self.control) as client:
                 r = await client.post(f"{url}/v1/meetings/{room}/recording", json={
                     "action": action, "id": recording, "store": self.store.url,
                     "chunk_s": self.chunk_s})
@@ -287,7 +291,7 @@ class Recordings:
         the call server, twice in a row - so a recording is never left running (or stuck in
         "recording") because nobody pressed stop."""
         idle = 0
-        while idle < 2 and await self.hub.store.get(f"recording:active:{room}") == recording:
+        while idle < 2 and await self.hub.store.get(active_recording(room)) == recording:
             await asyncio.sleep(self.watch_s)
             present = await self._node_meeting(node_url, room)
             if present is None:
@@ -302,7 +306,7 @@ class Recordings:
                 await self._stop(recording, room, "auto")
 
     async def stop(self, room: str, by: str) -> dict[str, Any]:
-        active = await self.hub.store.get(f"recording:active:{room}")
+        active = await self.hub.store.get(active_recording(room))
         if not active:
             raise HTTPException(409, {"code": "not_recording",
                                       "message": f"room '{room}' is not being recorded"})
@@ -347,7 +351,7 @@ class Recordings:
 
     async def _halt(self, manifest: dict[str, Any], by: str) -> dict[str, Any]:
         room, recording = manifest["room"], manifest["id"]
-        await self.hub.store.delete_if(f"recording:active:{room}", recording)
+        await self.hub.store.delete_if(active_recording(room), recording)
         # every node that tapped this recording flushes; a dead one cannot, and its sealed
         # chunks are already in the store
         results = [await self._tap(url, room, recording, "stop")

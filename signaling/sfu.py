@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from parley import tokens
 from parley.signaling.negotiation import Caps, Placement
 from parley.signaling.protocol import Message, ProtocolError
 
@@ -81,7 +82,8 @@ class SfuRelay:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
         self.legs: dict[str, Leg] = {}  # leg_key(session id, pair) -> leg
-        self.http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=POLL_WAIT_S + 5))
+        self.http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=POLL_WAIT_S + 5),
+                                      headers=tokens.control_headers(hub.settings.token_secret))
         self._monitor: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 

@@ -54,7 +54,8 @@ class ToneAudio(AudioStreamTrack):
 class Client:
     """One participant with one peer connection to a call server."""
 
-    def __init__(self, name: str, meeting: str, video: bool = True, audio: bool = True) -> None:
+    def __init__(self, name: str, meeting: str, video: bool = True, audio: bool = True,
+                 headers: dict[str, str] | None = None) -> None:
         self.name = name
         self.meeting = meeting
         self.video = video
@@ -68,7 +69,7 @@ class Client:
         self.joined_at: float | None = None
         self.moves: list[dict[str, Any]] = []
         self.node_lost = asyncio.Event()
-        self.http = httpx.AsyncClient(timeout=30)
+        self.http = httpx.AsyncClient(timeout=30, headers=headers)
         self._tasks: list[asyncio.Task[Any]] = []
         self._after = 0
         self.extra: list[MediaStreamTrack] = []  # published after joining; kept on re-join

@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from parley import tokens
-from parley.recorder import webhook
+from parley.recorder import links, webhook
 from parley.recorder.creator import load_tracks
 from parley.recorder.store import LocalStore
 from tests.conftest import free_port, wait_until
@@ -32,7 +32,7 @@ pytestmark = pytest.mark.browser
 SECRET = "recording-browser-test-secret-of-32-bytes+"
 RECORD_S = 15.0
 
-PUBLISH = """async ([meeting, name, token]) => {
+PUBLISH = """async ([meeting, name, token, control]) => {
   window.msgs = [];
   const ws = new WebSocket(location.origin.replace('http', 'ws') + '/ws?token=' + token);
   ws.onmessage = (e) => {
@@ -51,7 +51,8 @@ PUBLISH = """async ([meeting, name, token]) => {
     pc.onicegatheringstatechange = () => pc.iceGatheringState === 'complete' && done();
   });
   const r = await fetch('/media/v1/meetings/' + meeting + '/participants', {
-    method: 'POST', headers: {'content-type': 'application/json'},
+    method: 'POST', headers: {'content-type': 'application/json',
+                              'authorization': 'Bearer ' + control},
     body: JSON.stringify({sdp: pc.localDescription.sdp, type: 'offer', participant: name,
                           subscribe: false})});
   const answer = await r.json();
@@ -104,7 +105,7 @@ def test_two_browsers_record_15_seconds(browser: Any, parley_server: Callable[..
         page = browser.new_context(permissions=["camera", "microphone"]).new_page()
         page.goto(f"{base}/healthz")
         token = tokens.mint(SECRET, identity=name, room=room)
-        assert page.evaluate(PUBLISH, [room, name, token]) == name
+        assert page.evaluate(PUBLISH, [room, name, token, tokens.control_key(SECRET)]) == name
         pages.append(page)
     try:
         wait_until(lambda: all(p.evaluate(SENT)["frames"] > 30 for p in pages), 30,
@@ -144,8 +145,13 @@ def test_two_browsers_record_15_seconds(browser: Any, parley_server: Callable[..
             r = http.get(video["url"])
             assert r.status_code == 200
             one.write_bytes(r.content)
-            expired = http.get(video["url"].replace("expires=", "expires=1"))
-            assert expired.status_code == 403
+            # a link past its expiry is refused as expired, a tampered one as invalid
+            name = video["url"].split("?")[0].rsplit("/", 1)[1]
+            expired, _ = links.link(SECRET, rid, name, ttl_s=-5)
+            r = http.get(expired)
+            assert r.status_code == 403 and r.json()["detail"]["code"] == "link_expired", r.text
+            r = http.get(video["url"].replace("expires=", "expires=1"))
+            assert r.status_code == 403 and r.json()["detail"]["code"] == "link_invalid", r.text
     finally:
         for p in pages:
             p.context.close()
