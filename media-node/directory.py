@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from parley.directory import MeetingPolicy, policy_key
 from parley.signaling.negotiation import Placement
 
 from .node import CallServer
@@ -48,6 +49,11 @@ class RedisDirectory:
         if node is None:
             return None
         return Placement(url=node["url"], node=node["id"], extra={"region": node["region"]})
+
+    async def policy(self, room: str) -> MeetingPolicy | None:
+        """The Meeting policy the operator published for ``room`` (ValueError if malformed)."""
+        raw = await self.redis.get(policy_key(room))
+        return MeetingPolicy.parse(raw) if raw is not None else None
 
     async def alive(self, node: str) -> bool:
         """False once the node's heartbeat expired (signaling then moves its participants)."""

@@ -20,10 +20,10 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from parley.directory import MEETING_TTL_S, NODES, PREFIX, meeting_key, node_key
+
 from .node import CallServer
 
-PREFIX = "parley:media"
-NODES = f"{PREFIX}:nodes"
 BUDGET = 0.85  # fraction of a node's capacity placement may fill
 JOIN_RATE = 20  # joins per node per second
 SUBS_PER_JOIN = 4  # assumed subscriptions a join adds until the next heartbeat shows it
@@ -32,14 +32,6 @@ _CAS_DELETE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
-
-
-def node_key(node_id: str) -> str:
-    return f"{PREFIX}:node:{node_id}"
-
-
-def meeting_key(meeting: str) -> str:
-    return f"{PREFIX}:meeting:{meeting}"
 
 
 class Registration:
@@ -151,7 +143,7 @@ async def place(redis: Redis, meeting: str, region: str | None = None,
         n = by_id.get(current)
         if n is not None and not n["draining"] and current not in exclude:
             await _joins(redis, current, 1)
-            await redis.expire(mkey, 86400)
+            await redis.expire(mkey, MEETING_TTL_S)
             return n
         await redis.eval(_CAS_DELETE, 1, mkey, current)
     eligible = [n for n in live if not n["draining"] and n["id"] not in exclude]
@@ -167,7 +159,7 @@ async def place(redis: Redis, meeting: str, region: str | None = None,
                 if await _joins(redis, n["id"], 1) > join_rate:
                     await _joins(redis, n["id"], -1)
                     continue
-                if await redis.set(mkey, n["id"], nx=True, ex=86400):
+                if await redis.set(mkey, n["id"], nx=True, ex=MEETING_TTL_S):
                     return n
                 # another signaling replica placed the meeting first: follow it
                 await _joins(redis, n["id"], -1)

@@ -51,6 +51,10 @@ class OperatorConfig:
     recorder_namespace: str = "default"
     recorder_image: str = "ghcr.io/parley/media-node:0.1.0"
     recorder_secret: str | None = None  # envFrom: PARLEY_S3_* for the Job
+    # The call-server directory signaling places from: Meeting placements are written there.
+    redis_url: str | None = None
+    # Call servers' control API key derives from it (drain requests); none: open control APIs.
+    token_secret: str | None = None
 
     @classmethod
     def from_env(cls, namespaces: list[str] | None = None, **overrides: object) -> OperatorConfig:
@@ -73,6 +77,8 @@ class OperatorConfig:
             "recorder_image": _env("PARLEY_RECORDER_IMAGE",
                                    _env("PARLEY_MEDIA_IMAGE", "ghcr.io/parley/media-node:0.1.0")),
             "recorder_secret": os.environ.get("PARLEY_RECORDER_SECRET") or None,
+            "redis_url": os.environ.get("PARLEY_REDIS_URL") or None,
+            "token_secret": os.environ.get("PARLEY_TOKEN_SECRET") or None,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

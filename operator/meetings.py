@@ -10,9 +10,11 @@ writes nothing.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
+import urllib.request
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +22,8 @@ from typing import Any
 
 from kubernetes.client.rest import ApiException
 
+from parley import tokens
+from parley.directory import MeetingPolicy
 from parley.operator import kube, metrics, reports, resources
 from parley.operator.config import (
     BROADCAST_LABEL,
@@ -32,6 +36,7 @@ from parley.operator.config import (
     REGION,
     OperatorConfig,
 )
+from parley.operator.directory import MeetingDirectory, room
 from parley.operator.placement import Demand, PodInfo, PoolSettings, plan_pool
 from parley.operator.status import condition, differs, find, rv
 
@@ -61,6 +66,7 @@ class MeetingController:
         self._guard = threading.Lock()
         self._running: dict[PoolKey, bool] = {}
         self._dirty: dict[PoolKey, bool] = {}
+        self.directory = MeetingDirectory(config.redis_url) if config.redis_url else None
 
     # --- views ---------------------------------------------------------------------------
 
@@ -176,6 +182,7 @@ class MeetingController:
         status = {"phase": status_phase, "observedGeneration": gen,
                   "participants": participants, "reservedParticipants": 0,
                   "joinUrl": self.join_url(m), "callServer": None, "conditions": new_conds}
+        self._publish(m, None, phase.name == "Ended" and participants == 0)
         self._write(m, status)
 
     def join_url(self, m: dict[str, Any]) -> str:
@@ -266,6 +273,9 @@ class MeetingController:
             self._finish(m, phases[key], counts.get(skey, 0), pod and pod_by_name.get(pod),
                          pool_key, pool_name, plan.replicas, skey in plan.exhausted, settings,
                          workloads)
+        if self.directory is not None:
+            self.directory.forget_missing({room(*key) for key, m in meetings.items()
+                                           if not m["metadata"].get("deletionTimestamp")})
 
     def _annotate_pods(self, pods: list[Any], plan: Any, settings: PoolSettings) -> None:
         """Deletion cost steers the ReplicaSet to remove exactly the drained pods; the
@@ -278,11 +288,14 @@ class MeetingController:
                                    else min(plan.loads.get(name, 0), 1_000_000))}
             if name in plan.drain and DRAINING_SINCE not in ann:
                 want[DRAINING_SINCE] = str(int(time.time()))
+                tell_node(p, "POST", {"deadline": settings.drain_deadline_seconds},
+                          self.config.token_secret)
                 kube.event(_pod_ref(p), "Draining",
                            f"pod {name} takes no new meetings; removed once empty or after "
                            f"{int(settings.drain_deadline_seconds)}s")
             if name in plan.undrain:
                 want[DRAINING_SINCE] = None
+                tell_node(p, "DELETE", None, self.config.token_secret)
             changed = {k: v for k, v in want.items() if ann.get(k) != v}
             if changed:
                 try:
@@ -294,11 +307,10 @@ class MeetingController:
 
     def _workload_status(self, members: dict[MeetingKey, dict[str, Any]]
                          ) -> dict[tuple[str, str], int]:
-        """availableReplicas of recorder/transcoder Deployments, by (namespace, name)."""
+        """availableReplicas of meeting transcoder Deployments, by (namespace, name)."""
         out: dict[tuple[str, str], int] = {}
         namespaces = {k[0] for k, m in members.items()
-                      if m["spec"].get("recording", {}).get("enabled")
-                      or m["spec"].get("transcoding", {}).get("enabled")}
+                      if m["spec"].get("transcoding", {}).get("enabled")}
         for ns in namespaces:
             for d in kube.apps().list_namespaced_deployment(
                     ns, label_selector=f"{MANAGED_BY}=parley-operator,{MEETING_LABEL}").items:
@@ -350,10 +362,8 @@ class MeetingController:
             ready_c = condition(conds, "Ready", False, "WaitingForCallServer",
                                 f"pool {pool_name} is scaling to {replicas} replicas; waiting "
                                 f"for a Ready call-server pod with room", gen)
-        recording_c = self._workload(m, "recorder", "Recording", call_server, ended, conds, gen,
-                                     workloads)
-        transcoding_c = self._workload(m, "transcoder", None, call_server, ended, conds, gen,
-                                       workloads)
+        recording_c = self._recording(m, ended, conds, gen)
+        transcoding_c = self._workload(m, call_server, ended, conds, gen, workloads)
         if ended:
             status_phase = "Draining" if participants > 0 else "Ended"
         elif phase.name in ("Scheduled", "Prescaled"):
@@ -366,6 +376,8 @@ class MeetingController:
                   "reservedParticipants": phase.demand,
                   "joinUrl": self.join_url(m), "callServer": call_server,
                   "conditions": [ready_c, reserved_c, recording_c, transcoding_c]}
+        self._publish(m, call_server["pod"] if call_server else None,
+                      ended and participants == 0)
         before = old.get("callServer") or {}
         if call_server and before.get("pod") != call_server["pod"]:
             kube.event(m, "Placed" if not before else "Replaced",
@@ -381,37 +393,67 @@ class MeetingController:
                        "Warning" if reserved_c["reason"] == "PoolExhausted" else "Normal")
         self._write(m, status)
 
-    def _workload(self, m: dict[str, Any], kind: str, cond_type: str | None,
-                  call_server: dict[str, str] | None, ended: bool,
+    def _recording(self, m: dict[str, Any], ended: bool, conds: list[dict[str, Any]] | None,
+                   gen: int) -> dict[str, Any]:
+        """The Recording condition, observed: the recording tap runs in the call server and
+        signaling starts it when the Meeting's first participant joins (the policy says so),
+        so the operator reports what signaling records rather than running anything itself."""
+        if not m["spec"].get("recording", {}).get("enabled"):
+            return condition(conds, "Recording", False, "Disabled", "recording is disabled", gen)
+        if ended:
+            return condition(conds, "Recording", False, "Ended", "the meeting has ended", gen)
+        if self.directory is None:
+            return condition(conds, "Recording", False, "NoDirectory",
+                             "the operator has no PARLEY_REDIS_URL, so signaling cannot learn "
+                             "that this meeting is to be recorded", gen)
+        active = self.directory.recording(room(m["metadata"]["namespace"],
+                                               m["metadata"]["name"]))
+        if active:
+            if find(conds, "Recording").get("status") != "True":
+                kube.event(m, "RecordingStarted", f"signaling is recording it as {active}")
+            return condition(conds, "Recording", True, "Recording",
+                             f"recording {active} is being written by the call server", gen)
+        return condition(conds, "Recording", False, "WaitingForParticipants",
+                         "recording starts when the first participant joins", gen)
+
+    def _workload(self, m: dict[str, Any], call_server: dict[str, str] | None, ended: bool,
                   conds: list[dict[str, Any]] | None, gen: int,
                   workloads: dict[tuple[str, str], int]) -> dict[str, Any]:
-        """Create or remove a meeting's recorder/transcoder and describe it as a condition."""
+        """Create or remove a meeting's transcoder and describe it as a condition."""
         meta, spec = m["metadata"], m["spec"]
-        field_ = "recording" if kind == "recorder" else "transcoding"
-        enabled = bool(spec.get(field_, {}).get("enabled"))
-        name = (resources.recorder_name(meta["name"]) if kind == "recorder"
-                else resources.meeting_transcoder_name(meta["name"]))
+        enabled = bool(spec.get("transcoding", {}).get("enabled"))
+        name = resources.meeting_transcoder_name(meta["name"])
         ns = meta["namespace"]
-        ctype = cond_type or "Transcoding"
         if enabled and call_server and not ended:
-            obj = resources.meeting_workload(m, kind, self.config.media_image,
-                                             call_server["endpoint"])
+            obj = resources.meeting_transcoder(m, self.config.media_image,
+                                               call_server["endpoint"])
             if self.applier.apply(obj) and (ns, name) not in workloads:
-                kube.event(m, f"{kind.capitalize()}Created", f"created Deployment {name}")
+                kube.event(m, "TranscoderCreated", f"created Deployment {name}")
             available = workloads.get((ns, name), 0) > 0
-            return condition(conds, ctype, available,
+            return condition(conds, "Transcoding", available,
                              "Running" if available else "Starting",
                              f"Deployment {name} " + ("is available" if available
                                                       else "is starting"), gen)
         if (ns, name) in workloads or (enabled and ended):
             if self.applier.delete("Deployment", ns, name):
-                kube.event(m, f"{kind.capitalize()}Removed", f"deleted Deployment {name}")
+                kube.event(m, "TranscoderRemoved", f"deleted Deployment {name}")
         if not enabled:
-            return condition(conds, ctype, False, "Disabled", f"{field_} is disabled", gen)
+            return condition(conds, "Transcoding", False, "Disabled", "transcoding is disabled",
+                             gen)
         if ended:
-            return condition(conds, ctype, False, "Ended", "the meeting has ended", gen)
-        return condition(conds, ctype, False, "WaitingForCallServer",
-                         f"{kind} starts once the meeting is placed", gen)
+            return condition(conds, "Transcoding", False, "Ended", "the meeting has ended", gen)
+        return condition(conds, "Transcoding", False, "WaitingForCallServer",
+                         "transcoder starts once the meeting is placed", gen)
+
+    def _publish(self, m: dict[str, Any], pod: str | None, released: bool) -> None:
+        """The Meeting's placement and policy, for signaling (``operator/directory.py``)."""
+        if self.directory is None:
+            return
+        key = room(m["metadata"]["namespace"], m["metadata"]["name"])
+        if released:
+            self.directory.release(key)
+        else:
+            self.directory.publish(key, pod, MeetingPolicy.from_spec(m["spec"]))
 
     def _write(self, m: dict[str, Any], status: dict[str, Any]) -> None:
         old = m.get("status") or {}
@@ -432,6 +474,31 @@ class MeetingController:
                   "status": {k: v for k, v in status.items() if v is not None}}
         with self._guard:
             self._own[(ns, name)] = stored
+
+
+def tell_node(pod: Any, method: str, body: dict[str, Any] | None,
+              secret: str | None) -> None:
+    """Start (POST) or cancel (DELETE) the call server's own drain, so signaling's placement
+    (the node directory in Redis) stops sending it meetings as the operator's does. Best
+    effort and off the reconcile thread: the annotation is the record, and an unreachable pod
+    (kwok's have no process) is only logged."""
+    ip = pod.status.pod_ip if pod.status else None
+    if not ip:
+        return
+    url = f"http://{ip}:{resources.HTTP_PORT}/v1/drain"
+
+    def send() -> None:
+        headers = {"Content-Type": "application/json",
+                   **(tokens.control_headers(secret) if secret else {})}
+        req = urllib.request.Request(url, method=method, headers=headers,
+                                     data=json.dumps(body).encode() if body else None)
+        try:
+            with urllib.request.urlopen(req, timeout=3):
+                pass
+        except OSError as exc:
+            log.info("drain %s of pod %s not delivered: %s", method, pod.metadata.name, exc)
+
+    threading.Thread(target=send, name=f"drain-{pod.metadata.name}", daemon=True).start()
 
 
 def _ready(pod: Any) -> bool:

@@ -101,25 +101,18 @@ def service(owner: dict[str, Any], name: str, component: str, selector: dict[str
 
 # --- Meeting workloads -------------------------------------------------------------------
 
-def recorder_name(meeting: str) -> str:
-    return _name(meeting, "recorder")
-
-
 def meeting_transcoder_name(meeting: str) -> str:
     return _name(meeting, "transcoder")
 
 
-def meeting_workload(meeting: dict[str, Any], kind: str, image: str, call_server: str
-                     ) -> dict[str, Any]:
-    """Recorder or transcoder next to a meeting's call server (``kind`` = recorder|transcoder)."""
+def meeting_transcoder(meeting: dict[str, Any], image: str, call_server: str) -> dict[str, Any]:
+    """The transcoder beside a meeting's call server: lower renditions for weak receivers."""
     meta = meeting["metadata"]
-    name = recorder_name(meta["name"]) if kind == "recorder" else meeting_transcoder_name(
-        meta["name"])
-    role = "recorder" if kind == "recorder" else "transcoder"
     env = {"PARLEY_MEETING": f"{meta['namespace']}/{meta['name']}",
            "PARLEY_CALL_SERVER": call_server,
            "PARLEY_REGION": meeting["spec"].get("region", "default")}
-    return media_deployment(meeting, name, kind, role, image, 1, env)
+    return media_deployment(meeting, meeting_transcoder_name(meta["name"]), "transcoder",
+                            "transcoder", image, 1, env)
 
 
 # --- Broadcast workloads -----------------------------------------------------------------

@@ -42,6 +42,7 @@ ERROR_CODES = {
     "already_joined": "join was sent while already in a room",
     "peer_not_in_room": "the target of an offer/answer/ice is not in the sender's room",
     "room_full_p2p": "the room is at its peer-to-peer limit and p2p was requested",
+    "room_full": "the meeting already has the participants its Meeting resource admits",
     "sfu_unavailable": "the room needs a call server and none is available",
     "sfu_session": "the call server refused or lost the session (signaling re-places it)",
     "not_sfu": "the action needs a call-server session (sfu.join first)",

@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
+from parley.directory import MeetingPolicy
 from parley.signaling import metrics, switching
 from parley.signaling.negotiation import Caps, mesh_limit, negotiate
 from parley.signaling.protocol import Message, ProtocolError
@@ -31,9 +33,13 @@ def call_of(room: str) -> str | None:
     return room[len(CALL_ROOM_PREFIX):] if room.startswith(CALL_ROOM_PREFIX) else None
 
 
+log = logging.getLogger("parley.signaling.rooms")
+
+
 class Rooms:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def members(self, room: str) -> dict[str, dict[str, Any]]:
         raw = await self.hub.store.hgetall(f"room:{room}")
@@ -90,6 +96,20 @@ class Rooms:
         members.pop(s.identity, None)  # a reconnect of the same user replaces its old entry
         everyone = [Caps.from_fields(m["caps"]) for m in members.values()] + [s.caps]
         limit = 2 if room.startswith(CALL_ROOM_PREFIX) else mesh_limit(everyone)
+        policy = await self.policy(room)
+        if policy is not None:  # a Meeting resource's spec (docs/signaling.md, "Meetings")
+            if policy.maxParticipants and len(everyone) > policy.maxParticipants:
+                metrics.ROOMS_JOINED.labels("room_full").inc()
+                raise ProtocolError("room_full", f"cannot join '{room}': the meeting admits "
+                                    f"{policy.maxParticipants} participants", msg.id)
+            if policy.topology != "auto":
+                topology = policy.topology
+            if policy.p2pThreshold:
+                limit = min(limit, policy.p2pThreshold)
+            if policy.record:
+                task = asyncio.create_task(self._record(room))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
         current = await switching.room_topology(self.hub, room)
         sfu = current == switching.SFU or topology == "sfu" or len(everyone) > limit
         if sfu:  # the media goes through a call server (signaling/sfu.py relays the session)
@@ -126,6 +146,28 @@ class Rooms:
         if sfu and current != switching.SFU:  # the mesh grows past its limit: move everyone
             await switching.switch(self.hub, room, list(members),
                                    "requested" if topology == "sfu" else "threshold")
+
+    async def policy(self, room: str) -> MeetingPolicy | None:
+        """The policy the operator published for a Meeting's room, if the directory has one;
+        an unreadable one is logged and ignored (the room then follows signaling's rules)."""
+        read = getattr(self.hub.directory, "policy", None)
+        if read is None or room.startswith(CALL_ROOM_PREFIX):
+            return None
+        try:
+            return await read(room)
+        except Exception as exc:  # a bad record or Redis hiccup never fails a join
+            log.warning("policy of room %s ignored: %s", room, exc)
+            return None
+
+    async def _record(self, room: str) -> None:
+        """A Meeting with recording on records from its first participant (once: ``start``
+        returns the running recording when there is one)."""
+        if not await self.hub.store.set_nx(f"recording:policy-start:{room}", "1", ttl_s=10):
+            return  # another join (on any replica) is starting it right now
+        try:
+            await self.hub.recordings.start(room, by="meeting")
+        except Exception as exc:  # retried on the next join
+            log.warning("recording the meeting in room %s did not start: %s", room, exc)
 
     async def leave(self, s: Session) -> None:
         room = s.room

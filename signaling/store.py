@@ -13,8 +13,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+from parley.directory import SIGNALING_PREFIX
+
 log = logging.getLogger("parley.signaling.store")
-PREFIX = "parley:signaling:"
+PREFIX = SIGNALING_PREFIX
 Handler = Callable[[str], Awaitable[None]]
 
 

@@ -35,11 +35,11 @@ class Cluster:
         assert proc.poll() is None, (self.tmp / f"{name}.log").read_text()
         return proc, port
 
-    def node(self, suffix: str) -> dict[str, Any]:
+    def node(self, suffix: str, env: dict[str, str] | None = None) -> dict[str, Any]:
         node_id = f"{self.region}-{suffix}"
         proc, port = self._start(node_id, [
             "media-node", "--role", "call-server", "--host", "127.0.0.1", "--node-id", node_id,
-            "--region", self.region, "--redis-url", self.redis_url], {})
+            "--region", self.region, "--redis-url", self.redis_url], env or {})
         self.nodes[node_id] = {"id": node_id, "proc": proc, "url": f"http://127.0.0.1:{port}"}
         return self.nodes[node_id]
 

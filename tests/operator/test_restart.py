@@ -30,7 +30,7 @@ N = 10
 def _all_ready(kube: Kube, ns: str) -> list[dict] | None:
     items = kube.json("get", "meetings", "-n", ns)["items"]
     ok = [m for m in items if cond(m, "Ready").get("status") == "True"
-          and cond(m, "Recording").get("status") == "True"]
+          and cond(m, "Transcoding").get("status") == "True"]
     return items if len(ok) == N else None
 
 
@@ -39,7 +39,7 @@ def test_kill_mid_reconcile_then_restart_converges_without_duplicates(
     pool = make_pool(kube, namespace, per_pod=100, headroom=1, max_replicas=30)
     for i in range(N):
         apply(kube, namespace, meeting(f"m{i}", region="eu", maxParticipants=60,
-                                       recording={"enabled": True}))
+                                       transcoding={"enabled": True}))
     apply(kube, namespace, BROADCAST)
     op = Operator(kube, namespace, tmp_path).start()
     try:
@@ -60,12 +60,13 @@ def test_kill_mid_reconcile_then_restart_converges_without_duplicates(
         spec, _, pods = pool_state(kube, namespace, pool)
         assert spec == N + 1 and {m["status"]["callServer"]["pod"] for m in items} <= {
             p["metadata"]["name"] for p in pods}
-        # Exactly one recorder per meeting, one ReplicaSet for the pool.
-        recorders = kube.json("get", "deployments", "-n", namespace, "-l",
-                              "app.kubernetes.io/component=recorder")["items"]
-        assert sorted(d["metadata"]["name"] for d in recorders) == sorted(
-            f"m{i}-recorder" for i in range(N))
-        assert len({d["metadata"]["ownerReferences"][0]["uid"] for d in recorders}) == N
+        # Exactly one transcoder per meeting, one ReplicaSet for the pool.
+        transcoders = kube.json("get", "deployments", "-n", namespace, "-l",
+                                "app.kubernetes.io/component=transcoder,parley.dev/meeting"
+                                )["items"]
+        assert sorted(d["metadata"]["name"] for d in transcoders) == sorted(
+            f"m{i}-transcoder" for i in range(N))
+        assert len({d["metadata"]["ownerReferences"][0]["uid"] for d in transcoders}) == N
         rs = kube.json("get", "replicasets", "-n", namespace, "-l",
                        "app.kubernetes.io/component=call-server,parley.dev/region=eu")["items"]
         assert len(rs) == 1

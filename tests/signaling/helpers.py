@@ -50,6 +50,18 @@ class Client:
                     return msg
                 self.inbox.append(msg)
 
+    async def expect_any(self, mtypes: tuple[str, ...], within: float = 5) -> dict[str, Any]:
+        """The first message of any of ``mtypes`` (a reply that may be an error)."""
+        for i, msg in enumerate(self.inbox):
+            if msg["type"] in mtypes:
+                return self.inbox.pop(i)
+        async with asyncio.timeout(within):
+            while True:
+                msg = json.loads(await self.ws.recv())
+                if msg["type"] in mtypes:
+                    return msg
+                self.inbox.append(msg)
+
     async def request(self, mtype: str, reply: str, within: float = 5,
                       **fields: Any) -> dict[str, Any]:
         await self.send(type=mtype, **fields)
