@@ -39,7 +39,7 @@ bench: venv-test testbed
 	ulimit -n 20000 && $(BIN)/python -m bench.signaling   # 5,000 WebSocket clients
 	$(BIN)/python -m bench.join_time          # page load to first decoded frame
 	$(BIN)/python -m bench.recording_bench    # file creator speed vs real time
-	$(BIN)/python -m tests.operator.bench_meetings 500   # operator: 500 Meetings to Ready
+	$(BIN)/python -m bench.operator_meetings 500     # operator: 500 Meetings to Ready
 
 clean:
 	rm -rf $(VENV) var

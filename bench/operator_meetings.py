@@ -1,8 +1,10 @@
 """Benchmark (not a test): apply N Meetings, time until all are Ready; operator CPU and peak RSS.
 
-    .venv/bin/python -m tests.operator.bench_meetings [N] > result.json
+    .venv/bin/python -m bench.operator_meetings [N]   # writes bench/results/operator.json
 
-Needs the running test bed. The operator runs as a real subprocess scoped to a fresh namespace.
+Needs the running test bed. The operator runs as a real subprocess scoped to a fresh namespace,
+with the test bed's Redis as its directory (so placements and policies are written, as in a
+deployment).
 """
 
 from __future__ import annotations
@@ -31,8 +33,12 @@ def _proc_stats(pid: int) -> tuple[float, int]:
     return cpu, hwm
 
 
+RESULT = ROOT / "bench" / "results" / "operator.json"
+
+
 def main(n: int) -> dict:
-    kube = Kube(provision.up())
+    env = provision.up()
+    kube = Kube(env)
     os.environ["KUBECONFIG"] = kube.kubeconfig
     kube.kubectl("apply", "-f", str(ROOT / "crds"))
     ns = kube.namespace("bench")
@@ -44,7 +50,9 @@ def main(n: int) -> dict:
                             "spec": {"region": "eu", "maxParticipants": 20}})
                 for i in range(n)]
         op = Operator(kube, ns, Path(tempfile.mkdtemp()), identity="bench",
-                      env={"PARLEY_RESYNC_SECONDS": "2"}).start()
+                      env={"PARLEY_RESYNC_SECONDS": "2",
+                           "PARLEY_REDIS_URL": env["REDIS_URL"].rsplit("/", 1)[0] + "/13"}
+                      ).start()
         time.sleep(3)
         assert op.proc is not None
         cpu0, _ = _proc_stats(op.proc.pid)
@@ -52,10 +60,15 @@ def main(n: int) -> dict:
         kube.kubectl("apply", "-n", ns, "-f", "-", input="\n---\n".join(docs), timeout=300)
         applied = time.monotonic() - start
         ready = 0
+        last = -1
         while time.monotonic() - start < 600:
             out = kube.kubectl("get", "meetings", "-n", ns, "-o",
                                "jsonpath={.items[*].status.phase}").stdout.split()
             ready = sum(1 for p in out if p in ("Ready", "Live"))
+            if ready != last:
+                print(f"{ready}/{n} Ready after {time.monotonic() - start:.1f} s",
+                      file=sys.stderr, flush=True)
+                last = ready
             if ready == n:
                 break
             time.sleep(1)
@@ -76,4 +89,7 @@ def main(n: int) -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(int(sys.argv[1]) if len(sys.argv) > 1 else 500), indent=2))
+    result = main(int(sys.argv[1]) if len(sys.argv) > 1 else 500)
+    result["date"] = time.strftime("%Y-%m-%d")
+    RESULT.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))

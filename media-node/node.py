@@ -174,6 +174,16 @@ class CallServer:
             self._drain_task = asyncio.ensure_future(self._drain(deadline))
         return self.status()
 
+    def undrain(self) -> dict[str, Any]:
+        """Take new meetings again (the operator kept a pod it had marked for removal)."""
+        self.draining = False
+        self.drain_deadline = None
+        metrics.DRAINING.set(0)
+        if self._drain_task is not None:
+            self._drain_task.cancel()
+            self._drain_task = None
+        return self.status()
+
     async def _drain(self, deadline: float) -> None:
         await asyncio.sleep(deadline)
         for p in list(self.participants.values()):

@@ -8,8 +8,11 @@ import contextlib
 import os
 import signal
 import sys
+import time
 
 import uvicorn
+
+from parley.tokens import control_key
 
 from .api import create_app
 from .node import CallServer
@@ -25,7 +28,8 @@ async def serve(args: argparse.Namespace) -> None:
                         capacity_participants=getattr(args, "capacity_participants", 0),
                         udp_port=getattr(args, "udp_port", None),
                         advertise=[args.advertise] if args.advertise else None)
-    app = create_app(server)
+    secret = os.environ.get("PARLEY_TOKEN_SECRET")  # the chart's; none: an open control API
+    app = create_app(server, control_key(secret) if secret else None)
     registration = None
     redis_url = args.redis_url or os.environ.get("PARLEY_REDIS_URL")
     if redis_url:
@@ -41,8 +45,16 @@ async def serve(args: argparse.Namespace) -> None:
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
     userver = uvicorn.Server(config)
     loop = asyncio.get_running_loop()
+    stopping: list[asyncio.Task[None]] = []
+
+    def on_sigterm() -> None:
+        if stopping:  # a second SIGTERM: leave now
+            userver.should_exit = True
+            return
+        stopping.append(asyncio.ensure_future(drain_then_exit(server, userver, args)))
+
     with contextlib.suppress(NotImplementedError):
-        loop.add_signal_handler(signal.SIGTERM, lambda: setattr(userver, "should_exit", True))
+        loop.add_signal_handler(signal.SIGTERM, on_sigterm)
     print(f"call server {server.id} listening on {url}", flush=True)
     try:
         await userver.serve()
@@ -54,10 +66,28 @@ async def serve(args: argparse.Namespace) -> None:
         await server.close()
 
 
+async def drain_then_exit(server: CallServer, userver: uvicorn.Server,
+                          args: argparse.Namespace) -> None:
+    """SIGTERM (a pod being scaled down or evicted) drains instead of cutting calls: no new
+    meetings, the current ones go on until the deadline, then signaling moves whoever is left
+    (the node's ``move`` events) and the process exits once empty."""
+    deadline = float(args.drain_deadline)
+    if server.participants:
+        print(f"call server {server.id}: SIGTERM, draining {len(server.participants)} "
+              f"participants (deadline {deadline:g}s)", flush=True)
+        server.drain(deadline)
+        limit = time.monotonic() + deadline + 5.0  # the move itself, then leave regardless
+        while time.monotonic() < limit:
+            if not server.participants:
+                break
+            await asyncio.sleep(0.2)
+    userver.should_exit = True
+
+
 def run(args: argparse.Namespace) -> int:
     if args.role != "call-server":
-        print(f"parley media-node --role {args.role}: not implemented yet (issue #4 delivers "
-              "the call-server role only)", file=sys.stderr)
+        print(f"parley media-node --role {args.role}: not implemented yet (only the "
+              "call-server role exists; meetings record through its tap)", file=sys.stderr)
         return 3
     asyncio.run(serve(args))
     return 0

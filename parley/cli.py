@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     sig.set_defaults(func=_lazy("parley.embedded", "run_signaling"))
 
     media = sub.add_parser("media-node", help="run a media node")
-    media.add_argument("--role", choices=["call-server", "transcoder", "edge-relay"],
+    media.add_argument("--role", choices=["call-server", "transcoder", "edge-relay", "recorder"],
                        required=True)
     env = os.environ.get  # the chart configures media nodes by environment
     media.add_argument("--host", default="0.0.0.0")
@@ -68,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
                        default=int(env("PARLEY_CAPACITY", "0") or 0),
                        help="participants budget ($PARLEY_CAPACITY; 0 = no limit)")
     media.add_argument("--redis-url", default=None, help="register here (or PARLEY_REDIS_URL)")
+    media.add_argument("--drain-deadline", type=float,
+                       default=float(env("PARLEY_DRAIN_DEADLINE_S", "60") or 60),
+                       help="on SIGTERM: seconds the current meetings keep this node before "
+                       "their participants are moved ($PARLEY_DRAIN_DEADLINE_S, default 60)")
     media.set_defaults(func=_lazy("parley.media.server"))
 
     op = sub.add_parser("operator", help="run the Kubernetes operator")

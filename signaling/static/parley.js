@@ -703,7 +703,8 @@ async function stats() {
     report.forEach((s) => {
       if (s.type === "candidate-pair" && s.nominated && s.state === "succeeded") {
         const local = report.get(s.localCandidateId); const remote = report.get(s.remoteCandidateId);
-        pairs.push({ participant: peer.id, local: local?.candidateType, remote: remote?.candidateType });
+        pairs.push({ participant: peer.id, local: local?.candidateType, remote: remote?.candidateType,
+                     relayProtocol: local?.relayProtocol || null });
       }
     });
   }
@@ -769,6 +770,13 @@ function wireUi() {
   $("#share-screen")?.addEventListener("click", () => startScreen());
   $("#call-form")?.addEventListener("submit", (e) => {
     e.preventDefault(); api.invite($("#callee").value.trim()); });
+  $("#join-form")?.addEventListener("submit", (e) => {
+    e.preventDefault();
+    const q = new URLSearchParams({ name: $("#join-name").value.trim() || opts.name });
+    if (!$("#join-video").checked) q.set("video", "0");
+    if (!$("#join-audio").checked) q.set("audio", "0");
+    location.assign(`/m/${encodeURIComponent($("#join-room").value.trim())}?${q}`);
+  });
   $("#accept")?.addEventListener("click", () => api.accept());
   $("#reject")?.addEventListener("click", () => api.reject());
   $("#hangup")?.addEventListener("click", () => {

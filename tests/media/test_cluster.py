@@ -44,18 +44,19 @@ async def redis(media_redis_url: str) -> AsyncIterator[Redis]:
 
 
 @pytest.fixture
-def nodes(media_redis_url: str, tmp_path: Path) -> Iterator[Callable[[str, str], dict[str, Any]]]:
+def nodes(media_redis_url: str, tmp_path: Path) -> Iterator[Callable[..., dict[str, Any]]]:
     """Start `parley media-node --role call-server` processes registered in Redis."""
     procs: list[subprocess.Popen[bytes]] = []
 
-    def start(node_id: str, region: str) -> dict[str, Any]:
+    def start(node_id: str, region: str, drain_deadline: float = 60.0) -> dict[str, Any]:
         port = free_port()
         log = (tmp_path / f"{node_id}.log").open("wb")
         proc = subprocess.Popen(
             [sys.executable, "-m", "parley.cli", "media-node", "--role", "call-server",
              "--host", "127.0.0.1", "--port", str(port), "--node-id", node_id,
              "--region", region, "--redis-url", media_redis_url,
-             "--udp-port", "0"],  # single-port mode: one shared UDP socket per node
+             "--udp-port", "0",  # single-port mode: one shared UDP socket per node
+             "--drain-deadline", str(drain_deadline)],
             stdout=log, stderr=subprocess.STDOUT, env={**os.environ})
         procs.append(proc)
         wait_until(lambda: port_open(port) or proc.poll() is not None, 30, what=node_id)
@@ -282,3 +283,62 @@ async def test_meetings_stick_to_a_node_and_dead_or_draining_nodes_drop_out(
     assert back is not None and back["id"] == alive.server.id
     await alive.stop()
     await dead.stop()
+
+
+async def test_sigterm_drains_moves_everyone_and_exits(
+        nodes: Callable[..., dict[str, Any]], redis: Redis) -> None:
+    """A pod being deleted gets SIGTERM: the node stops taking meetings at once, the current
+    meeting goes on until the drain deadline, then its participants move and the process exits
+    by itself (status 0), instead of cutting the call."""
+    region = f"term-{uuid.uuid4().hex[:6]}"
+    a = nodes(f"{region}-a", region, drain_deadline=3.0)
+    b = nodes(f"{region}-b", region, drain_deadline=3.0)
+    await wait_registered(redis, {a["id"], b["id"]})
+    meeting = f"meet-{uuid.uuid4().hex[:6]}"
+    home = await place(redis, meeting, region)
+    assert home is not None
+    home, other = (a, b) if home["id"] == a["id"] else (b, a)
+    names = ["t1", "t2"]
+    clients = [Client(n, meeting) for n in names]
+    tasks: list[asyncio.Task[None]] = []
+    async with httpx.AsyncClient(timeout=10) as http:
+        try:
+            for c in clients:
+                await c.join(home["url"])
+                tasks.append(asyncio.ensure_future(follow(c, redis, region)))
+            everyone = lambda: all(c.decoding_from([o for o in names if o != c.name])  # noqa: E731
+                                   for c in clients)
+            await wait_for(everyone, 20, "decoding on the home node")
+            home["proc"].send_signal(signal.SIGTERM)
+            await wait_for_async(lambda: _draining(redis, home["id"]), 5, "draining heartbeat")
+            assert (await http.get(f"{home['url']}/readyz")).status_code == 503
+            assert home["proc"].poll() is None and all(c.url == home["url"] for c in clients)
+            await wait_for(lambda: all(c.url == other["url"] for c in clients), 10, "moved")
+            assert all(c.moves and c.moves[0]["reason"] == "drain" for c in clients)
+            await wait_for(everyone, 10, "decoding on the other node")
+            assert await asyncio.to_thread(home["proc"].wait, 15) == 0
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*(c.close() for c in clients))
+
+
+async def test_undrain_takes_meetings_again(nodes: Callable[..., dict[str, Any]]) -> None:
+    """The operator keeps a pod it had marked for removal: DELETE /v1/drain cancels the drain
+    before the deadline moves anyone."""
+    region = f"undrain-{uuid.uuid4().hex[:6]}"
+    node = nodes(f"{region}-a", region)
+    async with httpx.AsyncClient(timeout=10) as http:
+        assert (await http.post(f"{node['url']}/v1/drain", json={"deadline": 1.0})
+                ).json()["draining"]
+        assert (await http.get(f"{node['url']}/readyz")).status_code == 503
+        st = (await http.delete(f"{node['url']}/v1/drain")).json()
+        assert st["draining"] is False and st["drain_remaining"] is None
+        assert (await http.get(f"{node['url']}/readyz")).status_code == 200
+        client = Client("late", f"meet-{uuid.uuid4().hex[:6]}")
+        try:
+            await client.join(node["url"])
+            await asyncio.sleep(1.5)  # past the cancelled deadline: nobody is moved
+            assert not client.moves and client.url == node["url"]
+        finally:
+            await client.close()

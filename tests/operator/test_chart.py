@@ -141,3 +141,23 @@ def test_recording_store_turns_on_file_creator_jobs(kube: Kube, namespace: str) 
                and d["kind"] == "Deployment")
     assert "PARLEY_FILE_CREATOR" not in {
         e["name"] for e in sig["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+
+def test_call_servers_register_where_signaling_places_meetings(kube: Kube) -> None:
+    """Signaling places meetings from the node directory in Redis, so every call-server pool
+    must register in the same Redis, bundled or external."""
+    for args, url in (((), "redis://t-parley-redis:6379/0"),
+                      (("--set", "redis.enabled=false", "--set", "redis.url=redis://r.ext:6380/2"),
+                       "redis://r.ext:6380/2")):
+        docs = _render(kube, *args)
+        env = {d["metadata"]["name"]: {e["name"]: e.get("value") for e in
+                                       d["spec"]["template"]["spec"]["containers"][0]["env"]}
+               for d in docs if d["kind"] == "Deployment"
+               and d["metadata"]["labels"].get("app.kubernetes.io/component")
+               in ("call-server", "signaling", "operator")}
+        pools = [n for n in env if "call-server" in n]
+        assert pools, env.keys()
+        assert env["t-parley-signaling"]["PARLEY_REDIS_URL"] == url
+        assert env["t-parley-operator"]["PARLEY_REDIS_URL"] == url  # Meeting placements
+        for pool in pools:
+            assert env[pool]["PARLEY_REDIS_URL"] == url, pool

@@ -87,3 +87,73 @@ def test_refused_and_offline_invites_are_shown_to_the_caller(
                                 timeout=10000)
     finally:
         close(alice, eve)
+
+
+def _call_state(page, state: str) -> None:
+    """The caller's page shows the outcome, in its state and in the call bar."""
+    page.wait_for_function(f"window.parley.state.activeCall?.state === '{state}'",
+                           timeout=10000)
+    assert page.locator("#call-state").inner_text().startswith(state)
+    assert page.evaluate("window.parley.stats()")["inbound"] == []
+
+
+def test_rejected_busy_and_unanswered_invites_reach_the_caller(
+        browser, parley_server: Callable[..., str], uniq: Callable[[str], str]) -> None:
+    base = parley_server({"PARLEY_RING_TIMEOUT_S": "4"})
+    alice_id, bob_id, carol_id = uniq("alice"), uniq("bob"), uniq("carol")
+    alice = open_client(browser, f"{base}/?name=Alice&user={alice_id}")
+    bob = open_client(browser, f"{base}/?name=Bob&user={bob_id}")
+    carol = open_client(browser, f"{base}/?name=Carol&user={carol_id}")
+    try:
+        # rejected: Bob clicks Reject
+        alice.evaluate(f"window.parley.invite('{bob_id}')")
+        bob.wait_for_selector("#incoming:not([hidden])", timeout=10000)
+        bob.click("#reject")
+        _call_state(alice, "ended:rejected")
+        bob.wait_for_selector("#incoming", state="hidden", timeout=10000)
+        # busy: Bob is in a call with Carol, Alice calls him
+        call_and_answer(carol, bob, carol_id, bob_id)
+        alice.evaluate(f"window.parley.invite('{bob_id}')")
+        _call_state(alice, "ended:busy")
+        assert bob.evaluate("window.parley.state.activeCall.state") == "active"
+        wait_media(bob, [(carol_id, "video", "camera")], frames=30)  # the call goes on
+        carol.click("#hangup")
+        bob.wait_for_function("window.parley.state.activeCall.state === 'ended:hangup'",
+                              timeout=10000)
+        # no answer: Bob lets it ring past the ring timeout
+        alice.evaluate(f"window.parley.invite('{bob_id}')")
+        bob.wait_for_selector("#incoming:not([hidden])", timeout=10000)
+        _call_state(alice, "ended:no_answer")
+        bob.wait_for_selector("#incoming", state="hidden", timeout=10000)
+        for page in (alice, bob, carol):
+            assert page.evaluate("window.parley.state.error") is None
+    finally:
+        close(alice, bob, carol)
+
+
+def test_join_page_form_opens_the_meeting(
+        browser, parley_server: Callable[..., str], uniq: Callable[[str], str]) -> None:
+    """The front page's form takes a room and a name and joins with the chosen devices."""
+    base = parley_server()
+    room = uniq("form")
+    host = open_client(browser, f"{base}/m/{room}?name=Host&user={uniq('host')}")
+    guest = open_client(browser, f"{base}/?name=Guest")
+    try:
+        guest.fill("#join-room", room)
+        guest.fill("#join-name", "Dana Form")
+        guest.uncheck("#join-audio")
+        guest.click("#join-form button")
+        guest.wait_for_url(f"**/m/{room}?*", timeout=10000)
+        guest.wait_for_function("window.parley && window.parley.state.room", timeout=15000)
+        assert guest.evaluate("window.parley.state.room") == room
+        assert "audio=0" in guest.url and "name=Dana+Form" in guest.url
+        host_id = host.evaluate("window.parley.state.identity")
+        guest_id = guest.evaluate("window.parley.state.identity")
+        wait_media(guest, [(host_id, "video", "camera")])
+        got = wait_media(host, [(guest_id, "video", "camera")])
+        assert not [r for r in got["inbound"] if r["participant"] == guest_id
+                    and r["kind"] == "audio"], "the microphone was left off"
+        host.wait_for_selector(f".tile[data-participant='{guest_id}']", timeout=10000)
+        assert "Dana Form" in host.locator(f".tile[data-participant='{guest_id}']").inner_text()
+    finally:
+        close(host, guest)

@@ -111,6 +111,26 @@ def test_relay_only_ice_through_coturn_connects_and_decodes(
         close(a, b)
 
 
+@pytest.mark.turn
+def test_relay_over_tcp_when_udp_is_not_offered(
+        browser, parley_server: Callable[..., str], turn: tuple[str, str]) -> None:
+    """A client whose firewall passes only TCP: the only TURN URI is TCP, and the media
+    relayed through coturn over TCP still decodes."""
+    uri, secret = turn
+    base = parley_server({"PARLEY_TURN_URIS": f"{uri}?transport=tcp",
+                          "PARLEY_TURN_SECRET": secret})
+    a = open_client(browser, f"{base}/m/relaytcp?name=A&user=ta&relay=1")
+    b = open_client(browser, f"{base}/m/relaytcp?name=B&user=tb&relay=1")
+    try:
+        sa = wait_media(a, [("tb", "video", "camera"), ("tb", "audio", "microphone")])
+        wait_media(b, [("ta", "video", "camera")])
+        assert sa["candidatePairs"], sa
+        assert all(p["local"] == "relay" and p["relayProtocol"] == "tcp"
+                   for p in sa["candidatePairs"]), sa["candidatePairs"]
+    finally:
+        close(a, b)
+
+
 def test_bandwidth_drop_mid_call_recomputes_and_applies_the_config(
         browser, parley_server: Callable[..., str]) -> None:
     base = parley_server()
