@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
+import concurrent.futures
 import os
 import signal
 import sys
 import time
+from types import FrameType
 
 import uvicorn
 
@@ -43,18 +44,8 @@ async def serve(args: argparse.Namespace) -> None:
     if report is not None:
         report.start()
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
-    userver = uvicorn.Server(config)
-    loop = asyncio.get_running_loop()
-    stopping: list[asyncio.Task[None]] = []
-
-    def on_sigterm() -> None:
-        if stopping:  # a second SIGTERM: leave now
-            userver.should_exit = True
-            return
-        stopping.append(asyncio.ensure_future(drain_then_exit(server, userver, args)))
-
-    with contextlib.suppress(NotImplementedError):
-        loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+    userver = DrainingServer(config, server, float(args.drain_deadline),
+                             asyncio.get_running_loop())
     print(f"call server {server.id} listening on {url}", flush=True)
     try:
         await userver.serve()
@@ -66,22 +57,37 @@ async def serve(args: argparse.Namespace) -> None:
         await server.close()
 
 
-async def drain_then_exit(server: CallServer, userver: uvicorn.Server,
-                          args: argparse.Namespace) -> None:
+class DrainingServer(uvicorn.Server):
     """SIGTERM (a pod being scaled down or evicted) drains instead of cutting calls: no new
     meetings, the current ones go on until the deadline, then signaling moves whoever is left
-    (the node's ``move`` events) and the process exits once empty."""
-    deadline = float(args.drain_deadline)
-    if server.participants:
-        print(f"call server {server.id}: SIGTERM, draining {len(server.participants)} "
-              f"participants (deadline {deadline:g}s)", flush=True)
-        server.drain(deadline)
-        limit = time.monotonic() + deadline + 5.0  # the move itself, then leave regardless
-        while time.monotonic() < limit:
-            if not server.participants:
-                break
-            await asyncio.sleep(0.2)
-    userver.should_exit = True
+    (the node's ``move`` events) and the process exits, with status 0, once empty. A second
+    SIGTERM, or SIGINT, exits at once."""
+
+    def __init__(self, config: uvicorn.Config, node: CallServer, deadline: float,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(config)
+        self.node, self.deadline, self.loop = node, deadline, loop
+        self.draining: concurrent.futures.Future[None] | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if sig != signal.SIGTERM or self.draining is not None:
+            super().handle_exit(sig, frame)
+            return
+        # the handler runs between bytecodes of the loop's thread: hand the drain to the loop
+        self.draining = asyncio.run_coroutine_threadsafe(self._drain(), self.loop)
+
+    async def _drain(self) -> None:
+        if self.node.participants:
+            print(f"call server {self.node.id}: SIGTERM, draining "
+                  f"{len(self.node.participants)} participants (deadline {self.deadline:g}s)",
+                  flush=True)
+            self.node.drain(self.deadline)
+            limit = time.monotonic() + self.deadline + 5.0  # the move, then leave regardless
+            while time.monotonic() < limit:
+                if not self.node.participants:
+                    break
+                await asyncio.sleep(0.2)
+        self.should_exit = True
 
 
 def run(args: argparse.Namespace) -> int:

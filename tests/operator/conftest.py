@@ -82,8 +82,11 @@ class Operator:
 
 
 @pytest.fixture
-def operator(kube: Kube, namespace: str, crds: None, tmp_path: Path) -> Iterator[Operator]:
-    op = Operator(kube, namespace, tmp_path).start()
+def operator(kube: Kube, namespace: str, crds: None, tmp_path: Path,
+             redis_url: str) -> Iterator[Operator]:
+    """The operator as the chart runs it: with the Redis directory signaling reads."""
+    op = Operator(kube, namespace, tmp_path, env={
+        "PARLEY_REDIS_URL": redis_url.rsplit("/", 1)[0] + "/12"}).start()
     yield op
     op.stop()
 
