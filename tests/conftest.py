@@ -7,6 +7,7 @@ into a failure.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import os
@@ -14,9 +15,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -186,3 +187,17 @@ def parley_server(tmp_path: Path) -> Iterator[Callable[..., str]]:
             p.wait(10)
         except subprocess.TimeoutExpired:
             p.kill()
+
+
+T = TypeVar("T")
+
+
+async def eventually(check: Callable[[], Awaitable[T]], limit: float, what: str) -> T:
+    """Await until ``await check()`` is truthy and return it (``wait_until`` for coroutines)."""
+    deadline = time.monotonic() + limit
+    while True:
+        value = await check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out after {limit}s waiting for {what}"
+        await asyncio.sleep(0.1)

@@ -4,6 +4,7 @@ real `parley media-node` processes, aiortc participants)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -13,6 +14,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -140,60 +142,79 @@ async def test_node_killed_mid_call_clients_are_back_on_another_node_within_5s(
         await asyncio.gather(*(c.close() for c in clients))
 
 
-async def test_drain_with_deadline_moves_everyone_and_ends_empty(
-        nodes: Callable[[str, str], dict[str, Any]], redis: Redis) -> None:
-    region = f"drain-{uuid.uuid4().hex[:6]}"
-    a = nodes(f"{region}-a", region)
-    b = nodes(f"{region}-b", region)
+@dataclass
+class TwoNodes:
+    region: str
+    home: dict[str, Any]  # where the meeting runs
+    other: dict[str, Any]
+    clients: list[Client]
+
+    def everyone_decoding(self) -> bool:
+        names = [c.name for c in self.clients]
+        return all(c.decoding_from([o for o in names if o != c.name]) for c in self.clients)
+
+
+@contextlib.asynccontextmanager
+async def meeting_on_two_nodes(nodes: Callable[..., dict[str, Any]], redis: Redis, prefix: str,
+                               names: list[str], **node_args: Any) -> AsyncIterator[TwoNodes]:
+    """Two registered nodes of a fresh region, a meeting placed on one of them, its aiortc
+    participants decoding each other there and following moves as signaling would."""
+    region = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    a = nodes(f"{region}-a", region, **node_args)
+    b = nodes(f"{region}-b", region, **node_args)
     await wait_registered(redis, {a["id"], b["id"]})
     meeting = f"meet-{uuid.uuid4().hex[:6]}"
-    home = await place(redis, meeting, region)
-    assert home is not None
-    other = b if home["id"] == a["id"] else a
-    names = ["d1", "d2"]
-    clients = [Client(n, meeting) for n in names]
+    placed = await place(redis, meeting, region)
+    assert placed is not None
+    two = TwoNodes(region, *((a, b) if placed["id"] == a["id"] else (b, a)),
+                   [Client(n, meeting) for n in names])
     tasks: list[asyncio.Task[None]] = []
-    async with httpx.AsyncClient(timeout=10) as http:
-        try:
-            for c in clients:
-                await c.join(home["url"])
-                tasks.append(asyncio.ensure_future(follow(c, redis, region)))
-            everyone = lambda: all(c.decoding_from([o for o in names if o != c.name])  # noqa: E731
-                                   for c in clients)
-            await wait_for(everyone, 20, "decoding on the home node")
-            assert (await http.get(f"{home['url']}/readyz")).status_code == 200
+    try:
+        for c in two.clients:
+            await c.join(two.home["url"])
+            tasks.append(asyncio.ensure_future(follow(c, redis, region)))
+        await wait_for(two.everyone_decoding, 20, "decoding on the home node")
+        yield two
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*(c.close() for c in two.clients))
 
-            r = await http.post(f"{home['url']}/v1/drain", json={"deadline": 4.0})
-            drained_at = time.monotonic()
-            assert r.json()["draining"] is True
-            # the current meeting keeps going until the deadline
-            before = {c.name: sum(c.frames.values()) for c in clients}
-            await asyncio.sleep(1.0)
-            assert all(c.url == home["url"] for c in clients)
-            assert all(sum(c.frames.values()) > before[c.name] for c in clients)
-            assert (await http.get(f"{home['url']}/readyz")).status_code == 503
-            assert (await http.get(f"{home['url']}/livez")).status_code == 200
-            # no new meetings on a draining node, from the node itself and from placement
-            probe = Client("probe", "another-meeting")
-            with pytest.raises(httpx.HTTPStatusError) as refused:
-                await probe.join(home["url"])
-            assert refused.value.response.status_code == 503
-            await probe.close(leave=False)
-            await wait_for_async(lambda: _draining(redis, home["id"]), 5, "draining heartbeat")
-            for _ in range(10):
-                fresh = await place(redis, f"new-{uuid.uuid4().hex[:6]}", region)
-                assert fresh is not None and fresh["id"] == other["id"]
-            assert time.monotonic() - drained_at < 4.0 or all(c.moves for c in clients)
-            # after the deadline: moved, decoding on the other node, the drained node empty
-            await wait_for(lambda: all(c.url == other["url"] for c in clients), 8, "moved")
-            assert all(c.moves and c.moves[0]["reason"] == "drain" for c in clients)
-            await wait_for(everyone, 10, "decoding on the other node")
-            st = (await http.get(f"{home['url']}/v1/status")).json()
-            assert st["participants"] == 0 and st["meetings"] == 0 and st["draining"]
-        finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*(c.close() for c in clients))
+
+async def test_drain_with_deadline_moves_everyone_and_ends_empty(
+        nodes: Callable[..., dict[str, Any]], redis: Redis) -> None:
+    async with httpx.AsyncClient(timeout=10) as http, meeting_on_two_nodes(
+            nodes, redis, "drain", ["d1", "d2"]) as two:
+        home, other, clients = two.home, two.other, two.clients
+        assert (await http.get(f"{home['url']}/readyz")).status_code == 200
+
+        r = await http.post(f"{home['url']}/v1/drain", json={"deadline": 4.0})
+        drained_at = time.monotonic()
+        assert r.json()["draining"] is True
+        # the current meeting keeps going until the deadline
+        before = {c.name: sum(c.frames.values()) for c in clients}
+        await asyncio.sleep(1.0)
+        assert all(c.url == home["url"] for c in clients)
+        assert all(sum(c.frames.values()) > before[c.name] for c in clients)
+        assert (await http.get(f"{home['url']}/readyz")).status_code == 503
+        assert (await http.get(f"{home['url']}/livez")).status_code == 200
+        # no new meetings on a draining node, from the node itself and from placement
+        probe = Client("probe", "another-meeting")
+        with pytest.raises(httpx.HTTPStatusError) as refused:
+            await probe.join(home["url"])
+        assert refused.value.response.status_code == 503
+        await probe.close(leave=False)
+        await wait_for_async(lambda: _draining(redis, home["id"]), 5, "draining heartbeat")
+        for _ in range(10):
+            fresh = await place(redis, f"new-{uuid.uuid4().hex[:6]}", two.region)
+            assert fresh is not None and fresh["id"] == other["id"]
+        assert time.monotonic() - drained_at < 4.0 or all(c.moves for c in clients)
+        # after the deadline: moved, decoding on the other node, the drained node empty
+        await wait_for(lambda: all(c.url == other["url"] for c in clients), 8, "moved")
+        assert all(c.moves and c.moves[0]["reason"] == "drain" for c in clients)
+        await wait_for(two.everyone_decoding, 10, "decoding on the other node")
+        st = (await http.get(f"{home['url']}/v1/status")).json()
+        assert st["participants"] == 0 and st["meetings"] == 0 and st["draining"]
 
 
 async def _draining(redis: Redis, node_id: str) -> bool:
@@ -290,37 +311,17 @@ async def test_sigterm_drains_moves_everyone_and_exits(
     """A pod being deleted gets SIGTERM: the node stops taking meetings at once, the current
     meeting goes on until the drain deadline, then its participants move and the process exits
     by itself (status 0), instead of cutting the call."""
-    region = f"term-{uuid.uuid4().hex[:6]}"
-    a = nodes(f"{region}-a", region, drain_deadline=3.0)
-    b = nodes(f"{region}-b", region, drain_deadline=3.0)
-    await wait_registered(redis, {a["id"], b["id"]})
-    meeting = f"meet-{uuid.uuid4().hex[:6]}"
-    home = await place(redis, meeting, region)
-    assert home is not None
-    home, other = (a, b) if home["id"] == a["id"] else (b, a)
-    names = ["t1", "t2"]
-    clients = [Client(n, meeting) for n in names]
-    tasks: list[asyncio.Task[None]] = []
-    async with httpx.AsyncClient(timeout=10) as http:
-        try:
-            for c in clients:
-                await c.join(home["url"])
-                tasks.append(asyncio.ensure_future(follow(c, redis, region)))
-            everyone = lambda: all(c.decoding_from([o for o in names if o != c.name])  # noqa: E731
-                                   for c in clients)
-            await wait_for(everyone, 20, "decoding on the home node")
-            home["proc"].send_signal(signal.SIGTERM)
-            await wait_for_async(lambda: _draining(redis, home["id"]), 5, "draining heartbeat")
-            assert (await http.get(f"{home['url']}/readyz")).status_code == 503
-            assert home["proc"].poll() is None and all(c.url == home["url"] for c in clients)
-            await wait_for(lambda: all(c.url == other["url"] for c in clients), 10, "moved")
-            assert all(c.moves and c.moves[0]["reason"] == "drain" for c in clients)
-            await wait_for(everyone, 10, "decoding on the other node")
-            assert await asyncio.to_thread(home["proc"].wait, 15) == 0
-        finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*(c.close() for c in clients))
+    async with httpx.AsyncClient(timeout=10) as http, meeting_on_two_nodes(
+            nodes, redis, "term", ["t1", "t2"], drain_deadline=3.0) as two:
+        home, other, clients = two.home, two.other, two.clients
+        home["proc"].send_signal(signal.SIGTERM)
+        await wait_for_async(lambda: _draining(redis, home["id"]), 5, "draining heartbeat")
+        assert (await http.get(f"{home['url']}/readyz")).status_code == 503
+        assert home["proc"].poll() is None and all(c.url == home["url"] for c in clients)
+        await wait_for(lambda: all(c.url == other["url"] for c in clients), 10, "moved")
+        assert all(c.moves and c.moves[0]["reason"] == "drain" for c in clients)
+        await wait_for(two.everyone_decoding, 10, "decoding on the other node")
+        assert await asyncio.to_thread(home["proc"].wait, 15) == 0
 
 
 async def test_undrain_takes_meetings_again(nodes: Callable[..., dict[str, Any]]) -> None:

@@ -5,8 +5,7 @@ real Redis): signaling's own placement then sends the Meeting's participants to 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from parley.media import registry
 from parley.media.node import CallServer
 from parley.media.registry import Registration, place
 from tests.cluster import Cluster
-from tests.conftest import Kube, wait_until
+from tests.conftest import Kube, eventually, wait_until
 from tests.operator.conftest import Operator, apply, cond, get, make_pool, meeting
 from tests.signaling.helpers import Client as WsClient
 
@@ -163,13 +162,3 @@ async def _registered(r: Redis, node_id: str) -> bool:
 
 async def _absent(r: Redis, key: str) -> bool:
     return not await r.exists(key)
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], limit: float, what: str) -> Any:
-    deadline = time.monotonic() + limit
-    while True:
-        value = await check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out after {limit}s waiting for {what}"
-        await asyncio.sleep(0.2)

@@ -54,7 +54,8 @@ def start_call_server(kube: Kube, namespace: str, pod: dict[str, Any], port: int
     """The call-server process, with the environment the chart's pod gives it."""
     return subprocess.Popen(
         [sys.executable, "-m", "parley.cli", "media-node", "--role", "call-server",
-         "--host", "127.0.0.1", "--port", str(port), "--region", "eu"],
+         "--host", "127.0.0.1", "--port", str(port), "--region", "eu",
+         "--drain-deadline", "0.5"],  # SIGTERM: participants are moved after 0.5 s
         stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=ROOT,
         env={**os.environ, "KUBECONFIG": kube.kubeconfig, "POD_NAMESPACE": namespace,
              "POD_NAME": pod["metadata"]["name"], "POD_UID": pod["metadata"]["uid"],
@@ -106,9 +107,10 @@ async def test_call_server_reports_its_participants_to_the_meeting(
             lambda: get(kube, namespace, "mtg", "standup")["status"].get("participants") == 1),
             30, "status.participants == 1 after a leave")
 
-        # A clean shutdown reports nobody at once (no waiting for the report TTL).
+        # A clean shutdown (SIGTERM: drain, move whoever is left, exit) reports nobody at
+        # once (no waiting for the report TTL).
         proc.send_signal(signal.SIGTERM)
-        await asyncio.to_thread(proc.wait, 20)
+        assert await asyncio.to_thread(proc.wait, 20) == 0, log.read_text()
         assert reported(kube, namespace, pod["metadata"]["name"]) == {
             "meetings": {}, "broadcasts": {}}
         await eventually(lambda: asyncio.to_thread(

@@ -10,9 +10,9 @@ import secrets
 import signal
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -26,25 +26,13 @@ from parley.recorder.store import LocalStore, Store
 from parley.signaling.recordings import LIVE
 from parley.signaling.store import PREFIX
 from tests.cluster import Cluster
+from tests.conftest import eventually
 from tests.media.client import wait_for
 from tests.media.conftest import running
 
 from .conftest import FixedDirectory, Webhooks, serve, signaling
 from .jobs import record
 from .media import participant, probe
-
-T = TypeVar("T")
-
-
-async def eventually(check: Callable[[], Awaitable[T]], limit: float, what: str) -> T:
-    """Await until ``await check()`` is truthy and return it."""
-    deadline = time.monotonic() + limit
-    while True:
-        value = await check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out after {limit}s waiting for {what}"
-        await asyncio.sleep(0.1)
 
 
 def orphan(store: Store, room: str, phase: str, node_url: str) -> str:

@@ -46,8 +46,11 @@ def back_on(pages: list[Any], names: list[str], node: str) -> Callable[[], bool]
     return check
 
 
-def start_meeting(cluster: Cluster, browser: Any, names: list[str]) -> tuple[list[Any], str]:
-    base = cluster.signaling()
+def start_meeting(cluster: Cluster, browser: Any, names: list[str],
+                  env: dict[str, str] | None = None) -> tuple[list[Any], str]:
+    """Browsers in one call-server meeting through a `parley signaling` of the cluster, all
+    decoding each other; returns the pages and the node the meeting is on."""
+    base = cluster.signaling(env)
     room = f"room-{uuid.uuid4().hex[:6]}"
     pages = [open_client(browser, f"{base}/m/{room}?name={n}&user={n}-{room}&topology=sfu&{CAM}")
              for n in names]

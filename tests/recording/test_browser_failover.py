@@ -1,0 +1,100 @@
+"""Recording survives its call server, with real Chromium participants: two `parley media-node`
+processes in real Redis, `parley signaling` placing the meeting, the home node SIGKILLed while
+recording; the browsers fail over, the recording follows them and loses at most the chunk in
+flight."""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from parley import tokens
+from parley.recorder.creator import load_tracks
+from parley.recorder.store import LocalStore
+from tests.cluster import Cluster
+from tests.conftest import wait_until
+from tests.sfu.test_failover import back_on, start_meeting
+from tests.signaling.browser import close, stats
+
+from .media import probe
+
+pytestmark = [pytest.mark.browser, pytest.mark.redis]
+CHUNK_S = 2.0
+
+
+@pytest.fixture
+def cluster(redis_url: str, tmp_path: Path) -> Iterator[Cluster]:
+    c = Cluster(redis_url.rsplit("/", 1)[0] + "/14", tmp_path)  # a database of its own
+    yield c
+    c.stop()
+
+
+def test_media_node_killed_mid_recording_in_chromium(browser: Any, cluster: Cluster,
+                                                   tmp_path: Path) -> None:
+    a, b = cluster.node("a"), cluster.node("b")
+    secret = secrets.token_urlsafe(32)
+    pages, home = start_meeting(cluster, browser, ["r1", "r2"], {
+        "PARLEY_TOKEN_SECRET": secret, "PARLEY_RECORDING_CHUNK_S": str(CHUNK_S),
+        "PARLEY_RECORDING_WATCH_S": "0.5"})
+    base = next(iter(cluster.replicas))
+    ids = [stats(p)["identity"] for p in pages]
+    room = pages[0].evaluate("window.parley.state.room")
+    survivor = b if cluster.nodes[home] is a else a
+    host = {"Authorization": "Bearer " + tokens.mint(secret, identity=ids[0], room=room,
+                                                     grants=("record", "subscribe"))}
+    try:
+        with httpx.Client(base_url=base, timeout=30) as http:
+            r = http.post(f"/api/v1/rooms/{room}/recording", json={"action": "start"},
+                          headers=host)
+            assert r.status_code == 200, r.text
+            rid, started = r.json()["id"], time.time()
+            for p in pages:  # everyone sees that the meeting is being recorded
+                p.wait_for_selector("#recording-banner:not([hidden])", timeout=10000)
+            time.sleep(6.0)
+            cluster.nodes[home]["proc"].send_signal(signal.SIGKILL)
+            killed = time.time()
+            wait_until(back_on(pages, ids, survivor["id"]), 15, 0.1,
+                       what="both browsers decoding each other on the surviving node")
+            resumed = time.time()
+            time.sleep(5.0)
+            r = http.post(f"/api/v1/rooms/{room}/recording", json={"action": "stop"},
+                          headers=host)
+            assert r.status_code == 200, r.text
+            stopped = time.time()
+
+            def ready() -> dict[str, Any] | None:
+                recs = http.get("/api/v1/recordings", params={"room": room},
+                                headers=host).json()["recordings"]
+                return recs[-1] if recs and recs[-1]["state"] in ("ready", "failed") else None
+
+            rec = wait_until(ready, 120, 0.5, what="recording ready")
+            assert rec["state"] == "ready", rec
+    finally:
+        close(*pages)
+
+    store = LocalStore(tmp_path / "data" / "recordings")
+    tracks = load_tracks(store, rid)
+    assert {t.name.split("-")[-1] for t in tracks} >= {"camera"}, [t.name for t in tracks]
+    assert len(tracks) == 4, [t.name for t in tracks]  # two browsers, camera and microphone
+    for t in tracks:
+        times = [f[0] for f in t.frames]
+        gaps = [(x, y) for x, y in itertools.pairwise(times) if y - x > 0.5]
+        assert len(gaps) == 1, (t.name, gaps)
+        before, after = gaps[0]
+        print(f"{t.name}: lost before the kill {killed - before:.2f} s, recorded again "
+              f"{after - resumed:+.2f} s after both browsers decoded again")
+        assert killed - before <= CHUNK_S + 0.5, (t.name, killed - before)  # the chunk in flight
+        assert after <= resumed + 1.0, (t.name, after - resumed)
+        assert times[0] - started < 1.5 and stopped - times[-1] < 1.5, t.name
+    composite = probe(store.local_path(f"recordings/{rid}/files/composite.mp4"))
+    assert composite["streams"] == ["audio", "video"]
+    assert abs(composite["duration"] - (stopped - started)) < 2.0, composite["duration"]
+    assert min(composite["variances"]) > 100, composite["variances"]  # not blank
