@@ -87,13 +87,17 @@ def test_media_node_killed_mid_recording_in_chromium(browser: Any, cluster: Clus
         (i, k) for i in ids for k in ("audio", "video")), [t.name for t in tracks]
     for t in tracks:
         times = [f[0] for f in t.frames]
-        gaps = [(x, y) for x, y in itertools.pairwise(times) if y - x > 0.5]
-        assert len(gaps) == 1, (t.name, gaps)
-        before, after = gaps[0]
-        print(f"{t.name}: lost before the kill {killed - before:.2f} s, recorded again "
-              f"{after - resumed:+.2f} s after both browsers decoded again")
-        assert killed - before <= CHUNK_S + 0.5, (t.name, killed - before)  # the chunk in flight
-        assert after <= resumed + 1.0, (t.name, after - resumed)
+        # Holes are only around the failover: from at most one chunk before the kill (the chunk
+        # in flight) to shortly after both browsers decode again (the new node waits for a
+        # keyframe). On loopback the failover itself is fast: the hole may be well under a
+        # second, or come in two pieces when the first frames on the new node are incomplete.
+        gaps = [(x, y) for x, y in itertools.pairwise(times) if y - x > 0.25]
+        outage = (killed - CHUNK_S - 0.5, resumed + 1.5)
+        assert all(outage[0] <= x and y <= outage[1] for x, y in gaps), (t.name, gaps, outage)
+        lost = sum(y - x for x, y in gaps)
+        print(f"{t.name} ({t.kind}): {len(gaps)} hole(s), {lost:.2f} s missing; failover took "
+              f"{resumed - killed:.2f} s")
+        assert lost <= CHUNK_S + (resumed - killed) + 0.5, (t.name, gaps)
         assert times[0] - started < 1.5 and stopped - times[-1] < 1.5, t.name
     composite = probe(store.local_path(f"recordings/{rid}/files/composite.mp4"))
     assert composite["streams"] == ["audio", "video"]
