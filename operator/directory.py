@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from parley.directory import (
     MEETING_TTL_S,
@@ -49,8 +50,9 @@ def room(namespace: str, name: str) -> str:
 
 
 class MeetingDirectory:
-    """Placements are written when they change (and all once after a restart); policies every
-    pass, with a TTL, so a Meeting deleted while the operator was down loses its policy soon."""
+    """Placements are written when they change (and all once after a restart); policies when
+    they change and again before their TTL runs out, so a Meeting deleted while the operator
+    was down loses its policy within the TTL."""
 
     def __init__(self, redis_url: str) -> None:
         import redis
@@ -58,16 +60,25 @@ class MeetingDirectory:
         self.redis = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2,
                                           decode_responses=True)
         self._placed: dict[str, str] = {}
-        self._policies: set[str] = set()
+        self._policies: dict[str, tuple[str, float]] = {}  # meeting -> (policy, written at)
         self._lock = threading.Lock()
 
     def publish(self, meeting: str, pod: str | None, policy: MeetingPolicy) -> None:
+        doc, now = policy.to_json(), time.monotonic()
         with self._lock:
             before = self._placed.get(meeting)
+            written = self._policies.get(meeting)
         moved = pod is not None and before != pod
+        # a policy is rewritten when it changed or half its TTL has passed, not every pass
+        stale = written is None or written[0] != doc or now - written[1] > POLICY_TTL_S / 2
+        if not (moved or stale):
+            if pod is None:
+                self._unplace(meeting)
+            return
         try:
             pipe = self.redis.pipeline(transaction=False)
-            pipe.set(policy_key(meeting), policy.to_json(), ex=POLICY_TTL_S)
+            if stale:
+                pipe.set(policy_key(meeting), doc, ex=POLICY_TTL_S)
             if moved:
                 pipe.eval(_PLACE, 1, meeting_key(meeting), pod, before or "", MEETING_TTL_S)
             done = pipe.execute()
@@ -75,7 +86,8 @@ class MeetingDirectory:
             log.warning("directory: %s not written: %s", meeting, exc)
             return
         with self._lock:
-            self._policies.add(meeting)
+            if stale:
+                self._policies[meeting] = (doc, now)
             if moved and done[-1] == 1:
                 self._placed[meeting] = pod  # type: ignore[assignment]
         if moved and done[-1] != 1:
@@ -87,15 +99,14 @@ class MeetingDirectory:
     def release(self, meeting: str) -> None:
         """The Meeting ended or is gone: no placement, no policy."""
         with self._lock:
-            had_policy = meeting in self._policies
-            self._policies.discard(meeting)
+            had_policy = self._policies.pop(meeting, None)
         if had_policy:
             try:
                 self.redis.delete(policy_key(meeting))
             except Exception as exc:
                 log.warning("directory: policy of %s not removed: %s", meeting, exc)
                 with self._lock:
-                    self._policies.add(meeting)
+                    self._policies.setdefault(meeting, had_policy)
         self._unplace(meeting)
 
     def _unplace(self, meeting: str) -> None:
@@ -114,7 +125,7 @@ class MeetingDirectory:
         """Release what was written for Meetings that are gone (a deleted Meeting gets no pass
         of its own); ``meetings`` are the rooms of every Meeting there is."""
         with self._lock:
-            gone = (self._policies | set(self._placed)) - meetings
+            gone = (set(self._policies) | set(self._placed)) - meetings
         for m in gone:
             self.release(m)
 
