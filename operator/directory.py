@@ -129,6 +129,24 @@ class MeetingDirectory:
         for m in gone:
             self.release(m)
 
+    def observed(self, meetings: list[str], pods: set[str]) -> dict[str, str]:
+        """Where the rooms run now, as signaling placed them, for those on one of ``pods``.
+
+        Signaling re-places a room when its node dies or drains; the operator then follows the
+        room instead of writing its own choice back (status is observation). A room on a node
+        outside ``pods`` is left alone and never overwritten."""
+        if not meetings:
+            return {}
+        try:
+            values = self.redis.mget([meeting_key(m) for m in meetings])
+        except Exception as exc:
+            log.warning("directory: placements not read: %s", exc)
+            return {}
+        found = {m: v for m, v in zip(meetings, values, strict=True) if v in pods}
+        with self._lock:
+            self._placed.update(found)
+        return found
+
     def recording(self, meeting: str) -> str | None:
         """The id of the recording signaling is making of the room, if any."""
         try:

@@ -244,8 +244,11 @@ class MeetingController:
         infos = [PodInfo(p.metadata.name, _ready(p), _draining(p)) for p in pods]
         phases = {k: self.phase_of(m, counts.get(f"{k[0]}/{k[1]}", 0))
                   for k, m in members.items()}
-        demands = [Demand(f"{k[0]}/{k[1]}", phases[k].demand,
-                          ((m.get("status") or {}).get("callServer") or {}).get("pod"))
+        live = (self.directory.observed([room(*k) for k in members],
+                                        {p.metadata.name for p in pods})
+                if self.directory is not None else {})
+        demands = [Demand(f"{k[0]}/{k[1]}", phases[k].demand, live.get(room(*k)) or (
+                          (m.get("status") or {}).get("callServer") or {}).get("pod"))
                    for k, m in members.items()]
         current = dep.spec.replicas if dep.spec.replicas is not None else 1
         plan = plan_pool(infos, demands, settings, current, time.time())

@@ -396,13 +396,20 @@ class Peer {
     if (!cfg) return;
     limitSenders(this.pc, cfg);
     if (this.pairSfu) limitSenders(this.pairSfu.pc, cfg);
-    // Codec order for the next negotiation: the room's common codecs first.
+    // Codec order: the room's common codecs first.
     for (const tr of this.pc.getTransceivers()) {
       const kind = tr.receiver.track.kind;
       const caps = RTCRtpReceiver.getCapabilities(kind)?.codecs || [];
       const rank = (c) => { const i = cfg.codecs.indexOf(c.mimeType.split("/")[1]); return i < 0 ? 99 : i; };
       try { tr.setCodecPreferences([...caps].sort((a, b) => rank(a) - rank(b))); } catch { /* stopped */ }
     }
+    // A changed codec list (someone joined or announced fewer codecs) takes effect now, not
+    // at some later negotiation: the impolite end renegotiates (codec preferences alone do
+    // not fire negotiationneeded), perfect negotiation settles a crossing offer.
+    const codecs = cfg.codecs.join(",");
+    const changed = this.codecs !== undefined && this.codecs !== codecs;
+    this.codecs = codecs;
+    if (changed && !this.polite && this.pc.connectionState === "connected") this.negotiate();
   }
 
   close() {
@@ -682,6 +689,7 @@ async function stats() {
           source: peer.trackSources[track.id] || (s.kind === "audio" ? "microphone" : "camera"),
           framesDecoded: s.framesDecoded || 0, packetsReceived: s.packetsReceived || 0,
           bytesReceived: s.bytesReceived || 0,
+          codec: report.get(s.codecId)?.mimeType?.split("/")[1] || null,
         });
       });
     }

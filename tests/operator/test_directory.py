@@ -5,6 +5,7 @@ real Redis): signaling's own placement then sends the Meeting's participants to 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,19 @@ def test_signaling_follows_the_operators_placement(
                 await reg.stop()
 
     assert asyncio.run(signaling_places()) == [pod] * 5
+    # signaling moves the room to another pod of the pool (its node died or drained): the
+    # operator follows what it observes and never writes its own choice back over it
+    other = next(p["metadata"]["name"] for p in kube.json(
+        "get", "pods", "-n", namespace, "-l", "parley.dev/region=dir")["items"]
+        if p["metadata"]["name"] != pod)
+    r.set(meeting_key(room), other)
+    wait_until(lambda: get(kube, namespace, "mtg", "allhands")["status"]["callServer"]["pod"]
+               == other, 20, 0.3, what="status.callServer following the room")
+    time.sleep(2.5)  # passes go on (resync 1 s): the room stays where signaling put it
+    assert r.get(meeting_key(room)) == other.encode()
+    assert "Replaced" in {e["reason"] for e in kube.json(
+        "get", "events", "-n", namespace,
+        "--field-selector", "involvedObject.name=allhands")["items"]}
     kube.kubectl("delete", "mtg", "allhands", "-n", namespace, "--wait=true")
     wait_until(lambda: r.get(meeting_key(room)) is None, 30, 0.3,
                what="placement released with the Meeting")

@@ -147,6 +147,35 @@ def test_bandwidth_drop_mid_call_recomputes_and_applies_the_config(
         close(a, b)
 
 
+def test_codec_change_mid_call_renegotiates(
+        browser, parley_server: Callable[..., str]) -> None:
+    """B announces it now takes only VP9 (and Opus): the room's codec list changes, the call
+    is renegotiated at once without rejoining, and both directions switch to VP9."""
+    base = parley_server()
+    a = open_client(browser, f"{base}/m/codecs?name=A&user=ca")
+    b = open_client(browser, f"{base}/m/codecs?name=B&user=cb")
+    try:
+        for me, them in ((a, "cb"), (b, "ca")):
+            got = wait_media(me, [(them, "video", "camera")])
+            assert {r["codec"] for r in got["inbound"] if r["kind"] == "video"} == {"VP8"}, got
+        b.evaluate("window.parley.announce({codecs: ['VP9', 'opus']})")
+        a.wait_for_function("window.parley.state.config.codecs.join() === 'VP9,opus'",
+                            timeout=10000)
+
+        def on_vp9(page, them: str) -> bool:
+            rows = [r for r in inbound(page, them, "video") if r["framesDecoded"] > 0]
+            return bool(rows) and all(r["codec"] == "VP9" for r in rows)
+
+        wait_until(lambda: on_vp9(a, "cb") and on_vp9(b, "ca"), 15, what="VP9 both ways")
+        frames = max(r["framesDecoded"] for r in inbound(a, "cb", "video"))
+        wait_media(a, [("cb", "video", "camera")], frames=frames + 15)  # still decoding
+        for page in (a, b):
+            assert page.evaluate("window.parley.state.messages.filter(m => m.type === "
+                                 "'joined').length") == 1  # nobody rejoined
+    finally:
+        close(a, b)
+
+
 def test_camera_and_microphone_toggles_show_on_everyone_s_tile(
         browser, parley_server: Callable[..., str]) -> None:
     """A mute or camera-off reaches everyone (late joiners too); unmute restores it; the
