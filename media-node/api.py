@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
 from .node import CallServer, Refused
-from .participant import Glare, Participant, StaleAnswer
+from .participant import Glare, Participant
 
 
 class Join(BaseModel):
@@ -98,10 +98,7 @@ def create_app(server: CallServer, control_key: str | None = None) -> FastAPI:
                 await p.accept_answer(body.sdp)
                 return Response(status_code=204)
         except Glare as exc:
-            raise HTTPException(409, "no server offer is outstanding" if body.type == "answer"
-                                else "another offer is outstanding") from exc
-        except StaleAnswer as exc:
-            raise HTTPException(409, "the answer belongs to an earlier connection") from exc
+            raise HTTPException(409, "another offer is outstanding") from exc
         raise HTTPException(400, "type must be offer or answer")
 
     @app.post("/v1/participants/{pid}/publish")

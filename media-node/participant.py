@@ -29,18 +29,6 @@ class Glare(Exception):
     """A client offer crossed an outstanding server offer."""
 
 
-class StaleAnswer(Exception):
-    """An answer whose ICE credentials are not this connection's (RFC 8839 5.4: ice-ufrag
-    identifies the ICE session): it answers an offer made to an earlier connection."""
-
-
-def _ufrag(sdp: str) -> str | None:
-    for line in sdp.splitlines():
-        if line.startswith("a=ice-ufrag:"):
-            return line[len("a=ice-ufrag:"):].strip()
-    return None
-
-
 def _restrict_codecs(transceiver: Any) -> list[Any]:
     """Keep one media codec (VP8 / Opus when offered) and its RTX, so every packet a publisher
     sends has one payload type the subscribers negotiated too."""
@@ -187,10 +175,6 @@ class Participant:
         async with self._lock:
             if self.pc.signalingState != "have-local-offer":
                 raise Glare
-            if _ufrag(sdp) != _ufrag(self.pc.remoteDescription.sdp):
-                # An answer from the client's previous connection (the participant id is the
-                # identity, kept across sessions): applying it would wreck this negotiation.
-                raise StaleAnswer
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp, "answer"))
             for dt in self._offered:
                 if id(dt.up) in self.downtracks:
