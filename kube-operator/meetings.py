@@ -449,7 +449,7 @@ class MeetingController:
                          "transcoder starts once the meeting is placed", gen)
 
     def _publish(self, m: dict[str, Any], pod: str | None, released: bool) -> None:
-        """The Meeting's placement and policy, for signaling (``operator/directory.py``)."""
+        """The Meeting's placement and policy, for signaling (``kube-operator/directory.py``)."""
         if self.directory is None:
             return
         key = room(m["metadata"]["namespace"], m["metadata"]["name"])
