@@ -79,8 +79,9 @@ class Recordings:
         self.chunk_s = _num("PARLEY_RECORDING_CHUNK_S", 2.0)
         self.link_ttl_s = int(_num("PARLEY_RECORDING_LINK_TTL_S", 24 * 3600))
         self.fps = int(_num("PARLEY_RECORDING_FPS", 15))
-        self.webhook_url = os.environ.get("PARLEY_RECORDING_WEBHOOK_URL") or None
-        self.webhook_secret = os.environ.get("PARLEY_RECORDING_WEBHOOK_SECRET") or ""
+        hook = webhook.from_env()  # a URL without a secret refuses to start
+        self.webhook_url = hook.url if hook else None
+        self.webhook_secret = hook.secret if hook else ""
         self.watch_s = _num("PARLEY_RECORDING_WATCH_S", 2.0)
         self.lease_s = 3 * self.watch_s  # an owner lease outlives two missed renewals
         self.jobs: set[asyncio.Task[None]] = set()
