@@ -3,13 +3,18 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test testbed testbed-down venv venv-test lint bench clean
+.PHONY: run test fresh-install testbed testbed-down venv venv-test lint bench clean
 
 run: venv
 	$(BIN)/parley up
 
 test: venv-test testbed
 	$(BIN)/pytest
+
+# `pip install .` (no extras) into an empty temporary venv: every deployable imports, and
+# `parley up` / `parley signaling` serve a page and a WebSocket (.ci/run runs it first).
+fresh-install:
+	$(PYTHON) .ci/fresh_install.py
 
 venv: $(VENV)/.run-installed
 $(VENV)/.run-installed: pyproject.toml
