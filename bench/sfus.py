@@ -33,8 +33,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+BENCH_CONTROL_KEY = "parley-bench-control-key"  # the benchmark's call server refuses others
+
+
 def spawn(cmd: list[str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "PARLEY_CONTROL_KEY": BENCH_CONTROL_KEY})
 
 
 def janus_version() -> str:
@@ -95,7 +99,8 @@ class ParleySfu(Sfu):
     def __init__(self, one_port: bool = False) -> None:
         self.pcs = []
         self.tasks: list[asyncio.Task[Any]] = []
-        self.http = httpx.AsyncClient(timeout=30)
+        self.http = httpx.AsyncClient(
+            timeout=30, headers={"Authorization": f"Bearer {BENCH_CONTROL_KEY}"})
         self.url = ""
         self.meeting = "bench"
         self.one_port = one_port  # single-port mode: every participant on one UDP socket
@@ -151,9 +156,10 @@ class ParleySfu(Sfu):
     async def _events(self, pc: RTCPeerConnection, pid: str, index: int, publishers: int,
                       stats: Stats, ready: asyncio.Event) -> None:
         after = 0
+        me = f"{self.url}/v1/meetings/{self.meeting}/participants/{pid}"
         with contextlib.suppress(httpx.HTTPError):
             while True:
-                r = await self.http.get(f"{self.url}/v1/participants/{pid}/events",
+                r = await self.http.get(f"{me}/events",
                                         params={"after": after, "wait": 20})
                 for ev in r.json()["events"]:
                     after = ev["seq"]
@@ -162,7 +168,7 @@ class ParleySfu(Sfu):
                     await pc.setRemoteDescription(RTCSessionDescription(ev["sdp"], "offer"))
                     count_arrivals(pc, index, stats)
                     await pc.setLocalDescription(await pc.createAnswer())
-                    await self.http.post(f"{self.url}/v1/participants/{pid}/sdp",
+                    await self.http.post(f"{me}/sdp",
                                          json={"sdp": pc.localDescription.sdp,
                                                "type": "answer"})
                     videos = [t for t in pc.getTransceivers() if t.kind == "video"]

@@ -16,16 +16,18 @@ from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
+from starlette._utils import get_route_path
 
 from .node import CallServer, Refused
-from .participant import Glare, Participant
+from .participant import Glare, NotAllowed, Participant
 
 
 class Join(BaseModel):
     sdp: str
     type: str = "offer"
-    participant: str | None = None
+    participant: str | None = None  # the identity: a label; the node makes the session's id
     subscribe: bool = True  # False for publish-only participants
+    publish: bool = True  # False: subscribe-only (its sending m-lines are answered inactive)
 
 
 class Sdp(BaseModel):
@@ -41,37 +43,53 @@ class Drain(BaseModel):
     deadline: float = 30.0
 
 
-OPEN_PATHS = ("/livez", "/readyz", "/metrics")  # probes and scrapes carry no key
+OPEN_PATHS = frozenset({"/livez", "/readyz", "/metrics"})  # probes and scrapes carry no key
 
 
-def create_app(server: CallServer, control_key: str | None = None) -> FastAPI:
-    """The control API; with ``control_key`` every ``/v1`` call needs ``Authorization: Bearer
-    <key>`` (``parley.tokens.control_key``), so only signaling and the operator drive it."""
+def _refuse(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"detail": {"code": code, "message": message}}, status_code=status)
+
+
+def create_app(server: CallServer, control_key: str | None) -> FastAPI:
+    """The control API. Every call but the probes needs ``Authorization: Bearer <control key>``
+    (``parley.tokens.control_key``), so only signaling and the operator drive it; a node
+    without a key refuses them all (503), it never runs open."""
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await server.open()
         yield
 
     app = FastAPI(title="Parley call server", lifespan=lifespan)
-    if control_key:
-        expected = f"Bearer {control_key}".encode()
+    expected = f"Bearer {control_key}".encode() if control_key else None
 
-        @app.middleware("http")
-        async def authorize(request: Request, call_next: Any) -> Response:
-            if request.url.path.endswith(OPEN_PATHS):
-                return await call_next(request)
-            given = request.headers.get("authorization", "").encode()
-            if not hmac.compare_digest(given, expected):
-                return JSONResponse({"detail": {
-                    "code": "control_key_invalid",
-                    "message": "the call server's control API needs its control key"}},
-                    status_code=401)
+    @app.middleware("http")
+    async def authorize(request: Request, call_next: Any) -> Response:
+        # the path as routed (under `parley up` the app is mounted at /media), matched exactly
+        if get_route_path(request.scope) in OPEN_PATHS and request.method in ("GET", "HEAD"):
             return await call_next(request)
+        if expected is None:
+            return _refuse(503, "control_key_missing",
+                           "this call server has no control key (PARLEY_CONTROL_KEY)")
+        given = request.headers.get("authorization", "").encode()
+        if not hmac.compare_digest(given, expected):
+            return _refuse(401, "control_key_invalid",
+                           "the call server's control API needs its control key")
+        return await call_next(request)
 
-    def get(pid: str) -> Participant:
+    def get(meeting: str, pid: str) -> Participant:
+        """The participant, only in the meeting the caller names (an id from one meeting never
+        acts in another)."""
         p = server.participant(pid)
-        if p is None:
-            raise HTTPException(404, "no such participant")
+        if p is None or p.meeting_id != meeting:
+            raise HTTPException(404, {"code": "no_participant",
+                                      "message": "no such participant in this meeting"})
+        return p
+
+    def live(meeting: str, pid: str) -> Participant:
+        p = get(meeting, pid)
+        if p.closed:
+            raise HTTPException(410, {"code": "participant_closed",
+                                      "message": "this session has ended"})
         return p
 
     @app.post("/v1/meetings/{meeting}/participants")
@@ -79,18 +97,23 @@ def create_app(server: CallServer, control_key: str | None = None) -> FastAPI:
         if body.type != "offer":
             raise HTTPException(400, "join with an offer")
         try:
-            p, answer = await server.join(meeting, body.sdp, body.participant, body.subscribe)
+            p, answer = await server.join(meeting, body.sdp, body.participant, body.subscribe,
+                                          body.publish)
         except Refused as exc:
             raise HTTPException(503, str(exc)) from exc
+        except NotAllowed as exc:
+            raise HTTPException(403, {"code": exc.code, "message": str(exc)}) from exc
         except ValueError as exc:
             raise HTTPException(400, f"bad offer: {exc}") from exc
         return {"participant": p.id, "node": server.id, "type": "answer", "sdp": answer}
 
-    @app.post("/v1/participants/{pid}/sdp", response_model=None)
-    async def sdp(pid: str, body: Sdp) -> Response | dict[str, Any]:
+    base = "/v1/meetings/{meeting}/participants/{pid}"
+
+    @app.post(f"{base}/sdp", response_model=None)
+    async def sdp(meeting: str, pid: str, body: Sdp) -> Response | dict[str, Any]:
         """A client offer (publishing more) gets an answer; a client answer completes a server
         offer. 409 on glare: answer the pending server offer first, then offer again."""
-        p = get(pid)
+        p = live(meeting, pid)
         try:
             if body.type == "offer":
                 return {"type": "answer", "sdp": await server.offer(pid, body.sdp)}
@@ -99,24 +122,33 @@ def create_app(server: CallServer, control_key: str | None = None) -> FastAPI:
                 return Response(status_code=204)
         except Glare as exc:
             raise HTTPException(409, "another offer is outstanding") from exc
+        except NotAllowed as exc:
+            raise HTTPException(403, {"code": exc.code, "message": str(exc)}) from exc
+        except ValueError as exc:
+            raise HTTPException(400, f"bad description: {exc}") from exc
         raise HTTPException(400, "type must be offer or answer")
 
-    @app.post("/v1/participants/{pid}/publish")
-    async def publish(pid: str, body: Publish) -> Response:
+    @app.post(f"{base}/publish")
+    async def publish(meeting: str, pid: str, body: Publish) -> Response:
         """Ask for m-lines to publish more (e.g. ["video"] for a screen share); they arrive as a
         server offer on the event stream, and the client's answer attaches its tracks."""
-        get(pid).request_publish(body.kinds)
+        try:
+            live(meeting, pid).request_publish(body.kinds)
+        except NotAllowed as exc:
+            raise HTTPException(403, {"code": exc.code, "message": str(exc)}) from exc
         return Response(status_code=202)
 
-    @app.get("/v1/participants/{pid}/events")
-    async def events(pid: str, after: int = 0, wait: float = 20.0) -> dict[str, Any]:
-        p = get(pid)
+    @app.get(f"{base}/events")
+    async def events(meeting: str, pid: str, after: int = 0,
+                     wait: float = 20.0) -> dict[str, Any]:
+        p = get(meeting, pid)
         return {"events": await p.wait_events(after, min(wait, 55.0))}
 
-    @app.delete("/v1/participants/{pid}")
-    async def leave(pid: str) -> Response:
+    @app.delete(base)
+    async def leave(meeting: str, pid: str) -> Response:
+        get(meeting, pid)
         if not await server.leave(pid):
-            raise HTTPException(404, "no such participant")
+            raise HTTPException(404, {"code": "no_participant", "message": "already left"})
         return Response(status_code=204)
 
     @app.post("/v1/drain")

@@ -21,9 +21,10 @@ class Meeting:
     def add(self, p: Participant) -> None:
         """A joiner receives what is already published."""
         self.participants[p.id] = p
-        for up in self.uptracks():
-            if up.owner != p.id:
-                p.subscribe(up)
+        for other in self.participants.values():
+            if other is not p:
+                for up in other.uptracks:
+                    p.subscribe(up)
 
     def publish(self, owner: Participant, ups: list[UpTrack]) -> None:
         for other in self.participants.values():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import time
 import uuid
 from typing import Any
@@ -93,17 +94,20 @@ class CallServer:
         return not self.draining and not self.full()
 
     # -- joins and leaves -------------------------------------------------------------------
-    async def join(self, meeting_id: str, sdp: str, participant_id: str | None = None,
-                   subscribe: bool = True) -> tuple[Participant, str]:
-        """Admit a participant with its offer; returns it and the answer."""
+    async def join(self, meeting_id: str, sdp: str, label: str | None = None,
+                   subscribe: bool = True, publish: bool = True) -> tuple[Participant, str]:
+        """Admit a participant with its offer; returns it and the answer.
+
+        Every join is a new participant with an id of its own (never an earlier session's), so
+        whatever still arrives for an earlier session of ``label`` (an answer, a leave) hits
+        that session's tombstone, not this one. An earlier session of ``label`` in the same
+        meeting is replaced (a client that reconnects)."""
         meeting = self.meetings.get(meeting_id)
         if meeting is None and (self.draining or self.full()):
             raise Refused("draining" if self.draining else "at capacity")
-        pid = participant_id or uuid.uuid4().hex[:12]
-        old = self.participants.get(pid)
-        if old is not None:  # a reconnecting client replaces its old connection
-            await self._remove(old)
-        p = Participant(pid, meeting_id, self.config, self._gone, self._published, self.mux)
+        pid = secrets.token_urlsafe(12)
+        p = Participant(pid, meeting_id, self.config, self._gone, self._published, self.mux,
+                        label=label, publishes=publish)
         p.subscribes = subscribe
         try:
             answer, ups = await p.accept_offer(sdp)
@@ -113,6 +117,10 @@ class CallServer:
         meeting = self.meetings.get(meeting_id)  # re-read: other joins ran during the await
         if meeting is None:
             meeting = self.meetings[meeting_id] = Meeting(meeting_id)
+        if label is not None:
+            for old in [o for o in meeting.participants.values() if o.label == label]:
+                await self._remove(old)
+            meeting = self.meetings.setdefault(meeting_id, meeting)
         self.participants[pid] = p
         meeting.add(p)
         meeting.publish(p, ups)
@@ -207,7 +215,8 @@ class CallServer:
             "capacity_subscriptions": self.capacity_subscriptions,
             "capacity_pps": self.capacity_pps, "pid": os.getpid(),
             "udp_port": self.mux.port if self.mux is not None else None,
-            "participant_ids": {m.id: sorted(m.participants) for m in self.meetings.values()},
+            "participant_ids": {m.id: sorted(p.label for p in m.participants.values())
+                                for m in self.meetings.values()},
         }
 
     def _gauges(self) -> None:

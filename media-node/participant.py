@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -23,10 +24,26 @@ from .tasks import spawn
 from .udpmux import UdpMux
 
 PREFERRED = {"video": "video/vp8", "audio": "audio/opus"}
+MAX_PUBLISHED = 3  # tracks one participant may publish: microphone, camera, screen
+_SENDING = re.compile(r"^a=(sendonly|sendrecv)\s*$", re.MULTILINE)
 
 
 class Glare(Exception):
     """A client offer crossed an outstanding server offer."""
+
+
+class NotAllowed(Exception):
+    """The participant asked for something its join did not allow (publishing when it may only
+    subscribe, more tracks than ``MAX_PUBLISHED``); ``code`` names it for the caller."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def sending_mlines(offer: str) -> int:
+    """How many m-lines of a client's offer send media (sendonly / sendrecv)."""
+    return len(_SENDING.findall(offer.replace("\r\n", "\n")))
 
 
 def _restrict_codecs(transceiver: Any) -> list[Any]:
@@ -57,10 +74,16 @@ class Participant:
     def __init__(self, pid: str, meeting_id: str, config: RTCConfiguration,
                  on_gone: Callable[[Participant], Any],
                  on_publish: Callable[[Participant, list[UpTrack]], None],
-                 mux: UdpMux | None = None) -> None:
+                 mux: UdpMux | None = None, label: str | None = None,
+                 publishes: bool = True) -> None:
+        # ``id`` is this connection's own (one per session, never reused), so a late answer or
+        # leave of an earlier session cannot reach this one; ``label`` is the identity that
+        # subscribers see (a=msid stream id, events) and that a later session of it replaces.
         self.id = pid
+        self.label = label or pid
         self.meeting_id = meeting_id
         self.subscribes = True  # False: publish-only (an ingest, a benchmark publisher)
+        self.publishes = publishes  # False: subscribe-only, every m-line it sends is inactive
         self.pc = RTCPeerConnection(config)
         self.link = Link()
         self.uptracks: list[UpTrack] = []
@@ -78,6 +101,7 @@ class Participant:
         self._on_publish = on_publish
         self._mux = mux
         self._publish_slots: list[str] = []
+        self._slots_offered = 0  # publish slots in the outstanding server offer
         self.pc.on("connectionstatechange", self._state_changed)
 
     async def _state_changed(self) -> None:
@@ -99,7 +123,14 @@ class Participant:
         async with self._lock:
             if self.pc.signalingState != "stable":
                 raise Glare
+            if self.publishes and sending_mlines(sdp) > MAX_PUBLISHED:
+                raise NotAllowed("publish_limit", f"at most {MAX_PUBLISHED} tracks per "
+                                 "participant")
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp, "offer"))
+            if not self.publishes:  # its sending m-lines are answered inactive: no receiver
+                for t in self.pc.getTransceivers():  # starts, nothing it sends is forwarded
+                    if t.direction in ("recvonly", "sendrecv"):
+                        t.direction = "inactive" if t.direction == "recvonly" else "sendonly"
             if self._mux is not None:  # gather on the shared port, not an ephemeral one
                 for ice in self.pc._RTCPeerConnection__iceTransports:  # type: ignore[attr-defined]
                     if not ice.iceGatherer._connection.local_candidates:
@@ -111,12 +142,14 @@ class Participant:
 
     def _new_uptracks(self) -> list[UpTrack]:
         """Tracks the client started sending in the description just applied."""
+        if not self.publishes:
+            return []
         known = {id(up.receiver) for up in self.uptracks}
         new: list[UpTrack] = []
         for t in self.pc.getTransceivers():
             if id(t.receiver) in known or t.receiver.track is None:
                 continue
-            new.append(UpTrack(self.id, t.receiver, _restrict_codecs(t),
+            new.append(UpTrack(self.label, t.receiver, _restrict_codecs(t),
                                self._announced_track_ids().get(t.mid) or t.receiver.track.id,
                                t.kind))
         return new
@@ -136,7 +169,13 @@ class Participant:
 
     def request_publish(self, kinds: list[str]) -> None:
         """The client wants to publish more tracks: offer it recvonly m-lines to fill."""
-        self._publish_slots.extend(k for k in kinds if k in PREFERRED)
+        if not self.publishes:
+            raise NotAllowed("publish_not_allowed", "this participant may only subscribe")
+        kinds = [k for k in kinds if k in PREFERRED]
+        if len(self.uptracks) + len(self._publish_slots) + self._slots_offered + len(
+                kinds) > MAX_PUBLISHED:
+            raise NotAllowed("publish_limit", f"at most {MAX_PUBLISHED} tracks per participant")
+        self._publish_slots.extend(kinds)
         spawn(self.renegotiate())
 
     async def renegotiate(self) -> None:
@@ -158,10 +197,11 @@ class Participant:
                 want = PREFERRED[kind]
                 t.setCodecPreferences([c for c in caps if c.mimeType.lower() == want
                                        or (kind == "video" and c.mimeType.lower() == "video/rtx")])
+            self._slots_offered = len(self._publish_slots)
             self._publish_slots = []
             for dt in self._pending:
                 t = self.pc.addTransceiver(SilentTrack(dt.kind, dt.up.track_id), "sendonly")
-                t.sender._stream_id = dt.up.owner  # a=msid: stream = publishing participant
+                t.sender._stream_id = dt.up.owner  # a=msid: stream = publishing identity
                 t.setCodecPreferences(_capabilities_like(dt.up))
                 dt.transceiver = t
             for dt in self._retired:
@@ -180,6 +220,7 @@ class Participant:
                 if id(dt.up) in self.downtracks:
                     dt.bind(dt.transceiver)
             self._offered = []
+            self._slots_offered = 0
             new = self._new_uptracks()
             self.uptracks.extend(new)
             again = (self._dirty or bool(self._pending) or bool(self._retired)

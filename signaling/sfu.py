@@ -15,11 +15,15 @@ published track ids are screens is shared (``sfusrc:<room>``) so every subscribe
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
+import hmac
 import logging
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import httpx
 
@@ -41,11 +45,30 @@ def sources_key(room: str) -> str:
     return f"sfusrc:{room}"
 
 
-def pair_meeting(room: str, a: str, b: str) -> str:
+PAIR_PREFIX = "~"  # never in a room name (protocol._ID_RE): no room is a pair's meeting
+
+
+def pair_meeting(secret: str, room: str, a: str, b: str) -> str:
     """The call-server meeting of one peer pair of a mesh room (P2P fallback, docs/signaling.md):
-    only those two publish and subscribe there."""
+    only those two publish and subscribe there. Opaque (a MAC of room and pair under the token
+    secret, so both ends' replicas name it alike) and prefixed with a character no room name
+    has: joining a room never lands in a pair's meeting."""
     lo, hi = sorted((a, b))
-    return f"{room}:pair:{lo}:{hi}"
+    mac = hmac.new(secret.encode(), f"pair\0{room}\0{lo}\0{hi}".encode(), hashlib.sha256)
+    return PAIR_PREFIX + base64.urlsafe_b64encode(mac.digest()[:18]).decode()
+
+
+def q(part: str) -> str:
+    """A meeting or participant id as one URL path segment."""
+    return quote(part, safe="")
+
+
+def may_publish(s: Session) -> bool:
+    """Whether the session's token lets it send media (the call server answers a participant
+    that may not inactive on every m-line it offers to send)."""
+    token = getattr(s, "token", None)
+    grants = token.grants if token is not None else frozenset()
+    return "publish" in grants or "admin" in grants
 
 
 def leg_key(session_id: str, pair: str | None) -> str:
@@ -77,6 +100,12 @@ class Leg:
     def tag(self, msg: dict[str, Any]) -> dict[str, Any]:
         return {**msg, "pair": self.pair} if self.pair else msg
 
+    @property
+    def url(self) -> str:
+        """This session's participant on its node (ids are per session, scoped by meeting)."""
+        return (f"{self.placement.url}/v1/meetings/{q(self.meeting)}/participants/"
+                f"{q(self.pid)}")
+
 
 class SfuRelay:
     def __init__(self, hub: Hub) -> None:
@@ -96,9 +125,12 @@ class SfuRelay:
             pair = (leg.session.identity, leg.pair)
         if pair:
             members = {k: v for k, v in members.items() if k in pair}
-        meeting = pair_meeting(room, *pair) if pair else room
+        meeting = self.pair_meeting(room, *pair) if pair else room
         caps = [Caps.from_fields(m["caps"]) for m in members.values()]
         return await self.hub.directory.place(meeting, max(1, len(caps)), caps, exclude=exclude)
+
+    def pair_meeting(self, room: str, a: str, b: str) -> str:
+        return pair_meeting(self.hub.settings.token_secret, room, a, b)
 
     # -- client messages ------------------------------------------------------------------
     async def handle(self, s: Session, msg: Message) -> None:
@@ -110,8 +142,10 @@ class SfuRelay:
         leg = self.legs.get(leg_key(s.session_id, msg.get("pair")))
         if leg is None:
             raise ProtocolError("not_sfu", f"{msg.type} needs sfu.join first", msg.id)
+        if msg.type == "sfu.publish" and not may_publish(s):
+            raise ProtocolError("grant_missing", "publishing needs the 'publish' grant", msg.id)
         await self._store_sources(leg.meeting, msg.get("sources"))
-        url = f"{leg.placement.url}/v1/participants/{leg.pid}"
+        url = leg.url
         try:
             if msg.type == "sfu.answer":
                 r = await self.http.post(f"{url}/sdp", json={"type": "answer", "sdp": msg["sdp"]})
@@ -133,12 +167,13 @@ class SfuRelay:
         if pair is not None and (pair == s.identity or await self.hub.store.hget(
                 f"room:{room}", pair) is None):
             raise ProtocolError("peer_not_in_room", f"{pair} is not in room '{room}'", msg.id)
-        meeting = pair_meeting(room, s.identity, pair) if pair else room
+        meeting = self.pair_meeting(room, s.identity, pair) if pair else room
         old = self.legs.pop(leg_key(s.session_id, pair), None)
         if old is not None:
             await self._stop(old, leave=False)
         await self._store_sources(meeting, msg.get("sources"))
-        body = {"type": "offer", "sdp": msg["sdp"], "participant": s.identity}
+        body = {"type": "offer", "sdp": msg["sdp"], "participant": s.identity,
+                "publish": may_publish(s)}
         tried: list[str] = [*exclude]
         for _ in range(3):
             placement = await self.place(room, tuple(tried),
@@ -149,7 +184,7 @@ class SfuRelay:
             if old is not None and old.placement.node != placement.node:
                 self._spawn_delete(old)
             try:
-                r = await self.http.post(f"{placement.url}/v1/meetings/{meeting}/participants",
+                r = await self.http.post(f"{placement.url}/v1/meetings/{q(meeting)}/participants",
                                          json=body)
             except httpx.HTTPError:
                 tried.append(placement.node)  # dead but still registered: try another node
@@ -183,7 +218,7 @@ class SfuRelay:
 
     # -- the node's event stream ----------------------------------------------------------
     async def _follow(self, leg: Leg) -> None:
-        url = f"{leg.placement.url}/v1/participants/{leg.pid}/events"
+        url = f"{leg.url}/events"
         while not leg.lost:
             try:
                 r = await self.http.get(url, params={"after": leg.after, "wait": POLL_WAIT_S})
@@ -280,7 +315,7 @@ class SfuRelay:
     def _spawn_delete(self, leg: Leg) -> None:
         async def delete() -> None:
             with contextlib.suppress(httpx.HTTPError):
-                await self.http.delete(f"{leg.placement.url}/v1/participants/{leg.pid}")
+                await self.http.delete(leg.url)
 
         self._spawn(delete())
 

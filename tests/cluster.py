@@ -10,7 +10,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import free_port, port_open, wait_until
+from parley.tokens import control_key
+from tests.conftest import SERVER_SECRETS, free_port, port_open, wait_until
+from tests.media.client import TEST_SECRET
 
 
 class Cluster:
@@ -24,6 +26,7 @@ class Cluster:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.nodes: dict[str, dict[str, Any]] = {}
         self.replicas: dict[str, subprocess.Popen[bytes]] = {}  # signaling base URL -> process
+        self.secret = TEST_SECRET  # signaling's token secret; nodes get only its control key
 
     def _start(self, name: str, args: list[str], env: dict[str, str]) -> tuple[Any, int]:
         port = free_port()
@@ -37,9 +40,12 @@ class Cluster:
 
     def node(self, suffix: str, env: dict[str, str] | None = None) -> dict[str, Any]:
         node_id = f"{self.region}-{suffix}"
+        env = dict(env or {})  # a node never holds the token secret: it gets the control key
+        env.setdefault("PARLEY_CONTROL_KEY",
+                       control_key(env.pop("PARLEY_TOKEN_SECRET", None) or self.secret))
         proc, port = self._start(node_id, [
             "media-node", "--role", "call-server", "--host", "127.0.0.1", "--node-id", node_id,
-            "--region", self.region, "--redis-url", self.redis_url], env or {})
+            "--region", self.region, "--redis-url", self.redis_url], env)
         self.nodes[node_id] = {"id": node_id, "proc": proc, "url": f"http://127.0.0.1:{port}"}
         return self.nodes[node_id]
 
@@ -48,9 +54,11 @@ class Cluster:
         proc, port = self._start(f"signaling-{len(self.replicas) + 1}",
                                  ["signaling", "--host", "127.0.0.1"], {
             "PARLEY_REDIS_URL": self.redis_url, "PARLEY_REGION": self.region,
-            "PARLEY_DATA_DIR": str(self.tmp / "data"), **(env or {})})
+            "PARLEY_DATA_DIR": str(self.tmp / "data"), "PARLEY_TOKEN_SECRET": self.secret,
+            **(env or {})})
         base = f"http://127.0.0.1:{port}"
         self.replicas[base] = proc
+        SERVER_SECRETS[base] = (env or {}).get("PARLEY_TOKEN_SECRET") or self.secret
         return base
 
     def stop(self) -> None:

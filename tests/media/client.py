@@ -22,6 +22,13 @@ from aiortc import (
 )
 from aiortc.mediastreams import AudioStreamTrack
 
+from parley import tokens
+
+# The deployment's token secret in these tests; call servers get only its control key.
+TEST_SECRET = "call-server-tests-token-secret-0123456789"
+CONTROL_KEY = tokens.control_key(TEST_SECRET)
+CONTROL = tokens.control_headers(TEST_SECRET)
+
 
 class PatternVideo(VideoStreamTrack):
     """Small moving test pattern (so VP8 really encodes something), 30 fps."""
@@ -69,11 +76,16 @@ class Client:
         self.joined_at: float | None = None
         self.moves: list[dict[str, Any]] = []
         self.node_lost = asyncio.Event()
-        self.http = httpx.AsyncClient(timeout=30, headers=headers)
+        self.http = httpx.AsyncClient(timeout=30, headers=CONTROL if headers is None else headers)
         self._tasks: list[asyncio.Task[Any]] = []
         self._after = 0
         self.extra: list[MediaStreamTrack] = []  # published after joining; kept on re-join
         self.to_publish: list[MediaStreamTrack] = []
+
+    @property
+    def me(self) -> str:
+        """This participant's session on its node."""
+        return f"{self.url}/v1/meetings/{self.meeting}/participants/{self.pid}"
 
     async def join(self, url: str) -> None:
         """(Re)join the meeting on the call server at ``url`` with a fresh connection."""
@@ -125,7 +137,7 @@ class Client:
     async def _events(self, pc: RTCPeerConnection) -> None:
         while pc is self.pc:
             try:
-                r = await self.http.get(f"{self.url}/v1/participants/{self.pid}/events",
+                r = await self.http.get(f"{self.me}/events",
                                         params={"after": self._after, "wait": 10})
                 r.raise_for_status()
             except (httpx.HTTPError, OSError):
@@ -144,7 +156,7 @@ class Client:
                             t.sender.replaceTrack(track)
                             t.direction = "sendonly"
                     await pc.setLocalDescription(await pc.createAnswer())
-                    await self.http.post(f"{self.url}/v1/participants/{self.pid}/sdp",
+                    await self.http.post(f"{self.me}/sdp",
                                          json={"sdp": pc.localDescription.sdp,
                                                "type": "answer"})
                 elif event["type"] == "move":
@@ -159,7 +171,7 @@ class Client:
         """Publish one more track (a screen share): ask the call server for an m-line; its offer
         arrives on the event stream and the answer attaches the track."""
         self.to_publish.append(track)
-        r = await self.http.post(f"{self.url}/v1/participants/{self.pid}/publish",
+        r = await self.http.post(f"{self.me}/publish",
                                  json={"kinds": [track.kind]})
         r.raise_for_status()
 
@@ -178,7 +190,7 @@ class Client:
     async def close(self, leave: bool = True) -> None:
         if leave and self.pid and self.url:
             with contextlib.suppress(httpx.HTTPError):
-                await self.http.delete(f"{self.url}/v1/participants/{self.pid}")
+                await self.http.delete(self.me)
         await self._drop_pc()
         await self.http.aclose()
 

@@ -12,12 +12,14 @@ import uvicorn
 from parley.media.api import create_app
 from parley.media.node import CallServer
 from tests.conftest import free_port
+from tests.media.client import CONTROL_KEY
 
 
 @contextlib.asynccontextmanager
 async def running(server: CallServer) -> AsyncIterator[str]:
     port = free_port()
-    config = uvicorn.Config(create_app(server), host="127.0.0.1", port=port, log_level="warning")
+    config = uvicorn.Config(create_app(server, CONTROL_KEY), host="127.0.0.1", port=port,
+                            log_level="warning")
     userver = uvicorn.Server(config)
     task = asyncio.ensure_future(userver.serve())
     for _ in range(500):

@@ -27,7 +27,7 @@ from parley.media.node import CallServer
 from parley.media.registry import Registration, place
 from tests.conftest import free_port, port_open, wait_until
 
-from .client import Client, wait_for
+from .client import CONTROL, CONTROL_KEY, Client, wait_for
 
 pytestmark = pytest.mark.redis
 
@@ -59,7 +59,8 @@ def nodes(media_redis_url: str, tmp_path: Path) -> Iterator[Callable[..., dict[s
              "--region", region, "--redis-url", media_redis_url,
              "--udp-port", "0",  # single-port mode: one shared UDP socket per node
              "--drain-deadline", str(drain_deadline)],
-            stdout=log, stderr=subprocess.STDOUT, env={**os.environ})
+            stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, "PARLEY_CONTROL_KEY": CONTROL_KEY})
         procs.append(proc)
         wait_until(lambda: port_open(port) or proc.poll() is not None, 30, what=node_id)
         assert proc.poll() is None, (tmp_path / f"{node_id}.log").read_text()
@@ -183,7 +184,7 @@ async def meeting_on_two_nodes(nodes: Callable[..., dict[str, Any]], redis: Redi
 
 async def test_drain_with_deadline_moves_everyone_and_ends_empty(
         nodes: Callable[..., dict[str, Any]], redis: Redis) -> None:
-    async with httpx.AsyncClient(timeout=10) as http, meeting_on_two_nodes(
+    async with httpx.AsyncClient(timeout=10, headers=CONTROL) as http, meeting_on_two_nodes(
             nodes, redis, "drain", ["d1", "d2"]) as two:
         home, other, clients = two.home, two.other, two.clients
         assert (await http.get(f"{home['url']}/readyz")).status_code == 200
@@ -311,7 +312,7 @@ async def test_sigterm_drains_moves_everyone_and_exits(
     """A pod being deleted gets SIGTERM: the node stops taking meetings at once, the current
     meeting goes on until the drain deadline, then its participants move and the process exits
     by itself (status 0), instead of cutting the call."""
-    async with httpx.AsyncClient(timeout=10) as http, meeting_on_two_nodes(
+    async with httpx.AsyncClient(timeout=10, headers=CONTROL) as http, meeting_on_two_nodes(
             nodes, redis, "term", ["t1", "t2"], drain_deadline=3.0) as two:
         home, other, clients = two.home, two.other, two.clients
         home["proc"].send_signal(signal.SIGTERM)
@@ -329,7 +330,7 @@ async def test_undrain_takes_meetings_again(nodes: Callable[..., dict[str, Any]]
     before the deadline moves anyone."""
     region = f"undrain-{uuid.uuid4().hex[:6]}"
     node = nodes(f"{region}-a", region)
-    async with httpx.AsyncClient(timeout=10) as http:
+    async with httpx.AsyncClient(timeout=10, headers=CONTROL) as http:
         assert (await http.post(f"{node['url']}/v1/drain", json={"deadline": 1.0})
                 ).json()["draining"]
         assert (await http.get(f"{node['url']}/readyz")).status_code == 503

@@ -28,7 +28,7 @@ async def test_two_participants_decode_each_other(call_server: tuple[CallServer,
         await wait_for(lambda: a.decoding_from(["b"]) and b.decoding_from(["a"]), 15,
                        "a and b decoding each other")
         # nothing was decoded on the server: its receivers' decoder threads never got a frame
-        up = server.participants["a"].uptracks[0]
+        up = server.participants[a.pid].uptracks[0]
         assert up.packets > 0 and up.downtracks and up.downtracks[0].packets > 0
     finally:
         await a.close()
@@ -88,14 +88,14 @@ async def test_late_joiner_decodes_within_one_second(call_server: tuple[CallServ
         await b.join(url)
         await wait_for(lambda: a.decoding_from(["b"]) and b.decoding_from(["a"]), 15, "a<->b")
         await asyncio.sleep(1.5)  # the publishers' last keyframe is now old: the joiner is gated
-        sent = sum(up.keyframes.sent for up in server.participants["a"].uptracks)
+        sent = sum(up.keyframes.sent for up in server.participants[a.pid].uptracks)
         await late.join(url)
         await wait_for(lambda: late.decoding_from(["a", "b"], minimum=1), 5, "late joiner")
         assert late.connected_at is not None
         first_video = max(late.first_frame[f"{n}-camera"] for n in ("a", "b"))
         assert first_video - late.connected_at <= 1.0, first_video - late.connected_at
         # the gate asked the publisher for a keyframe instead of waiting for a periodic one
-        assert sum(up.keyframes.sent for up in server.participants["a"].uptracks) > sent
+        assert sum(up.keyframes.sent for up in server.participants[a.pid].uptracks) > sent
     finally:
         await asyncio.gather(a.close(), b.close(), late.close())
 
@@ -110,7 +110,7 @@ async def test_screen_share_is_an_extra_track(call_server: tuple[CallServer, str
         await a.publish(PatternVideo("a-screen", size=(320, 180)))
         await wait_for(lambda: b.decoding_from(["a"], kinds=("screen", "camera", "mic")), 15,
                        "b decoding a's screen share")
-        assert {up.track_id for up in server.participants["a"].uptracks} == {
+        assert {up.track_id for up in server.participants[a.pid].uptracks} == {
             "a-camera", "a-mic", "a-screen"}
     finally:
         await asyncio.gather(a.close(), b.close())
@@ -129,7 +129,7 @@ async def test_lost_packets_are_nacked_and_retransmitted_as_rtx(
         original = receiver._handle_rtp_packet
         dropped: set[int] = set()
         rtx_seen: list[int] = []
-        leg = server.participants["b"].downtracks[id(server.participants["a"].uptracks[0])]
+        leg = server.participants[b.pid].downtracks[id(server.participants[a.pid].uptracks[0])]
 
         async def lossy(packet, arrival_time_ms):  # type: ignore[no-untyped-def]
             if packet.payload_type == leg.rtx_pt:
@@ -157,7 +157,7 @@ async def test_slow_subscriber_drops_frames_not_the_call(
         await a.join(url)
         await b.join(url)
         await wait_for(lambda: b.decoding_from(["a"], kinds=("camera",)), 15, "b decoding a")
-        link = server.participants["b"].link
+        link = server.participants[b.pid].link
         real = link.sendto
 
         def full(data: bytes, addr: object) -> None:
@@ -165,9 +165,9 @@ async def test_slow_subscriber_drops_frames_not_the_call(
 
         link.sendto = full
         await asyncio.sleep(0.5)
-        leg = next(iter(server.participants["b"].downtracks.values()))
+        leg = next(iter(server.participants[b.pid].downtracks.values()))
         assert leg.dropped > 0 and leg.gated
-        assert "b" in server.meetings["slow"].participants  # still in the call
+        assert b.pid in server.meetings["slow"].participants  # still in the call
         frozen = b.frames["a-camera"]
         link.sendto = real
         await wait_for(lambda: b.frames["a-camera"] > frozen + 10, 5, "decoding resumes")
@@ -186,14 +186,14 @@ async def test_a_leaving_publisher_is_unpublished_and_the_rest_continue(
         await wait_for(lambda: a.decoding_from(["b", "c"]) and b.decoding_from(["a", "c"]), 15,
                        "three-way call")
         assert server.subscriptions() == 12
-        await c.close()  # DELETE /v1/participants/c
+        await c.close()  # DELETE .../participants/<c.pid>
         await wait_for(lambda: server.subscriptions() == 4, 5, "c's legs gone")
-        gone = [e for e in server.participants["a"].events if e["type"] == "unpublished"]
+        gone = [e for e in server.participants[a.pid].events if e["type"] == "unpublished"]
         assert {e["track"] for e in gone} == {"c-camera", "c-mic"}
         # the next server offer marks c's m-lines inactive; a and b keep decoding each other
-        await wait_for(lambda: server.participants["a"].pc.signalingState == "stable"
+        await wait_for(lambda: server.participants[a.pid].pc.signalingState == "stable"
                        and any(t.direction == "inactive"
-                               for t in server.participants["a"].pc.getTransceivers()), 5,
+                               for t in server.participants[a.pid].pc.getTransceivers()), 5,
                        "renegotiated without c")
         before = a.frames["b-camera"], b.frames["a-camera"]
         await wait_for(lambda: a.frames["b-camera"] > before[0] + 15

@@ -6,7 +6,6 @@ flight."""
 from __future__ import annotations
 
 import itertools
-import secrets
 import signal
 import time
 from collections.abc import Iterator
@@ -40,7 +39,7 @@ def cluster(redis_url: str, tmp_path: Path) -> Iterator[Cluster]:
 def test_media_node_killed_mid_recording_in_chromium(browser: Any, cluster: Cluster,
                                                    tmp_path: Path) -> None:
     a, b = cluster.node("a"), cluster.node("b")
-    secret = secrets.token_urlsafe(32)
+    secret = cluster.secret  # the nodes have its control key
     pages, home = start_meeting(cluster, browser, ["r1", "r2"], {
         "PARLEY_TOKEN_SECRET": secret, "PARLEY_RECORDING_CHUNK_S": str(CHUNK_S),
         "PARLEY_RECORDING_WATCH_S": "0.5"})

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 import signal
 import time
 import uuid
@@ -124,7 +123,7 @@ async def test_a_killed_replicas_recording_is_stopped_compiled_and_notified_by_a
 
         await eventually(registered, 15, "the node registered")
         async with serve(hooks.app()) as hook_base:
-            secret = secrets.token_urlsafe(24)
+            secret = cluster.secret  # the nodes have its control key
             env = {"PARLEY_TOKEN_SECRET": secret, "PARLEY_RECORDING_WEBHOOK_URL":
                    f"{hook_base}/hook", "PARLEY_RECORDING_WEBHOOK_SECRET": hooks.secret}
             one, two = cluster.signaling(env), cluster.signaling(env)

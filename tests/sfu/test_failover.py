@@ -15,10 +15,10 @@ import pytest
 
 from tests.cluster import Cluster
 from tests.conftest import wait_until
+from tests.media.client import CONTROL
 from tests.signaling.browser import close, open_client, stats, wait_media
 
-# One rerun, as in test_meeting.py (docs/call-server.md, "Known defects").
-pytestmark = [pytest.mark.browser, pytest.mark.redis, pytest.mark.flaky(reruns=1)]
+pytestmark = [pytest.mark.browser, pytest.mark.redis]
 
 CAM = "w=320&h=240&fps=15"
 
@@ -82,7 +82,7 @@ def test_call_server_killed_mid_call_clients_back_on_another_node_within_5s(
               f"{survivor['id']} after {elapsed:.2f} s")
         assert elapsed <= 5.0
         assert all(p.evaluate("window.parley.state.sfu.reason") == "node_lost" for p in pages)
-        st = httpx.get(f"{survivor['url']}/v1/status").json()
+        st = httpx.get(f"{survivor['url']}/v1/status", headers=CONTROL).json()
         assert st["participants"] == len(names)
     finally:
         close(*pages)
@@ -97,7 +97,7 @@ def test_drain_with_deadline_moves_participants_and_the_node_ends_empty(
     drained = cluster.nodes[home]
     other = b if drained is a else a
     try:
-        r = httpx.post(f"{drained['url']}/v1/drain", json={"deadline": 3.0})
+        r = httpx.post(f"{drained['url']}/v1/drain", json={"deadline": 3.0}, headers=CONTROL)
         assert r.json()["draining"] is True
         started = time.monotonic()
         # before the deadline the meeting goes on where it is
@@ -117,10 +117,12 @@ def test_drain_with_deadline_moves_participants_and_the_node_ends_empty(
         reasons = [p.evaluate("window.parley.state.sfu.reasons") for p in pages]
         print("move reasons per client:", reasons)
         assert all("drain" in r for r in reasons), reasons
-        wait_until(lambda: httpx.get(f"{drained['url']}/v1/status").json()["participants"] == 0,
-                   5, what="drained node empty")
-        st = httpx.get(f"{drained['url']}/v1/status").json()
+        def status(node: dict[str, Any]) -> dict[str, Any]:
+            return httpx.get(f"{node['url']}/v1/status", headers=CONTROL).json()
+
+        wait_until(lambda: status(drained)["participants"] == 0, 5, what="drained node empty")
+        st = status(drained)
         assert st["meetings"] == 0 and st["draining"] is True
-        assert httpx.get(f"{other['url']}/v1/status").json()["participants"] == len(names)
+        assert status(other)["participants"] == len(names)
     finally:
         close(*pages)

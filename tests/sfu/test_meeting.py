@@ -9,10 +9,7 @@ import pytest
 from tests.conftest import wait_until
 from tests.signaling.browser import close, inbound, open_client, stats, wait_media
 
-# One rerun: on a shared 2-core machine a call-server session sometimes churns (the node closes
-# a leg, the client restarts it, a renegotiation crosses the restart) and a browser ends up
-# receiving nothing; a test that fails twice fails. Known defect, docs/call-server.md.
-pytestmark = [pytest.mark.browser, pytest.mark.flaky(reruns=1)]
+pytestmark = [pytest.mark.browser]
 
 CAM = "w=320&h=240&fps=15"  # the fake camera, small: five pages share two cores
 
