@@ -46,8 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     sig.set_defaults(func=_lazy("parley.embedded", "run_signaling"))
 
     media = sub.add_parser("media-node", help="run a media node")
-    media.add_argument("--role", choices=["call-server", "transcoder", "edge-relay", "recorder"],
-                       required=True)
+    media.add_argument("--role", choices=["call-server", "ingest", "transcoder", "edge-relay",
+                                          "recorder"], required=True)
     env = os.environ.get  # the chart configures media nodes by environment
     media.add_argument("--host", default="0.0.0.0")
     media.add_argument("--port", type=int, default=8080, help="control API (HTTP) port")
@@ -84,14 +84,23 @@ def build_parser() -> argparse.ArgumentParser:
     op.set_defaults(func=_lazy("parley.operator.main"))
 
     tok = sub.add_parser("token", help="mint an access token and print it")
-    tok.add_argument("--room", required=True)
-    tok.add_argument("--identity", required=True)
+    where = tok.add_mutually_exclusive_group(required=True)
+    where.add_argument("--room")
+    where.add_argument("--broadcast", help="a broadcast's token (a stream key with --source "
+                       "NAME --grant publish); docs/broadcast.md")
+    tok.add_argument("--identity", default=None)
+    tok.add_argument("--source", default=None, help="with --broadcast: the source's name")
     tok.add_argument("--name", default=None, help="display name (default: the identity)")
     tok.add_argument("--grant", action="append", default=None,
                      choices=["publish", "subscribe", "record", "admin"],
                      help="repeat for several (default: publish and subscribe)")
-    tok.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
+    tok.add_argument("--ttl", type=int, default=3600,
+                     help="lifetime in seconds, 1..86400 (at most 24 h; default 3600)")
     tok.set_defaults(func=_lazy("parley.tokens", "cli"))
+
+    from parley.analytics.cli import add_parser as analytics  # issue 13
+
+    analytics(sub)
     return parser
 
 

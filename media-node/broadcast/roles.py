@@ -1,0 +1,111 @@
+"""`parley media-node --role ingest` and the broadcast routes inside `parley up`.
+
+The ingest serves one broadcast (``PARLEY_BROADCAST``, ``namespace/name`` from the operator,
+``namespace.name`` in URLs) to the sources listed in ``PARLEY_INGEST_SOURCES``; it also plays the
+programme over WHEP, which is what a transcoder or a relay pulls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from .feed import Feed
+from .live import create_app as live_app
+from .whep import Playback
+from .whip import Ingest
+
+
+def broadcast_key(value: str) -> str:
+    """``namespace/name`` (the operator's PARLEY_BROADCAST) -> ``namespace.name`` (URLs)."""
+    return value.strip().replace("/", ".")
+
+
+def ingest_apps(secret: str, broadcasts: list[str] | None = None,
+                sources: list[str] | None = None) -> tuple[FastAPI, Ingest, Playback]:
+    """The /live app of an ingest: WHIP in, the programme out over WHEP."""
+    ingest = Ingest(secret, broadcasts=broadcasts, sources=sources)
+    renditions: dict[tuple[str, str], Feed] = {}
+
+    def lookup(broadcast: str, rendition: str | None) -> Feed | None:
+        if rendition is not None:
+            return renditions.get((broadcast, rendition))
+        p = ingest.programme(broadcast)
+        return p.feed if p is not None else None
+
+    playback = Playback(lookup)
+
+    def status(broadcast: str) -> dict[str, Any] | None:
+        p = ingest.programme(broadcast)
+        if p is None:
+            return None
+        return {**p.status(), "renditions": sorted(r for b, r in renditions if b == broadcast)}
+
+    app = live_app(playback, ingest, status)
+    app.state.renditions = renditions  # `parley up` registers its embedded ladder here
+    return app, ingest, playback
+
+
+def mount(app: FastAPI, secret: str) -> Ingest:
+    """`parley up`: publishing to /live/NAME/whip creates broadcast NAME."""
+    live, ingest, _ = ingest_apps(secret)
+    app.mount("/live", live)
+    return ingest
+
+
+def node_app(live: FastAPI) -> FastAPI:
+    """A broadcast role's whole HTTP surface: /live plus probes and metrics."""
+    app = FastAPI(title="Parley broadcast node")
+
+    @app.get("/livez")
+    async def livez() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> dict[str, str]:
+        return {"status": "ready"}
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    app.mount("/live", live)
+    return app
+
+
+async def serve_ingest(args: argparse.Namespace) -> None:
+    from parley.config import Settings
+
+    secret = Settings.from_env().token_secret
+    key = os.environ.get("PARLEY_BROADCAST")
+    sources = [s for s in os.environ.get("PARLEY_INGEST_SOURCES", "").split(",") if s]
+    live, ingest, playback = ingest_apps(secret, [broadcast_key(key)] if key else None,
+                                         sources or None)
+    video = os.environ.get("PARLEY_PROGRAM_VIDEO")
+    if key and video:
+        programme = ingest.programme(broadcast_key(key))
+        if programme is not None:
+            programme.set_program(video, None)
+    config = uvicorn.Config(node_app(live), host=args.host, port=args.port, log_level="warning")
+    server = uvicorn.Server(config)
+    print(f"ingest listening on http://{args.host}:{args.port}/live/"
+          f"{broadcast_key(key) if key else '{broadcast}'}/whip", flush=True)
+    try:
+        await server.serve()
+    finally:
+        await playback.close()
+        await ingest.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.role == "ingest":
+        asyncio.run(serve_ingest(args))
+        return 0
+    raise ValueError(f"not a broadcast role: {args.role}")
