@@ -94,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument("--grant", action="append", default=None,
                      choices=["publish", "subscribe", "record", "admin"],
                      help="repeat for several (default: publish and subscribe)")
-    tok.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
+    tok.add_argument("--ttl", type=int, default=3600,
+                     help="lifetime in seconds, 1..86400 (at most 24 h; default 3600)")
     tok.set_defaults(func=_lazy("parley.tokens", "cli"))
     return parser
 

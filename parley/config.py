@@ -10,6 +10,7 @@ import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -35,15 +36,32 @@ class Settings:
     allow_guests: bool = True
     guest_grants: tuple[str, ...] = ("publish", "subscribe")
     public_url: str | None = None
+    # Host names the HTTP/WebSocket server answers to (DNS rebinding): loopback names and the
+    # public URL's host by default; "*" answers any (PARLEY_ALLOWED_HOSTS, comma-separated).
+    allowed_hosts: tuple[str, ...] = ()
+    guest_ttl_s: int = 900  # guest tokens are short; the web client refreshes them
     region: str = "local"
     # Where a stopped recording is compiled: "inline" (a signaling worker thread, `parley up`)
     # or "job" (the operator runs a Kubernetes Job; signaling only waits for the manifest).
     file_creator: str = "inline"
 
     def __post_init__(self) -> None:
+        if not 10 <= self.guest_ttl_s <= 86400:
+            raise ValueError("PARLEY_GUEST_TTL_S must be 10..86400 seconds")
         if self.file_creator not in FILE_CREATORS:
             raise ValueError(f"PARLEY_FILE_CREATOR must be one of {', '.join(FILE_CREATORS)}, "
                              f"not {self.file_creator!r}")
+
+    def hosts(self) -> frozenset[str]:
+        """The host names requests may carry (lower case, no port); contains "*" for any."""
+        if self.allowed_hosts:
+            return frozenset(h.strip().lower() for h in self.allowed_hosts if h.strip())
+        out = {"127.0.0.1", "localhost", "::1"}
+        if self.public_url:
+            host = urlsplit(self.public_url).hostname
+            if host:
+                out.add(host.lower())
+        return frozenset(out)
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -61,6 +79,8 @@ class Settings:
             "allow_guests": (_env("PARLEY_ALLOW_GUESTS", "1") or "1") not in ("0", "false", "no"),
             "guest_grants": split("PARLEY_GUEST_GRANTS") or ("publish", "subscribe"),
             "public_url": _env("PARLEY_PUBLIC_URL"),
+            "allowed_hosts": split("PARLEY_ALLOWED_HOSTS"),
+            "guest_ttl_s": int(_env("PARLEY_GUEST_TTL_S", "900") or 900),
             "region": _env("PARLEY_REGION", "local") or "local",
             "file_creator": _env("PARLEY_FILE_CREATOR", "inline"),
         }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import sys
 
@@ -22,6 +23,8 @@ async def serve(settings: Settings, host: str, port: int, embed_call_server: boo
     from parley.signaling.hub import Hub
 
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    if shown != "127.0.0.1" and not settings.allowed_hosts:  # answer to the address it binds
+        settings = dataclasses.replace(settings, allowed_hosts=(*settings.hosts(), shown))
     if embed_call_server:  # `parley up`: the call server runs in this process, at /media
         call_server, directory = embed(settings, f"http://{shown}:{port}")
         app = create_app(settings, Hub(settings, directory=directory))
@@ -54,7 +57,11 @@ def run(args: argparse.Namespace) -> int:
     # On one machine everyone in a room may press Record; a deployment grants it by token.
     guest_grants = None if os.environ.get("PARLEY_GUEST_GRANTS") or not embed else (
         "publish", "subscribe", "record")
-    settings = Settings.from_env(data_dir=args.data_dir, guest_grants=guest_grants)
+    # `parley up` answers loopback names and the public host only (DNS rebinding); a deployed
+    # `parley signaling` sits behind a Service/Ingress: any Host unless PARLEY_ALLOWED_HOSTS says.
+    any_host = getattr(args, "any_host", False) and not os.environ.get("PARLEY_ALLOWED_HOSTS")
+    settings = Settings.from_env(data_dir=args.data_dir, guest_grants=guest_grants,
+                                 allowed_hosts=("*",) if any_host else None)
     try:
         asyncio.run(serve(settings, args.host, args.port, embed))
     except OSError as exc:
@@ -66,4 +73,4 @@ def run(args: argparse.Namespace) -> int:
 def run_signaling(args: argparse.Namespace) -> int:
     """`parley signaling`: the same server, configured for a deployment by environment."""
     return run(argparse.Namespace(host=args.host, port=args.port, data_dir=None,
-                                  embed_call_server=False))
+                                  embed_call_server=False, any_host=True))

@@ -1,14 +1,15 @@
-"""Access tokens: signed JWTs (HS256) carrying identity, room, grants and an expiry.
+"""Access tokens: signed JWTs (HS256) carrying identity, room, grants, audience and a bounded
+lifetime.
 
 Every component that admits a client verifies the same token, so the format lives in the core.
+A guest token (``guest: true``) is minted by signaling itself for a server-made ``guest-<hex>``
+identity; everything else comes from the deployment (its login, or `parley token`).
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import hashlib
-import hmac
 import sys
 import time
 from dataclasses import dataclass
@@ -19,14 +20,18 @@ import jwt
 GRANTS = frozenset({"publish", "subscribe", "record", "admin"})
 DEFAULT_GRANTS = ("publish", "subscribe")
 ISSUER = "parley"
+AUDIENCE = "parley"  # tokens of another system signed with a shared secret are refused
 LEEWAY_S = 5
+MAX_TTL_S = 24 * 3600  # no token lives longer than a day
+GUEST_PREFIX = "guest-"
 
 
 def control_key(secret: str) -> str:
     """The bearer key of call servers' control API: derived from the token secret, so the
     deployment has one secret, and a client's access token never opens the control API."""
-    mac = hmac.new(secret.encode(), b"parley-call-server-control", hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+    # A one-way hash the chart computes too (Helm's sha256sum in secrets.yaml): call servers and
+    # the operator get this key, never the secret it comes from.
+    return hashlib.sha256(f"parley-call-server-control:{secret}".encode()).hexdigest()
 
 
 def control_headers(secret: str) -> dict[str, str]:
@@ -54,46 +59,64 @@ class AccessToken:
     grants: frozenset[str]
     name: str
     expires_at: int
+    guest: bool = False
+
+    def allows(self, grant: str) -> bool:
+        return grant in self.grants or "admin" in self.grants
 
     def require(self, grant: str) -> None:
-        if grant not in self.grants and "admin" not in self.grants:
+        if not self.allows(grant):
             raise TokenError("grant_missing", f"token lacks the '{grant}' grant")
 
 
 def mint(secret: str, *, identity: str, room: str, grants: tuple[str, ...] = DEFAULT_GRANTS,
-         name: str | None = None, ttl_s: int = 3600, now: float | None = None) -> str:
-    """Sign a token for ``identity`` in ``room``; ``room='*'`` admits any room."""
+         name: str | None = None, ttl_s: int = 3600, now: float | None = None,
+         guest: bool = False, audience: str = AUDIENCE) -> str:
+    """Sign a token for ``identity`` in ``room``; ``room='*'`` admits any room.
+    ``ttl_s`` is capped: 1 s to :data:`MAX_TTL_S`."""
     unknown = set(grants) - GRANTS
     if unknown:
         raise ValueError(f"unknown grants: {sorted(unknown)}")
     if not identity or not room:
         raise ValueError("identity and room are required")
+    if not 0 < ttl_s <= MAX_TTL_S:
+        raise ValueError(f"ttl must be 1..{MAX_TTL_S} seconds, not {ttl_s}")
     issued = int(now if now is not None else time.time())
     claims: dict[str, Any] = {
-        "iss": ISSUER, "sub": identity, "room": room, "grants": sorted(set(grants)),
-        "name": name or identity, "iat": issued, "exp": issued + ttl_s,
+        "iss": ISSUER, "aud": audience, "sub": identity, "room": room,
+        "grants": sorted(set(grants)), "name": name or identity, "iat": issued, "nbf": issued,
+        "exp": issued + int(ttl_s),
     }
+    if guest:
+        claims["guest"] = True
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
-def verify(secret: str, token: str, *, room: str | None = None) -> AccessToken:
-    """Check signature, expiry and (when given) that the token admits ``room``."""
+def verify(secret: str, token: str, *, room: str | None = None,
+           audience: str = AUDIENCE) -> AccessToken:
+    """Check signature, issuer, audience, not-before, expiry, the lifetime cap and (when given)
+    that the token admits ``room``."""
     if not token:
         raise TokenError("token_invalid", "no token given")
     try:
-        claims = jwt.decode(token, secret, algorithms=["HS256"], issuer=ISSUER, leeway=LEEWAY_S,
-                            options={"require": ["exp", "sub", "iss"]})
+        claims = jwt.decode(token, secret, algorithms=["HS256"], issuer=ISSUER,
+                            audience=audience, leeway=LEEWAY_S,
+                            options={"require": ["exp", "nbf", "iat", "sub", "iss", "aud"]})
     except jwt.ExpiredSignatureError as exc:
         raise TokenError("token_expired", "token has expired") from exc
+    except jwt.ImmatureSignatureError as exc:
+        raise TokenError("token_invalid", "token is not valid yet (nbf)") from exc
     except jwt.PyJWTError as exc:
         raise TokenError("token_invalid", f"token rejected: {exc}") from exc
+    if int(claims["exp"]) - int(claims["iat"]) > MAX_TTL_S:
+        raise TokenError("token_invalid", f"token lifetime exceeds {MAX_TTL_S} s")
     granted = frozenset(g for g in claims.get("grants", []) if g in GRANTS)
     token_room = str(claims.get("room", ""))
     if room is not None and token_room not in ("*", room):
         raise TokenError("token_invalid", f"token is for room '{token_room}', not '{room}'")
     return AccessToken(identity=str(claims["sub"]), room=token_room, grants=granted,
                        name=str(claims.get("name") or claims["sub"]),
-                       expires_at=int(claims["exp"]))
+                       expires_at=int(claims["exp"]), guest=claims.get("guest") is True)
 
 
 def broadcast_room(broadcast: str) -> str:
@@ -106,6 +129,9 @@ def cli(args: argparse.Namespace) -> int:
     """`parley token`: print only the token, so it can be captured by a shell."""
     from parley.config import Settings
 
+    if not 0 < args.ttl <= MAX_TTL_S:
+        print(f"parley token: --ttl must be 1..{MAX_TTL_S} seconds (24 h)", file=sys.stderr)
+        return 2
     settings = Settings.from_env()
     broadcast = getattr(args, "broadcast", None)  # a stream key: --broadcast B --source cam1
     identity = args.identity or getattr(args, "source", None)

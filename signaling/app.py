@@ -3,6 +3,7 @@ and user-service APIs, metrics and the web client's pages."""
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 from collections.abc import AsyncIterator
@@ -17,7 +18,10 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from parley import __version__, tokens
+from parley.analytics.report import router_for as analytics_report
 from parley.config import Settings
+from parley.signaling import protocol as p
+from parley.signaling.guard import Guard
 from parley.signaling.hub import Hub
 from parley.signaling.recordings import Recordings
 from parley.signaling.recordings import router as recordings_api
@@ -27,7 +31,6 @@ from parley.turn import ice_servers
 STATIC = Path(str(resources.files("parley.signaling").joinpath("static")))
 _NAME_RE = re.compile(r"^[^\x00-\x1f]{1,64}$")
 _ID_RE = re.compile(r"^[A-Za-z0-9_.:@+\-]{1,64}$")
-GUEST_TTL_S = 6 * 3600
 
 
 def create_app(settings: Settings, hub: Hub | None = None) -> FastAPI:
@@ -73,26 +76,50 @@ def create_app(settings: Settings, hub: Hub | None = None) -> FastAPI:
         return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/api/v1/guest-token")
-    async def guest_token(body: dict[str, Any] = Body(...)) -> dict[str, Any]:  # noqa: B008
-        """Tokens for the web page when guests are allowed (the embedded default)."""
+    async def guest_token(body: dict[str, Any] = Body(default_factory=dict),  # noqa: B008
+                          authorization: str | None = Header(None)) -> dict[str, Any]:
+        """Tokens for the web page when guests are allowed (the embedded default). The identity
+        is always server-made (``guest-<hex>``; a requested one is ignored); with the page's
+        current guest token as bearer, the same guest gets a fresh token (refresh)."""
         if not settings.allow_guests:
             raise HTTPException(403, {"code": "guests_disabled",
                                       "message": "this deployment does not admit guests"})
-        room, name = body.get("room") or "lobby", body.get("name") or "Guest"
-        identity = body.get("identity") or f"guest-{secrets.token_hex(4)}"
+        if authorization:
+            current = bearer(authorization)
+            if not current.guest:
+                raise HTTPException(403, {"code": "not_a_guest_token", "message": (
+                    "only guest tokens are refreshed here; the deployment refreshes its own")})
+            room, name, identity = current.room, current.name, current.identity
+        else:
+            room, name = body.get("room") or "lobby", body.get("name") or "Guest"
+            identity = await new_guest()
         if not (isinstance(room, str) and _ID_RE.match(room) and isinstance(name, str)
-                and _NAME_RE.match(name) and isinstance(identity, str)
-                and _ID_RE.match(identity)):
+                and _NAME_RE.match(name)):
             raise HTTPException(400, {"code": "bad_request",
-                                      "message": "room/identity: 1-64 of [A-Za-z0-9_.:@+-]; "
+                                      "message": "room: 1-64 of [A-Za-z0-9_.:@+-]; "
                                                  "name: 1-64 printable characters"})
+        ttl = settings.guest_ttl_s
         token = tokens.mint(settings.token_secret, identity=identity, room=room, name=name,
-                            grants=settings.guest_grants, ttl_s=GUEST_TTL_S)
+                            grants=settings.guest_grants, ttl_s=ttl, guest=True)
         return {"token": token, "identity": identity, "room": room, "name": name,
-                "grants": sorted(settings.guest_grants),
-                "expiresIn": GUEST_TTL_S,
+                "grants": sorted(settings.guest_grants), "guest": True,
+                "expiresIn": ttl,
                 "iceServers": ice_servers(settings.stun_uris, settings.turn_uris,
                                           settings.turn_secret, identity)}
+
+    async def new_guest() -> str:
+        """``guest-<8 hex>``, never a registered user's identity."""
+        while True:
+            identity = f"{tokens.GUEST_PREFIX}{secrets.token_hex(4)}"
+            if not await hub.users.registered(identity):
+                return identity
+
+    def bearer(authorization: str | None) -> tokens.AccessToken:
+        token = (authorization or "").removeprefix("Bearer ").strip()
+        try:
+            return tokens.verify(settings.token_secret, token)
+        except tokens.TokenError as exc:
+            raise HTTPException(401, {"code": exc.code, "message": str(exc)}) from None
 
     def admin(authorization: str | None) -> None:
         token = (authorization or "").removeprefix("Bearer ").strip()
@@ -127,7 +154,24 @@ def create_app(settings: Settings, hub: Hub | None = None) -> FastAPI:
 
     @app.websocket("/ws")
     async def ws(websocket: WebSocket) -> None:
-        await Session(hub, websocket).run()
+        address = websocket.client.host if websocket.client else "?"
+        cap = hub.options.max_connections_per_ip
+        if cap and hub.connections.get(address, 0) >= cap:
+            await websocket.accept()
+            await websocket.send_text(json.dumps(p.error(
+                "too_many_connections", f"at most {cap} connections per address")))
+            await websocket.close(p.CLOSE_TOO_MANY_CONNECTIONS, "too many connections")
+            return
+        hub.connections[address] = hub.connections.get(address, 0) + 1
+        try:
+            await Session(hub, websocket).run()
+        finally:
+            hub.connections[address] -= 1
+            if not hub.connections[address]:
+                del hub.connections[address]
 
     app.include_router(recordings_api(recordings))
+    app.include_router(analytics_report(settings))  # /analytics (issue 13, admin grant)
+    app.add_middleware(Guard, hosts=settings.hosts(),  # type: ignore[arg-type]
+                       max_body=hub.options.max_body_bytes)
     return app

@@ -31,17 +31,38 @@ class Options:
     auth_timeout_s: float = 10.0
     presence_ttl_s: float = 30.0
     heartbeat_s: float = 10.0
+    # Flood limits (docs/signaling.md, "Limits"): token buckets per connection ...
+    fanout_rate: float = 10.0  # caps + media messages per second
+    fanout_burst: float = 20.0
+    join_rate: float = 1.0  # join messages per second
+    join_burst: float = 5.0
+    # ... and caps per address, per room and per participant
+    max_connections_per_ip: int = 64  # WebSocket connections from one address; 0 = no cap
+    max_room_size: int = 100  # a room without a Meeting resource
+    max_publish_tracks: int = 4  # sending m-lines in one SDP (mic, camera, screen, +1)
+    max_body_bytes: int = 1 << 20  # HTTP request bodies
 
     @classmethod
     def from_env(cls) -> Options:
         def num(name: str, default: float) -> float:
             return float(os.environ.get(name) or default)
 
+        def whole(name: str, default: int) -> int:
+            return int(os.environ.get(name) or default)
+
         return cls(users_file=os.environ.get("PARLEY_USERS_FILE") or None,
                    ring_timeout_s=num("PARLEY_RING_TIMEOUT_S", 30.0),
                    auth_timeout_s=num("PARLEY_AUTH_TIMEOUT_S", 10.0),
                    presence_ttl_s=num("PARLEY_PRESENCE_TTL_S", 30.0),
-                   heartbeat_s=num("PARLEY_PRESENCE_HEARTBEAT_S", 10.0))
+                   heartbeat_s=num("PARLEY_PRESENCE_HEARTBEAT_S", 10.0),
+                   fanout_rate=num("PARLEY_RATE_FANOUT_PER_S", 10.0),
+                   fanout_burst=num("PARLEY_RATE_FANOUT_BURST", 20.0),
+                   join_rate=num("PARLEY_RATE_JOIN_PER_S", 1.0),
+                   join_burst=num("PARLEY_RATE_JOIN_BURST", 5.0),
+                   max_connections_per_ip=whole("PARLEY_MAX_CONNECTIONS_PER_IP", 64),
+                   max_room_size=whole("PARLEY_MAX_ROOM_SIZE", 100),
+                   max_publish_tracks=whole("PARLEY_MAX_PUBLISH_TRACKS", 4),
+                   max_body_bytes=whole("PARLEY_MAX_BODY_BYTES", 1 << 20))
 
 
 class Hub:
@@ -61,6 +82,7 @@ class Hub:
         self.calls = Calls(self, self.options.ring_timeout_s)
         self.sfu = SfuRelay(self)  # call-server sessions of this replica's clients
         self._poller: asyncio.Task[None] | None = None
+        self.connections: dict[str, int] = {}  # client address -> open WebSockets here
 
     @property
     def instance(self) -> str:

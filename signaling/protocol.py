@@ -22,9 +22,11 @@ CLOSE_TOO_BIG = 1009
 CLOSE_INTERNAL = 1011
 CLOSE_TOKEN_INVALID = 4401
 CLOSE_TOKEN_EXPIRED = 4402
+CLOSE_IDENTITY_IN_USE = 4403  # a guest token cannot take over a connected identity
 CLOSE_AUTH_TIMEOUT = 4408
 CLOSE_REPLACED = 4409
 CLOSE_SLOW_CONSUMER = 4413
+CLOSE_TOO_MANY_CONNECTIONS = 4429  # the per-address WebSocket cap
 
 # Error codes carried by {"type": "error", "code": ...}.
 ERROR_CODES = {
@@ -37,12 +39,21 @@ ERROR_CODES = {
     "already_authenticated": "auth was sent twice",
     "token_invalid": "the token is malformed, badly signed or for another room",
     "token_expired": "the token has expired",
-    "grant_missing": "the token lacks a grant the action needs",
+    "grant_missing": "the token lacks a grant the action needs (e.g. 'publish' for an SDP "
+                     "that sends or for sfu.publish)",
+    "identity_mismatch": "token.refresh carried a token for another identity",
+    "identity_in_use": "a guest token's identity is already connected; only a token minted by "
+                       "the deployment takes over a session",
+    "rate_limited": "too many messages of this kind (caps/media, join); dropped, retry after "
+                    "retryAfterMs",
+    "too_many_tracks": "the SDP sends more tracks than a participant may publish",
+    "too_many_connections": "this address has too many WebSocket connections (close 4429)",
     "not_joined": "the action needs a joined room",
     "already_joined": "join was sent while already in a room",
     "peer_not_in_room": "the target of an offer/answer/ice is not in the sender's room",
     "room_full_p2p": "the room is at its peer-to-peer limit and p2p was requested",
-    "room_full": "the meeting already has the participants its Meeting resource admits",
+    "room_full": "the room already has the participants it admits (its Meeting resource's "
+                 "maxParticipants, else PARLEY_MAX_ROOM_SIZE)",
     "sfu_unavailable": "the room needs a call server and none is available",
     "sfu_session": "the call server refused or lost the session (signaling re-places it)",
     "not_sfu": "the action needs a call-server session (sfu.join first)",
@@ -61,11 +72,12 @@ _SDP_M_LINE = re.compile(r"^m=(audio|video|application) \d+ ", re.MULTILINE)
 class ProtocolError(Exception):
     """A client message was refused; ``code`` is one of :data:`ERROR_CODES`."""
 
-    def __init__(self, code: str, message: str, ref: Any = None):
+    def __init__(self, code: str, message: str, ref: Any = None, **extra: Any):
         super().__init__(message)
         assert code in ERROR_CODES, code
         self.code = code
         self.ref = ref
+        self.extra = extra  # more fields of the error message (e.g. retryAfterMs)
 
 
 def _ident(value: Any) -> str:
@@ -112,6 +124,36 @@ def sdp(value: Any) -> str:
     if not value.startswith("v=0") or not _SDP_M_LINE.search(value):
         raise ProtocolError("bad_sdp", "sdp must start with v=0 and contain an m= line")
     return value
+
+
+_DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
+
+
+def sending_tracks(value: str) -> int:
+    """How many audio/video m-sections of a (validated) SDP send media: direction sendrecv or
+    sendonly (media-level, else session-level, default sendrecv) and a port other than 0."""
+    session_dir = "sendrecv"
+    count = 0
+    section: tuple[bool, str | None] | None = None  # (is audio/video with a port, direction)
+
+    def close(sec: tuple[bool, str | None] | None) -> int:
+        if sec is None or not sec[0]:
+            return 0
+        return 1 if (sec[1] or session_dir) in ("sendrecv", "sendonly") else 0
+
+    for line in value.splitlines():
+        line = line.strip()
+        if line.startswith("m="):
+            count += close(section)
+            parts = line[2:].split()
+            section = (len(parts) > 1 and parts[0] in ("audio", "video") and parts[1] != "0",
+                       None)
+        elif line.startswith("a=") and line[2:] in _DIRECTIONS:
+            if section is None:
+                session_dir = line[2:]
+            else:
+                section = (section[0], line[2:])
+    return count + close(section)
 
 
 def _candidate(value: Any) -> dict | None:
@@ -165,6 +207,8 @@ CAPS_FIELDS = {"maxHeight": _int(90, 4320), "maxFps": _int(1, 120),
 # every message and echoed as "ref" in errors.
 CLIENT_MESSAGES: dict[str, dict[str, tuple[Any, bool]]] = {
     "auth": {"token": (_text(4096), True)},
+    # a fresh token for the same identity before the current one expires (docs/signaling.md)
+    "token.refresh": {"token": (_text(4096), True)},
     "ping": {},
     "join": {"room": (_ident, True), "topology": (_text(8), False), **{
         k: (v, False) for k, v in CAPS_FIELDS.items()}},

@@ -97,11 +97,13 @@ class Rooms:
         everyone = [Caps.from_fields(m["caps"]) for m in members.values()] + [s.caps]
         limit = 2 if room.startswith(CALL_ROOM_PREFIX) else mesh_limit(everyone)
         policy = await self.policy(room)
+        size = (policy.maxParticipants if policy is not None and policy.maxParticipants
+                else self.hub.options.max_room_size)  # a Meeting's spec, else the default cap
+        if size and len(everyone) > size:
+            metrics.ROOMS_JOINED.labels("room_full").inc()
+            raise ProtocolError("room_full", f"cannot join '{room}': the room admits "
+                                f"{size} participants", msg.id)
         if policy is not None:  # a Meeting resource's spec (docs/signaling.md, "Meetings")
-            if policy.maxParticipants and len(everyone) > policy.maxParticipants:
-                metrics.ROOMS_JOINED.labels("room_full").inc()
-                raise ProtocolError("room_full", f"cannot join '{room}': the meeting admits "
-                                    f"{policy.maxParticipants} participants", msg.id)
             if policy.topology != "auto":
                 topology = policy.topology
             if policy.p2pThreshold:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 import uuid
 from typing import Any
 
@@ -21,6 +22,7 @@ from parley import tokens
 from parley.signaling import metrics
 from parley.signaling import protocol as p
 from parley.signaling.hub import Hub
+from parley.signaling.limits import TokenBucket
 from parley.signaling.negotiation import Caps
 from parley.turn import ice_servers
 
@@ -44,6 +46,10 @@ class Session:
         self._out: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(OUTBOX)
         self._close: tuple[int, str] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._expiry: asyncio.Task[None] | None = None
+        o = hub.options
+        self._buckets = {"fanout": TokenBucket(o.fanout_rate, o.fanout_burst),
+                         "join": TokenBucket(o.join_rate, o.join_burst)}
 
     # -- outbound -------------------------------------------------------------------------
     def send(self, msg: dict[str, Any]) -> None:
@@ -107,6 +113,7 @@ class Session:
                     self.calls |= old.calls
                     old.close(p.CLOSE_REPLACED, "replaced by a newer connection")
                 metrics.CONNECTED.inc()
+                self._expiry = asyncio.create_task(self._expire())
                 self.send(self._welcome())
                 await self._read_loop()
         except WebSocketDisconnect:
@@ -115,6 +122,8 @@ class Session:
             log.exception("session %s failed", self.session_id)
             self.close(p.CLOSE_INTERNAL, "internal error")
         finally:
+            if self._expiry is not None:
+                self._expiry.cancel()
             if registered:
                 metrics.CONNECTED.dec()
                 await self._cleanup()
@@ -184,13 +193,79 @@ class Session:
             self.send(p.error("token_invalid", "identity too long"))
             self.close(p.CLOSE_TOKEN_INVALID, "token_invalid")
             return False
+        if self.token.guest:
+            return await self._admit_guest()
         return True
+
+    async def _admit_guest(self) -> bool:
+        """A guest token is for a server-made ``guest-`` identity, never a registered user's,
+        and never takes over a connected session (only a deployment-minted token does)."""
+        if (not self.identity.startswith(tokens.GUEST_PREFIX)
+                or await self.hub.users.registered(self.identity)):
+            self.send(p.error("token_invalid", "a guest token cannot be for a registered user"))
+            self.close(p.CLOSE_TOKEN_INVALID, "token_invalid")
+            return False
+        if await self.hub.presence.online(self.identity):
+            self.send(p.error("identity_in_use", f"{self.identity} is already connected; a "
+                              "guest token does not take over a session"))
+            self.close(p.CLOSE_IDENTITY_IN_USE, "identity_in_use")
+            return False
+        return True
+
+    async def _expire(self) -> None:
+        """End the session when its token expires (token.refresh restarts this timer)."""
+        await asyncio.sleep(max(0.0, self.token.expires_at - time.time()))
+        self.send(p.error("token_expired", "the session's token expired; refresh it before "
+                          "expiresAt with token.refresh"))
+        self.close(p.CLOSE_TOKEN_EXPIRED, "token_expired")
+
+    def _refresh(self, msg: p.Message) -> None:
+        """Swap in a fresh token for the same identity (new expiry and grants)."""
+        try:
+            new = tokens.verify(self.hub.settings.token_secret, msg["token"])
+        except tokens.TokenError as exc:
+            raise p.ProtocolError(exc.code, str(exc), msg.id) from None
+        if new.identity != self.identity:
+            raise p.ProtocolError("identity_mismatch", f"the token is for {new.identity!r}, "
+                                  f"this session is {self.identity!r}", msg.id)
+        room = self.room
+        if room is not None and not room.startswith("call-") and new.room not in ("*", room):
+            raise p.ProtocolError("token_invalid", f"the token does not admit room {room!r}",
+                                  msg.id)
+        self.token = new
+        if self._expiry is not None:
+            self._expiry.cancel()
+        self._expiry = asyncio.create_task(self._expire())
+        self.send({"type": "token.refreshed", "expiresAt": new.expires_at,
+                   "expiresIn": max(0, int(new.expires_at - time.time())),
+                   "grants": sorted(new.grants), "ref": msg.id})
+
+    def _limit(self, bucket: str, msg: p.Message) -> None:
+        wait = self._buckets[bucket].take()
+        if wait:
+            raise p.ProtocolError("rate_limited", f"too many {msg.type} messages; retry later",
+                                  msg.id, retryAfterMs=int(wait * 1000) + 1)
+
+    def _check_sdp(self, msg: p.Message) -> None:
+        """An SDP that sends needs the publish grant; a participant publishes a bounded
+        number of tracks."""
+        sending = p.sending_tracks(msg["sdp"])
+        if sending and not self.token.allows("publish"):
+            raise p.ProtocolError("grant_missing", f"{msg.type} sends media but the token "
+                                  "lacks the 'publish' grant (make it recvonly)", msg.id,
+                                  grant="publish")
+        limit = self.hub.options.max_publish_tracks
+        if sending > limit:
+            raise p.ProtocolError("too_many_tracks", f"{msg.type} sends {sending} tracks; a "
+                                  f"participant publishes at most {limit}", msg.id)
 
     def _welcome(self) -> dict[str, Any]:
         s = self.hub.settings
         return {"type": "welcome", "protocol": 1, "identity": self.identity, "name": self.name,
                 "sessionId": self.session_id, "instance": self.hub.instance,
                 "grants": sorted(self.token.grants), "expiresAt": self.token.expires_at,
+                "expiresIn": max(0, int(self.token.expires_at - time.time())),
+                "guest": self.token.guest,
                 "iceServers": ice_servers(s.stun_uris, s.turn_uris, s.turn_secret,
                                           self.identity)}
 
@@ -210,7 +285,7 @@ class Session:
                 await self._dispatch(msg)
             except p.ProtocolError as exc:
                 self.send(p.error(exc.code, str(exc), exc.ref if exc.ref is not None
-                                  else msg.id))
+                                  else msg.id, **exc.extra))
             except Exception:
                 log.exception("handling %s from %s failed", msg.type, self.identity)
                 self.send(p.error("internal", f"could not handle {msg.type}", msg.id))
@@ -222,7 +297,10 @@ class Session:
             self.send({"type": "pong", "ref": msg.id})
         elif t == "auth":
             raise p.ProtocolError("already_authenticated", "already authenticated", msg.id)
+        elif t == "token.refresh":
+            self._refresh(msg)
         elif t == "join":
+            self._limit("join", msg)
             await hub.rooms.join(self, msg)
         elif t == "leave":
             if self.room is None:
@@ -231,12 +309,21 @@ class Session:
             await hub.rooms.leave(self)
             self.send({"type": "left", "room": room, "ref": msg.id})
         elif t == "caps":
+            self._limit("fanout", msg)
             await hub.rooms.update_caps(self, msg)
         elif t == "media":
+            self._limit("fanout", msg)
             await hub.rooms.update_media(self, msg)
         elif t in ("offer", "answer", "ice"):
+            if t != "ice":
+                self._check_sdp(msg)
             await hub.rooms.relay(self, msg)
         elif t.startswith("sfu."):
+            if t == "sfu.publish" and not self.token.allows("publish"):
+                raise p.ProtocolError("grant_missing", "sfu.publish needs the 'publish' grant",
+                                      msg.id, grant="publish")
+            if t in ("sfu.join", "sfu.answer"):
+                self._check_sdp(msg)
             await hub.sfu.handle(self, msg)
         elif t == "invite":
             await hub.calls.invite(self, msg)

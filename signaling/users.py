@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from parley.signaling.store import Store
+from parley.tokens import GUEST_PREFIX
 
 DEFAULT_ORG = "default"
 POLICIES = ("org", "contacts")
@@ -32,6 +33,9 @@ class User:
 
 
 def _user(identity: str, data: dict[str, Any]) -> User:
+    if identity.startswith(GUEST_PREFIX):  # server-made guest identities are never users
+        raise ValueError(f"user {identity!r}: identities starting with {GUEST_PREFIX!r} are "
+                         "reserved for guests")
     org = data.get("org", DEFAULT_ORG)
     contacts = data.get("contacts", [])
     if not isinstance(org, str) or not isinstance(contacts, list) or not all(
@@ -71,6 +75,10 @@ class UserDirectory:
         if raw is not None:
             return _user(identity, json.loads(raw))
         return self.base.get(identity) or User(identity)
+
+    async def registered(self, identity: str) -> bool:
+        """Whether ``identity`` is a user of the directory (file or API), not a guest."""
+        return identity in self.base or await self.store.hget("users", identity) is not None
 
     async def put(self, identity: str, data: dict[str, Any]) -> User:
         user = _user(identity, data)

@@ -162,6 +162,11 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return s.connect_ex((host, port)) == 0
 
 
+# base URL of a server a test started -> its token secret, so tests can mint tokens for the
+# identities they need (guest tokens get server-made identities; tests/signaling/helpers.py)
+SERVER_SECRETS: dict[str, str] = {}
+
+
 @pytest.fixture
 def parley_server(tmp_path: Path) -> Iterator[Callable[..., str]]:
     """Start `parley up` processes (real subprocesses) with extra environment; return base URLs."""
@@ -177,7 +182,10 @@ def parley_server(tmp_path: Path) -> Iterator[Callable[..., str]]:
         procs.append(proc)
         wait_until(lambda: port_open(port) or proc.poll() is not None, 30, what="parley up")
         assert proc.poll() is None, (tmp_path / f"parley-{port}.log").read_text()
-        return f"http://127.0.0.1:{port}"
+        base = f"http://127.0.0.1:{port}"
+        SERVER_SECRETS[base] = ({**os.environ, **(env or {})}.get("PARLEY_TOKEN_SECRET")
+                                or (data / "token-secret").read_text().strip())
+        return base
 
     yield start
     for p in procs:

@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+
+from parley import tokens
 
 SECRET = "cli-test-secret-of-at-least-32-bytes-long"
 
@@ -46,8 +49,8 @@ def test_token_prints_only_a_token_the_server_accepts(
     other = recordings(token, "another-room")
     assert other.status_code == 401 and other.json()["detail"]["code"] == "token_invalid"
     # expired, and signed with another secret
-    expired = parley("token", "--room", "cli-room", "--identity", "ann", "--ttl=-5",
-                     env=env).stdout.strip()
+    expired = tokens.mint(SECRET, identity="ann", room="cli-room", ttl_s=5,
+                          now=time.time() - 60)
     r = recordings(expired)
     assert r.status_code == 401 and r.json()["detail"]["code"] == "token_expired", r.text
     forged = parley("token", "--room", "cli-room", "--identity", "ann",
@@ -66,6 +69,9 @@ def test_token_usage_errors_are_clear() -> None:
     assert out.returncode == 2 and "--room" in out.stderr and out.stdout == ""
     out = parley("token", "--room", "r", "--identity", "ann", "--grant", "root")
     assert out.returncode == 2 and "invalid choice: 'root'" in out.stderr
+    for ttl in ("-5", "0", "86401"):  # lifetimes are capped: 1 s .. 24 h
+        out = parley("token", "--room", "r", "--identity", "ann", f"--ttl={ttl}")
+        assert out.returncode == 2 and "24 h" in out.stderr and out.stdout == ""
 
 
 def test_roles_not_built_yet_say_so_and_exit_3() -> None:

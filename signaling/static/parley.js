@@ -1,12 +1,14 @@
 // Parley web client: plain modern JavaScript, no build step.
 // Automation contract (docs/signaling.md): /m/<room>?name=..&audio=0&video=0&screen=1
-// &topology=auto|p2p|sfu&relay=1, and window.parley.stats().
+// &topology=auto|p2p|sfu&relay=1[#token=<a deployment-minted token>], and window.parley.stats().
 "use strict";
 
 const params = new URLSearchParams(location.search);
 const opts = {
   name: params.get("name") || "Guest",
-  identity: params.get("user") || undefined,
+  // A token the deployment minted for this user (its login, or `parley token`), handed over in
+  // the fragment (#token=...) so it never reaches a server log; without one the page is a guest.
+  token: new URLSearchParams(location.hash.slice(1)).get("token") || undefined,
   audio: params.get("audio") !== "0",
   video: params.get("video") !== "0",
   screen: params.get("screen") === "1",
@@ -603,11 +605,15 @@ async function onMessage(msg) {
   switch (msg.type) {
     case "welcome":
       state.identity = msg.identity; state.iceServers = msg.iceServers;
+      state.expiresAt = msg.expiresAt; scheduleRefresh(msg.expiresIn, msg.guest);
       state.instance = msg.instance;
       setStatus("connected");
       if (pathRoom) await joinRoom(pathRoom); else await ensureLocalMedia();
       break;
     case "joined": await onJoined(msg); break;
+    case "token.refreshed":
+      state.expiresAt = msg.expiresAt; state.refreshes = (state.refreshes || 0) + 1;
+      scheduleRefresh(msg.expiresIn, true); break;
     case "participant.joined":
       state.participants[msg.participant.identity] = msg.participant;
       markMedia(msg.participant.identity, msg.participant); renderRoster(); break;
@@ -644,19 +650,39 @@ async function onMessage(msg) {
   }
 }
 
+// A guest token (server-made identity) from signaling; with the current guest token as bearer,
+// a fresh one for the same guest (docs/signaling.md, "Token expiry and refresh").
+async function guestToken(current) {
+  const headers = { "content-type": "application/json" };
+  if (current) headers.authorization = `Bearer ${current}`;
+  const resp = await fetch("/api/v1/guest-token", {
+    method: "POST", headers,
+    body: JSON.stringify({ room: pathRoom || "lobby", name: opts.name }),
+  });
+  const body = await resp.json().catch(() => ({}));
+  if (!resp.ok) {
+    showError(body.detail?.code || `http_${resp.status}`, body.detail?.message || "no token");
+    return null;
+  }
+  return body.token;
+}
+
+// Refresh a guest session's token at two thirds of its remaining life; a deployment's token
+// (#token=) is refreshed by the deployment, so the page can only wait for it to end.
+let refreshTimer = null;
+function scheduleRefresh(expiresIn, guest) {
+  clearTimeout(refreshTimer);
+  if (!guest || !(expiresIn > 0)) return;
+  refreshTimer = setTimeout(async () => {
+    const token = await guestToken(state.token);
+    if (token) { state.token = token; send({ type: "token.refresh", token }); }
+  }, expiresIn * 1000 * 2 / 3);
+}
+
 async function connect() {
   setStatus("getting a token");
-  const resp = await fetch("/api/v1/guest-token", {
-    method: "POST", headers: { "content-type": "application/json" },
-    body: JSON.stringify({ room: pathRoom || "lobby", name: opts.name, identity: opts.identity }),
-  });
-  if (!resp.ok) {
-    const body = await resp.json().catch(() => ({}));
-    showError(body.detail?.code || `http_${resp.status}`, body.detail?.message || "no token");
-    setStatus("refused");
-    return;
-  }
-  const { token } = await resp.json();
+  const token = opts.token || await guestToken(null);
+  if (!token) { setStatus("refused"); return; }
   state.token = token;  // the page's own access token, for the HTTP API (recording)
   const proto = location.protocol === "https:" ? "wss" : "ws";
   ws = new WebSocket(`${proto}://${location.host}/ws?token=${encodeURIComponent(token)}`);

@@ -4,10 +4,33 @@ from __future__ import annotations
 
 import time
 from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import httpx
+
+from tests.signaling.helpers import user_token
+
+
+def as_user(url: str) -> str:
+    """``?user=<identity>`` asks for a deployment-minted token for that identity (guests get
+    server-made identities): it goes to the page in the fragment, with the grants the server
+    gives its guests, as a deployment's login would hand it over."""
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    if "user" not in query:
+        return url
+    base = f"{parts.scheme}://{parts.netloc}"
+    room = unquote(parts.path[3:]) if parts.path.startswith("/m/") else "lobby"
+    guest = httpx.post(f"{base}/api/v1/guest-token", json={"room": room})
+    grants = tuple(guest.json()["grants"]) if guest.status_code == 200 else ("publish",
+                                                                             "subscribe")
+    token = user_token(base, query["user"][0], room, query.get("name", [None])[0], grants)
+    return f"{url.split('#', 1)[0]}#token={token}"
 
 
 def open_client(browser: Any, url: str) -> Any:
     """A fresh browser context (own cookies, fake camera/mic allowed) showing ``url``."""
+    url = as_user(url)
     context = browser.new_context(permissions=["camera", "microphone"])
     page = context.new_page()
     page.on("console", lambda m: m.type == "error" and print("console:", m.text))

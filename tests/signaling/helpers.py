@@ -9,12 +9,23 @@ from typing import Any
 import httpx
 import websockets
 
+from parley import tokens
+from tests.conftest import SERVER_SECRETS
 
-def guest_token(base: str, identity: str, room: str = "lobby", name: str | None = None) -> str:
-    resp = httpx.post(f"{base}/api/v1/guest-token",
-                      json={"room": room, "name": name or identity, "identity": identity})
+
+def guest_token(base: str, room: str = "lobby", name: str = "Guest") -> dict[str, Any]:
+    """A real guest's token response: the server makes the identity (``guest-<hex>``)."""
+    resp = httpx.post(f"{base}/api/v1/guest-token", json={"room": room, "name": name})
     resp.raise_for_status()
-    return resp.json()["token"]
+    return resp.json()
+
+
+def user_token(base: str, identity: str, room: str = "lobby", name: str | None = None,
+               grants: tuple[str, ...] = tokens.DEFAULT_GRANTS, ttl_s: int = 3600) -> str:
+    """A token the deployment minted for ``identity`` (what its login or `parley token` gives),
+    signed with the secret of the server at ``base`` (tests/conftest.py SERVER_SECRETS)."""
+    return tokens.mint(SERVER_SECRETS[base], identity=identity, room=room, name=name or identity,
+                       grants=grants, ttl_s=ttl_s)
 
 
 class Client:
@@ -29,7 +40,7 @@ class Client:
     @classmethod
     async def connect(cls, base: str, identity: str, room: str = "lobby",
                       token: str | None = None) -> Client:
-        token = token or guest_token(base, identity, room)
+        token = token or user_token(base, identity, room)
         ws = await websockets.connect(base.replace("http", "ws", 1) + "/ws?token=" + token,
                                       max_size=None)
         client = cls(ws, identity)

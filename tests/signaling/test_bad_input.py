@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 
 import pytest
@@ -128,7 +129,8 @@ async def test_invalid_expired_and_missing_tokens_get_close_codes(server: str,
     async with websockets.connect(ws_url(server, forged)) as ws:
         said, code = await closed_with(ws)
         assert (said[0]["code"], code) == ("token_invalid", 4401)
-    expired = tokens.mint(token_secret, identity="old", room="*", ttl_s=-60)
+    expired = tokens.mint(token_secret, identity="old", room="*", ttl_s=10,
+                          now=time.time() - 120)
     async with websockets.connect(ws_url(server, expired)) as ws:
         said, code = await closed_with(ws)
         assert (said[0]["code"], code) == ("token_expired", 4402)

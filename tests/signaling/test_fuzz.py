@@ -16,7 +16,7 @@ import pytest
 import websockets
 
 from tests.signaling.browser import close, open_client, wait_media
-from tests.signaling.helpers import Client, guest_token
+from tests.signaling.helpers import Client, user_token
 
 SDP = ("v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
        "m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000\r\n")
@@ -76,7 +76,7 @@ async def fuzz_connection(base: str, identity: str, targets: list[str], count: i
     """Send ``count`` messages, reconnecting whenever the server closes us (as it may)."""
     sent = 0
     while sent < count:
-        token = guest_token(base, identity, room=f"fuzz-{random.randint(0, 3)}")
+        token = user_token(base, identity, room=f"fuzz-{random.randint(0, 3)}")
         url = base.replace("http", "ws", 1) + "/ws?token=" + token
         try:
             async with websockets.connect(url, max_size=None) as ws:
