@@ -86,13 +86,14 @@ class Ingest:
         if self.allowed_sources is not None and name not in self.allowed_sources:
             raise SessionError(403, "source_unknown", f"source '{name}' is not in the "
                                f"broadcast's sources ({', '.join(sorted(self.allowed_sources))})")
-        programme = self.programme(broadcast, create=True)
-        if programme is None:
+        if self.fixed is not None and broadcast not in self.programmes:
             raise SessionError(404, "broadcast_unknown", f"this ingest serves "
-                               f"{', '.join(self.fixed or [])}, not {broadcast}")
+                               f"{', '.join(self.fixed)}, not {broadcast}")
         pc = RTCPeerConnection(ice_config(self.ice_servers))
         try:
             await answer(pc, offer, sends=True)
+            programme = self.programme(broadcast, create=True)  # an offer we can take
+            assert programme is not None
             kinds = {t.kind for t in pc.getTransceivers()}
             receivers = {t.kind: t.receiver for t in pc.getTransceivers()}
             source = Source(name, kinds, lambda: frames.request_keyframe(receivers["video"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 from typing import Any
 
@@ -121,7 +122,7 @@ class Viewer:
 
     def max_gap(self, since: float) -> float:
         times = [t for t, _, _ in self.video if t >= since]
-        return max((b - a for a, b in zip(times, times[1:], strict=False)), default=0.0)
+        return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
 
     async def close(self) -> None:
         for t in self._tasks:
