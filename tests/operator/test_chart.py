@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import filecmp
 import json
 
@@ -51,7 +52,8 @@ def test_rendered_pods_are_hardened(kube: Kube) -> None:
     kinds = {d["kind"] for d in docs}
     assert {"ServiceMonitor", "PrometheusRule", "ConfigMap", "PodDisruptionBudget",
             "ClusterRole", "StatefulSet"} <= kinds
-    dash = next(d for d in docs if d["kind"] == "ConfigMap")
+    dash = next(d for d in docs if d["kind"] == "ConfigMap"
+                and d["metadata"]["name"].endswith("-dashboard"))
     assert json.loads(dash["data"]["parley.json"])["panels"]
     for d in docs:
         if d["kind"] not in ("Deployment", "StatefulSet"):
@@ -145,19 +147,23 @@ def test_recording_store_turns_on_file_creator_jobs(kube: Kube, namespace: str) 
 
 def test_call_servers_register_where_signaling_places_meetings(kube: Kube) -> None:
     """Signaling places meetings from the node directory in Redis, so every call-server pool
-    must register in the same Redis, bundled or external."""
-    for args, url in (((), "redis://t-parley-redis:6379/0"),
+    must register in the same Redis, bundled or external (the URL, with its password, comes
+    from the release's Secret: tests/security/test_chart.py)."""
+    for args, url in (((), "@t-parley-redis:6379/0"),
                       (("--set", "redis.enabled=false", "--set", "redis.url=redis://r.ext:6380/2"),
                        "redis://r.ext:6380/2")):
         docs = _render(kube, *args)
-        env = {d["metadata"]["name"]: {e["name"]: e.get("value") for e in
+        env = {d["metadata"]["name"]: {e["name"]: e.get("valueFrom") for e in
                                        d["spec"]["template"]["spec"]["containers"][0]["env"]}
                for d in docs if d["kind"] == "Deployment"
                and d["metadata"]["labels"].get("app.kubernetes.io/component")
                in ("call-server", "signaling", "operator")}
         pools = [n for n in env if "call-server" in n]
         assert pools, env.keys()
-        assert env["t-parley-signaling"]["PARLEY_REDIS_URL"] == url
-        assert env["t-parley-operator"]["PARLEY_REDIS_URL"] == url  # Meeting placements
+        ref = {"secretKeyRef": {"name": "t-parley-secrets", "key": "redis-url"}}
+        assert env["t-parley-signaling"]["PARLEY_REDIS_URL"] == ref
+        assert env["t-parley-operator"]["PARLEY_REDIS_URL"] == ref  # Meeting placements
         for pool in pools:
-            assert env[pool]["PARLEY_REDIS_URL"] == url, pool
+            assert env[pool]["PARLEY_REDIS_URL"] == ref, pool
+        secret = next(d for d in docs if d["kind"] == "Secret")
+        assert base64.b64decode(secret["data"]["redis-url"]).decode().endswith(url)

@@ -37,8 +37,15 @@ capabilities:
   drop: [ALL]
 {{- end -}}
 
-{{- define "parley.redisUrl" -}}
-{{- if .Values.redis.enabled -}}redis://{{ include "parley.fullname" . }}-redis:6379/0{{- else -}}{{ .Values.redis.url }}{{- end -}}
+{{/* PARLEY_REDIS_URL as a container env entry: always from a Secret, as it carries the
+password (the release's Secret, or the external Redis's urlSecret). */}}
+{{- define "parley.redisUrlEnv" -}}
+{{- $secret := printf "%s-secrets" (include "parley.fullname" .) -}}
+{{- $key := "redis-url" -}}
+{{- if and (not .Values.redis.enabled) .Values.redis.urlSecret.name -}}
+{{- $secret = .Values.redis.urlSecret.name -}}{{- $key = .Values.redis.urlSecret.key -}}
+{{- end -}}
+{name: PARLEY_REDIS_URL, valueFrom: {secretKeyRef: {name: {{ $secret | quote }}, key: {{ $key | quote }}}}}
 {{- end -}}
 
 {{- define "parley.kafkaBootstrap" -}}
