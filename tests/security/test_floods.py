@@ -35,6 +35,8 @@ async def test_fanout_and_join_floods_are_rate_limited_per_connection(
     await alive(other)
     fanned = [m for m in other.inbox if m["type"] == "participant.media"]
     assert len(fanned) <= 20 + int(10 * elapsed) + 1, (len(fanned), elapsed)
+    print(f"flood: 200 media in {elapsed:.2f}s, {len(limited)} rate_limited, "
+          f"{len(fanned)} fanned out")
 
     # caps share the fan-out budget; joins have their own
     err = await flooder.request("caps", "error", maxHeight=360)
