@@ -62,8 +62,9 @@ class Client:
     """One participant with one peer connection to a call server."""
 
     def __init__(self, name: str, meeting: str, video: bool = True, audio: bool = True,
-                 headers: dict[str, str] | None = None) -> None:
+                 headers: dict[str, str] | None = None, publish: bool = True) -> None:
         self.name = name
+        self.publish_allowed = publish  # False: joins subscribe-only (no publish grant)
         self.meeting = meeting
         self.video = video
         self.audio = audio
@@ -120,7 +121,8 @@ class Client:
         await pc.setLocalDescription(await pc.createOffer())
         r = await self.http.post(f"{url}/v1/meetings/{self.meeting}/participants",
                                  json={"sdp": pc.localDescription.sdp, "type": "offer",
-                                       "participant": self.name})
+                                       "participant": self.name,
+                                       "publish": self.publish_allowed})
         r.raise_for_status()
         body = r.json()
         self.pid = body["participant"]

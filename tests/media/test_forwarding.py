@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import time
 
+import httpx
+
 from parley.media import metrics
 from parley.media.keyframes import KeyframeRequests
 from parley.media.node import CallServer
 from parley.media.rtp import vp8_keyframe
 
-from .client import Client, PatternVideo, wait_for
+from .client import CONTROL, Client, PatternVideo, wait_for
 
 
 def sample(name: str, **labels: str) -> float:
@@ -223,3 +225,35 @@ def test_vp8_keyframe_detection() -> None:
 
 
 _ = metrics
+
+
+async def test_a_new_session_of_a_participant_gets_its_own_id(
+        call_server: tuple[CallServer, str]) -> None:
+    """The root of the old churn (docs/call-server.md): the node reused the identity as the
+    participant id, so an answer or leave meant for a participant's previous connection hit
+    its new one. Now every join gets an id of its own; the earlier session is replaced, and
+    what still arrives for it (an answer, a leave) is refused without touching the new one."""
+    server, url = call_server
+    a, b = Client("a", "again"), Client("b", "again")
+    try:
+        await a.join(url)
+        await b.join(url)
+        await wait_for(lambda: a.decoding_from(["b"]) and b.decoding_from(["a"]), 15, "a<->b")
+        earlier, earlier_pid = a.me, a.pid
+        await a.join(url)  # a reconnects: a fresh connection, no leave for the old one
+        assert a.pid != earlier_pid
+        await wait_for(lambda: a.decoding_from(["b"]), 15, "a's new session decoding b")
+        async with httpx.AsyncClient(timeout=10, headers=CONTROL) as http:
+            late = await http.post(f"{earlier}/sdp", json={"type": "answer", "sdp": "v=0\r\n"})
+            assert late.status_code == 410, late.text
+            assert (await http.delete(earlier)).status_code == 404
+            events = (await http.get(f"{earlier}/events", params={"after": 0, "wait": 0})
+                      ).json()["events"]
+            assert events[-1]["type"] == "closed"
+        assert server.participants[a.pid].pc.connectionState == "connected"
+        assert sorted(p.label for p in server.meetings["again"].participants.values()) == [
+            "a", "b"]
+        frames = b.frames["a-camera"]
+        await wait_for(lambda: b.frames["a-camera"] > frames + 10, 10, "b still decodes a")
+    finally:
+        await asyncio.gather(a.close(), b.close())
