@@ -46,8 +46,8 @@ def create_app(playback: Playback, ingest: Ingest | None = None,
     if ingest is not None:
         @app.post("/{broadcast}/whip")
         async def publish(broadcast: str, request: Request) -> Response:
-            offer = await read_offer(request)
-            session, sdp = await ingest.publish(broadcast, bearer(request), offer)
+            name = ingest.admit(broadcast, bearer(request))
+            session, sdp = await ingest.publish(broadcast, name, await read_offer(request))
             return sdp_response(sdp, f"{PREFIX}/{broadcast}/whip/{session.id}", session.etag)
 
         @app.delete("/{broadcast}/whip/{sid}")

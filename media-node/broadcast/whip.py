@@ -79,16 +79,21 @@ class Ingest:
             raise SessionError(403, exc.code, str(exc)) from exc
         return access.identity
 
-    async def publish(self, broadcast: str, token: str, offer: str) -> tuple[Publishing, str]:
-        """Admit a source with its offer; returns the session and the SDP answer."""
+    def admit(self, broadcast: str, token: str) -> str:
+        """The source a WHIP request publishes as, checked before its body is read."""
         check_name(broadcast)
+        if self.fixed is not None and broadcast not in self.programmes:
+            raise SessionError(404, "broadcast_unknown", f"this ingest serves "
+                               f"{', '.join(self.fixed)}, not {broadcast}")
         name = self.authorize(broadcast, token, "publish")
         if self.allowed_sources is not None and name not in self.allowed_sources:
             raise SessionError(403, "source_unknown", f"source '{name}' is not in the "
                                f"broadcast's sources ({', '.join(sorted(self.allowed_sources))})")
-        if self.fixed is not None and broadcast not in self.programmes:
-            raise SessionError(404, "broadcast_unknown", f"this ingest serves "
-                               f"{', '.join(self.fixed)}, not {broadcast}")
+        return name
+
+    async def publish(self, broadcast: str, name: str, offer: str) -> tuple[Publishing, str]:
+        """Admit source ``name`` (from ``admit``) with its offer; returns the session and the
+        SDP answer."""
         pc = RTCPeerConnection(ice_config(self.ice_servers))
         try:
             await answer(pc, offer, sends=True)
