@@ -10,6 +10,7 @@ media-node` and `parley up` started as subprocesses, aiortc participants publish
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import subprocess
 import sys
@@ -18,11 +19,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from parley import tokens
 from parley.signaling.sfu import pair_meeting
-from tests.conftest import free_port, port_open, wait_until
+from tests.conftest import ROOT, Kube, free_port, port_open, wait_until
 from tests.media.client import CONTROL, CONTROL_KEY, TEST_SECRET, Client, PatternVideo, wait_for
 from tests.signaling.helpers import Client as WsClient
 from tests.signaling.helpers import guest_token
@@ -260,3 +262,30 @@ async def test_a_room_named_like_a_pair_gets_nothing_of_the_pair(
             await pc.close()
         for c in clients:
             await c.close()
+
+
+@pytest.mark.k8s
+def test_call_servers_and_the_operator_get_the_control_key_not_the_token_secret(
+        kube: Kube) -> None:
+    """The chart (real `helm template`): call-server pods and the operator get only
+    PARLEY_CONTROL_KEY, whose value in the Secret is what signaling derives from the token
+    secret; only signaling gets the token secret."""
+    secret = "chart-token-secret-0123456789abcdef"
+    out = kube.helm("template", "t", str(ROOT / "charts" / "parley"), "--kube-version",
+                    kube.version, "--set", f"signaling.tokenSecret={secret}").stdout
+    docs = [d for d in yaml.safe_load_all(out) if d]
+    data = next(d for d in docs if d["kind"] == "Secret"
+                and d["metadata"]["name"] == "t-parley-secrets")["data"]
+    assert base64.b64decode(data["control-key"]).decode() == tokens.control_key(secret)
+    env_of: dict[str, set[str]] = {}
+    for d in docs:
+        if d["kind"] in ("Deployment", "StatefulSet", "DaemonSet"):
+            for c in d["spec"]["template"]["spec"]["containers"]:
+                env_of[d["metadata"]["name"]] = {e["name"] for e in c.get("env", [])}
+    call_servers = [n for n in env_of if "call-server" in n]
+    assert call_servers and "t-parley-operator" in env_of, sorted(env_of)
+    for name in [*call_servers, "t-parley-operator"]:
+        assert "PARLEY_CONTROL_KEY" in env_of[name], name
+        assert "PARLEY_TOKEN_SECRET" not in env_of[name], name
+    holders = sorted(n for n, env in env_of.items() if "PARLEY_TOKEN_SECRET" in env)
+    assert holders == ["t-parley-signaling"], holders
