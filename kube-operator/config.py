@@ -53,8 +53,9 @@ class OperatorConfig:
     recorder_secret: str | None = None  # envFrom: PARLEY_S3_* for the Job
     # The call-server directory signaling places from: Meeting placements are written there.
     redis_url: str | None = None
-    # Call servers' control API key derives from it (drain requests); none: open control APIs.
-    token_secret: str | None = None
+    # Call servers' control API key (parley.tokens.control_key of the token secret; the
+    # operator never holds the secret): drain requests carry it.
+    control_key: str | None = None
 
     @classmethod
     def from_env(cls, namespaces: list[str] | None = None, **overrides: object) -> OperatorConfig:
@@ -78,7 +79,7 @@ class OperatorConfig:
                                    _env("PARLEY_MEDIA_IMAGE", "ghcr.io/parley/media-node:0.1.0")),
             "recorder_secret": os.environ.get("PARLEY_RECORDER_SECRET") or None,
             "redis_url": os.environ.get("PARLEY_REDIS_URL") or None,
-            "token_secret": os.environ.get("PARLEY_TOKEN_SECRET") or None,
+            "control_key": os.environ.get("PARLEY_CONTROL_KEY") or None,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

@@ -22,7 +22,6 @@ from typing import Any
 
 from kubernetes.client.rest import ApiException
 
-from parley import tokens
 from parley.directory import MeetingPolicy
 from parley.operator import kube, metrics, reports, resources
 from parley.operator.config import (
@@ -292,13 +291,13 @@ class MeetingController:
             if name in plan.drain and DRAINING_SINCE not in ann:
                 want[DRAINING_SINCE] = str(int(time.time()))
                 tell_node(p, "POST", {"deadline": settings.drain_deadline_seconds},
-                          self.config.token_secret)
+                          self.config.control_key)
                 kube.event(_pod_ref(p), "Draining",
                            f"pod {name} takes no new meetings; removed once empty or after "
                            f"{int(settings.drain_deadline_seconds)}s")
             if name in plan.undrain:
                 want[DRAINING_SINCE] = None
-                tell_node(p, "DELETE", None, self.config.token_secret)
+                tell_node(p, "DELETE", None, self.config.control_key)
             changed = {k: v for k, v in want.items() if ann.get(k) != v}
             if changed:
                 try:
@@ -480,7 +479,7 @@ class MeetingController:
 
 
 def tell_node(pod: Any, method: str, body: dict[str, Any] | None,
-              secret: str | None) -> None:
+              control_key: str | None) -> None:
     """Start (POST) or cancel (DELETE) the call server's own drain, so signaling's placement
     (the node directory in Redis) stops sending it meetings as the operator's does. Best
     effort and off the reconcile thread: the annotation is the record, and an unreachable pod
@@ -492,7 +491,7 @@ def tell_node(pod: Any, method: str, body: dict[str, Any] | None,
 
     def send() -> None:
         headers = {"Content-Type": "application/json",
-                   **(tokens.control_headers(secret) if secret else {})}
+                   **({"Authorization": f"Bearer {control_key}"} if control_key else {})}
         req = urllib.request.Request(url, method=method, headers=headers,
                                      data=json.dumps(body).encode() if body else None)
         try:

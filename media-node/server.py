@@ -13,8 +13,6 @@ from types import FrameType
 
 import uvicorn
 
-from parley.tokens import control_key
-
 from .api import create_app
 from .node import CallServer
 from .report import NodeReport
@@ -29,8 +27,13 @@ async def serve(args: argparse.Namespace) -> None:
                         capacity_participants=getattr(args, "capacity_participants", 0),
                         udp_port=getattr(args, "udp_port", None),
                         advertise=[args.advertise] if args.advertise else None)
-    secret = os.environ.get("PARLEY_TOKEN_SECRET")  # the chart's; none: an open control API
-    app = create_app(server, control_key(secret) if secret else None)
+    # the chart's, derived from the token secret (parley.tokens.control_key); the node never
+    # holds the secret itself. Without a key the control API refuses every call (503).
+    key = os.environ.get("PARLEY_CONTROL_KEY") or None
+    if key is None:
+        print(f"call server {server.id}: no PARLEY_CONTROL_KEY, the control API refuses "
+              "every call", file=sys.stderr, flush=True)
+    app = create_app(server, key)
     registration = None
     redis_url = args.redis_url or os.environ.get("PARLEY_REDIS_URL")
     if redis_url:
