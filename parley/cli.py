@@ -97,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument("--ttl", type=int, default=3600,
                      help="lifetime in seconds, 1..86400 (at most 24 h; default 3600)")
     tok.set_defaults(func=_lazy("parley.tokens", "cli"))
+
+    from parley.analytics.cli import add_parser as analytics  # issue 13
+
+    analytics(sub)
     return parser
 
 

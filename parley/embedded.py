@@ -34,6 +34,10 @@ async def serve(settings: Settings, host: str, port: int, embed_call_server: boo
         mount_live(app, settings.token_secret)
     else:  # a deployment: call-server nodes registered in Redis, if configured
         app = create_app(settings, Hub(settings, directory=directory_for(settings)))
+    if not settings.kafka_bootstrap and os.environ.get("PARLEY_ANALYTICS", "1") != "0":
+        from parley.analytics.engine import start_embedded  # issue 13: tails events.jsonl
+
+        start_embedded(settings.data_dir)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", ws_max_size=65536)
     await _AnnouncingServer(config, f"http://{shown}:{port}/").serve()
 

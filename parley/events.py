@@ -23,7 +23,10 @@ from prometheus_client import Counter
 
 SCHEMA_VERSION = 1
 EVENT_TYPES = ("call.invited", "call.started", "call.ended", "participant.joined",
-               "participant.left", "config.changed")
+               "participant.left", "config.changed",
+               # issue 13, in the schema for the emitters to come (docs/analytics.md)
+               "participant.dropped", "call.failed", "topology.switched", "quality.sample",
+               "client.info")
 log = logging.getLogger("parley.events")
 
 EVENTS_EMITTED = Counter("parley_events_emitted_total", "Events handed to a sink", ["type"])
@@ -46,14 +49,16 @@ def validate(event: dict[str, Any]) -> None:
 
 
 def make_event(etype: str, *, instance: str, data: dict[str, Any], room: str | None = None,
-               call_id: str | None = None) -> dict[str, Any]:
+               call_id: str | None = None, region: str | None = None) -> dict[str, Any]:
+    """The envelope; ``region`` (default ``$PARLEY_REGION``) lets analytics split by region."""
     if etype not in EVENT_TYPES:
         raise ValueError(f"unknown event type {etype}")
     return {
         "version": SCHEMA_VERSION, "id": uuid.uuid4().hex, "type": etype,
         "time": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace(
             "+00:00", "Z"),
-        "instance": instance, "room": room, "callId": call_id, "data": data,
+        "instance": instance, "region": region or os.environ.get("PARLEY_REGION") or "local",
+        "room": room, "callId": call_id, "data": data,
     }
 
 
