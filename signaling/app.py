@@ -19,7 +19,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from parley import __version__, tokens
 from parley.analytics.report import router_for as analytics_report
-from parley.analytics.report import router_for as analytics_report
 from parley.config import Settings
 from parley.signaling import protocol as p
 from parley.signaling.guard import Guard
@@ -172,7 +171,6 @@ def create_app(settings: Settings, hub: Hub | None = None) -> FastAPI:
                 del hub.connections[address]
 
     app.include_router(recordings_api(recordings))
-    app.include_router(analytics_report(settings))  # /analytics (issue 13, admin grant)
     app.include_router(analytics_report(settings))  # /analytics (issue 13, admin grant)
     app.add_middleware(Guard, hosts=settings.hosts(),  # type: ignore[arg-type]
                        max_body=hub.options.max_body_bytes)
