@@ -109,11 +109,14 @@ def test_drain_with_deadline_moves_participants_and_the_node_ends_empty(
         assert all(r["framesDecoded"] > before[r["participant"]] for r in s["inbound"]
                    if r["kind"] == "video")
         # after it: everyone on the other node, decoding, and the drained node empty
-        wait_until(back_on(pages, ids, other["id"]), 20, 0.05, what="moved off the drained node")
+        # the move takes what a killed node's does (5 s); docs/signaling.md measures 3.69 s
+        bound = 3.0 + 5.0
+        wait_until(back_on(pages, ids, other["id"]), bound - (time.monotonic() - started), 0.05,
+                   what="moved off the drained node")
         moved = time.monotonic() - started
         print(f"drain (deadline 3 s): all clients decoding on {other['id']} {moved:.2f} s "
               "after the drain started")
-        assert moved >= 3.0  # nobody was moved before the deadline
+        assert 3.0 <= moved <= bound  # nobody was moved before the deadline
         reasons = [p.evaluate("window.parley.state.sfu.reasons") for p in pages]
         print("move reasons per client:", reasons)
         assert all("drain" in r for r in reasons), reasons
