@@ -76,12 +76,17 @@ class LeaderElector:
 
     def acquire(self, stop: threading.Event) -> bool:
         """Block until leader (True) or ``stop`` is set (False)."""
+        waiting = False
         while not stop.is_set():
             try:
                 if self._try():
                     metrics.LEADER.set(1)
                     log.info("leader as %s", self.identity)
                     return True
+                if not waiting:
+                    waiting = True
+                    log.info("standby as %s: lease %s/%s is held", self.identity,
+                             self.namespace, self.name)
             except ApiException as exc:
                 log.warning("lease %s: %s", self.name, exc.reason)
             stop.wait(min(self.renew_every, 2.0))
@@ -104,13 +109,18 @@ class LeaderElector:
                 return
 
     def release(self) -> None:
-        """Hand the lease over at once on a clean shutdown (expire it)."""
+        """Hand the lease over at once on a clean shutdown: no holder, renewed long ago, so a
+        standby's next attempt (every 2 s) takes it instead of waiting out the duration."""
         try:
             lease = kube.coordination().read_namespaced_lease(self.name, self.namespace)
             if lease.spec.holder_identity == self.identity:
-                kube.coordination().patch_namespaced_lease(
-                    self.name, self.namespace,
-                    {"spec": {"renewTime": _micro(time.time() - 3600)}})
-        except ApiException:
-            pass
+                kube.coordination().replace_namespaced_lease(self.name, self.namespace, {
+                    "metadata": {"name": self.name, "namespace": self.namespace,
+                                 "resourceVersion": lease.metadata.resource_version},
+                    "spec": {"leaseDurationSeconds": int(self.duration),
+                             "renewTime": _micro(time.time() - 3600),
+                             "leaseTransitions": lease.spec.lease_transitions or 0}})
+                log.info("released lease %s/%s", self.namespace, self.name)
+        except ApiException as exc:  # a 409 means someone else already moved it on
+            log.warning("releasing lease %s: %s", self.name, exc.reason)
         metrics.LEADER.set(0)
