@@ -19,7 +19,7 @@ import pytest
 
 from parley import reports
 from tests.conftest import ROOT, Kube, free_port, port_open, wait_until
-from tests.media.client import Client
+from tests.media.client import CONTROL_KEY, Client
 from tests.operator.conftest import Operator, apply, cond, get, make_pool, meeting
 
 pytestmark = pytest.mark.k8s
@@ -59,7 +59,7 @@ def start_call_server(kube: Kube, namespace: str, pod: dict[str, Any], port: int
         stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=ROOT,
         env={**os.environ, "KUBECONFIG": kube.kubeconfig, "POD_NAMESPACE": namespace,
              "POD_NAME": pod["metadata"]["name"], "POD_UID": pod["metadata"]["uid"],
-             "PARLEY_REPORT_INTERVAL": "0.5"})
+             "PARLEY_REPORT_INTERVAL": "0.5", "PARLEY_CONTROL_KEY": CONTROL_KEY})
 
 
 async def test_call_server_reports_its_participants_to_the_meeting(

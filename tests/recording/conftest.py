@@ -22,6 +22,7 @@ from parley.signaling.app import create_app
 from parley.signaling.hub import Hub
 from parley.signaling.negotiation import Placement
 from tests.conftest import free_port
+from tests.media.client import TEST_SECRET
 
 
 @contextlib.asynccontextmanager
@@ -119,7 +120,7 @@ async def signaling(tmp_path: Path, directory: Any, monkeypatch: pytest.MonkeyPa
             monkeypatch.setenv("PARLEY_RECORDING_STORE", store_url)
         else:
             monkeypatch.delenv("PARLEY_RECORDING_STORE", raising=False)
-        secret = secrets.token_urlsafe(24)
+        secret = TEST_SECRET  # the test call servers hold its control key
         settings = Settings(token_secret=secret, data_dir=tmp_path / "signaling",
                             file_creator=file_creator)
         hub = Hub(settings, directory=directory)

@@ -22,7 +22,7 @@ from parley.recorder.creator import load_tracks
 from parley.recorder.store import LocalStore
 from parley.signaling.negotiation import Placement
 from tests.conftest import free_port, port_open
-from tests.media.client import wait_for
+from tests.media.client import CONTROL_KEY, wait_for
 
 from .conftest import FixedDirectory, signaling
 from .media import participant, probe
@@ -45,7 +45,8 @@ def nodes(tmp_path: Path) -> Iterator[Callable[[str], Node]]:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "parley.cli", "media-node", "--role", "call-server",
                  "--host", "127.0.0.1", "--port", str(port), "--node-id", node_id],
-                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PARLEY_REDIS_URL": ""})
+                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PARLEY_REDIS_URL": "",
+                                                          "PARLEY_CONTROL_KEY": CONTROL_KEY})
         proc.port, proc.url = port, f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]
         procs.append(proc)
         return proc
