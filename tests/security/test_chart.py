@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 import redis
 import yaml
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from tests.conftest import ROOT, Kube, free_port, port_open, provision, wait_until
 
@@ -182,11 +184,12 @@ def bundled_redis(kube: Kube, tmp_path: Path) -> Iterator[tuple[int, str]]:
 def test_bundled_redis_refuses_clients_without_the_password(
         bundled_redis: tuple[int, str]) -> None:
     port, url = bundled_redis
-    anonymous = redis.Redis(host="127.0.0.1", port=port)
-    with pytest.raises(redis.AuthenticationError):
+    once = Retry(NoBackoff(), 0)  # a refusal is the answer: no retries
+    anonymous = redis.Redis(host="127.0.0.1", port=port, protocol=2, retry=once)
+    with pytest.raises(redis.AuthenticationError, match="Authentication required"):
         anonymous.set("presence:alice", "replica-1")
-    wrong = redis.Redis(host="127.0.0.1", port=port, password="guess")
-    with pytest.raises(redis.AuthenticationError):
+    wrong = redis.Redis(host="127.0.0.1", port=port, password="guess", retry=once)
+    with pytest.raises(redis.AuthenticationError, match="invalid username-password"):
         wrong.ping()
     client = redis.Redis.from_url(url)
     assert client.ping() and client.set("presence:alice", "replica-1")
