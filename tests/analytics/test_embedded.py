@@ -9,11 +9,16 @@ import re
 import signal
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
+import pytest
+
 from parley.analytics import series
+from parley.analytics.archive import Archive
 from parley.analytics.state import SqliteState
 from parley.events import JsonlSink
+from parley.recorder.store import S3Store
 from tests.analytics.mix import build
 
 
@@ -67,3 +72,46 @@ def test_jsonl_engine_is_exact_across_a_kill_and_the_archive_answers_queries(
 
     bad = analytics(tmp_path, "query", "SELECT nope FROM events")
     assert bad.returncode == 1 and "nope" in bad.stderr
+
+
+@pytest.mark.s3
+def test_archive_on_s3_with_retention(tmp_path: Path, s3: dict[str, str]) -> None:
+    """A deployment's archive: the same layout in a bucket; `query` reads it; files of days
+    past the retention are deleted."""
+    env = {"PARLEY_S3_ENDPOINT": s3["endpoint"], "PARLEY_S3_ACCESS_KEY": s3["access_key"],
+           "PARLEY_S3_SECRET_KEY": s3["secret_key"], "PARLEY_S3_REGION": s3["region"]}
+    bucket = S3Store(f"parley-an-{uuid.uuid4().hex[:8]}", endpoint=s3["endpoint"],
+                     access_key=s3["access_key"], secret_key=s3["secret_key"],
+                     region=s3["region"])
+    bucket.ensure_bucket()
+    url = f"s3://{bucket.bucket}/archive"
+    mix = build(40, seed=3)
+    old = dict(mix.events[0], id="from-last-year", time="2025-01-02T03:04:05.000Z")
+    sink = JsonlSink(tmp_path / "events.jsonl")
+    for e in [*mix.events, old]:
+        sink.emit(e)
+    sink.close()
+    ran = analytics(tmp_path, "--once", "--archive", url, **env)
+    assert ran.returncode == 0, ran.stderr
+    keys = S3Store(bucket.bucket, "archive", endpoint=s3["endpoint"],
+                   access_key=s3["access_key"], secret_key=s3["secret_key"]).list("events/")
+    assert any(k.startswith("events/date=2025-01-02/hour=03/") for k in keys), keys
+    out = analytics(tmp_path, "query", "SELECT count(*) AS n, min(date) AS first FROM events",
+                    "--archive", url, **env)
+    assert re.search(rf"^{mix.unique + 1}\s+\|\s+2025-01-02\s*$", out.stdout, re.M), out
+
+    state = SqliteState(tmp_path / "analytics.sqlite")
+    gone = Archive(open_store_env(url, env), state, retention_days=30).enforce_retention()
+    assert gone == 1
+    out = analytics(tmp_path, "query", "SELECT count(*) AS n FROM events", "--archive", url,
+                    **env)
+    assert re.search(rf"^{mix.unique}\s*$", out.stdout, re.M), out
+
+
+def open_store_env(url: str, env: dict[str, str]) -> S3Store:
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url)
+    return S3Store(parsed.netloc, parsed.path, endpoint=env["PARLEY_S3_ENDPOINT"],
+                   access_key=env["PARLEY_S3_ACCESS_KEY"],
+                   secret_key=env["PARLEY_S3_SECRET_KEY"], region=env["PARLEY_S3_REGION"])
