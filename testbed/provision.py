@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import fcntl
 import json
 import os
 import secrets
@@ -575,7 +576,17 @@ SERVICES: tuple[tuple[str, Callable[[dict[str, Path], dict[str, str]], None]], .
 
 def up() -> dict[str, str]:
     """Start the test bed; when it runs already, start only services it lacks (a newer
-    version of this script may have added some), keeping the running ones and their ports."""
+    version of this script may have added some), keeping the running ones and their ports.
+
+    Serialized by a file lock: two pytest processes starting at once (a developer's parallel
+    runs) must not both stop and start the services under each other."""
+    STATE.mkdir(parents=True, exist_ok=True)
+    with open(STATE / "up.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _up()
+
+
+def _up() -> dict[str, str]:
     if running():
         env = read_env()
         missing = [(key, starter) for key, starter in SERVICES if key not in env]
