@@ -22,7 +22,9 @@
       list.replaceChildren(...rec.ready.map((r) => {
         const li = document.createElement("li");
         const a = document.createElement("a");
-        a.href = r.compositeUrl; a.textContent = `recording ${r.id}`; a.target = "_blank";
+        // the link is fetched with this participant's token (the API checks who may see it)
+        a.href = `${r.compositeUrl}&token=${encodeURIComponent(parley.state.token)}`;
+        a.textContent = `recording ${r.id}`; a.target = "_blank";
         li.append(a);
         return li;
       }));

@@ -138,19 +138,24 @@ def test_two_browsers_record_15_seconds(browser: Any, parley_server: Callable[..
             started = [p.evaluate("window.msgs.filter(m => m.type === 'recording.started')")
                        for p in pages]
             composite = tmp_path / "composite.mp4"
-            composite.write_bytes(http.get(notes[0][0]["compositeUrl"]).content)
+            # alice has no grant: she may download because she was in the meeting
+            alice = {"Authorization": "Bearer " + tokens.mint(SECRET, identity="alice",
+                                                              room=room)}
+            r = http.get(notes[0][0]["compositeUrl"], headers=alice)
+            assert r.status_code == 200, r.text
+            composite.write_bytes(r.content)
             tracks = {t["track"]: t for t in rec["tracks"]}
             video = next(t for t in rec["tracks"] if t["kind"] == "video")
             one = tmp_path / "track.webm"
-            r = http.get(video["url"])
+            r = http.get(video["url"], headers=host)
             assert r.status_code == 200
             one.write_bytes(r.content)
             # a link past its expiry is refused as expired, a tampered one as invalid
             name = video["url"].split("?")[0].rsplit("/", 1)[1]
             expired, _ = links.link(SECRET, rid, name, ttl_s=-5)
-            r = http.get(expired)
+            r = http.get(expired, headers=host)
             assert r.status_code == 403 and r.json()["detail"]["code"] == "link_expired", r.text
-            r = http.get(video["url"].replace("expires=", "expires=1"))
+            r = http.get(video["url"].replace("expires=", "expires=1"), headers=host)
             assert r.status_code == 403 and r.json()["detail"]["code"] == "link_invalid", r.text
     finally:
         for p in pages:

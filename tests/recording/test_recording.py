@@ -43,8 +43,9 @@ def store_url(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
     yield f"s3://{bucket}/recordings-test"
 
 
-async def download(stack: Stack, url: str, dest: Path) -> Path:
-    r = await stack.http.get(url if url.startswith("http") else stack.base + url)
+async def download(stack: Stack, url: str, dest: Path, token: str) -> Path:
+    r = await stack.http.get(url if url.startswith("http") else stack.base + url,
+                             headers={"Authorization": f"Bearer {token}"})
     assert r.status_code == 200, r.text
     await asyncio.to_thread(dest.write_bytes, r.content)
     return dest
@@ -93,7 +94,9 @@ async def test_two_participants_record_15_seconds(
         # both participants were notified with a working signed link
         for note in notes:
             assert note["id"] == rid and note["compositeUrl"] and "sig=" in note["compositeUrl"]
-        composite = probe(await download(stack, notes[1]["compositeUrl"], tmp_path / "c.mp4"))
+        # b has no record grant: the download is allowed because b was in the meeting
+        composite = probe(await download(stack, notes[1]["compositeUrl"], tmp_path / "c.mp4",
+                                         stack.token("b", room)))
         assert composite["streams"] == ["audio", "video"], composite
         assert abs(composite["duration"] - RECORD_S) <= 0.1 * RECORD_S, composite["duration"]
         assert len(composite["variances"]) >= 5
@@ -112,7 +115,7 @@ async def test_two_participants_record_15_seconds(
         assert {t["track"] for t in rec["tracks"]} == {"a-camera", "a-mic", "b-camera", "b-mic"}
         for t in rec["tracks"]:
             name = f"{t['participant']}~{t['track']}"
-            path = await download(stack, t["url"], tmp_path / f"{name}.webm")
+            path = await download(stack, t["url"], tmp_path / f"{name}.webm", host)
             got = packets(path)
             assert got == [f[2] for f in tapped[name].frames]
             assert len(got) == tap_frames[name] > (25 * RECORD_S if t["kind"] == "video"
@@ -157,7 +160,7 @@ async def test_recording_api_refuses_bad_tokens(tmp_path: Path,
         # the placed call server does not answer: refused, nothing left "recording"
         r = await stack.control(room, "start", stack.token("h", room, ("record",)))
         assert r.status_code == 502 and r.json()["detail"]["code"] == "call_server_error"
-        assert await stack.recordings(room, stack.token("h", room)) == []
+        assert await stack.recordings(room, stack.token("h", room, ("record",))) == []
 
 
 async def test_recording_stops_by_itself_when_the_meeting_ends(

@@ -83,7 +83,7 @@ async def test_sweeper_takes_over_orphans_after_their_lease_and_drops_malformed_
         for recording in (watched, compiled):
             for phase in ("recording", "processing"):
                 assert await kv.get(f"recording:owner:{recording}:{phase}") is None
-        assert not rec._sweeper.done()  # survived the malformed entries
+        assert not rec.leases._sweeper.done()  # survived the malformed entries
 
         # and it keeps sweeping: a recording orphaned now is compiled as well
         late = orphan(rec.store, compiled_room, "processing", url)
