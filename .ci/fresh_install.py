@@ -21,11 +21,13 @@ import json
 import os
 import pkgutil
 import select
+import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,18 +39,48 @@ def log(msg: str) -> None:
     print(f"fresh-install: {msg}", flush=True)
 
 
-def build_venv(python: str, where: Path) -> Path:
+def source_copy(where: Path) -> Path:
+    """The checkout's files as a fresh clone has them (tracked and new, not ignored): pip
+    builds in the source folder, and a stale build/ there could put deleted modules in the
+    wheel; and the checkout stays clean."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others",
+                             "--exclude-standard"], cwd=ROOT, capture_output=True, check=True)
+    for rel in filter(None, listed.stdout.decode().split("\0")):
+        src = ROOT / rel
+        if src.is_file():  # listed but deleted in the working tree: not in a clone either
+            dst = where / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
+    return where
+
+
+def build_venv(python: str, where: Path, source: Path) -> Path:
     """A new virtualenv with `pip install .` only; returns its python."""
     subprocess.run([python, "-m", "venv", str(where)], check=True)
     vpy = where / "bin" / "python"
-    subprocess.run([str(vpy), "-m", "pip", "install", "-q", str(ROOT)], check=True)
+    subprocess.run([str(vpy), "-m", "pip", "install", "-q", str(source)], check=True)
     return vpy
 
 
 # ---- inside the fresh virtualenv -------------------------------------------------------------
 
-def import_everything(venv: Path) -> int:
-    """Import each module of each deployable; they must come from the venv, not the checkout."""
+def source_modules(source: Path) -> set[str]:
+    """Every module the source folders hold, by its installed name (package-dir of
+    pyproject.toml): a sub-package missing from `packages` would be left out of the wheel."""
+    cfg = tomllib.loads((source / "pyproject.toml").read_text())["tool"]["setuptools"]
+    out: set[str] = set()
+    for pkg, folder in cfg["package-dir"].items():
+        for f in (source / folder).rglob("*.py"):
+            rel = f.relative_to(source / folder).with_suffix("")
+            parts = [p for p in rel.parts if p != "__init__"]
+            if all(p.isidentifier() for p in parts) and (f.parent / "__init__.py").exists():
+                out.add(".".join([pkg, *parts]))
+    return out
+
+
+def import_everything(venv: Path, source: Path) -> int:
+    """Import each module of each deployable; they must come from the venv, not the checkout,
+    and every module of the source folders must be there."""
     import parley
 
     origin = Path(parley.__file__).resolve()
@@ -62,6 +94,8 @@ def import_everything(venv: Path) -> int:
         for info in pkgutil.walk_packages(mod.__path__, pkg + ".",
                                           onerror=lambda n: failed.setdefault(n, "walk")):
             names.add(info.name)
+    for name in sorted(source_modules(source) - names):
+        failed[name] = "in the source folders but not installed (pyproject.toml packages)"
     for name in sorted(names):
         try:
             importlib.import_module(name)
@@ -141,8 +175,9 @@ def serve_and_connect(argv: list[str], data: Path) -> None:
 
 
 def probe(venv: Path, scratch: Path) -> None:
-    n = import_everything(venv)
-    log(f"imported {n} modules of {', '.join(DEPLOYABLES)}")
+    n = import_everything(venv, scratch / "src")
+    log(f"imported {n} modules of {', '.join(DEPLOYABLES)} and the rest of `parley`: "
+        f"every module of the source folders")
     serve_and_connect(["up"], scratch / "up")
     serve_and_connect(["signaling"], scratch / "signaling")
 
@@ -162,7 +197,7 @@ def main() -> int:
     t0 = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix="parley-fresh-"))
     try:
-        vpy = build_venv(sys.executable, tmp / "venv")
+        vpy = build_venv(sys.executable, tmp / "venv", source_copy(tmp / "src"))
         log(f"`pip install .` into an empty venv: {time.monotonic() - t0:.0f} s")
         # cwd outside the checkout, so nothing is imported from the source folders.
         subprocess.run([str(vpy), str(Path(__file__).resolve()), "--probe",
@@ -173,7 +208,7 @@ def main() -> int:
         return 1
     finally:
         if not args.keep:
-            subprocess.run(["rm", "-rf", str(tmp)], check=False)
+            shutil.rmtree(tmp, ignore_errors=True)
     log(f"passed in {time.monotonic() - t0:.0f} s")
     return 0
 
