@@ -60,7 +60,7 @@ async def serve(args: argparse.Namespace) -> None:
         await server.close()
 
 
-BROADCAST_ROLES = ("ingest",)
+BROADCAST_ROLES = ("ingest", "edge-relay")
 
 
 class DrainingServer(uvicorn.Server):

@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .feed import Feed
 from .live import create_app as live_app
+from .pull import Pull
 from .whep import Playback
 from .whip import Ingest
 
@@ -104,8 +105,47 @@ async def serve_ingest(args: argparse.Namespace) -> None:
         await ingest.close()
 
 
+async def serve_edge(args: argparse.Namespace) -> None:
+    """A relay or edge (PARLEY_TIER=relay|edge: the same code): pulls PARLEY_UPSTREAM_URL (a WHEP
+    URL: the ingest's programme, a transcoder's rendition or a relay) and serves it over WHEP at
+    /live/{PARLEY_BROADCAST}[/{PARLEY_RENDITION}]/whep."""
+    upstream = os.environ.get("PARLEY_UPSTREAM_URL", "")
+    key = broadcast_key(os.environ.get("PARLEY_BROADCAST", ""))
+    if not upstream.startswith(("http://", "https://")) or not key:
+        raise SystemExit("edge-relay needs PARLEY_UPSTREAM_URL (a WHEP URL) and PARLEY_BROADCAST")
+    rendition = os.environ.get("PARLEY_RENDITION") or None
+    pull = Pull(upstream, key)
+
+    def lookup(broadcast: str, r: str | None) -> Feed | None:
+        return pull.feed if broadcast == key and r == rendition else None
+
+    playback = Playback(lookup)
+
+    def status(broadcast: str) -> dict[str, Any] | None:
+        if broadcast != key:
+            return None
+        return {"broadcast": key, "rendition": rendition, "upstream": upstream,
+                "tier": os.environ.get("PARLEY_TIER", "edge"), "connected": pull.connected,
+                "upstreamSessions": pull.sessions, "viewers": pull.feed.viewers(),
+                "frames": dict(pull.feed.frames)}
+
+    config = uvicorn.Config(node_app(live_app(playback, None, status)), host=args.host,
+                            port=args.port, log_level="warning")
+    server = uvicorn.Server(config)
+    pull.start()
+    print(f"edge relay for {key} pulling {upstream}", flush=True)
+    try:
+        await server.serve()
+    finally:
+        await playback.close()
+        await pull.close()
+
+
 def run(args: argparse.Namespace) -> int:
     if args.role == "ingest":
         asyncio.run(serve_ingest(args))
+        return 0
+    if args.role == "edge-relay":
+        asyncio.run(serve_edge(args))
         return 0
     raise ValueError(f"not a broadcast role: {args.role}")

@@ -1,0 +1,118 @@
+"""Between tiers: a WHEP pull. A relay or edge plays its upstream (the ingest's programme, a
+transcoder's rendition, another relay) as an ordinary WHEP viewer, taps the encoded frames before
+aiortc's decoder and pushes them into its own feed, which its viewers (or the next tier) play.
+
+Why WebRTC (WHEP) between tiers rather than plain RTP: one protocol end to end (the same code
+serves viewers and the next tier), encryption and NACK/PLI come with it, an upstream is a URL the
+operator can put in an environment variable, and a tier that restarts is pulled again by the next
+one with no state to hand over. The cost is one DTLS/ICE session per hop (tens of ms, once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import httpx
+from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+
+from . import frames
+from .feed import Feed
+from .sessions import ice_config
+
+log = logging.getLogger("parley.broadcast.pull")
+RETRY_S = 1.0
+SILENCE_S = 3.0  # an upstream that sends nothing this long is pulled again (it may have died:
+# ICE consent freshness would notice only after about 30 s)
+
+
+class Pull:
+    """Keeps one WHEP session to ``url`` alive and feeds ``self.feed`` from it, undecoded."""
+
+    def __init__(self, url: str, name: str, token: str | None = None) -> None:
+        self.url = url
+        self.token = token
+        self.feed = Feed(name, self._request_keyframe)
+        self.receivers: dict[str, object] = {}
+        self.connected = False
+        self.sessions = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._run())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self.feed.close()
+
+    def _request_keyframe(self) -> None:
+        video = self.receivers.get("video")
+        if video is not None:
+            frames.request_keyframe(video)  # type: ignore[arg-type]
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._session()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # upstream down or refusing: try again
+                log.warning("pull %s: %s", self.url, exc)
+            self.connected = False
+            await asyncio.sleep(RETRY_S)
+
+    async def _until_ended_or_silent(self, ended: asyncio.Event) -> None:
+        started = time.monotonic()
+        while not ended.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ended.wait(), 1.0)
+            last = max(self.feed.last_frame_at, started)
+            if time.monotonic() - last > SILENCE_S:
+                log.warning("pull %s: no media for %.0f s, reconnecting", self.url, SILENCE_S)
+                return
+
+    async def _session(self) -> None:
+        pc = RTCPeerConnection(ice_config())
+        origin = object()  # a new upstream session: the feed re-bases its timeline
+        for kind in ("video", "audio"):
+            t = pc.addTransceiver(kind, "recvonly")
+            if kind == "video":
+                t.setCodecPreferences([c for c in RTCRtpSender.getCapabilities("video").codecs
+                                       if c.mimeType.lower() in ("video/h264", "video/rtx")])
+            frames.tap(t.receiver, kind, lambda f, o=origin: self.feed.push(f, o))
+        self.receivers = {t.kind: t.receiver for t in pc.getTransceivers()}
+        ended = asyncio.Event()
+
+        @pc.on("connectionstatechange")
+        def changed() -> None:
+            if pc.connectionState == "connected":
+                self.connected = True
+                self.feed.request_keyframe()
+            elif pc.connectionState in ("failed", "closed"):
+                ended.set()
+
+        location = None
+        headers = {"Content-Type": "application/sdp"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        async with httpx.AsyncClient(timeout=10) as http:
+            try:
+                await pc.setLocalDescription(await pc.createOffer())
+                r = await http.post(self.url, content=pc.localDescription.sdp, headers=headers)
+                if r.status_code != 201:
+                    raise RuntimeError(f"upstream answered {r.status_code}: {r.text[:200]}")
+                location = r.headers.get("location")
+                await pc.setRemoteDescription(RTCSessionDescription(r.text, "answer"))
+                self.sessions += 1
+                await self._until_ended_or_silent(ended)
+            finally:
+                await pc.close()
+                if location:
+                    with contextlib.suppress(httpx.HTTPError):
+                        await http.delete(str(httpx.URL(self.url).join(location)))
