@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import hmac
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -71,6 +72,16 @@ def may_publish(s: Session) -> bool:
     return "publish" in grants or "admin" in grants
 
 
+_UFRAG = re.compile(r"^a=ice-ufrag:(\S+)", re.MULTILINE)
+
+
+def ice_ufrag(sdp: str) -> str | None:
+    """The ICE username fragment of a description: one per browser connection (bundled), so it
+    tells which of a client's call-server connections an answer comes from."""
+    m = _UFRAG.search(sdp)
+    return m.group(1) if m else None
+
+
 def leg_key(session_id: str, pair: str | None) -> str:
     return f"{session_id}|{pair or ''}"
 
@@ -89,6 +100,7 @@ class Leg:
     joined_at: float = field(default_factory=time.monotonic)
     pair: str | None = None  # a P2P-fallback leg for this one peer (its own meeting)
     meeting: str = ""
+    ufrag: str | None = None  # the client connection's ICE ufrag (from its join offer)
 
     def __post_init__(self) -> None:
         self.meeting = self.meeting or self.room
@@ -144,6 +156,12 @@ class SfuRelay:
             raise ProtocolError("not_sfu", f"{msg.type} needs sfu.join first", msg.id)
         if msg.type == "sfu.publish" and not may_publish(s):
             raise ProtocolError("grant_missing", "publishing needs the 'publish' grant", msg.id)
+        if msg.type == "sfu.answer" and leg.ufrag and ice_ufrag(msg["sdp"]) not in (
+                None, leg.ufrag):
+            # the answer of a connection the client already replaced (it answered an offer of
+            # the old session while starting the new one): it must not reach the new one
+            raise ProtocolError("sfu_stale", "answer of an earlier call-server connection; "
+                                "ignored", msg.id)
         await self._store_sources(leg.meeting, msg.get("sources"))
         url = leg.url
         try:
@@ -196,7 +214,8 @@ class SfuRelay:
                 raise ProtocolError("sfu_session", f"call server said {r.status_code}: "
                                     f"{r.text[:120]}", msg.id)
             answer = r.json()
-            leg = Leg(s, room, placement, answer["participant"], pair=pair, meeting=meeting)
+            leg = Leg(s, room, placement, answer["participant"], pair=pair, meeting=meeting,
+                      ufrag=ice_ufrag(msg["sdp"]))
             if s.room != room:  # left while the join was in flight
                 self._spawn_delete(leg)
                 return
