@@ -57,6 +57,8 @@ ERROR_CODES = {
     "sfu_unavailable": "the room needs a call server and none is available",
     "sfu_session": "the call server refused or lost the session (signaling re-places it)",
     "not_sfu": "the action needs a call-server session (sfu.join first)",
+    "sfu_stale": "an sfu.answer of a call-server connection the client already replaced "
+                 "(its ICE ufrag is not the current one's); dropped",
     "call_not_allowed": "the user service does not allow this caller to call that user",
     "unknown_call": "no such call, or the sender is not a party to it",
     "call_state": "the call is not in a state that allows this action",
