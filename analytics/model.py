@@ -28,20 +28,27 @@ class Event:
     type: str
     time: dt.datetime
     raw: dict[str, Any]
+    line: str  # the event as received: archived without re-encoding
 
     @property
     def minute(self) -> str:
-        return self.time.strftime("%Y%m%d%H%M")
+        t = self.time  # f-string: 10x faster than strftime, which showed in the profile
+        return f"{t.year:04d}{t.month:02d}{t.day:02d}{t.hour:02d}{t.minute:02d}"
 
     @property
     def hour(self) -> str:
-        return self.time.strftime("%Y%m%d%H")
+        t = self.time
+        return f"{t.year:04d}{t.month:02d}{t.day:02d}{t.hour:02d}"
 
 
 def parse(payload: bytes | str | dict[str, Any]) -> Event:
     """The event in ``payload``; raise ``Malformed`` for anything not an event envelope."""
     try:
-        raw = payload if isinstance(payload, dict) else json.loads(payload)
+        if isinstance(payload, dict):
+            raw, line = payload, json.dumps(payload, separators=(",", ":"))
+        else:
+            line = payload.decode() if isinstance(payload, bytes) else payload
+            raw = json.loads(line)
     except (ValueError, UnicodeDecodeError) as exc:
         raise Malformed(f"not JSON: {exc}") from None
     if not isinstance(raw, dict):
@@ -58,7 +65,7 @@ def parse(payload: bytes | str | dict[str, Any]) -> Event:
     except ValueError:
         raise Malformed(f"time: not RFC 3339: {when!r}") from None
     time = time.replace(tzinfo=dt.UTC) if time.tzinfo is None else time.astimezone(dt.UTC)
-    return Event(eid, etype, time, raw)
+    return Event(eid, etype, time, raw, line.strip())
 
 
 def _label(value: Any) -> str:

@@ -50,8 +50,7 @@ class State(Protocol):
 
 
 def _batch(events: list[Event]) -> list[list[object]]:
-    return [[e.id, e.minute, e.hour, json.dumps(e.raw, separators=(",", ":")), fields(e)]
-            for e in events]
+    return [[e.id, e.minute, e.hour, e.line, fields(e)] for e in events]
 
 
 _APPLY = """
