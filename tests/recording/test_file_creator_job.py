@@ -75,7 +75,8 @@ async def test_job_mode_leaves_compiling_to_the_job_and_notifies(
             assert note["id"] == rid and note["state"] == "ready"
             assert note["compositeUrl"] and "sig=" in note["compositeUrl"]
             assert len(note["tracks"]) == 4
-        r = await stack.http.get(stack.base + notes[0]["compositeUrl"])
+        r = await stack.http.get(stack.base + notes[0]["compositeUrl"], headers={
+            "Authorization": f"Bearer {stack.token('a', room)}"})  # a was in the meeting
         assert r.status_code == 200 and r.content[4:8] == b"ftyp"
         await wait_for(lambda: stack.webhooks.received, 10, "webhook")
         headers, body = stack.webhooks.received[-1]
