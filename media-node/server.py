@@ -60,7 +60,7 @@ async def serve(args: argparse.Namespace) -> None:
         await server.close()
 
 
-BROADCAST_ROLES = ("ingest", "edge-relay")
+BROADCAST_ROLES = ("ingest", "edge-relay", "transcoder")
 
 
 class DrainingServer(uvicorn.Server):

@@ -18,6 +18,7 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .feed import Feed
+from .ladder import DEFAULT_LADDER, Rung, parse_ladder
 from .live import create_app as live_app
 from .pull import Pull
 from .whep import Playback
@@ -30,15 +31,28 @@ def broadcast_key(value: str) -> str:
 
 
 def ingest_apps(secret: str, broadcasts: list[str] | None = None,
-                sources: list[str] | None = None) -> tuple[FastAPI, Ingest, Playback]:
-    """The /live app of an ingest: WHIP in, the programme out over WHEP."""
+                sources: list[str] | None = None,
+                ladder: list[Rung] | None = None) -> tuple[FastAPI, Ingest, Playback]:
+    """The /live app of an ingest: WHIP in, the programme out over WHEP. With a ``ladder``
+    (`parley up`) the first viewer of a rung starts an in-process transcoder of that broadcast's
+    programme (the same Transcoder as the role, fed without the WHEP hop)."""
+    from .transcoder import Transcoder
+
     ingest = Ingest(secret, broadcasts=broadcasts, sources=sources)
     renditions: dict[tuple[str, str], Feed] = {}
+    transcoders: dict[str, Transcoder] = {}
 
     def lookup(broadcast: str, rendition: str | None) -> Feed | None:
-        if rendition is not None:
-            return renditions.get((broadcast, rendition))
         p = ingest.programme(broadcast)
+        if rendition is not None:
+            feed = renditions.get((broadcast, rendition))
+            if feed is None and p is not None and ladder and broadcast not in transcoders \
+                    and any(r.name == rendition for r in ladder):
+                tx = transcoders[broadcast] = Transcoder(broadcast, p.feed, ladder)
+                tx.start()
+                renditions.update({(broadcast, n): f for n, f in tx.feeds.items()})
+                feed = renditions.get((broadcast, rendition))
+            return feed
         return p.feed if p is not None else None
 
     playback = Playback(lookup)
@@ -47,16 +61,22 @@ def ingest_apps(secret: str, broadcasts: list[str] | None = None,
         p = ingest.programme(broadcast)
         if p is None:
             return None
-        return {**p.status(), "renditions": sorted(r for b, r in renditions if b == broadcast)}
+        tx = transcoders.get(broadcast)
+        return {**p.status(), "renditions": sorted(r for b, r in renditions if b == broadcast),
+                "ladder": [r.name for r in ladder or []],
+                "transcoder": tx.status() if tx is not None else None}
 
     app = live_app(playback, ingest, status)
-    app.state.renditions = renditions  # `parley up` registers its embedded ladder here
+    app.state.renditions = renditions
+    app.state.transcoders = transcoders
     return app, ingest, playback
 
 
 def mount(app: FastAPI, secret: str) -> Ingest:
-    """`parley up`: publishing to /live/NAME/whip creates broadcast NAME."""
-    live, ingest, _ = ingest_apps(secret)
+    """`parley up`: publishing to /live/NAME/whip creates broadcast NAME; its rungs
+    (PARLEY_BROADCAST_LADDER, default 720p:3000,360p:800) play at /live/NAME/{rung}/whep."""
+    ladder = parse_ladder(os.environ.get("PARLEY_BROADCAST_LADDER") or DEFAULT_LADDER)
+    live, ingest, _ = ingest_apps(secret, ladder=ladder)
     app.mount("/live", live)
     return ingest
 
@@ -147,5 +167,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.role == "edge-relay":
         asyncio.run(serve_edge(args))
+        return 0
+    if args.role == "transcoder":
+        from .transcoder import serve_transcoder
+
+        asyncio.run(serve_transcoder(args))
         return 0
     raise ValueError(f"not a broadcast role: {args.role}")
