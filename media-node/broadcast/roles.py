@@ -128,37 +128,53 @@ async def serve_ingest(args: argparse.Namespace) -> None:
 async def serve_edge(args: argparse.Namespace) -> None:
     """A relay or edge (PARLEY_TIER=relay|edge: the same code): pulls PARLEY_UPSTREAM_URL (a WHEP
     URL: the ingest's programme, a transcoder's rendition or a relay) and serves it over WHEP at
-    /live/{PARLEY_BROADCAST}[/{PARLEY_RENDITION}]/whep."""
+    /live/{PARLEY_BROADCAST}[/{PARLEY_RENDITION}]/whep. With PARLEY_RENDITIONS (``720p,360p``)
+    and ``{rendition}`` in PARLEY_UPSTREAM_URL it pulls and serves each rendition."""
     upstream = os.environ.get("PARLEY_UPSTREAM_URL", "")
     key = broadcast_key(os.environ.get("PARLEY_BROADCAST", ""))
     if not upstream.startswith(("http://", "https://")) or not key:
         raise SystemExit("edge-relay needs PARLEY_UPSTREAM_URL (a WHEP URL) and PARLEY_BROADCAST")
-    rendition = os.environ.get("PARLEY_RENDITION") or None
-    pull = Pull(upstream, key)
+    several = [r for r in os.environ.get("PARLEY_RENDITIONS", "").split(",") if r]
+    if several and "{rendition}" not in upstream:
+        raise SystemExit("PARLEY_RENDITIONS needs {rendition} in PARLEY_UPSTREAM_URL")
+    wanted: list[str | None] = [*several] if several else [
+        os.environ.get("PARLEY_RENDITION") or None]
+    pulls = {r: Pull(upstream.replace("{rendition}", r or ""), key) for r in wanted}
 
     def lookup(broadcast: str, r: str | None) -> Feed | None:
-        return pull.feed if broadcast == key and r == rendition else None
+        pull = pulls.get(r) if broadcast == key else None
+        return pull.feed if pull is not None else None
 
     playback = Playback(lookup)
+
+    def one(r: str | None, pull: Pull) -> dict[str, Any]:
+        return {"rendition": r, "upstream": pull.url, "connected": pull.connected,
+                "upstreamSessions": pull.sessions, "viewers": pull.feed.viewers(),
+                "frames": dict(pull.feed.frames)}
 
     def status(broadcast: str) -> dict[str, Any] | None:
         if broadcast != key:
             return None
-        return {"broadcast": key, "rendition": rendition, "upstream": upstream,
-                "tier": os.environ.get("PARLEY_TIER", "edge"), "connected": pull.connected,
-                "upstreamSessions": pull.sessions, "viewers": pull.feed.viewers(),
-                "frames": dict(pull.feed.frames)}
+        tier = os.environ.get("PARLEY_TIER", "edge")
+        if not several:
+            r = wanted[0]
+            return {"broadcast": key, "tier": tier, **one(r, pulls[r])}
+        return {"broadcast": key, "tier": tier,
+                "viewers": sum(p.feed.viewers() for p in pulls.values()),
+                "renditions": [one(r, p) for r, p in pulls.items()]}
 
     config = uvicorn.Config(node_app(live_app(playback, None, status)), host=args.host,
                             port=args.port, log_level="warning")
     server = uvicorn.Server(config)
-    pull.start()
-    print(f"edge relay for {key} pulling {upstream}", flush=True)
+    for pull in pulls.values():
+        pull.start()
+    print(f"edge relay for {key} pulling {', '.join(p.url for p in pulls.values())}", flush=True)
     try:
         await server.serve()
     finally:
         await playback.close()
-        await pull.close()
+        for pull in pulls.values():
+            await pull.close()
 
 
 def run(args: argparse.Namespace) -> int:

@@ -32,7 +32,7 @@ from tests.conftest import eventually, free_port, port_open, wait_until
 
 BITS = 12
 LADDER = "480p:400,180p:200,120p:100"
-Start = Callable[[str, str], str]
+Start = Callable[..., str]
 
 
 class CounterVideo(VideoStreamTrack):
@@ -93,17 +93,18 @@ class CountingViewer(Viewer):
 def transcoder(tmp_path: Path) -> Iterator[Start]:
     procs: list[subprocess.Popen[bytes]] = []
 
-    def start(upstream: str, ladder: str) -> str:
+    def start(upstream: str, ladder: str = "", role: str = "transcoder",
+              env: dict[str, str] | None = None) -> str:
         port = free_port()
-        log_path = tmp_path / f"transcoder-{port}.log"
+        log_path = tmp_path / f"{role}-{port}.log"
         proc = subprocess.Popen(
-            [sys.executable, "-m", "parley.cli", "media-node", "--role", "transcoder",
+            [sys.executable, "-m", "parley.cli", "media-node", "--role", role,
              "--host", "127.0.0.1", "--port", str(port)],
             stdout=log_path.open("ab"), stderr=subprocess.STDOUT,
             env={**os.environ, "PARLEY_UPSTREAM_URL": upstream, "PARLEY_BROADCAST": "final",
-                 "PARLEY_LADDER": ladder, "PARLEY_X264_PRESET": "ultrafast"})
+                 "PARLEY_LADDER": ladder, "PARLEY_X264_PRESET": "ultrafast", **(env or {})})
         procs.append(proc)
-        wait_until(lambda: port_open(port) or proc.poll() is not None, 30, what="transcoder")
+        wait_until(lambda: port_open(port) or proc.poll() is not None, 30, what=role)
         assert proc.poll() is None, log_path.read_text()
         return f"http://127.0.0.1:{port}"
 
@@ -219,6 +220,30 @@ async def test_parley_up_starts_a_rung_on_its_first_viewer(
             s = (await http.get(f"{base}/live/final")).json()
         assert s["renditions"] == ["120p", "180p"] and s["ladder"] == ["180p", "120p"], s
         assert s["transcoder"]["source"] == {"width": 320, "height": 240}, s
+    finally:
+        for v in viewers:
+            await v.close()
+        await cam.stop()
+
+
+async def test_an_edge_relays_every_rung_of_the_transcoder(
+        parley_server: Callable[..., str], transcoder: Start) -> None:
+    """The operator's wiring: one edge pulls each rendition from a URL template."""
+    base = parley_server({"PARLEY_TOKEN_SECRET": SECRET})
+    cam = await _publish(base)
+    tx = transcoder(f"{base}/live/final/whep", "180p:200,120p:100")
+    edge = transcoder(f"{tx}/live/final/{{rendition}}/whep", role="edge-relay",
+                      env={"PARLEY_RENDITIONS": "180p,120p", "PARLEY_TIER": "edge"})
+    viewers: list[CountingViewer] = []
+    try:
+        viewers = await _viewers([f"{edge}/live/final/120p/whep",
+                                  f"{edge}/live/final/180p/whep"], 20, 25)
+        assert set(viewers[0].sizes()) == {(160, 120)}
+        assert set(viewers[1].sizes()) == {(240, 180)}
+        async with httpx.AsyncClient(timeout=5) as http:
+            s = (await http.get(f"{edge}/live/final")).json()
+        assert s["viewers"] == 2 and [r["rendition"] for r in s["renditions"]] == [
+            "180p", "120p"] and all(r["connected"] for r in s["renditions"]), s
     finally:
         for v in viewers:
             await v.close()
