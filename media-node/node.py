@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import secrets
 import time
@@ -23,6 +24,8 @@ from .participant import Participant
 from .publisher import UpTrack
 from .subscriber import DownTrack
 from .udpmux import UdpMux
+
+log = logging.getLogger("parley.media.node")
 
 
 class Refused(Exception):
@@ -119,6 +122,8 @@ class CallServer:
             meeting = self.meetings[meeting_id] = Meeting(meeting_id)
         if label is not None:
             for old in [o for o in meeting.participants.values() if o.label == label]:
+                log.warning("%s in %s: session %s replaced by %s", label, meeting_id, old.id,
+                            pid)
                 await self._remove(old)
             meeting = self.meetings.setdefault(meeting_id, meeting)
         self.participants[pid] = p
@@ -149,6 +154,8 @@ class CallServer:
         return True
 
     async def _gone(self, p: Participant) -> None:
+        log.warning("%s in %s: session %s connection %s, removed", p.label, p.meeting_id, p.id,
+                    p.pc.connectionState)
         await self._remove(p)
 
     async def _remove(self, p: Participant) -> None:
