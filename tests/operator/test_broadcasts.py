@@ -58,6 +58,13 @@ def test_broadcast_ladder_relays_and_edges_follow_viewers(kube: Kube, namespace:
     env = {e["name"]: e["value"]
            for e in tx["keynote-tx-720p"]["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert (env["PARLEY_HEIGHT"], env["PARLEY_BITRATE_KBPS"]) == ("720", "3000")
+    # every tier pulls the one above over WHEP, through its Service, by a full URL
+    bkey = f"{namespace}.keynote"
+    assert env["PARLEY_UPSTREAM_URL"] == (
+        f"http://keynote-ingest.{namespace}.svc:8080/live/{bkey}/whep")
+    assert (env["PARLEY_BROADCAST"], env["PARLEY_RENDITION"]) == (bkey, "720p")
+    assert "PARLEY_INGEST" not in env
+    assert kube.json("get", "service", "keynote-tx-720p", "-n", namespace)
     edges = _deployments(kube, namespace, "edge-relay")
     assert sorted(edges) == ["keynote-edge-eu", "keynote-edge-us"]
     bounds = {d["metadata"]["labels"]["parley.dev/region"]: (
@@ -65,16 +72,35 @@ def test_broadcast_ladder_relays_and_edges_follow_viewers(kube: Kube, namespace:
         d["metadata"]["annotations"]["parley.dev/max-replicas"]) for d in edges.values()}
     assert bounds == {"eu": ("1", "4"), "us": ("2", "5")}
     assert _edge_replicas(kube, namespace) == {"eu": 1, "us": 2}  # no viewers: the minimum
-    assert len(_deployments(kube, namespace, "relay")) == 1
-    ingest = _deployments(kube, namespace, "call-server")
+    relay = _deployments(kube, namespace, "relay")
+    assert len(relay) == 1
+    renv = {e["name"]: e["value"] for e in next(iter(relay.values()))["spec"]["template"]
+            ["spec"]["containers"][0]["env"]}
+    assert renv["PARLEY_UPSTREAM_URL"] == (
+        f"http://keynote-tx-{{rendition}}.{namespace}.svc:8080/live/{bkey}/{{rendition}}/whep")
+    assert (renv["PARLEY_RENDITIONS"], renv["PARLEY_TIER"]) == ("1080p,720p,360p", "relay")
+    eenv = {e["name"]: e["value"] for e in edges["keynote-edge-eu"]["spec"]["template"]["spec"]
+            ["containers"][0]["env"]}
+    assert eenv["PARLEY_UPSTREAM_URL"] == (
+        f"http://keynote-relay.{namespace}.svc:8080/live/{bkey}/{{rendition}}/whep")
+    assert (eenv["PARLEY_TIER"], eenv["PARLEY_REGION"]) == ("edge", "eu")
+    assert "PARLEY_UPSTREAM" not in eenv
+    ingest = _deployments(kube, namespace, "ingest")
     assert list(ingest) == ["keynote-ingest"]
+    ic = ingest["keynote-ingest"]["spec"]["template"]["spec"]["containers"][0]
+    assert ic["args"] == ["media-node", "--role", "ingest"]
+    assert {e["name"]: e["value"] for e in ic["env"]}["PARLEY_INGEST_SOURCES"] == "stage-cam"
+    assert not _deployments(kube, namespace, "call-server")
     assert kube.json("get", "service", "keynote-ingest", "-n", namespace)
     for d in [*tx.values(), *edges.values(), *ingest.values()]:
         owner = d["metadata"]["ownerReferences"][0]
         assert (owner["kind"], owner["uid"]) == ("Broadcast", b["metadata"]["uid"])
     assert b["status"]["transcoders"] == 3
     assert [p["rendition"] for p in b["status"]["playback"]] == ["1080p", "720p", "360p"]
-    assert b["status"]["ingestUrl"] == f"http://keynote-ingest.{namespace}.svc:8080/whip"
+    assert b["status"]["ingestUrl"] == (
+        f"http://keynote-ingest.{namespace}.svc:8080/live/{bkey}/whip")
+    assert b["status"]["playback"][0]["url"].endswith(f"/live/{bkey}/1080p/whep")
+    assert cond(b, "Recording")["reason"] == "Disabled"
 
     # Viewers rise: eu 250 -> 3 replicas; us 900 -> 9, capped at its maximum of 5.
     _viewers(namespace, 250, 900)
