@@ -102,8 +102,9 @@ def run(args: argparse.Namespace) -> int:
 
         return run_broadcast(args)
     if args.role != "call-server":
-        print(f"parley media-node --role {args.role}: not implemented yet (only the "
-              "call-server role exists; meetings record through its tap)", file=sys.stderr)
+        print(f"parley media-node --role {args.role}: not implemented yet (the broadcast "
+              "recorder is issue 10 part 2; meetings record through the call server's tap)",
+              file=sys.stderr)
         return 3
     asyncio.run(serve(args))
     return 0

@@ -75,7 +75,8 @@ def test_token_usage_errors_are_clear() -> None:
 
 
 def test_roles_not_built_yet_say_so_and_exit_3() -> None:
-    for role in ("transcoder", "recorder"):  # ingest, edge-relay: tests/broadcast
-        out = parley("media-node", "--role", role)
-        assert out.returncode == 3, (role, out)
-        assert f"--role {role}: not implemented yet" in out.stderr
+    out = parley("media-node", "--role", "recorder")  # ingest, edge-relay, transcoder exist
+    assert out.returncode == 3, out
+    assert "--role recorder: not implemented yet" in out.stderr
+    out = parley("media-node", "--role", "transcoder", env={"PARLEY_UPSTREAM_URL": ""})
+    assert out.returncode == 1 and "transcoder needs PARLEY_UPSTREAM_URL" in out.stderr, out
