@@ -84,6 +84,15 @@ def plots(series: Series, fmt: str) -> list[str]:
     ]
 
 
+def _quality(m: dict[str, int]) -> dict[str, Any]:
+    """Share of sampled media time in HD / SD / transcoded, and freezes per media minute."""
+    media = {k: m.get(f"media_ms_{k}", 0) for k in ("hd", "sd", "transcoded")}
+    total = sum(media.values())
+    return {"mediaShare": {k: round(v / total, 4) for k, v in media.items()} if total else None,
+            "freezesPerMinute": round(m.get("freezes", 0) * 60_000 / total, 3)
+            if total else None}
+
+
 def summary(state: State) -> dict[str, Any]:
     """All-time figures by region and device class (the table under the plots)."""
     rows: dict[tuple[str, str], dict[str, int]] = {}
@@ -105,6 +114,8 @@ def summary(state: State) -> dict[str, Any]:
             if m.get("join_ms_count") else None,
             "configChangesPerCall": round(m.get("config_changes", 0) / calls, 2)
             if calls else None,
+            "qualitySamples": m.get("quality_samples", 0),
+            **_quality(m),
             "events": {k.removeprefix("events."): v for k, v in m.items()
                        if k.startswith("events.")},
         })

@@ -24,7 +24,7 @@ from prometheus_client import Counter
 SCHEMA_VERSION = 1
 EVENT_TYPES = ("call.invited", "call.started", "call.ended", "participant.joined",
                "participant.left", "config.changed",
-               # issue 13, in the schema for the emitters to come (docs/analytics.md)
+               # issue 13 (docs/analytics.md): lifecycle and client telemetry
                "participant.dropped", "call.failed", "topology.switched", "quality.sample",
                "client.info")
 log = logging.getLogger("parley.events")

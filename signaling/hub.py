@@ -36,6 +36,8 @@ class Options:
     fanout_burst: float = 20.0
     join_rate: float = 1.0  # join messages per second
     join_burst: float = 5.0
+    telemetry_interval_ms: int = 10000  # quality.sample period, told to clients in welcome
+    telemetry_burst: float = 5.0  # samples; refills at 3 per interval (signaling/telemetry.py)
     # ... and caps per address, per room and per participant
     max_connections_per_ip: int = 64  # WebSocket connections from one address; 0 = no cap
     max_room_size: int = 100  # a room without a Meeting resource
@@ -59,6 +61,8 @@ class Options:
                    fanout_burst=num("PARLEY_RATE_FANOUT_BURST", 20.0),
                    join_rate=num("PARLEY_RATE_JOIN_PER_S", 1.0),
                    join_burst=num("PARLEY_RATE_JOIN_BURST", 5.0),
+                   telemetry_interval_ms=max(100, whole("PARLEY_TELEMETRY_INTERVAL_MS", 10000)),
+                   telemetry_burst=num("PARLEY_RATE_TELEMETRY_BURST", 5.0),
                    max_connections_per_ip=whole("PARLEY_MAX_CONNECTIONS_PER_IP", 64),
                    max_room_size=whole("PARLEY_MAX_ROOM_SIZE", 100),
                    max_publish_tracks=whole("PARLEY_MAX_PUBLISH_TRACKS", 4),

@@ -64,6 +64,8 @@ ERROR_CODES = {
     "call_state": "the call is not in a state that allows this action",
     "already_in_call": "the caller is already in a call or ringing",
     "self_call": "a user cannot call themselves",
+    "bad_telemetry": "a quality.sample or client.info field is missing, unknown, of the wrong "
+                     "type or out of range (signaling/telemetry.py); dropped, the session stays",
     "internal": "the server failed handling the message; the connection stays up",
 }
 
@@ -195,6 +197,13 @@ def _path(value: Any) -> str:
     return value
 
 
+def _object(value: Any) -> dict[str, Any]:
+    """A JSON object whose fields another module checks (telemetry: ``bad_telemetry``)."""
+    if not isinstance(value, dict):
+        raise ValueError("must be an object")
+    return value
+
+
 def _kinds(value: Any) -> list[str]:
     if (not isinstance(value, list) or not 1 <= len(value) <= 4
             or not all(k in ("audio", "video") for k in value)):
@@ -233,6 +242,9 @@ CLIENT_MESSAGES: dict[str, dict[str, tuple[Any, bool]]] = {
     "sfu.join": {"sdp": (sdp, True), "sources": (_sources, False), "pair": (_ident, False)},
     "sfu.answer": {"sdp": (sdp, True), "sources": (_sources, False), "pair": (_ident, False)},
     "sfu.publish": {"kinds": (_kinds, True), "pair": (_ident, False)},
+    # client telemetry (docs/signaling.md, "Telemetry"), checked by signaling/telemetry.py
+    "quality.sample": {"sample": (_object, True)},
+    "client.info": {"info": (_object, True)},
 }
 TOPOLOGIES = ("auto", "p2p", "sfu")
 

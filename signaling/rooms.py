@@ -86,10 +86,17 @@ class Rooms:
             raise ProtocolError("already_joined", f"already in room '{s.room}'", msg.id)
         room: str = msg["room"]
         await self._authorize(s, room)
-        async with self._locked(room):
-            await self._join(s, msg, room)
+        started = time.monotonic()
+        try:
+            async with self._locked(room):
+                await self._join(s, msg, room, started)
+        except ProtocolError as exc:
+            if (call_id := call_of(room)) is not None:  # an accepted call its party cannot join
+                self.hub.emit("call.failed", room=room, call_id=call_id, data={
+                    "reason": exc.code, "identity": s.identity})
+            raise
 
-    async def _join(self, s: Session, msg: Message, room: str) -> None:
+    async def _join(self, s: Session, msg: Message, room: str, started: float) -> None:
         s.caps = Caps.from_fields(msg.fields, s.caps)
         topology = msg.get("topology", "auto")
         members = await self.members(room)
@@ -143,7 +150,8 @@ class Rooms:
         for other in members:
             await self.hub.presence.deliver(other, announce)
         self.hub.emit("participant.joined", room=room, call_id=call_of(room), data={
-            "identity": s.identity, "name": s.name, "participants": len(members) + 1})
+            "identity": s.identity, "name": s.name, "participants": len(members) + 1,
+            "device": s.telemetry.device, "joinMs": int((time.monotonic() - started) * 1000)})
         await self._reconfigure(room, {**members, s.identity: entry})
         if sfu and current != switching.SFU:  # the mesh grows past its limit: move everyone
             await switching.switch(self.hub, room, list(members),
@@ -171,7 +179,10 @@ class Rooms:
         except Exception as exc:  # retried on the next join
             log.warning("recording the meeting in room %s did not start: %s", room, exc)
 
-    async def leave(self, s: Session) -> None:
+    async def leave(self, s: Session, dropped: str | None = None) -> None:
+        """Take ``s`` out of its room: ``participant.left`` for a leave (or the server ending its
+        call), ``participant.dropped`` with ``dropped`` as the reason when its connection went
+        away while still in the room."""
         room = s.room
         if room is None:
             return
@@ -183,8 +194,11 @@ class Rooms:
         gone = {"type": "participant.left", "room": room, "identity": s.identity}
         for other in members:
             await self.hub.presence.deliver(other, gone)
-        self.hub.emit("participant.left", room=room, call_id=call_of(room), data={
-            "identity": s.identity, "name": s.name, "participants": len(members)})
+        self.hub.emit("participant.dropped" if dropped else "participant.left", room=room,
+                      call_id=call_of(room), data={
+                          "identity": s.identity, "name": s.name, "participants": len(members),
+                          "device": s.telemetry.device,
+                          **({"reason": dropped} if dropped else {})})
         if members:
             await self._reconfigure(room, members)
         else:

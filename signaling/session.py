@@ -24,6 +24,7 @@ from parley.signaling import protocol as p
 from parley.signaling.hub import Hub
 from parley.signaling.limits import TokenBucket
 from parley.signaling.negotiation import Caps
+from parley.signaling.telemetry import Telemetry
 from parley.turn import ice_servers
 
 log = logging.getLogger("parley.signaling.session")
@@ -50,6 +51,7 @@ class Session:
         o = hub.options
         self._buckets = {"fanout": TokenBucket(o.fanout_rate, o.fanout_burst),
                          "join": TokenBucket(o.join_rate, o.join_burst)}
+        self.telemetry = Telemetry(o.telemetry_interval_ms, o.telemetry_burst)
 
     # -- outbound -------------------------------------------------------------------------
     def send(self, msg: dict[str, Any]) -> None:
@@ -137,11 +139,19 @@ class Session:
                 await task
         try:
             if not self.replaced:
-                await self.hub.rooms.leave(self)
+                await self.hub.rooms.leave(self, dropped=self._drop_reason())
                 await self.hub.calls.disconnected(self)
             await self.hub.presence.unregister(self)
         except Exception:
             log.exception("cleanup of %s failed", self.identity)
+
+    def _drop_reason(self) -> str:
+        """Why a connection still in a room ended (``participant.dropped``): the client's socket
+        went away, or the server cut it."""
+        if self._close is None:
+            return "connection_lost"
+        return {p.CLOSE_TOKEN_EXPIRED: "token_expired", p.CLOSE_SLOW_CONSUMER: "slow_consumer",
+                p.CLOSE_INTERNAL: "internal"}.get(self._close[0], "closed")
 
     async def _receive_text(self) -> str | None:
         """The next frame as text; None when the client disconnected."""
@@ -266,6 +276,7 @@ class Session:
                 "grants": sorted(self.token.grants), "expiresAt": self.token.expires_at,
                 "expiresIn": max(0, int(self.token.expires_at - time.time())),
                 "guest": self.token.guest,
+                "telemetryIntervalMs": self.telemetry.interval_ms,
                 "iceServers": ice_servers(s.stun_uris, s.turn_uris, s.turn_secret,
                                           self.identity)}
 
@@ -325,6 +336,8 @@ class Session:
             if t in ("sfu.join", "sfu.answer"):
                 self._check_sdp(msg)
             await hub.sfu.handle(self, msg)
+        elif t in ("quality.sample", "client.info"):
+            self.telemetry.handle(self, msg)
         elif t == "invite":
             await hub.calls.invite(self, msg)
         elif t == "accept":

@@ -224,6 +224,10 @@ class SfuRelay:
             self._ensure_monitor()
             s.send(leg.tag({"type": "sfu.joined", "room": room, "node": placement.node,
                             "sdp": answer["sdp"], "ref": msg.id}))
+            if pair and old is None and await self.hub.store.set_nx(
+                    f"pairswitch:{meeting}", "1", 24 * 3600):  # once per pair, not per end
+                self.hub.emit("topology.switched", room=room, data={
+                    "from": "p2p", "to": "sfu", "reason": "fallback", "pair": True})
             if pair and old is None:  # the other end of the pair follows (it may not know yet)
                 await self.hub.presence.deliver(pair, {"type": "sfu.start", "room": room,
                                                        "pair": s.identity, "reason": "peer"})

@@ -32,8 +32,11 @@ async def switch(hub: Hub, room: str, members: Iterable[str], reason: str) -> No
     """Record the room as on a call server and tell ``members`` to move their media there."""
     await hub.store.set(topology_key(room), SFU, ttl_s=24 * 3600)
     start = {"type": "sfu.start", "room": room, "reason": reason}
+    members = list(members)
     for identity in members:
         await hub.presence.deliver(identity, start)
+    hub.emit("topology.switched", room=room, data={
+        "from": "p2p", "to": SFU, "reason": reason, "moved": len(members)})
 
 
 async def move_room_to_call_server(hub: Hub, room: str, reason: str = "recording") -> bool:
