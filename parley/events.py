@@ -26,7 +26,9 @@ EVENT_TYPES = ("call.invited", "call.started", "call.ended", "participant.joined
                "participant.left", "config.changed",
                # issue 13 (docs/analytics.md): lifecycle and client telemetry
                "participant.dropped", "call.failed", "topology.switched", "quality.sample",
-               "client.info")
+               "client.info",
+               # issue 14: chat metadata (never the text)
+               "chat.message")
 log = logging.getLogger("parley.events")
 
 EVENTS_EMITTED = Counter("parley_events_emitted_total", "Events handed to a sink", ["type"])

@@ -12,6 +12,7 @@ from typing import Any
 from parley.config import Settings
 from parley.events import EventSink, make_event, sink_for
 from parley.signaling.calls import Calls
+from parley.signaling.chat import Chat
 from parley.signaling.negotiation import CallServerDirectory, NoCallServers
 from parley.signaling.presence import Presence
 from parley.signaling.rooms import Rooms
@@ -85,6 +86,7 @@ class Hub:
         self.rooms = Rooms(self)
         self.calls = Calls(self, self.options.ring_timeout_s)
         self.sfu = SfuRelay(self)  # call-server sessions of this replica's clients
+        self.chat = Chat(self)  # room chat and direct messages (signaling/chat.py)
         self._poller: asyncio.Task[None] | None = None
         self.connections: dict[str, int] = {}  # client address -> open WebSockets here
 

@@ -44,8 +44,11 @@ ERROR_CODES = {
     "identity_mismatch": "token.refresh carried a token for another identity",
     "identity_in_use": "a guest token's identity is already connected; only a token minted by "
                        "the deployment takes over a session",
-    "rate_limited": "too many messages of this kind (caps/media, join); dropped, retry after "
-                    "retryAfterMs",
+    "rate_limited": "too many messages of this kind (caps/media, join, chat.send, telemetry); "
+                    "dropped, retry after retryAfterMs",
+    "chat_too_long": "a chat message's text exceeds the size limit (maxChars); not sent",
+    "chat_not_allowed": "this direct message is not allowed (guests chat in their room only; "
+                        "users message whom they may call)",
     "too_many_tracks": "the SDP sends more tracks than a participant may publish",
     "too_many_connections": "this address has too many WebSocket connections (close 4429)",
     "not_joined": "the action needs a joined room",
@@ -197,6 +200,23 @@ def _path(value: Any) -> str:
     return value
 
 
+def _string(value: Any) -> str:
+    """Any string (the frame limit bounds it); its own module checks its length."""
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    return value
+
+
+_STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+
+
+def _chat_ids(value: Any) -> list[str]:
+    if (not isinstance(value, list) or not 1 <= len(value) <= 100
+            or not all(isinstance(i, str) and _STREAM_ID.match(i) for i in value)):
+        raise ValueError("must be a list of 1-100 chat message ids")
+    return value
+
+
 def _object(value: Any) -> dict[str, Any]:
     """A JSON object whose fields another module checks (telemetry: ``bad_telemetry``)."""
     if not isinstance(value, dict):
@@ -245,6 +265,10 @@ CLIENT_MESSAGES: dict[str, dict[str, tuple[Any, bool]]] = {
     # client telemetry (docs/signaling.md, "Telemetry"), checked by signaling/telemetry.py
     "quality.sample": {"sample": (_object, True)},
     "client.info": {"info": (_object, True)},
+    # chat (docs/signaling.md, "Chat"), handled by signaling/chat.py
+    "chat.send": {"room": (_ident, False), "to": (_ident, False), "text": (_string, True),
+                  "clientId": (_ident, True)},
+    "chat.ack": {"ids": (_chat_ids, True)},
 }
 TOPOLOGIES = ("auto", "p2p", "sfu")
 

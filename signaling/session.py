@@ -117,6 +117,7 @@ class Session:
                 metrics.CONNECTED.inc()
                 self._expiry = asyncio.create_task(self._expire())
                 self.send(self._welcome())
+                await self.hub.chat.connected(self)  # direct messages that waited
                 await self._read_loop()
         except WebSocketDisconnect:
             pass
@@ -313,6 +314,7 @@ class Session:
         elif t == "join":
             self._limit("join", msg)
             await hub.rooms.join(self, msg)
+            await hub.chat.joined(self)  # the room's recent messages
         elif t == "leave":
             if self.room is None:
                 raise p.ProtocolError("not_joined", "not in a room", msg.id)
@@ -338,6 +340,10 @@ class Session:
             await hub.sfu.handle(self, msg)
         elif t in ("quality.sample", "client.info"):
             self.telemetry.handle(self, msg)
+        elif t == "chat.send":
+            await hub.chat.send(self, msg)
+        elif t == "chat.ack":
+            await hub.chat.ack(self, msg)
         elif t == "invite":
             await hub.calls.invite(self, msg)
         elif t == "accept":

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from parley.directory import SIGNALING_PREFIX
 
@@ -127,6 +127,11 @@ class RedisStore:
         self._reader: asyncio.Task[None] | None = None
         self._delete_if = self._r.register_script(_DELETE_IF)
         self._expire_if = self._r.register_script(_EXPIRE_IF)
+
+    @property
+    def client(self) -> Any:
+        """The Redis client, for data kept in other Redis types (chat streams: chatlog.py)."""
+        return self._r
 
     async def get(self, key: str) -> str | None:
         return await self._r.get(PREFIX + key)
