@@ -30,19 +30,28 @@ def cluster(redis_url: str, tmp_path: Path) -> Iterator[Cluster]:
     c.stop()
 
 
-def back_on(pages: list[Any], names: list[str], node: str) -> Callable[[], bool]:
+class Missing(str):
+    """What a page still lacks: falsy for wait_until, shown in its timeout message."""
+
+    def __bool__(self) -> bool:
+        return False
+
+
+def back_on(pages: list[Any], names: list[str], node: str) -> Callable[[], bool | Missing]:
     """Every page is on ``node`` and decodes video and receives audio from all the others."""
-    def check() -> bool:
+    def check() -> bool | Missing:
         for me, page in zip(names, pages, strict=True):
             s = stats(page)
+            sfu = page.evaluate("({reasons: window.parley.state.sfu.reasons, errors: "
+                                "window.parley.state.messages.filter(m => m.type === 'error')})")
             if (s["callServer"] or {}).get("node") != node:
-                return False
+                return Missing(f"{me} on {s['callServer']}, {sfu}")
             for other in (n for n in names if n != me):
                 rows = [r for r in s["inbound"] if r["participant"] == other]
                 if not any(r["kind"] == "video" and r["framesDecoded"] >= 3 for r in rows):
-                    return False
+                    return Missing(f"{me}: no video from {other} ({rows}), {sfu}")
                 if not any(r["kind"] == "audio" and r["packetsReceived"] >= 5 for r in rows):
-                    return False
+                    return Missing(f"{me}: no audio from {other} ({rows}), {sfu}")
         return True
     return check
 
