@@ -857,6 +857,7 @@ async function stats() {
 
 const api = {
   state, opts, stats, qualitySample, clientInfo,
+  send,  // for add-ons speaking their own messages (parley-chat.js)
   invite: (to) => send({ type: "invite", to }),
   accept: (callId) => send({ type: "accept", callId: callId || state.incoming?.callId }),
   reject: (callId) => send({ type: "reject", callId: callId || state.incoming?.callId }),

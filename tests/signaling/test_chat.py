@@ -175,3 +175,43 @@ async def test_oversize_and_flood_are_refused_with_codes_and_the_session_goes_on
     assert not [m for m in b.inbox if m["type"] in ("chat.message", "error")]
     for client in (a, b):
         await client.close()
+
+
+XSS = '<img src=x onerror="window.pwned=1">'
+
+
+def test_the_web_client_shows_markup_as_text(parley_server: Callable[..., str], browser: Any,
+                                             uniq: Callable[[str], str]) -> None:
+    """Last in the module: sync Playwright's loop must not run under the asyncio tests."""
+    from tests.signaling.browser import close, open_client
+
+    base = parley_server()
+    room = uniq("room")
+    ann, bob = uniq("ann"), uniq("bob")
+    a = open_client(browser, f"{base}/m/{room}?user={ann}&name=Ann&audio=0&video=0")
+    b = open_client(browser, f"{base}/m/{room}?user={bob}&name=Bob&audio=0&video=0")
+    try:
+        a.wait_for_function(f"window.parley.state.participants[{json.dumps(bob)}]",
+                            timeout=10000)
+        a.click("#chat-toggle")
+        a.fill("#chat-input", XSS)
+        a.click("#chat-form button")
+        b.wait_for_function("window.parley.chat.state.unread === 1", timeout=10000)
+        assert b.text_content("#chat-unread") == "1" and b.is_visible("#chat-unread")
+        b.click("#chat-toggle")
+        assert b.is_hidden("#chat-unread")
+        assert b.text_content("#chat-log .chat-text") == XSS
+        assert b.text_content("#chat-log .chat-who").startswith("Ann")
+        assert a.text_content("#chat-log .chat-text") == XSS  # the sender's own line
+        for page in (a, b):
+            assert page.locator("#chat-log img").count() == 0
+            assert page.evaluate("typeof window.pwned") == "undefined"
+        # a late joiner's history is rendered the same way
+        c = open_client(browser, f"{base}/m/{room}?user={uniq('cat')}&name=Cat&audio=0&video=0")
+        c.wait_for_function("window.parley.chat.state.shown.length === 1", timeout=10000)
+        c.click("#chat-toggle")
+        assert c.text_content("#chat-log .chat-text") == XSS
+        assert c.evaluate("typeof window.pwned") == "undefined"
+        close(c)
+    finally:
+        close(a, b)
