@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import time
 import weakref
@@ -29,6 +30,8 @@ from parley.tokens import GUEST_PREFIX
 if TYPE_CHECKING:
     from parley.signaling.hub import Hub
     from parley.signaling.session import Session
+
+logger = logging.getLogger("parley.signaling.chat")
 
 
 @dataclass(frozen=True)
@@ -183,8 +186,12 @@ class Chat:
         """Replay the direct messages waiting in this user's inbox, oldest first."""
         if s.token.guest:
             return
-        for entry_id, fields in await self.log.all(f"chat:inbox:{s.identity}",
-                                                   self.options.inbox_keep):
+        try:
+            waiting = await self.log.all(f"chat:inbox:{s.identity}", self.options.inbox_keep)
+        except Exception:  # the inbox stays; the next connect replays it
+            logger.exception("inbox of %s not replayed", s.identity)
+            return
+        for entry_id, fields in waiting:
             s.send(_message(entry_id, fields, None))
 
     async def ack(self, s: Session, msg: p.Message) -> None:
