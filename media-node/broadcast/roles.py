@@ -18,6 +18,7 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .feed import Feed
+from .hls import Ladder, add_routes
 from .ladder import DEFAULT_LADDER, Rung, parse_ladder
 from .live import create_app as live_app
 from .pull import Pull
@@ -42,18 +43,26 @@ def ingest_apps(secret: str, broadcasts: list[str] | None = None,
     renditions: dict[tuple[str, str], Feed] = {}
     transcoders: dict[str, Transcoder] = {}
 
+    def start(broadcast: str) -> Transcoder | None:
+        """The broadcast's ladder, started (with LL-HLS packaging) on first demand."""
+        p = ingest.programme(broadcast)
+        if broadcast not in transcoders and p is not None and ladder:
+            tx = transcoders[broadcast] = Transcoder(broadcast, p.feed, ladder, hls=True)
+            tx.start()
+            renditions.update({(broadcast, n): f for n, f in tx.feeds.items()})
+        return transcoders.get(broadcast)
+
     def lookup(broadcast: str, rendition: str | None) -> Feed | None:
         p = ingest.programme(broadcast)
         if rendition is not None:
-            feed = renditions.get((broadcast, rendition))
-            if feed is None and p is not None and ladder and broadcast not in transcoders \
-                    and any(r.name == rendition for r in ladder):
-                tx = transcoders[broadcast] = Transcoder(broadcast, p.feed, ladder)
-                tx.start()
-                renditions.update({(broadcast, n): f for n, f in tx.feeds.items()})
-                feed = renditions.get((broadcast, rendition))
-            return feed
+            if any(r.name == rendition for r in ladder or []):
+                start(broadcast)
+            return renditions.get((broadcast, rendition))
         return p.feed if p is not None else None
+
+    def hls_ladder(broadcast: str) -> Ladder | None:
+        tx = start(broadcast)
+        return tx.hls if tx is not None else None
 
     playback = Playback(lookup)
 
@@ -67,6 +76,8 @@ def ingest_apps(secret: str, broadcasts: list[str] | None = None,
                 "transcoder": tx.status() if tx is not None else None}
 
     app = live_app(playback, ingest, status)
+    if ladder:
+        add_routes(app, hls_ladder)
     app.state.renditions = renditions
     app.state.transcoders = transcoders
     return app, ingest, playback

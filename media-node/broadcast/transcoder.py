@@ -4,7 +4,9 @@ It is a viewer of a source feed (the ingest's programme pulled over WHEP, or in 
 programme feed itself) and a producer of one feed per rung, which viewers, relays and edges play
 over WHEP at ``/live/{b}/{rung}/whep``. Video is decoded once per source frame, scaled per rung and
 encoded by libx264 (zerolatency, baseline, packetization-mode 1 on the wire); Opus is passed
-through to every rung undecoded. AAC for LL-HLS is part 2.
+through to every rung undecoded. With ``hls`` the Opus is also decoded once and encoded once to
+AAC (aac.py), and every rung's H.264 frames plus that AAC are packaged for LL-HLS (hls.py):
+remuxed, not encoded again.
 
 Keyframes: every rung's encoder is forced to an IDR on the first source frame at or after each
 multiple of the keyframe interval (2 s by default) on the source timeline, and nowhere else, so
@@ -30,8 +32,10 @@ from typing import Any
 import av
 from prometheus_client import Counter, Gauge
 
+from .aac import AacEncoder
 from .feed import Feed
 from .frames import VIDEO_CLOCK, Frame, FrameTrack, h264_is_keyframe
+from .hls import AUDIO_BITRATE, Ladder
 from .ladder import DEFAULT_LADDER, Rung, parse_ladder, parse_rung
 
 log = logging.getLogger("parley.broadcast.transcoder")
@@ -109,7 +113,7 @@ class Transcoder:
 
     def __init__(self, broadcast: str, source: Feed, rungs: list[Rung],
                  keyframe_interval_s: float = 2.0, preset: str = "veryfast",
-                 threads: int = 1) -> None:
+                 threads: int = 1, hls: bool = False) -> None:
         self.broadcast = broadcast
         self.source = source
         self.rungs = rungs
@@ -128,6 +132,9 @@ class Transcoder:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="transcode")  # frames in order
         self._tasks: list[asyncio.Task[None]] = []
         self._tracks: list[FrameTrack] = []
+        self.aac = AacEncoder(AUDIO_BITRATE) if hls else None
+        self.hls = Ladder([(r.name, r.bitrate_kbps) for r in rungs], keyframe_interval_s,
+                          self.aac.config) if self.aac is not None else None
 
     def start(self) -> None:
         if self._tasks:
@@ -158,6 +165,12 @@ class Transcoder:
         while (frame := await track.queue.get()) is not None:
             for feed in self.feeds.values():
                 feed.push(frame, self._origin)
+            if self.aac is not None and self.hls is not None:
+                try:
+                    for pts, data in self.aac.encode(frame.data, frame.ts):
+                        self.hls.audio(pts, data)
+                except av.FFmpegError as exc:  # a damaged Opus packet: skip it
+                    log.warning("transcoder %s: audio decode error %s", self.broadcast, exc)
 
     async def _video(self, track: FrameTrack) -> None:
         loop = asyncio.get_running_loop()
@@ -175,8 +188,22 @@ class Transcoder:
             for name, frames in out.items():
                 for f in frames:
                     self.feeds[name].push(f, self._origin)
+            if self.hls is not None:
+                self._package(out)
             self.behind = time.monotonic() - arrived
             BEHIND.labels(self.broadcast).set(self.behind)
+
+    def _package(self, out: dict[str, list[Frame]]) -> None:
+        """Hand each rung's encoded frames to its LL-HLS packager (remux only)."""
+        assert self.hls is not None
+        try:
+            for name, frames in out.items():
+                rendition, size = self.hls.renditions[name], self.encoders[name].size
+                for f in frames:
+                    rendition.video(f.data, f.ts, f.key, size or (0, 0))
+        except Exception:  # a packaging bug must not stop WebRTC viewers: HLS stops instead
+            log.exception("transcoder %s: LL-HLS packaging failed, HLS off", self.broadcast)
+            self.hls = None
 
     def _transcode(self, frame: Frame) -> dict[str, list[Frame]]:
         """Worker thread: decode once, then encode every rung of each decoded picture."""

@@ -1,0 +1,77 @@
+"""Opus -> AAC for LL-HLS: the programme's audio decoded once and encoded once per transcoder
+(every rung carries the same audio), because Opus in fMP4 does not play everywhere.
+
+Opus packets (48 kHz RTP clock) are decoded, resampled to 48 kHz stereo planar float (what
+FFmpeg's ``aac`` encoder takes) and re-blocked into 1024-sample AAC frames. Output timestamps
+follow the input's RTP clock: a gap in the input (lost packets, a paused source) re-anchors the
+AAC timeline instead of compressing it, so audio stays in step with video.
+"""
+
+from __future__ import annotations
+
+import fractions
+
+import av
+
+from .cmaf import AAC_SAMPLES, AUDIO_TIMESCALE
+
+_WRAP = 1 << 32
+_GAP = 3 * 960  # more than two Opus frames missing: re-anchor
+
+
+class AacEncoder:
+    """Feed Opus packets with their 48 kHz timestamps, get AAC packets (pts, raw frame)."""
+
+    def __init__(self, bitrate: int = 96000) -> None:
+        self.bitrate = bitrate
+        self._decoder = av.CodecContext.create("opus", "r")
+        self._decoder.sample_rate = AUDIO_TIMESCALE
+        self._decoder.layout = "stereo"
+        self._resampler = av.AudioResampler(format="fltp", layout="stereo",
+                                            rate=AUDIO_TIMESCALE)
+        self._encoder = self._open()
+        self.config = bytes(self._encoder.extradata or b"")  # AudioSpecificConfig for the init
+        self._fifo = av.AudioFifo()
+        self._next_in: int | None = None  # expected timestamp of the next Opus packet
+        self._next_out = 0  # pts of the next 1024-sample frame given to the encoder
+        self._epoch = 0
+        self._last: int | None = None
+
+    def _open(self) -> av.CodecContext:
+        ctx = av.CodecContext.create("aac", "w")
+        ctx.sample_rate = AUDIO_TIMESCALE
+        ctx.layout = "stereo"
+        ctx.format = "fltp"
+        ctx.bit_rate = self.bitrate
+        ctx.time_base = fractions.Fraction(1, AUDIO_TIMESCALE)
+        ctx.open()
+        return ctx
+
+    def _unwrap(self, ts: int) -> int:
+        if self._last is not None and ts < self._last and self._last - ts > _WRAP // 2:
+            self._epoch += _WRAP
+        self._last = ts
+        return ts + self._epoch
+
+    def encode(self, opus: bytes, ts: int) -> list[tuple[int, bytes]]:
+        """One Opus packet in; the AAC frames (pts in 1/48000 s, bytes) that became ready."""
+        ts = self._unwrap(ts)
+        if self._next_in is None or abs(ts - self._next_in) > _GAP:
+            self._fifo = av.AudioFifo()  # start (again) on this packet's clock
+            self._next_out = ts
+        packet = av.Packet(opus)
+        out: list[tuple[int, bytes]] = []
+        samples = 0
+        for frame in self._decoder.decode(packet):
+            for chunk in self._resampler.resample(frame):
+                chunk.pts = None
+                samples += chunk.samples
+                self._fifo.write(chunk)
+        self._next_in = ts + (samples or 960)
+        while self._fifo.samples >= AAC_SAMPLES:
+            block = self._fifo.read(AAC_SAMPLES)
+            block.pts, self._next_out = self._next_out, self._next_out + AAC_SAMPLES
+            block.time_base = fractions.Fraction(1, AUDIO_TIMESCALE)
+            out.extend((int(p.pts), bytes(p)) for p in self._encoder.encode(block)
+                       if p.pts is not None)
+        return out

@@ -1,0 +1,161 @@
+"""LL-HLS from `parley up`: an aiortc H.264 + Opus publisher at 320x240 -> the in-process ladder
+(180p, 120p) packaged as CMAF -> read back by independent tools: Python's ``m3u8`` parser for the
+playlists, Debian's ffprobe for init + parts and init + segments (codec, height, keyframes)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import m3u8
+
+from tests.broadcast.test_parley_up import SECRET
+from tests.broadcast.test_transcoder import _publish
+from tests.conftest import eventually
+
+LADDER = "180p:200,120p:100"
+FFPROBE = shutil.which("ffprobe")
+
+
+def probe(path: Path, what: str) -> dict:
+    assert FFPROBE, "ffprobe (Debian ffmpeg) is part of the test bed"
+    out = subprocess.run([FFPROBE, "-v", "error", *what.split(), "-of", "json", str(path)],
+                         capture_output=True, check=True, timeout=20)
+    return json.loads(out.stdout)
+
+
+async def _complete_segments(http: httpx.AsyncClient, rendition: str, n: int) -> m3u8.M3U8:
+    async def enough() -> m3u8.M3U8 | None:
+        p = m3u8.loads((await http.get(f"/live/final/{rendition}.m3u8")).text)
+        return p if sum(1 for s in p.segments if s.uri) >= n else None
+    return await eventually(enough, 20, f"{n} complete segments of {rendition}")
+
+
+async def test_ll_hls_playlists_parts_segments_and_blocking_reload(
+        parley_server: Callable[..., str], tmp_path: Path) -> None:
+    base = parley_server({"PARLEY_TOKEN_SECRET": SECRET, "PARLEY_BROADCAST_LADDER": LADDER})
+    cam = await _publish(base)
+    try:
+        async with httpx.AsyncClient(base_url=base, timeout=20) as http:
+            # the multivariant playlist starts the ladder and waits for every rung's first part
+            r = await http.get("/live/final/index.m3u8")
+            assert r.status_code == 200, r.text
+            assert r.headers["content-type"] == "application/vnd.apple.mpegurl"
+            assert r.headers["access-control-allow-origin"] == "*"
+            assert r.headers["cache-control"] == "public, max-age=1"
+            top = m3u8.loads(r.text)
+            assert [p.uri for p in top.playlists] == ["180p.m3u8", "120p.m3u8"]
+            assert [p.stream_info.resolution for p in top.playlists] == [(240, 180), (160, 120)]
+            for p in top.playlists:
+                video, audio = p.stream_info.codecs.split(",")
+                assert video.startswith("avc1.42") and audio == "mp4a.40.2", p.stream_info.codecs
+                assert p.stream_info.bandwidth >= 100_000
+
+            pl = await _complete_segments(http, "180p", 2)
+            target = pl.part_inf.part_target
+            assert 0.2 <= target <= 0.334 and pl.target_duration == 2
+            assert pl.server_control.can_block_reload == "YES"
+            assert pl.server_control.part_hold_back >= 3 * target
+            assert [(x.uri, x.last_msn >= 0) for x in pl.rendition_reports] == [("120p.m3u8", True)]
+            assert pl.preload_hint.hint_type == "PART"
+            done = [s for s in pl.segments if s.uri]
+            for seg in pl.segments:
+                assert seg.parts and all(0 < p.duration <= target for p in seg.parts), seg.parts
+                assert seg.parts[0].independent == "YES"
+            for seg in done:  # segments at the 2 s GOP, the sum of their parts
+                assert abs(seg.duration - 2.0) < 0.05, seg.duration
+                assert abs(sum(p.duration for p in seg.parts) - seg.duration) < 0.001
+
+            # ffprobe: init + segment and init + each part of it, h264 180 lines + aac
+            seg = done[-1]
+            init = (await http.get(f"/live/final/{seg.init_section.uri}")).content
+            r = await http.get(f"/live/final/{seg.uri}")
+            assert r.headers["cache-control"] == "public, max-age=31536000, immutable"
+            assert r.headers["access-control-allow-origin"] == "*"
+            (tmp_path / "seg.mp4").write_bytes(init + r.content)
+            streams = probe(tmp_path / "seg.mp4", "-show_entries stream=codec_name,height")
+            assert sorted((s["codec_name"], s.get("height")) for s in streams["streams"]) == [
+                ("aac", None), ("h264", 180)], streams
+            frames = probe(tmp_path / "seg.mp4",
+                           "-select_streams v -show_entries frame=key_frame")["frames"]
+            assert 58 <= len(frames) <= 62 and frames[0]["key_frame"] == 1
+            for part in seg.parts:
+                body = (await http.get(f"/live/final/{part.uri}")).content
+                (tmp_path / "part.mp4").write_bytes(init + body)
+                got = probe(tmp_path / "part.mp4", "-show_entries "
+                            "stream=codec_name,height,nb_read_packets -count_packets")
+                kinds = {s["codec_name"]: s for s in got["streams"]}
+                assert set(kinds) == {"h264", "aac"} and kinds["h264"]["height"] == 180, got
+                assert int(kinds["h264"]["nb_read_packets"]) == 10  # 1/3 s at 30 fps
+                assert 14 <= int(kinds["aac"]["nb_read_packets"]) <= 17  # 1/3 s of 1024
+                packets = probe(tmp_path / "part.mp4",
+                                "-select_streams v -show_entries packet=flags")["packets"]
+                # a keyframe exactly where the playlist says INDEPENDENT, and nowhere else
+                assert [p["flags"][0] == "K" for p in packets] == [
+                    part.independent == "YES"] + [False] * 9, part.uri
+                if part.independent:  # decodable on its own
+                    frames = probe(tmp_path / "part.mp4", "-select_streams v -count_frames "
+                                   "-show_entries stream=nb_read_frames")["streams"]
+                    assert frames[0]["nb_read_frames"] == "10"
+
+            # blocking reload: ask for the hinted next part, answered when it is made
+            waits, fetches = [], []
+            for _ in range(6):
+                pl = m3u8.loads((await http.get("/live/final/180p.m3u8")).text)
+                msn, idx = (int(x) for x in pl.preload_hint.uri.rsplit("/", 1)[1][:-4].split("."))
+                t0 = time.monotonic()
+                r = await http.get("/live/final/180p.m3u8",
+                                   params={"_HLS_msn": msn, "_HLS_part": idx})
+                waits.append(time.monotonic() - t0)
+                assert r.status_code == 200 and r.headers["cache-control"].startswith("public")
+                got = m3u8.loads(r.text)
+                uris = [p.uri for s in got.segments for p in s.parts]
+                assert pl.preload_hint.uri in uris or any(u.endswith(f"/{msn + 1}.0.m4s")
+                                                         for u in uris)
+                t0 = time.monotonic()  # the part is there: fetched at once
+                assert (await http.get(f"/live/final/{pl.preload_hint.uri}")).status_code == 200
+                fetches.append(time.monotonic() - t0)
+            print(f"blocking reload waits {[round(w, 3) for w in waits]}, "
+                  f"part fetch after it {[round(f, 3) for f in fetches]}")
+            assert max(waits) <= target + 0.1, waits  # at most one part, plus a margin
+            assert max(fetches) <= 0.05, fetches
+
+            # a part already in the playlist: no wait
+            last = pl.segments[-1]
+            t0 = time.monotonic()
+            r = await http.get("/live/final/180p.m3u8", params={
+                "_HLS_msn": last.parts[0].uri.rsplit("/", 1)[1].split(".")[0], "_HLS_part": 0})
+            assert r.status_code == 200 and time.monotonic() - t0 < 0.05
+    finally:
+        await cam.stop()
+
+
+async def test_ll_hls_bad_requests(parley_server: Callable[..., str]) -> None:
+    base = parley_server({"PARLEY_TOKEN_SECRET": SECRET, "PARLEY_BROADCAST_LADDER": LADDER})
+    cam = await _publish(base)
+    try:
+        async with httpx.AsyncClient(base_url=base, timeout=20) as http:
+            assert (await http.get("/live/final/120p.m3u8")).status_code == 200
+            for params in ({"_HLS_msn": "999999"}, {"_HLS_msn": "-1"}, {"_HLS_msn": "abc"},
+                           {"_HLS_part": "1"}, {"_HLS_msn": "0", "_HLS_part": "500"}):
+                t0 = time.monotonic()
+                r = await http.get("/live/final/120p.m3u8", params=params)
+                assert r.status_code == 400, (params, r.text)  # at once, not a hang
+                assert time.monotonic() - t0 < 0.5
+                assert r.json()["detail"]["code"] == "hls_bad_request"
+            r = await http.get("/live/final/999p.m3u8")
+            assert r.status_code == 404 and r.json()["detail"]["code"] == "rendition_unknown"
+            r = await http.get("/live/nobody/120p.m3u8")
+            assert r.status_code == 404 and r.json()["detail"]["code"] == "broadcast_unknown"
+            for path in ("/live/final/120p/00000000/0.0.m4s", "/live/final/120p/x/..%2F..%2Fetc",
+                         "/live/final/..%2Findex.m3u8", "/live/Final/120p.m3u8"):
+                r = await http.get(path)  # nothing outside the window is served, whatever the path
+                assert r.status_code in (404, 405), (path, r.status_code)
+                assert r.headers.get("cache-control") in (None, "no-store"), path
+    finally:
+        await cam.stop()
