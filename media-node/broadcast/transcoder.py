@@ -254,9 +254,11 @@ def rungs_from_env() -> list[Rung]:
 
 async def serve_transcoder(args: argparse.Namespace) -> None:
     """`parley media-node --role transcoder`: pulls PARLEY_UPSTREAM_URL (the ingest's programme
-    over WHEP), serves each rung at /live/{PARLEY_BROADCAST}/{rung}/whep, status at /v1/status."""
+    over WHEP), serves each rung at /live/{PARLEY_BROADCAST}/{rung}/whep and, unless
+    PARLEY_HLS=0, over LL-HLS at /live/{b}/{rung}.m3u8 (index.m3u8: all rungs); /v1/status."""
     import uvicorn
 
+    from .hls import add_routes
     from .live import create_app as live_app
     from .pull import Pull
     from .roles import broadcast_key, node_app
@@ -274,7 +276,8 @@ async def serve_transcoder(args: argparse.Namespace) -> None:
     tx = Transcoder(key, pull.feed, rungs,
                     float(os.environ.get("PARLEY_KEYFRAME_INTERVAL_S", "2") or 2),
                     os.environ.get("PARLEY_X264_PRESET", "veryfast"),
-                    int(os.environ.get("PARLEY_X264_THREADS", "1") or 1))
+                    int(os.environ.get("PARLEY_X264_THREADS", "1") or 1),
+                    hls=os.environ.get("PARLEY_HLS", "1") != "0")
 
     def lookup(broadcast: str, rendition: str | None) -> Feed | None:
         return tx.feeds.get(rendition or "") if broadcast == key else None
@@ -286,7 +289,9 @@ async def serve_transcoder(args: argparse.Namespace) -> None:
                 "upstreamSessions": pull.sessions}
 
     playback = Playback(lookup)
-    app = node_app(live_app(playback, None, status))
+    live = live_app(playback, None, status)
+    add_routes(live, lambda b: tx.hls if b == key else None)
+    app = node_app(live)
     app.add_api_route("/v1/status", lambda: status(), methods=["GET"])
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port,
                                            log_level="warning"))

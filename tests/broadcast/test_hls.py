@@ -15,7 +15,8 @@ import httpx
 import m3u8
 
 from tests.broadcast.test_parley_up import SECRET
-from tests.broadcast.test_transcoder import _publish
+from tests.broadcast.test_transcoder import Start, _publish
+from tests.broadcast.test_transcoder import transcoder as transcoder  # the fixture
 from tests.conftest import eventually
 
 LADDER = "180p:200,120p:100"
@@ -157,5 +158,52 @@ async def test_ll_hls_bad_requests(parley_server: Callable[..., str]) -> None:
                 r = await http.get(path)  # nothing outside the window is served, whatever the path
                 assert r.status_code in (404, 405), (path, r.status_code)
                 assert r.headers.get("cache-control") in (None, "no-store"), path
+    finally:
+        await cam.stop()
+
+
+async def test_window_slides_and_old_parts_are_dropped_across_a_timestamp_wrap() -> None:
+    """The packager alone, fed 20 s of 30 fps frames (keyframe every 60) whose RTP timestamps
+    wrap past 2**32: six segments stay, parts only for the last three and the open one."""
+    from parley.media.broadcast.hls import WINDOW, Rendition
+
+    sps, pps = b"\x67\x42\xc0\x0d\xda\x05\x07\xe8", b"\x68\xce\x3c\x80"
+    r = Rendition("180p", "run1", 200, 2.0)
+    r.audio_config = b"\x11\x90"
+    start = (1 << 32) - 5 * 3000  # wraps after 5 frames
+    for n in range(600):
+        key = n % 60 == 0
+        au = (b"\x00\x00\x00\x01" + sps + b"\x00\x00\x00\x01" + pps + b"\x00\x00\x01\x65\x88"
+              if key else b"\x00\x00\x00\x01\x41\x9a" + bytes([n % 256]))
+        r.video(au, (start + n * 3000) % (1 << 32), key, (240, 180))
+        r.audio((start + n * 3000) * 48 // 90, b"\x21\x10")
+    assert len(r.segments) == WINDOW and r.last_msn == 8 and r.open is not None
+    assert all(abs(s.duration - 2.0) < 1e-6 for s in r.segments)
+    kept = [s.msn for s in r.segments if all(p.data for p in s.parts)]
+    assert kept == [6, 7, 8], kept  # older segments keep their bytes, not their parts
+    pl = m3u8.loads(r.playlist([r]))
+    assert pl.media_sequence == 3 and [s.uri for s in pl.segments if s.uri] == [
+        f"180p/run1/{m}.m4s" for m in range(3, 9)]
+    assert [len(s.parts) for s in pl.segments] == [0, 0, 0, 6, 6, 6, 5]
+    assert r.has(8, 6) and r.has(8, 5) and r.has(2, None)  # 8.6 (past the end) means 9.0
+    assert r.has(9, 4) and not r.has(9, 5) and r.settled(9, 4) and not r.settled(9, 5)
+    assert r.next_part() == (9, 5) and r.find(2) is None
+    assert await r.wait(lambda: r.has(9, 5), 0.05) is False  # times out, no exception
+
+
+async def test_the_transcoder_role_serves_ll_hls(parley_server: Callable[..., str],
+                                                 transcoder: Start) -> None:
+    """`--role transcoder` (what the operator runs) packages its rungs too."""
+    base = parley_server({"PARLEY_TOKEN_SECRET": SECRET})
+    cam = await _publish(base)
+    tx = transcoder(f"{base}/live/final/whep", "120p:100")
+    try:
+        async with httpx.AsyncClient(base_url=tx, timeout=20) as http:
+            r = await http.get("/live/final/index.m3u8")
+            assert r.status_code == 200, r.text
+            assert [p.stream_info.resolution for p in m3u8.loads(r.text).playlists] == [
+                (160, 120)]
+            pl = await _complete_segments(http, "120p", 1)
+            assert pl.rendition_reports == [] and pl.server_control.can_block_reload == "YES"
     finally:
         await cam.stop()
