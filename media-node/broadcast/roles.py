@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .feed import Feed
 from .hls import Ladder, add_routes
+from .hls_proxy import HlsProxy, add_proxy_routes
 from .ladder import DEFAULT_LADDER, Rung, parse_ladder
 from .live import create_app as live_app
 from .pull import Pull
@@ -140,7 +141,8 @@ async def serve_edge(args: argparse.Namespace) -> None:
     """A relay or edge (PARLEY_TIER=relay|edge: the same code): pulls PARLEY_UPSTREAM_URL (a WHEP
     URL: the ingest's programme, a transcoder's rendition or a relay) and serves it over WHEP at
     /live/{PARLEY_BROADCAST}[/{PARLEY_RENDITION}]/whep. With PARLEY_RENDITIONS (``720p,360p``)
-    and ``{rendition}`` in PARLEY_UPSTREAM_URL it pulls and serves each rendition."""
+    and ``{rendition}`` in PARLEY_UPSTREAM_URL it pulls and serves each rendition. Named
+    renditions are also served over LL-HLS, proxied from the upstream's host (PARLEY_HLS=0: off)."""
     upstream = os.environ.get("PARLEY_UPSTREAM_URL", "")
     key = broadcast_key(os.environ.get("PARLEY_BROADCAST", ""))
     if not upstream.startswith(("http://", "https://")) or not key:
@@ -158,6 +160,10 @@ async def serve_edge(args: argparse.Namespace) -> None:
 
     playback = Playback(lookup)
 
+    # LL-HLS: proxied from the tier the rung is pulled from (see hls_proxy.py)
+    bases = {r: p.url.split("/live/", 1)[0] for r, p in pulls.items() if r}
+    proxy = HlsProxy(key, bases) if bases and os.environ.get("PARLEY_HLS", "1") != "0" else None
+
     def one(r: str | None, pull: Pull) -> dict[str, Any]:
         return {"rendition": r, "upstream": pull.url, "connected": pull.connected,
                 "upstreamSessions": pull.sessions, "viewers": pull.feed.viewers(),
@@ -167,15 +173,18 @@ async def serve_edge(args: argparse.Namespace) -> None:
         if broadcast != key:
             return None
         tier = os.environ.get("PARLEY_TIER", "edge")
+        hls = {"hls": proxy.status()} if proxy is not None else {}
         if not several:
             r = wanted[0]
-            return {"broadcast": key, "tier": tier, **one(r, pulls[r])}
+            return {"broadcast": key, "tier": tier, **one(r, pulls[r]), **hls}
         return {"broadcast": key, "tier": tier,
                 "viewers": sum(p.feed.viewers() for p in pulls.values()),
-                "renditions": [one(r, p) for r, p in pulls.items()]}
+                "renditions": [one(r, p) for r, p in pulls.items()], **hls}
 
-    config = uvicorn.Config(node_app(live_app(playback, None, status)), host=args.host,
-                            port=args.port, log_level="warning")
+    live = live_app(playback, None, status)
+    if proxy is not None:
+        add_proxy_routes(live, proxy)
+    config = uvicorn.Config(node_app(live), host=args.host, port=args.port, log_level="warning")
     server = uvicorn.Server(config)
     for pull in pulls.values():
         pull.start()
@@ -184,6 +193,8 @@ async def serve_edge(args: argparse.Namespace) -> None:
         await server.serve()
     finally:
         await playback.close()
+        if proxy is not None:
+            await proxy.close()
         for pull in pulls.values():
             await pull.close()
 

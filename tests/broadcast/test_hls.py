@@ -4,6 +4,7 @@ playlists, Debian's ffprobe for init + parts and init + segments (codec, height,
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import subprocess
@@ -205,5 +206,42 @@ async def test_the_transcoder_role_serves_ll_hls(parley_server: Callable[..., st
                 (160, 120)]
             pl = await _complete_segments(http, "120p", 1)
             assert pl.rendition_reports == [] and pl.server_control.can_block_reload == "YES"
+    finally:
+        await cam.stop()
+
+
+async def test_an_edge_proxies_ll_hls_and_sends_one_upstream_request_per_part(
+        parley_server: Callable[..., str], transcoder: Start, tmp_path: Path) -> None:
+    """transcoder (ladder 180p/120p) -> edge-relay: the edge serves both rungs' playlists and
+    parts; 20 viewers blocking on the same next part make one upstream request."""
+    base = parley_server({"PARLEY_TOKEN_SECRET": SECRET})
+    cam = await _publish(base)
+    tx = transcoder(f"{base}/live/final/whep", LADDER)
+    edge = transcoder(f"{tx}/live/final/{{rendition}}/whep", role="edge-relay",
+                      env={"PARLEY_RENDITIONS": "180p,120p", "PARLEY_TIER": "edge"})
+    try:
+        async with httpx.AsyncClient(base_url=edge, timeout=20) as http:
+            r = await http.get("/live/final/index.m3u8")
+            assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "*"
+            assert [p.uri for p in m3u8.loads(r.text).playlists] == ["180p.m3u8", "120p.m3u8"]
+            pl = await _complete_segments(http, "120p", 1)
+            seg = next(s for s in pl.segments if s.uri)
+            init = (await http.get(f"/live/final/{seg.init_section.uri}")).content
+            r = await http.get(f"/live/final/{seg.uri}")
+            assert r.headers["cache-control"].endswith("immutable")
+            (tmp_path / "seg.mp4").write_bytes(init + r.content)
+            streams = probe(tmp_path / "seg.mp4", "-show_entries stream=codec_name,height")
+            assert sorted((s["codec_name"], s.get("height")) for s in streams["streams"]) == [
+                ("aac", None), ("h264", 120)]
+            before = (await http.get("/live/final")).json()["hls"]["upstreamRequests"]
+            msn, idx = (int(x) for x in pl.preload_hint.uri.rsplit("/", 1)[1][:-4].split("."))
+            params = {"_HLS_msn": msn, "_HLS_part": idx}
+            answers = await asyncio.gather(*(http.get("/live/final/120p.m3u8", params=params)
+                                             for _ in range(20)))
+            assert {a.status_code for a in answers} == {200} and len({a.text for a in answers}) == 1
+            after = (await http.get("/live/final")).json()["hls"]
+            assert after["upstreamRequests"] - before == 1, after
+            r = await http.get("/live/final/120p.m3u8", params={"_HLS_msn": "999999"})
+            assert r.status_code == 400  # the upstream's answer, passed through
     finally:
         await cam.stop()
