@@ -241,16 +241,21 @@ class SfuSession {
   }
 
   async candidatePair() {
-    const report = await this.pc.getStats();
-    let out = null;
-    report.forEach((s) => {
-      if (s.type === "candidate-pair" && s.nominated && s.state === "succeeded") {
-        out = { local: report.get(s.localCandidateId)?.candidateType,
-                remote: report.get(s.remoteCandidateId)?.candidateType };
-      }
-    });
-    return out;
+    return selectedPair(await this.pc.getStats());
   }
 
   close() { this.closed = true; this.pc.close(); }
+}
+
+// The pair ICE carries media on: the transport's selectedCandidatePairId (W3C webrtc-stats), which
+// stays set while a consent check leaves the pair itself "in-progress" for a moment.
+function selectedPair(report) {
+  let pair = null;
+  report.forEach((s) => {
+    if (s.type === "transport" && s.selectedCandidatePairId) pair = report.get(s.selectedCandidatePairId);
+  });
+  if (!pair) return null;
+  const local = report.get(pair.localCandidateId); const remote = report.get(pair.remoteCandidateId);
+  return { local: local?.candidateType, remote: remote?.candidateType,
+           relayProtocol: local?.relayProtocol || null };
 }

@@ -832,14 +832,8 @@ async function stats() {
       if (pair) pairs.push({ participant: peer.id, via: "call-server", ...pair });
       continue;
     }
-    const report = await peer.pc.getStats();
-    report.forEach((s) => {
-      if (s.type === "candidate-pair" && s.nominated && s.state === "succeeded") {
-        const local = report.get(s.localCandidateId); const remote = report.get(s.remoteCandidateId);
-        pairs.push({ participant: peer.id, local: local?.candidateType, remote: remote?.candidateType,
-                     relayProtocol: local?.relayProtocol || null });
-      }
-    });
+    const pair = selectedPair(await peer.pc.getStats());
+    if (pair) pairs.push({ participant: peer.id, ...pair });
   }
   if (sfu) {
     const pair = await sfu.candidatePair();
