@@ -171,12 +171,14 @@ async def test_recording_follows_the_meeting_to_another_node(
     for t in load_tracks(store, rid):
         times = [f[0] for f in t.frames]
         gaps = [(x, y) for x, y in itertools.pairwise(times) if y - x > 0.5]
-        assert len(gaps) == 1, (t.name, gaps)
-        before, after = gaps[0]
-        print(f"{t.name}: lost before kill {killed - before:.2f} s, "
-              f"recorded again {after - resumed:+.2f} s after media resumed")
-        assert killed - before <= CHUNK_S + 0.3, (t.name, killed - before)  # the chunk in flight
-        assert after - resumed <= 1.0, (t.name, after - resumed)  # recorded again at once
+        # at most one hole, around the failover (a track whose frames kept coming within 0.5 s
+        # across the move, as audio can, has none)
+        assert len(gaps) <= 1, (t.name, gaps)
+        for before, after in gaps:
+            print(f"{t.name}: lost before kill {killed - before:.2f} s, "
+                  f"recorded again {after - resumed:+.2f} s after media resumed")
+            assert killed - before <= CHUNK_S + 0.3, (t.name, killed - before)  # chunk in flight
+            assert after - resumed <= 1.0, (t.name, after - resumed)  # recorded again at once
         assert times[0] - started < 1.0 and stopped - times[-1] < 1.0, t.name
     composite = probe(store.local_path(f"recordings/{rid}/files/composite.mp4"))
     assert abs(composite["duration"] - (stopped - started)) < 1.5, composite["duration"]
