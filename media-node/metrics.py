@@ -24,6 +24,10 @@ KEYFRAME_REQUESTS_SUPPRESSED = Counter("parley_media_keyframe_requests_suppresse
 NACKS = Counter("parley_media_nacks_total", "NACKed sequence numbers", ["direction"])
 RETRANSMISSIONS = Counter("parley_media_retransmissions_total",
                           "packets resent to subscribers from the history")
+LAYER_SWITCHES = Counter("parley_media_layer_switches_total",
+                         "simulcast layer changes chosen for subscribers", ["direction"])
+PAUSED_LAYERS = Gauge("parley_media_paused_layers",
+                      "simulcast layers paused at their publisher because nobody receives them")
 SUBSCRIPTIONS = Gauge("parley_media_subscriptions", "forwarding legs (subscriber x track)")
 MEETINGS = Gauge("parley_media_meetings", "meetings on this node")
 PARTICIPANTS = Gauge("parley_media_participants", "participants on this node")

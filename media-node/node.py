@@ -26,6 +26,7 @@ from .subscriber import DownTrack
 from .udpmux import UdpMux
 
 log = logging.getLogger("parley.media.node")
+ALLOCATE_EVERY_S = 0.5  # layer choice; metrics and sender reports every other beat
 
 
 class Refused(Exception):
@@ -267,14 +268,40 @@ class CallServer:
         self._prev_tick = now
         for dt in legs:
             dt.sync_sender_report()
-            if dt.gated and dt.sender is not None:
-                dt.up.request_keyframe()  # a lost PLI or keyframe must not hold a leg forever
+            if dt.target is not None and dt.sender is not None:
+                dt.target.request_keyframe()  # a lost PLI or keyframe must not hold a leg
         for pid, (t, _) in list(self.tombstones.items()):
             if now - t > 60:
                 del self.tombstones[pid]
         self._gauges()
 
+    def allocate(self) -> None:
+        """Layer choice for every subscriber, then pause the layers nobody receives (dynacast:
+        the publisher's browser stops encoding them; a layer wanted again is resumed)."""
+        now = time.monotonic()
+        ups = [up for p in self.participants.values() for up in p.uptracks if up.simulcast]
+        for up in ups:
+            for layer in up.layers:
+                layer.sample(now)
+        for p in self.participants.values():
+            p.allocate(now)
+        paused = 0
+        for p in self.participants.values():
+            for up in p.uptracks:
+                if not up.simulcast:
+                    continue
+                wanted = up.wanted_rids()
+                paused += len(up.layers) - len(wanted)
+                if wanted != up.sent_active:
+                    up.sent_active = wanted
+                    p.push({"type": "layers", "track": up.track_id, "active": wanted})
+        metrics.PAUSED_LAYERS.set(paused)
+
     async def _ticker(self) -> None:
+        beat = 0
         while True:
-            await asyncio.sleep(1.0)
-            self.tick()
+            await asyncio.sleep(ALLOCATE_EVERY_S)
+            self.allocate()
+            beat += 1
+            if beat % 2 == 0:
+                self.tick()

@@ -17,8 +17,12 @@ from typing import Any
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription, sdp
 
+from . import metrics
+from .allocation import allocate
+from .bwe import Downlink
 from .link import Link
 from .publisher import UpTrack
+from .simulcast import describe, offered_layers, route_by_mid
 from .subscriber import DownTrack, SilentTrack
 from .tasks import spawn
 from .udpmux import UdpMux
@@ -86,6 +90,10 @@ class Participant:
         self.publishes = publishes  # False: subscribe-only, every m-line it sends is inactive
         self.pc = RTCPeerConnection(config)
         self.link = Link()
+        self.downlink = Downlink()
+        self.views: dict[str, int] = {}  # track id -> tile height the client renders it at
+        self.simulcast: dict[str, list[str]] = {}  # mid -> rids this client publishes there
+        self._sent = (0.0, 0)  # (time, bytes sent to this subscriber) at the last allocation
         self.uptracks: list[UpTrack] = []
         self.downtracks: dict[int, DownTrack] = {}  # id(UpTrack) -> leg
         self._pending: list[DownTrack] = []
@@ -109,8 +117,8 @@ class Participant:
         if state == "connected":
             self.link.resolve(self.pc)
             for dt in self.downtracks.values():  # keyframes that came before the link was up
-                if dt.gated and dt.sender is not None:
-                    dt.up.request_keyframe()
+                if dt.target is not None and dt.sender is not None:
+                    dt.target.request_keyframe()
             if self._dirty or self._pending or self._publish_slots:
                 spawn(self.renegotiate())
         elif state in ("failed", "closed") and not self.closed:
@@ -126,7 +134,10 @@ class Participant:
             if self.publishes and sending_mlines(sdp) > MAX_PUBLISHED:
                 raise NotAllowed("publish_limit", f"at most {MAX_PUBLISHED} tracks per "
                                  "participant")
+            if self.publishes:
+                self.simulcast.update(offered_layers(sdp))
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp, "offer"))
+            route_by_mid(self.pc)
             if not self.publishes:  # its sending m-lines are answered inactive: no receiver
                 for t in self.pc.getTransceivers():  # starts, nothing it sends is forwarded
                     if t.direction in ("recvonly", "sendrecv"):
@@ -138,7 +149,7 @@ class Participant:
             new = self._new_uptracks()
             await self.pc.setLocalDescription(await self.pc.createAnswer())
             self.uptracks.extend(new)
-            return self.pc.localDescription.sdp, new
+            return describe(self.pc.localDescription.sdp, self.simulcast), new
 
     def _new_uptracks(self) -> list[UpTrack]:
         """Tracks the client started sending in the description just applied."""
@@ -151,7 +162,7 @@ class Participant:
                 continue
             new.append(UpTrack(self.label, t.receiver, _restrict_codecs(t),
                                self._announced_track_ids().get(t.mid) or t.receiver.track.id,
-                               t.kind))
+                               t.kind, self.simulcast.get(t.mid or "")))
         return new
 
     def _announced_track_ids(self) -> dict[str | None, str]:
@@ -209,7 +220,8 @@ class Participant:
                     dt.transceiver.direction = "inactive"
             self._offered, self._pending, self._retired = self._pending, [], []
             await self.pc.setLocalDescription(await self.pc.createOffer())
-            self.push({"type": "offer", "sdp": self.pc.localDescription.sdp})
+            self.push({"type": "offer",
+                       "sdp": describe(self.pc.localDescription.sdp, self.simulcast)})
 
     async def accept_answer(self, sdp: str) -> None:
         async with self._lock:
@@ -234,7 +246,7 @@ class Participant:
     def subscribe(self, up: UpTrack) -> None:
         if self.closed or not self.subscribes or id(up) in self.downtracks:
             return
-        dt = DownTrack(up, self.id, self.link)
+        dt = DownTrack(up, self.id, self.link, self.downlink)
         self.downtracks[id(up)] = dt
         self._pending.append(dt)
         spawn(self.renegotiate())
@@ -251,6 +263,34 @@ class Participant:
             self.push({"type": "unpublished", "participant": up.owner, "track": up.track_id})
             spawn(self.renegotiate())
         return dt
+
+    # -- layer choice (the node's allocation tick, every 0.5 s) -------------------------------
+    def allocate(self, now: float) -> None:
+        """Update the downlink estimate and move each simulcast leg to the layer that fits."""
+        legs = list(self.downtracks.values())
+        sent = sum(dt.bytes for dt in legs)
+        t, before = self._sent
+        self._sent = (now, sent)
+        if not t or now <= t or not legs:
+            return
+        sent_bps = (sent - before) * 8 / (now - t)
+        video = [dt for dt in legs if dt.kind == "video" and dt.packets]
+        weight = sum(dt.layer.bitrate for dt in video if dt.layer) or 1.0
+        loss = sum(dt.loss * (dt.layer.bitrate if dt.layer else 0) for dt in video) / weight
+        estimate = self.downlink.update(sent_bps, loss, now)
+        for dt, index in allocate(legs, estimate, self.views).items():
+            if not dt.up.simulcast:
+                continue
+            before_layer = dt.current
+            if dt.select(index):
+                down = before_layer is not None and index < before_layer.index
+                reason = self.downlink.reason if down or not self.views else "fits"
+                metrics.LAYER_SWITCHES.labels("down" if down else "up").inc()
+                layer = dt.up.layers[index]
+                self.push({"type": "layer", "participant": dt.up.owner, "track": dt.up.track_id,
+                           "rid": layer.rid, "index": index, "layers": len(dt.up.layers),
+                           "height": max(layer.height, 0), "reason": reason,
+                           "estimateKbps": round(estimate / 1000)})
 
     # -- events for signaling (long poll) ---------------------------------------------------
     def push(self, event: dict[str, Any]) -> None:

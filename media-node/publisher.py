@@ -4,6 +4,10 @@ aiortc's ``RTCRtpReceiver`` reassembles frames in a jitter buffer and always han
 decoder thread. The call server replaces the receiver's ``_handle_rtp_packet`` on the instance, so
 packets are intercepted right after SRTP and parsing and never reach the jitter buffer or decoder;
 the idle decoder thread aiortc starts stays idle.
+
+A simulcast track (RFC 8853, identified by rid: RFC 8851) arrives as one RTP stream per ``Layer``,
+each with its own SSRC, sequence numbers and timestamps; every subscriber's leg forwards exactly
+one layer of it (docs/call-server.md, "Simulcast").
 """
 
 from __future__ import annotations
@@ -16,22 +20,90 @@ from aiortc.rtp import RtpPacket, unwrap_rtx
 
 from . import metrics
 from .keyframes import KeyframeRequests
-from .rtp import keyframe_detector
+from .rtp import keyframe_detector, vp8_height
 from .tasks import spawn
 
 if TYPE_CHECKING:
     from .subscriber import DownTrack
 
-HISTORY = 1024  # packets of video kept for subscriber NACKs (about 1-3 s), a power of two
+HISTORY = 1024  # packets of video kept per layer for subscriber NACKs (about 1-3 s), a power of 2
 _perf = time.perf_counter
 _observe = metrics.FORWARD_LATENCY.observe
 
 
+class Layer:
+    """One RTP stream of a track: the only one of a plain track, or one rid of a simulcast one.
+
+    Holds what is per stream: its SSRCs, its packet history for retransmissions, NACK and
+    keyframe state towards the publisher, and the legs currently fed from it."""
+
+    __slots__ = ("bitrate", "bytes", "bytes_mark", "downtracks", "height", "history", "index",
+                 "keyframes", "known", "last_time", "last_ts", "nacks", "packets", "rid",
+                 "rtx_ssrc", "ssrc", "stats", "up", "waiting")
+
+    def __init__(self, up: UpTrack, index: int, rid: str | None) -> None:
+        self.up = up
+        self.index = index  # 0 = lowest
+        self.rid = rid
+        self.ssrc: int | None = None
+        self.rtx_ssrc: int | None = None
+        self.downtracks: list[DownTrack] = []
+        self.waiting = 0  # legs waiting for a keyframe of this layer (first packet or a switch)
+        video = up.kind == "video"
+        self.history: list[tuple[int, int, int, bytes] | None] = [None] * HISTORY if video else []
+        self.nacks = NackGenerator() if video else None
+        self.stats: StreamStatistics | None = None
+        self.keyframes = KeyframeRequests(self._send_pli)
+        self.last_ts = 0
+        self.last_time = 0.0
+        self.packets = 0
+        self.bytes = 0
+        self.bytes_mark = (0.0, 0)  # (time, bytes) at the last bitrate sample
+        self.bitrate = 0.0  # bits/s over the last sample (control loop, not the hot path)
+        self.known = 0.0  # the last non-zero bitrate: what a paused layer costs when resumed
+        self.height = 0 if video else -1  # from the first keyframe seen (VP8); -1: unknowable
+
+    def lookup(self, seq: int) -> tuple[int, int, int, bytes] | None:
+        """The packet with input sequence ``seq`` if still in the history."""
+        if not self.history:
+            return None
+        entry = self.history[seq & (HISTORY - 1)]
+        return entry if entry is not None and entry[0] == seq else None
+
+    def request_keyframe(self) -> None:
+        if self.up.kind == "video":
+            self.keyframes.request()
+
+    def _send_pli(self) -> None:
+        if self.ssrc is not None:
+            spawn(self.up.receiver._send_rtcp_pli(self.ssrc))
+
+    def add(self, dt: DownTrack) -> None:
+        """Feed ``dt`` from this layer from its next keyframe on."""
+        self.downtracks = [*self.downtracks, dt]  # copy: the hot loop never sees a mutation
+        self.waiting += 1
+        self.request_keyframe()
+
+    def remove(self, dt: DownTrack) -> None:
+        if dt in self.downtracks:
+            self.downtracks = [d for d in self.downtracks if d is not dt]
+
+    def sample(self, now: float) -> float:
+        """Update ``bitrate`` from the byte counter (called by the node's tick)."""
+        t, b = self.bytes_mark
+        if t and now > t:
+            self.bitrate = (self.bytes - b) * 8 / (now - t)
+            if self.bitrate > 0:
+                self.known = self.bitrate if not self.known else (self.known + self.bitrate) / 2
+        self.bytes_mark = (now, self.bytes)
+        return self.bitrate
+
+
 class UpTrack:
-    """One published track (audio, camera or screen) and its forwarding legs."""
+    """One published track (audio, camera or screen): its layers and their forwarding legs."""
 
     def __init__(self, owner: str, receiver: RTCRtpReceiver, codecs: list[Any],
-                 track_id: str, kind: str) -> None:
+                 track_id: str, kind: str, rids: list[str] | None = None) -> None:
         self.owner = owner
         self.track_id = track_id
         self.kind = kind
@@ -42,53 +114,91 @@ class UpTrack:
             (c.payloadType for c in codecs
              if c.mimeType.lower().endswith("/rtx") and c.parameters.get("apt") == self.pt), None)
         self.is_keyframe = keyframe_detector(self.codec.mimeType)
-        self.downtracks: list[DownTrack] = []
-        self.waiting = 0  # downtracks gated until a keyframe
-        self.ssrc: int | None = None
-        self.history: list[tuple[int, int, int, bytes] | None] = (
-            [None] * HISTORY if kind == "video" else [])
-        self.nacks = NackGenerator() if kind == "video" else None
-        self.stats: StreamStatistics | None = None
-        self.keyframes = KeyframeRequests(self._send_pli)
-        self.last_ts = 0
-        self.last_time = 0.0
+        # rids as the publisher listed them in a=simulcast, lowest first; None: one plain stream
+        self.layers = [Layer(self, i, rid) for i, rid in enumerate(rids or [None])]
+        self.simulcast = rids is not None and len(rids) > 1
+        self._by_ssrc: dict[int, Layer] = {}
+        self._rtx_by_ssrc: dict[int, Layer] = {}
+        self._by_rid = {layer.rid: layer for layer in self.layers}
         self.packets = 0
         self.bytes = 0
+        self.last_time = 0.0
+        self.recorders = 0  # recording taps on this track (they take the top layer)
+        self.sent_active: list[str] | None = None  # rids last asked to send (dynacast)
         receiver._handle_rtp_packet = self.on_rtp  # type: ignore[method-assign]
 
+    @property
+    def ssrc(self) -> int | None:
+        """The top layer's SSRC (what a recording keeps)."""
+        return self.layers[-1].ssrc
+
     async def on_rtp(self, packet: RtpPacket, arrival_time_ms: int = 0) -> None:
-        """Hot path: forward one RTP packet to every subscriber (RFC 3550 translator rules)."""
+        """Hot path: forward one RTP packet to every leg fed by its layer (RFC 3550 translator
+        rules)."""
         t0 = _perf()
-        pt = packet.payload_type
-        if pt != self.pt:
-            if pt != self.rtx_pt or self.ssrc is None or len(packet.payload) < 2:
+        layer = self._by_ssrc.get(packet.ssrc)
+        if layer is None:
+            layer = self._learn(packet)
+            if layer is None:
+                return
+        if packet.payload_type != self.pt:
+            if len(packet.payload) < 2 or layer.ssrc is None:
                 return
             # RFC 4588: a retransmission repairs the loss for every subscriber at once.
-            packet = unwrap_rtx(packet, self.pt, self.ssrc)
-        else:
-            self.ssrc = packet.ssrc
+            packet = unwrap_rtx(packet, self.pt, layer.ssrc)
         seq = packet.sequence_number
         ts = packet.timestamp
         marker = packet.marker
         payload = packet.payload
-        key = self.waiting > 0 and self.is_keyframe(payload)
-        for dt in self.downtracks:
-            dt.forward(seq, ts, marker, payload, key)
-        if self.history:
-            self.history[seq & (HISTORY - 1)] = (seq, ts, marker, payload)
-        self.last_ts = ts
+        key = (layer.waiting > 0 or not layer.height) and self.is_keyframe(payload)
+        if key and not layer.height and self.kind == "video":
+            layer.height = vp8_height(payload) or -1
+        for dt in layer.downtracks:
+            dt.forward(layer, seq, ts, marker, payload, key)
+        if layer.history:
+            layer.history[seq & (HISTORY - 1)] = (seq, ts, marker, payload)
+        layer.last_ts = ts
+        layer.packets += 1
+        layer.bytes += len(payload)
         self.packets += 1
         self.bytes += len(payload)
-        self.last_time = t1 = _perf()
+        layer.last_time = self.last_time = t1 = _perf()
         _observe(t1 - t0)
         # Receiver-side bookkeeping after the copies left: RTCP RR statistics and NACKs upstream.
-        if self.stats is None:
-            self.stats = self._register_stats(packet)
-        self.stats.add(packet)
-        if self.nacks is not None and self.nacks.add(packet):
-            missing = sorted(self.nacks.missing)
+        if layer.stats is None:
+            layer.stats = self._register_stats(packet)
+        layer.stats.add(packet)
+        if layer.nacks is not None and layer.nacks.add(packet):
+            missing = sorted(layer.nacks.missing)
             metrics.NACKS.labels("upstream").inc(len(missing))
             await self.receiver._send_rtcp_nack(packet.ssrc, missing)
+
+    def _learn(self, packet: RtpPacket) -> Layer | None:
+        """Map a new SSRC to its layer: by the rid / repaired-rid header extension (RFC 8852;
+        a browser sends them until the SSRC is acknowledged), or, for a plain track, by payload
+        type. Returns the layer for a media packet, or for an RTX packet whose layer is known."""
+        ext = packet.extensions
+        rtx = packet.payload_type == self.rtx_pt and self.rtx_pt is not None
+        if not rtx and packet.payload_type != self.pt:
+            return None
+        if self.simulcast:
+            layer = self._by_rid.get(ext.repaired_rtp_stream_id if rtx else ext.rtp_stream_id)
+        else:
+            layer = self.layers[0]
+        if layer is None:
+            return None
+        if rtx:
+            if layer.rtx_ssrc is not None and not self.simulcast:
+                return layer  # a plain track: RTX by payload type, whatever its SSRC
+            layer.rtx_ssrc = packet.ssrc
+            self._rtx_by_ssrc[packet.ssrc] = layer
+            self._by_ssrc[packet.ssrc] = layer
+            return layer
+        if layer.ssrc is not None:
+            self._by_ssrc.pop(layer.ssrc, None)  # the publisher restarted this layer's stream
+        layer.ssrc = packet.ssrc
+        self._by_ssrc[packet.ssrc] = layer
+        return layer
 
     def _register_stats(self, packet: RtpPacket) -> StreamStatistics:
         # aiortc's RTCP loop reports RR blocks from this table (RFC 3550 section 6.4.2).
@@ -97,33 +207,21 @@ class UpTrack:
         streams[packet.ssrc] = stats
         return stats
 
-    def lookup(self, seq: int) -> tuple[int, int, int, bytes] | None:
-        """The packet with input sequence ``seq`` if still in the history."""
-        if not self.history:
-            return None
-        entry = self.history[seq & (HISTORY - 1)]
-        return entry if entry is not None and entry[0] == seq else None
-
     def request_keyframe(self) -> None:
-        if self.kind == "video":
-            self.keyframes.request()
+        """Ask every layer for a keyframe (a recording starting, a subscriber's FIR)."""
+        for layer in self.layers:
+            layer.request_keyframe()
 
-    def _send_pli(self) -> None:
-        if self.ssrc is not None:
-            spawn(self.receiver._send_rtcp_pli(self.ssrc))
-
-    def attach(self, dt: DownTrack) -> None:
-        self.downtracks = [*self.downtracks, dt]  # copy: the hot loop never sees a mutation
-        self.waiting += 1
-        self.request_keyframe()
-
-    def detach(self, dt: DownTrack) -> None:
-        if dt in self.downtracks:
-            self.downtracks = [d for d in self.downtracks if d is not dt]
-            if dt.gated:
-                self.waiting -= 1
+    def wanted_rids(self) -> list[str]:
+        """Dynacast: the layers somebody receives or waits for, plus always the lowest (a new
+        subscriber or a falling one lands there at once) and the top one while recording."""
+        layers = self.layers
+        return [str(layer.rid) for layer in layers
+                if layer.downtracks or layer.index == 0
+                or (self.recorders and layer is layers[-1])]
 
     def close(self) -> None:
-        self.keyframes.close()
-        for dt in list(self.downtracks):
-            self.detach(dt)
+        for layer in self.layers:
+            layer.keyframes.close()
+            for dt in list(layer.downtracks):
+                dt.close()

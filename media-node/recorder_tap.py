@@ -56,10 +56,14 @@ class TrackTap:
 
         self._tapped = tapped
         up.receiver._handle_rtp_packet = tapped  # type: ignore[method-assign]
+        up.recorders += 1  # keeps the top layer from being paused
         up.request_keyframe()  # start the recording on a keyframe now, not at the next one
 
     def on_rtp(self, packet: RtpPacket) -> None:
         up = self.up
+        top = up.layers[-1]  # a simulcast track is recorded at its top layer
+        if up.simulcast and packet.ssrc != top.ssrc and packet.ssrc != top.rtx_ssrc:
+            return
         if packet.payload_type != up.pt:
             if packet.payload_type != up.rtx_pt or up.ssrc is None or len(packet.payload) < 2:
                 return
@@ -78,6 +82,7 @@ class TrackTap:
     def detach(self) -> None:
         if self.up.receiver._handle_rtp_packet is self._tapped:
             self.up.receiver._handle_rtp_packet = self._inner  # type: ignore[method-assign]
+        self.up.recorders -= 1
         self.writer.seal()
 
     def summary(self) -> dict[str, Any]:

@@ -17,30 +17,45 @@ Forwarded packets carry no header extensions: the extension ids a publisher nego
 match the subscriber's, and every receiver demultiplexes by the SSRC signalled in SDP."""
 
 
-def vp8_keyframe(payload: bytes) -> bool:
-    """True when ``payload`` starts a VP8 keyframe (RFC 7741 section 4.2 and 4.3).
-
-    A keyframe starts in a packet whose descriptor has S=1 and PID=0 and whose VP8 payload header
-    has the inverse keyframe bit P cleared."""
+def _vp8_descriptor(payload: bytes) -> int:
+    """Length of the VP8 payload descriptor (RFC 7741 section 4.2) of a packet that starts a
+    partition 0 (S=1, PID=0), else -1."""
     n = len(payload)
     if n < 2:
-        return False
+        return -1
     b0 = payload[0]
     if not (b0 & 0x10) or (b0 & 0x07):
-        return False
+        return -1
     i = 1
     if b0 & 0x80:  # X: extension octet
         x = payload[1]
         i = 2
         if x & 0x80:  # I: picture id, 7 or 15 bits
             if i >= n:
-                return False
+                return -1
             i += 2 if payload[i] & 0x80 else 1
         if x & 0x40:  # L: TL0PICIDX
             i += 1
         if x & 0x30:  # T or K
             i += 1
-    return i < n and not (payload[i] & 0x01)
+    return i if i < n else -1
+
+
+def vp8_keyframe(payload: bytes) -> bool:
+    """True when ``payload`` starts a VP8 keyframe (RFC 7741 section 4.2 and 4.3).
+
+    A keyframe starts in a packet whose descriptor has S=1 and PID=0 and whose VP8 payload header
+    has the inverse keyframe bit P cleared."""
+    i = _vp8_descriptor(payload)
+    return i >= 0 and not (payload[i] & 0x01)
+
+
+def vp8_height(payload: bytes) -> int:
+    """The frame height of the VP8 keyframe ``payload`` starts (RFC 6386 section 9.1), or 0."""
+    i = _vp8_descriptor(payload)
+    if i < 0 or len(payload) < i + 10 or payload[i + 3:i + 6] != b"\x9d\x01\x2a":
+        return 0
+    return (payload[i + 8] | (payload[i + 9] << 8)) & 0x3FFF
 
 
 def h264_keyframe(payload: bytes) -> bool:

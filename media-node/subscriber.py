@@ -10,6 +10,7 @@ sent on the subscriber's UDP pair.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import struct
 import time
 from typing import TYPE_CHECKING, Any
@@ -17,11 +18,15 @@ from typing import TYPE_CHECKING, Any
 from aiortc import MediaStreamTrack, RTCRtpSender
 from aiortc import clock as rtc_clock
 from aiortc.rtp import (
+    RTCP_PSFB_APP,
     RTCP_PSFB_FIR,
     RTCP_PSFB_PLI,
     RTCP_RTPFB_NACK,
     RtcpPsfbPacket,
+    RtcpRrPacket,
     RtcpRtpfbPacket,
+    RtcpSrPacket,
+    unpack_remb_fci,
 )
 
 from . import metrics
@@ -29,7 +34,7 @@ from .link import Link
 from .rtp import pack_header
 
 if TYPE_CHECKING:
-    from .publisher import UpTrack
+    from .publisher import Layer, UpTrack
 
 _pack_seq = struct.Struct("!H").pack
 
@@ -48,17 +53,28 @@ class SilentTrack(MediaStreamTrack):
 
 
 class DownTrack:
-    """Rewrites and sends one publisher track's packets to one subscriber."""
+    """Rewrites and sends one publisher track's packets to one subscriber.
 
-    __slots__ = ("bytes", "dropped", "flushed", "gated", "kind", "last_seq", "link", "packets",
-                 "pt", "retransmitted", "rtx_pt", "rtx_seq", "rtx_ssrc", "sender", "seq_offset",
-                 "ssrc", "subscriber", "transceiver", "up")
+    The leg forwards one layer of the track at a time. Switching layers (``select``) keeps the
+    current layer flowing until the target layer's next keyframe, then moves over on that packet:
+    sequence numbers continue without a gap and the timestamp continues from the last one sent
+    plus the wall-clock time since, so the receiver sees one continuous stream (the technique of
+    mediasoup's and LiveKit's simulcast forwarders)."""
 
-    def __init__(self, up: UpTrack, subscriber: str, link: Link) -> None:
+    __slots__ = ("bytes", "clock_rate", "downlink", "dropped", "flushed", "kind",
+                 "last_sent", "last_seq", "last_ts", "layer", "link", "loss", "packets", "pt",
+                 "retransmitted", "rtx_pt", "rtx_seq", "rtx_ssrc", "sender", "seq_offset",
+                 "ssrc", "subscriber", "switch_seq", "switches", "target", "transceiver",
+                 "ts_offset", "up")
+
+    def __init__(self, up: UpTrack, subscriber: str, link: Link, downlink: Any = None,
+                 layer: int | None = None) -> None:
         self.up = up
         self.kind = up.kind
         self.subscriber = subscriber
         self.link = link
+        self.downlink = downlink  # the subscriber's Downlink estimate (REMB, loss), or None
+        self.clock_rate = up.codec.clockRate
         self.transceiver: Any = None
         self.sender: RTCRtpSender | None = None
         self.pt = -1
@@ -66,14 +82,29 @@ class DownTrack:
         self.ssrc = 0
         self.rtx_ssrc = 0
         self.rtx_seq = 0
-        self.gated = True  # held until the publisher's next keyframe
+        # ``layer``: the one being forwarded (None until the first keyframe); ``target``: the one
+        # waited for (first start, a switch, or a re-start after falling behind), else None.
+        self.layer: Layer | None = None
+        start = up.layers[-1] if layer is None else up.layers[min(layer, len(up.layers) - 1)]
+        self.target: Layer | None = start
         self.seq_offset = 0
+        self.ts_offset = 0
         self.last_seq = 0
+        self.last_ts = 0
+        self.last_sent = 0.0
+        self.switch_seq = 0  # first outgoing sequence number of the current layer
+        self.switches = 0
+        self.loss = 0.0  # fraction lost, from the subscriber's last receiver report
         self.packets = 0
         self.bytes = 0
         self.dropped = 0
         self.retransmitted = 0
         self.flushed = (0, 0, 0)  # packets, bytes, dropped already counted in metrics
+
+    @property
+    def gated(self) -> bool:
+        """Nothing is forwarded until a keyframe (a new leg, or one that fell behind)."""
+        return self.layer is None
 
     def bind(self, transceiver: Any) -> None:
         """Take payload types and SSRCs from the negotiated transceiver and start forwarding."""
@@ -88,18 +119,19 @@ class DownTrack:
              if c.mimeType.lower().endswith("/rtx") and c.parameters.get("apt") == self.pt), None)
         self.last_seq = self.rtx_seq = sender._ssrc & 0x7FFF  # RFC 3550: random start
         sender._handle_rtcp_packet = self.on_rtcp  # type: ignore[method-assign]
-        self.up.attach(self)
+        if self.target is not None:
+            self.target.add(self)
 
-    def forward(self, seq: int, ts: int, marker: int, payload: bytes, key: bool) -> None:
+    def forward(self, layer: Layer, seq: int, ts: int, marker: int, payload: bytes,
+                key: bool) -> None:
         """Hot path: one packet to one subscriber; drops (and re-gates) if it fell behind."""
         link = self.link
-        if self.gated:
+        if layer is not self.layer:  # the target layer: move over on its keyframe
             if not key or not link.ready:
                 return
-            self.gated = False
-            self.up.waiting -= 1
-            self.seq_offset = (self.last_seq + 1 - seq) & 0xFFFF
+            self._switch(layer, seq, ts)
         out = (seq + self.seq_offset) & 0xFFFF
+        ts = (ts + self.ts_offset) & 0xFFFFFFFF
         data = pack_header(0x80, (marker << 7) | self.pt, out, ts, self.ssrc) + payload
         try:
             link.sendto(link.protect(data), link.addr)
@@ -110,35 +142,97 @@ class DownTrack:
             return
         if ((out - self.last_seq) & 0xFFFF) < 0x8000:
             self.last_seq = out
+            self.last_ts = ts
+            self.last_sent = layer.last_time
         self.packets += 1
         self.bytes += len(data)
+
+    def _switch(self, layer: Layer, seq: int, ts: int) -> None:
+        """Start forwarding ``layer`` at this keyframe packet (RFC 3550 translator numbering)."""
+        old = self.layer
+        if old is not None and old is not layer:
+            old.remove(self)
+        self.layer = layer
+        self.target = None
+        layer.waiting -= 1
+        self.seq_offset = (self.last_seq + 1 - seq) & 0xFFFF
+        self.switch_seq = (self.last_seq + 1) & 0xFFFF
+        if self.packets:  # continue the timeline: last timestamp + the time since, at least 1
+            gap = max(1, int((time.perf_counter() - self.last_sent) * self.clock_rate))
+            self.ts_offset = (self.last_ts + gap - ts) & 0xFFFFFFFF
+        if old is not None:
+            self.switches += 1
+
+    def select(self, index: int) -> bool:
+        """Aim at layer ``index`` of the track; True when that is a change. The move happens on
+        that layer's next keyframe (asked for now); until then the current layer flows on."""
+        layers = self.up.layers
+        want = layers[max(0, min(index, len(layers) - 1))]
+        if want is (self.target or self.layer):
+            return False
+        if self.target is not None and self.target is not self.layer:
+            self.target.remove(self)
+            self.target.waiting -= 1
+        if want is self.layer:  # back to the layer still flowing: nothing to wait for
+            self.target = None
+            return True
+        self.target = want
+        want.add(self)
+        return True
+
+    @property
+    def current(self) -> Layer | None:
+        """The layer the subscriber gets now, or will get first."""
+        return self.layer or self.target
 
     def _fell_behind(self) -> None:
         """Drop frames, not the call: wait for a fresh keyframe, then continue the numbering."""
         self.dropped += 1
-        self.gated = True
-        self.up.waiting += 1
-        self.up.request_keyframe()
+        layer = self.layer
+        if layer is None:
+            return
+        if self.target is not None and self.target is not layer:  # give up a pending switch
+            self.target.remove(self)
+            self.target.waiting -= 1
+        self.layer = None
+        self.target = layer
+        layer.waiting += 1
+        layer.request_keyframe()
 
     async def on_rtcp(self, packet: Any) -> None:
-        """RTCP feedback from the subscriber about this leg (RFC 4585, RFC 5104)."""
+        """RTCP feedback from the subscriber about this leg (RFC 4585, RFC 5104), and the
+        subscriber's receiver reports and REMB for its downlink estimate."""
         if isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
             metrics.NACKS.labels("downstream").inc(len(packet.lost))
             for out in packet.lost:
                 self.retransmit(out)
-        elif isinstance(packet, RtcpPsfbPacket) and packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
-            self.up.request_keyframe()
-        elif self.sender is not None and not isinstance(packet, RtcpPsfbPacket):
+        elif isinstance(packet, RtcpPsfbPacket):
+            if packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
+                layer = self.current
+                if layer is not None:
+                    layer.request_keyframe()
+            elif packet.fmt == RTCP_PSFB_APP and self.downlink is not None:
+                with contextlib.suppress(ValueError):
+                    self.downlink.on_remb(unpack_remb_fci(packet.fci)[0])
+        elif self.sender is not None:
+            if isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
+                for report in packet.reports:
+                    if report.ssrc == self.ssrc:
+                        self.loss = report.fraction_lost / 256
             await RTCRtpSender._handle_rtcp_packet(self.sender, packet)  # RR: RTT statistics
 
     def retransmit(self, out: int) -> None:
-        """Resend a NACKed packet from the publisher's history, as RTX when negotiated
+        """Resend a NACKed packet from the current layer's history, as RTX when negotiated
         (RFC 4588 section 4: original sequence number first in the payload)."""
         link = self.link
-        entry = self.up.lookup((out - self.seq_offset) & 0xFFFF)
-        if entry is None or not link.ready or self.gated:
+        layer = self.layer
+        if layer is None or not link.ready or ((out - self.switch_seq) & 0xFFFF) >= 0x8000:
+            return  # gated, or sent from an earlier layer whose history this is not
+        entry = layer.lookup((out - self.seq_offset) & 0xFFFF)
+        if entry is None:
             return
         _, ts, marker, payload = entry
+        ts = (ts + self.ts_offset) & 0xFFFFFFFF
         if self.rtx_pt is not None:
             self.rtx_seq = (self.rtx_seq + 1) & 0xFFFF
             data = (pack_header(0x80, (marker << 7) | self.rtx_pt, self.rtx_seq, ts,
@@ -158,13 +252,16 @@ class DownTrack:
         s = self.sender
         if s is None or not self.packets:
             return
-        up = self.up
-        age = time.perf_counter() - up.last_time
+        age = time.perf_counter() - self.last_sent
         ntp = rtc_clock.current_ntp_time() - int(age * (1 << 32))
         s._RTCRtpSender__ntp_timestamp = ntp  # type: ignore[attr-defined]
-        s._RTCRtpSender__rtp_timestamp = up.last_ts  # type: ignore[attr-defined]
+        s._RTCRtpSender__rtp_timestamp = self.last_ts  # type: ignore[attr-defined]
         s._RTCRtpSender__packet_count = self.packets  # type: ignore[attr-defined]
         s._RTCRtpSender__octet_count = self.bytes  # type: ignore[attr-defined]
 
     def close(self) -> None:
-        self.up.detach(self)
+        for layer in {id(x): x for x in (self.layer, self.target) if x is not None}.values():
+            layer.remove(self)
+            if layer is self.target:
+                layer.waiting -= 1
+        self.layer = self.target = None

@@ -1,0 +1,70 @@
+"""Per-subscriber layer choice: which layer of each simulcast track fits the subscriber's
+downlink and the tile it renders.
+
+Every video track starts at its lowest layer (a screen share has one layer only, so it is always
+in); the remaining budget (downlink estimate minus the audio it receives) then raises tracks one
+layer at a time, larger tiles first, round after round, while the next step fits. A track is
+never raised past the smallest layer at least as tall as its tile (a 180-pixel tile never gets
+the 720p layer) nor past its publisher's top layer. The result is an index per leg;
+``DownTrack.select`` makes the move on the new layer's next keyframe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .publisher import Layer
+    from .subscriber import DownTrack
+
+# Assumed bitrates of layers never seen sending (lowest first), from Chromium's simulcast table.
+DEFAULT_BPS = (150_000.0, 500_000.0, 1_500_000.0)
+
+
+def rate(layer: Layer) -> float:
+    if layer.known:
+        return layer.known
+    return DEFAULT_BPS[min(layer.index, len(DEFAULT_BPS) - 1)]
+
+
+def view_cap(dt: DownTrack, height: int | None) -> int:
+    """Highest layer index worth sending to a tile ``height`` pixels tall."""
+    layers = dt.up.layers
+    if not height:
+        return len(layers) - 1
+    for layer in layers:
+        if layer.height > 0 and layer.height >= height:
+            return layer.index
+    return len(layers) - 1
+
+
+def allocate(legs: Iterable[DownTrack], estimate: float,
+             views: dict[str, int]) -> dict[DownTrack, int]:
+    """Layer index per video leg of one subscriber; ``views``: rendered tile height per track id
+    (from the client). A screen share has one layer, so it is always in (first in line)."""
+    video: list[DownTrack] = []
+    budget = estimate
+    for dt in legs:
+        if dt.kind == "audio":
+            budget -= dt.up.layers[0].known
+        elif dt.sender is not None:
+            video.append(dt)
+    choice = {dt: 0 for dt in video}
+    spent = sum(rate(dt.up.layers[0]) for dt in video)
+    caps = {dt: view_cap(dt, views.get(dt.up.track_id)) for dt in video}
+    order = sorted(video, key=lambda dt: -(views.get(dt.up.track_id) or 10_000))
+    raised = True
+    while raised:
+        raised = False
+        for dt in order:
+            i = choice[dt]
+            if i >= caps[dt]:
+                continue
+            layers = dt.up.layers
+            extra = rate(layers[i + 1]) - rate(layers[i])
+            if spent + extra <= budget:
+                choice[dt] = i + 1
+                spent += extra
+                raised = True
+    return choice
