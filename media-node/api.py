@@ -39,6 +39,10 @@ class Publish(BaseModel):
     kinds: list[str]
 
 
+class View(BaseModel):
+    views: dict[str, int]  # remote track id -> rendered tile height (pixels)
+
+
 class Drain(BaseModel):
     deadline: float = 30.0
 
@@ -127,6 +131,14 @@ def create_app(server: CallServer, control_key: str | None) -> FastAPI:
         except ValueError as exc:
             raise HTTPException(400, f"bad description: {exc}") from exc
         raise HTTPException(400, "type must be offer or answer")
+
+    @app.post(f"{base}/view")
+    async def view(meeting: str, pid: str, body: View) -> Response:
+        """The tile sizes the client renders: no layer taller than needed is sent."""
+        if len(body.views) > 64 or any(not 0 <= h <= 4320 for h in body.views.values()):
+            raise HTTPException(400, "views: at most 64 track ids, heights 0-4320")
+        live(meeting, pid).views = dict(body.views)
+        return Response(status_code=204)
 
     @app.post(f"{base}/publish")
     async def publish(meeting: str, pid: str, body: Publish) -> Response:

@@ -28,7 +28,9 @@ EVENT_TYPES = ("call.invited", "call.started", "call.ended", "participant.joined
                "participant.dropped", "call.failed", "topology.switched", "quality.sample",
                "client.info",
                # issue 14: chat metadata (never the text)
-               "chat.message")
+               "chat.message",
+               # issue 12: the call server's layer choices for subscribers
+               "layer.changed")
 log = logging.getLogger("parley.events")
 
 EVENTS_EMITTED = Counter("parley_events_emitted_total", "Events handed to a sink", ["type"])

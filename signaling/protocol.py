@@ -42,10 +42,13 @@ ERROR_CODES = {
     "grant_missing": "the token lacks a grant the action needs (e.g. 'publish' for an SDP "
                      "that sends or for sfu.publish)",
     "identity_mismatch": "token.refresh carried a token for another identity",
+    "guest_session_limit": "token.refresh of a guest past PARLEY_GUEST_MAX_SESSION_S since its "
+                           "first guest token; the session ends at its token's expiry",
     "identity_in_use": "a guest token's identity is already connected; only a token minted by "
                        "the deployment takes over a session",
-    "rate_limited": "too many messages of this kind (caps/media, join, chat.send, telemetry); "
-                    "dropped, retry after retryAfterMs",
+    "rate_limited": "too many messages of this kind (caps/media, join, sfu.join, "
+                    "sfu.answer/sfu.publish, invite, chat.send, telemetry); dropped, retry "
+                    "after retryAfterMs",
     "chat_too_long": "a chat message's text exceeds the size limit (maxChars); not sent",
     "chat_not_allowed": "this direct message is not allowed (guests chat in their room only; "
                         "users message whom they may call)",
@@ -231,6 +234,16 @@ def _kinds(value: Any) -> list[str]:
     return value
 
 
+def _views(value: Any) -> dict[str, int]:
+    """Rendered tile height per remote track id (sfu.view)."""
+    if (not isinstance(value, dict) or len(value) > 32
+            or not all(isinstance(k, str) and 0 < len(k) <= 64 and isinstance(v, int)
+                       and not isinstance(v, bool) and 0 <= v <= 4320
+                       for k, v in value.items())):
+        raise ValueError("must map at most 32 track ids to tile heights 0-4320")
+    return value
+
+
 CAPS_FIELDS = {"maxHeight": _int(90, 4320), "maxFps": _int(1, 120),
                "bandwidthKbps": _int(50, 100000), "codecs": _codecs, "region": _text(64)}
 
@@ -262,6 +275,8 @@ CLIENT_MESSAGES: dict[str, dict[str, tuple[Any, bool]]] = {
     "sfu.join": {"sdp": (sdp, True), "sources": (_sources, False), "pair": (_ident, False)},
     "sfu.answer": {"sdp": (sdp, True), "sources": (_sources, False), "pair": (_ident, False)},
     "sfu.publish": {"kinds": (_kinds, True), "pair": (_ident, False)},
+    # the height each remote video renders at: the call server sends no bigger layer
+    "sfu.view": {"views": (_views, True), "pair": (_ident, False)},
     # client telemetry (docs/signaling.md, "Telemetry"), checked by signaling/telemetry.py
     "quality.sample": {"sample": (_object, True)},
     "client.info": {"info": (_object, True)},

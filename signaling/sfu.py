@@ -86,6 +86,10 @@ def leg_key(session_id: str, pair: str | None) -> str:
     return f"{session_id}|{pair or ''}"
 
 
+LAYER_FIELDS = ("participant", "track", "rid", "index", "layers", "height", "reason",
+                "estimateKbps")
+
+
 @dataclass
 class Leg:
     """One session's connection to one call server."""
@@ -167,6 +171,8 @@ class SfuRelay:
         try:
             if msg.type == "sfu.answer":
                 r = await self.http.post(f"{url}/sdp", json={"type": "answer", "sdp": msg["sdp"]})
+            elif msg.type == "sfu.view":
+                r = await self.http.post(f"{url}/view", json={"views": msg["views"]})
             else:
                 r = await self.http.post(f"{url}/publish", json={"kinds": msg["kinds"]})
         except httpx.HTTPError as exc:
@@ -261,6 +267,16 @@ class SfuRelay:
                     leg.session.send(leg.tag({"type": "sfu.unpublished", "room": leg.room,
                                               "participant": event.get("participant"),
                                               "track": event.get("track")}))
+                elif etype == "layer":  # the node moved one of this subscriber's tracks
+                    fields = {k: event.get(k) for k in LAYER_FIELDS}
+                    leg.session.send(leg.tag({"type": "sfu.layer", "room": leg.room, **fields}))
+                    self.hub.emit("layer.changed", room=leg.room, data={
+                        "subscriber": leg.session.identity, "node": leg.placement.node,
+                        **fields})
+                elif etype == "layers":  # dynacast: which of our simulcast layers to encode
+                    leg.session.send(leg.tag({"type": "sfu.layers", "room": leg.room,
+                                              "track": event.get("track"),
+                                              "active": event.get("active")}))
                 elif etype == "move":
                     self._lose(leg, event.get("reason") or "move")
                     return
