@@ -60,6 +60,7 @@ class AccessToken:
     name: str
     expires_at: int
     guest: bool = False
+    since: int = 0  # when this guest's first token was issued (``since``; else ``iat``)
 
     def allows(self, grant: str) -> bool:
         return grant in self.grants or "admin" in self.grants
@@ -71,9 +72,10 @@ class AccessToken:
 
 def mint(secret: str, *, identity: str, room: str, grants: tuple[str, ...] = DEFAULT_GRANTS,
          name: str | None = None, ttl_s: int = 3600, now: float | None = None,
-         guest: bool = False, audience: str = AUDIENCE) -> str:
+         guest: bool = False, audience: str = AUDIENCE, since: int | None = None) -> str:
     """Sign a token for ``identity`` in ``room``; ``room='*'`` admits any room.
-    ``ttl_s`` is capped: 1 s to :data:`MAX_TTL_S`."""
+    ``ttl_s`` is capped: 1 s to :data:`MAX_TTL_S`. A guest token carries ``since``, when that
+    guest's first token was issued (a refresh passes it on), which bounds its total life."""
     unknown = set(grants) - GRANTS
     if unknown:
         raise ValueError(f"unknown grants: {sorted(unknown)}")
@@ -89,6 +91,7 @@ def mint(secret: str, *, identity: str, room: str, grants: tuple[str, ...] = DEF
     }
     if guest:
         claims["guest"] = True
+        claims["since"] = int(since if since is not None else issued)
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
@@ -116,7 +119,14 @@ def verify(secret: str, token: str, *, room: str | None = None,
         raise TokenError("token_invalid", f"token is for room '{token_room}', not '{room}'")
     return AccessToken(identity=str(claims["sub"]), room=token_room, grants=granted,
                        name=str(claims.get("name") or claims["sub"]),
-                       expires_at=int(claims["exp"]), guest=claims.get("guest") is True)
+                       expires_at=int(claims["exp"]), guest=claims.get("guest") is True,
+                       since=_since(claims))
+
+
+def _since(claims: dict[str, Any]) -> int:
+    """A guest's first issue time; ``iat`` when absent or not an integer."""
+    since = claims.get("since")
+    return since if isinstance(since, int) and not isinstance(since, bool) else int(claims["iat"])
 
 
 def broadcast_room(broadcast: str) -> str:

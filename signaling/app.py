@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -90,9 +91,16 @@ def create_app(settings: Settings, hub: Hub | None = None) -> FastAPI:
                 raise HTTPException(403, {"code": "not_a_guest_token", "message": (
                     "only guest tokens are refreshed here; the deployment refreshes its own")})
             room, name, identity = current.room, current.name, current.identity
+            since: int | None = current.since
+            limit = hub.options.guest_max_session_s  # docs/signaling.md, "Limits"
+            if limit > 0 and time.time() - current.since >= limit:
+                raise HTTPException(403, {
+                    "code": "guest_session_limit", "maxSessionS": int(limit),
+                    "message": f"a guest session lives at most {int(limit)} s; a new guest "
+                               "token (without Authorization) starts a new one"})
         else:
             room, name = body.get("room") or "lobby", body.get("name") or "Guest"
-            identity = await new_guest()
+            identity, since = await new_guest(), None
         if not (isinstance(room, str) and _ID_RE.match(room) and isinstance(name, str)
                 and _NAME_RE.match(name)):
             raise HTTPException(400, {"code": "bad_request",
@@ -100,7 +108,7 @@ def create_app(settings: Settings, hub: Hub | None = None) -> FastAPI:
                                                  "name: 1-64 printable characters"})
         ttl = settings.guest_ttl_s
         token = tokens.mint(settings.token_secret, identity=identity, room=room, name=name,
-                            grants=settings.guest_grants, ttl_s=ttl, guest=True)
+                            grants=settings.guest_grants, ttl_s=ttl, guest=True, since=since)
         return {"token": token, "identity": identity, "room": room, "name": name,
                 "grants": sorted(settings.guest_grants), "guest": True,
                 "expiresIn": ttl,

@@ -37,6 +37,14 @@ class Options:
     fanout_burst: float = 20.0
     join_rate: float = 1.0  # join messages per second
     join_burst: float = 5.0
+    sfu_join_rate: float = 1.0  # sfu.join per second (each is an HTTP join on a call server)
+    sfu_join_burst: float = 20.0  # a mesh room's pair fallbacks (<= 7) + a node loss, twice
+    sfu_signal_rate: float = 10.0  # sfu.answer + sfu.publish per second (HTTP to the node)
+    sfu_signal_burst: float = 40.0  # the node has one offer out at a time: far above normal
+    invite_rate: float = 0.2  # invites per second: one ring every 5 s ...
+    invite_burst: float = 5.0  # ... after a burst of 5
+    # a guest identity's total life: token.refresh (and the guest-token refresh) stop after it
+    guest_max_session_s: float = 4 * 3600.0  # 0 = no cap
     telemetry_interval_ms: int = 10000  # quality.sample period, told to clients in welcome
     telemetry_burst: float = 5.0  # samples; refills at 3 per interval (signaling/telemetry.py)
     # ... and caps per address, per room and per participant
@@ -62,6 +70,13 @@ class Options:
                    fanout_burst=num("PARLEY_RATE_FANOUT_BURST", 20.0),
                    join_rate=num("PARLEY_RATE_JOIN_PER_S", 1.0),
                    join_burst=num("PARLEY_RATE_JOIN_BURST", 5.0),
+                   sfu_join_rate=num("PARLEY_RATE_SFU_JOIN_PER_S", 1.0),
+                   sfu_join_burst=num("PARLEY_RATE_SFU_JOIN_BURST", 20.0),
+                   sfu_signal_rate=num("PARLEY_RATE_SFU_SIGNAL_PER_S", 10.0),
+                   sfu_signal_burst=num("PARLEY_RATE_SFU_SIGNAL_BURST", 40.0),
+                   invite_rate=num("PARLEY_RATE_INVITE_PER_S", 0.2),
+                   invite_burst=num("PARLEY_RATE_INVITE_BURST", 5.0),
+                   guest_max_session_s=num("PARLEY_GUEST_MAX_SESSION_S", 4 * 3600.0),
                    telemetry_interval_ms=max(100, whole("PARLEY_TELEMETRY_INTERVAL_MS", 10000)),
                    telemetry_burst=num("PARLEY_RATE_TELEMETRY_BURST", 5.0),
                    max_connections_per_ip=whole("PARLEY_MAX_CONNECTIONS_PER_IP", 64),

@@ -22,7 +22,7 @@ from parley import tokens
 from parley.signaling import metrics
 from parley.signaling import protocol as p
 from parley.signaling.hub import Hub
-from parley.signaling.limits import TokenBucket
+from parley.signaling.limits import BUDGET_OF, connection_buckets
 from parley.signaling.negotiation import Caps
 from parley.signaling.telemetry import Telemetry
 from parley.turn import ice_servers
@@ -49,8 +49,8 @@ class Session:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._expiry: asyncio.Task[None] | None = None
         o = hub.options
-        self._buckets = {"fanout": TokenBucket(o.fanout_rate, o.fanout_burst),
-                         "join": TokenBucket(o.join_rate, o.join_burst)}
+        self._buckets = connection_buckets(o)  # signaling/limits.py
+        self.started_at = time.time()  # a guest's refreshes end PARLEY_GUEST_MAX_SESSION_S on
         self.telemetry = Telemetry(o.telemetry_interval_ms, o.telemetry_burst)
 
     # -- outbound -------------------------------------------------------------------------
@@ -239,6 +239,8 @@ class Session:
         if new.identity != self.identity:
             raise p.ProtocolError("identity_mismatch", f"the token is for {new.identity!r}, "
                                   f"this session is {self.identity!r}", msg.id)
+        if self.token.guest or new.guest:
+            self._check_guest_age(new, msg)
         room = self.room
         if room is not None and not room.startswith("call-") and new.room not in ("*", room):
             raise p.ProtocolError("token_invalid", f"the token does not admit room {room!r}",
@@ -250,6 +252,18 @@ class Session:
         self.send({"type": "token.refreshed", "expiresAt": new.expires_at,
                    "expiresIn": max(0, int(new.expires_at - time.time())),
                    "grants": sorted(new.grants), "ref": msg.id})
+
+    def _check_guest_age(self, new: tokens.AccessToken, msg: p.Message) -> None:
+        """A guest lives at most PARLEY_GUEST_MAX_SESSION_S from its first guest token (or
+        this connection, if older): past it, its token is not renewed and the session ends at
+        the token's expiry."""
+        limit = self.hub.options.guest_max_session_s
+        began = min(self.started_at, self.token.since, new.since)
+        if limit > 0 and time.time() - began >= limit:
+            raise p.ProtocolError("guest_session_limit", f"a guest session lives at most "
+                                  f"{int(limit)} s; this one ends when its token expires "
+                                  "(a new guest token starts a new one)", msg.id,
+                                  maxSessionS=int(limit))
 
     def _limit(self, bucket: str, msg: p.Message) -> None:
         wait = self._buckets[bucket].take()
@@ -305,6 +319,9 @@ class Session:
     async def _dispatch(self, msg: p.Message) -> None:
         t = msg.type
         hub = self.hub
+        budget = BUDGET_OF.get(t)
+        if budget is not None:  # before any work the message asks for (signaling/limits.py)
+            self._limit(budget, msg)
         if t == "ping":
             self.send({"type": "pong", "ref": msg.id})
         elif t == "auth":
@@ -312,7 +329,6 @@ class Session:
         elif t == "token.refresh":
             self._refresh(msg)
         elif t == "join":
-            self._limit("join", msg)
             await hub.rooms.join(self, msg)
             await hub.chat.joined(self)  # the room's recent messages
         elif t == "leave":
@@ -322,10 +338,8 @@ class Session:
             await hub.rooms.leave(self)
             self.send({"type": "left", "room": room, "ref": msg.id})
         elif t == "caps":
-            self._limit("fanout", msg)
             await hub.rooms.update_caps(self, msg)
         elif t == "media":
-            self._limit("fanout", msg)
             await hub.rooms.update_media(self, msg)
         elif t in ("offer", "answer", "ice"):
             if t != "ice":
