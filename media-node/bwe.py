@@ -8,9 +8,10 @@ remb) is computed by the browser from arrival times and sent about once a second
 reports (RFC 3550 section 6.4.2) carry each leg's fraction lost: both arrive as RTCP the node
 reads anyway. The estimate combines them as Google Congestion Control's loss-based controller does
 (draft-ietf-rmcat-gcc-02 section 6): more than 10 % loss cuts it to ``sent * (1 - loss / 2)``,
-less than 2 % lets it grow 8 % per update; a REMB below what is being sent caps it. Going up after
-a cut waits out a hold that doubles each time an increase was followed by congestion, so a
-receiver on a fixed narrow link is not flooded by probes every few seconds.
+less than 2 % lets it grow 8 % per update; a REMB that fell below what is being sent caps it
+(the node stamps abs-send-time on forwarded video so the browser's estimate is delay-based).
+Going up after a cut waits out a hold that doubles each time an increase was followed by
+congestion, so a receiver on a fixed narrow link is not flooded by probes every few seconds.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class Downlink:
         self.estimate = start_bps
         self.remb: float | None = None
         self.remb_at = 0.0
+        self.remb_peak = 0.0
         self.hold_until = 0.0
         self.hold = HOLD_MIN_S
         self.raised_at = -1e9  # when the estimate last grew (to spot a failed increase)
@@ -38,8 +40,13 @@ class Downlink:
         self.reason = "start"
 
     def on_remb(self, bps: float) -> None:
+        now = time.monotonic()
+        # the peak decays 5 %/s: a REMB under it means the receiver's estimate fell (congestion);
+        # one that is low but rising is the estimator's start-up ramp, not a limit
+        decay = 0.95 ** max(0.0, now - self.remb_at) if self.remb_at else 1.0
+        self.remb_peak = max(float(bps), self.remb_peak * decay)
         self.remb = float(bps)
-        self.remb_at = time.monotonic()
+        self.remb_at = now
 
     def update(self, sent_bps: float, loss: float, now: float | None = None) -> float:
         """Fold in what was sent since the last update and the receivers' loss fraction."""
@@ -48,7 +55,7 @@ class Downlink:
         self.congested = False
         if loss > 0.10:
             self._cut(max(FLOOR_BPS, sent_bps * (1 - loss / 2)), now, f"loss {loss:.0%}")
-        elif remb is not None and remb < 0.85 * sent_bps:
+        elif remb is not None and remb < 0.85 * sent_bps and remb < 0.9 * self.remb_peak:
             self._cut(max(FLOOR_BPS, remb), now, f"remb {remb / 1000:.0f} kbps")
         elif loss < 0.02 and now >= self.hold_until:
             grown = max(self.estimate, sent_bps) * 1.08

@@ -12,6 +12,7 @@ one layer of it (docs/call-server.md, "Simulcast").
 
 from __future__ import annotations
 
+import struct
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 
 HISTORY = 1024  # packets of video kept per layer for subscriber NACKs (about 1-3 s), a power of 2
 _perf = time.perf_counter
+_pack_ast = struct.Struct("!I").pack
 _observe = metrics.FORWARD_LATENCY.observe
 
 
@@ -153,8 +155,9 @@ class UpTrack:
         key = (layer.waiting > 0 or not layer.height) and self.is_keyframe(payload)
         if key and not layer.height and self.kind == "video":
             layer.height = vp8_height(payload) or -1
+        ast = _pack_ast(int(t0 * 262144) & 0xFFFFFF)[1:]  # abs-send-time: 6.18 s, 24 bits
         for dt in layer.downtracks:
-            dt.forward(layer, seq, ts, marker, payload, key)
+            dt.forward(layer, seq, ts, marker, payload, key, ast)
         if layer.history:
             layer.history[seq & (HISTORY - 1)] = (seq, ts, marker, payload)
         layer.last_ts = ts

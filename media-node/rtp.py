@@ -13,8 +13,9 @@ _HEADER = struct.Struct("!BBHII")
 pack_header = _HEADER.pack
 """(0x80, marker << 7 | payload type, sequence, timestamp, SSRC) -> 12 header bytes.
 
-Forwarded packets carry no header extensions: the extension ids a publisher negotiated need not
-match the subscriber's, and every receiver demultiplexes by the SSRC signalled in SDP."""
+Forwarded packets carry none of the publisher's header extensions (its ids need not match the
+subscriber's, and every receiver demultiplexes by the SSRC signalled in SDP); a leg that
+negotiated abs-send-time gets the node's own send time, for the receiver's REMB estimate."""
 
 
 def _vp8_descriptor(payload: bytes) -> int:

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from .publisher import Layer, UpTrack
 
 _pack_seq = struct.Struct("!H").pack
+ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
 
 
 class SilentTrack(MediaStreamTrack):
@@ -61,7 +62,7 @@ class DownTrack:
     plus the wall-clock time since, so the receiver sees one continuous stream (the technique of
     mediasoup's and LiveKit's simulcast forwarders)."""
 
-    __slots__ = ("bytes", "clock_rate", "downlink", "dropped", "flushed", "kind",
+    __slots__ = ("bytes", "clock_rate", "downlink", "dropped", "ext", "flushed", "kind",
                  "last_sent", "last_seq", "last_ts", "layer", "link", "loss", "packets", "pt",
                  "retransmitted", "rtx_pt", "rtx_seq", "rtx_ssrc", "sender", "seq_offset",
                  "ssrc", "subscriber", "switch_seq", "switches", "target", "transceiver",
@@ -82,6 +83,7 @@ class DownTrack:
         self.ssrc = 0
         self.rtx_ssrc = 0
         self.rtx_seq = 0
+        self.ext = b""  # the abs-send-time extension header, when negotiated
         # ``layer``: the one being forwarded (None until the first keyframe); ``target``: the one
         # waited for (first start, a switch, or a re-start after falling behind), else None.
         self.layer: Layer | None = None
@@ -118,13 +120,18 @@ class DownTrack:
             (c.payloadType for c in codecs
              if c.mimeType.lower().endswith("/rtx") and c.parameters.get("apt") == self.pt), None)
         self.last_seq = self.rtx_seq = sender._ssrc & 0x7FFF  # RFC 3550: random start
+        ids = {e.uri: e.id for e in getattr(transceiver, "_headerExtensions", None) or []}
+        ast_id = ids.get(ABS_SEND_TIME)
+        if ast_id is not None and 0 < ast_id < 15:  # RFC 8285 one-byte header, 3 data bytes
+            self.ext = b"\xbe\xde\x00\x01" + bytes([(ast_id << 4) | 2])
         sender._handle_rtcp_packet = self.on_rtcp  # type: ignore[method-assign]
         if self.target is not None:
             self.target.add(self)
 
     def forward(self, layer: Layer, seq: int, ts: int, marker: int, payload: bytes,
-                key: bool) -> None:
-        """Hot path: one packet to one subscriber; drops (and re-gates) if it fell behind."""
+                key: bool, ast: bytes = b"\0\0\0") -> None:
+        """Hot path: one packet to one subscriber; drops (and re-gates) if it fell behind.
+        ``ast``: the packet's abs-send-time, written when the leg negotiated it."""
         link = self.link
         if layer is not self.layer:  # the target layer: move over on its keyframe
             if not key or not link.ready:
@@ -132,7 +139,11 @@ class DownTrack:
             self._switch(layer, seq, ts)
         out = (seq + self.seq_offset) & 0xFFFF
         ts = (ts + self.ts_offset) & 0xFFFFFFFF
-        data = pack_header(0x80, (marker << 7) | self.pt, out, ts, self.ssrc) + payload
+        if self.ext:
+            data = pack_header(0x90, (marker << 7) | self.pt, out, ts, self.ssrc) + (
+                self.ext + ast + payload)
+        else:
+            data = pack_header(0x80, (marker << 7) | self.pt, out, ts, self.ssrc) + payload
         try:
             link.sendto(link.protect(data), link.addr)
         except (BlockingIOError, InterruptedError):  # socket buffer full: fell behind
