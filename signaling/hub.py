@@ -41,6 +41,8 @@ class Options:
     sfu_join_burst: float = 20.0  # a mesh room's pair fallbacks (<= 7) + a node loss, twice
     sfu_signal_rate: float = 10.0  # sfu.answer + sfu.publish per second (HTTP to the node)
     sfu_signal_burst: float = 40.0  # the node has one offer out at a time: far above normal
+    sfu_view_rate: float = 5.0  # sfu.view per second (the web client sends <= 4: 250 ms debounce)
+    sfu_view_burst: float = 20.0
     invite_rate: float = 0.2  # invites per second: one ring every 5 s ...
     invite_burst: float = 5.0  # ... after a burst of 5
     # a guest identity's total life: token.refresh (and the guest-token refresh) stop after it
@@ -74,6 +76,8 @@ class Options:
                    sfu_join_burst=num("PARLEY_RATE_SFU_JOIN_BURST", 20.0),
                    sfu_signal_rate=num("PARLEY_RATE_SFU_SIGNAL_PER_S", 10.0),
                    sfu_signal_burst=num("PARLEY_RATE_SFU_SIGNAL_BURST", 40.0),
+                   sfu_view_rate=num("PARLEY_RATE_SFU_VIEW_PER_S", 5.0),
+                   sfu_view_burst=num("PARLEY_RATE_SFU_VIEW_BURST", 20.0),
                    invite_rate=num("PARLEY_RATE_INVITE_PER_S", 0.2),
                    invite_burst=num("PARLEY_RATE_INVITE_BURST", 5.0),
                    guest_max_session_s=num("PARLEY_GUEST_MAX_SESSION_S", 4 * 3600.0),

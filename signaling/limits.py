@@ -2,10 +2,10 @@
 
 One client must not make the server do expensive work without bound: ``caps``/``media`` reach
 everyone in the room, ``join`` locks and re-reads the room, ``sfu.join`` places a participant on
-a call server (an HTTP call to the node, which sets up ICE and DTLS), ``sfu.answer`` and
-``sfu.publish`` are HTTP calls to the node, ``invite`` rings another user. So each connection
-gets a small budget per kind that refills at a steady rate; a message over budget is refused
-with ``rate_limited`` and dropped, and the session goes on.
+a call server (an HTTP call to the node, which sets up ICE and DTLS), ``sfu.answer``,
+``sfu.publish`` and ``sfu.view`` are HTTP calls to the node, ``invite`` rings another user. So
+each connection gets a small budget per kind that refills at a steady rate; a message over
+budget is refused with ``rate_limited`` and dropped, and the session goes on.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ BUDGET_OF = {
     "join": "join",
     "sfu.join": "sfu_join",
     "sfu.answer": "sfu_signal", "sfu.publish": "sfu_signal",
+    "sfu.view": "sfu_view",  # its own: tile resizes must never starve answers
     "invite": "invite",
 }
 
@@ -56,4 +57,5 @@ def connection_buckets(o: Options) -> dict[str, TokenBucket]:
             "join": TokenBucket(o.join_rate, o.join_burst),
             "sfu_join": TokenBucket(o.sfu_join_rate, o.sfu_join_burst),
             "sfu_signal": TokenBucket(o.sfu_signal_rate, o.sfu_signal_burst),
+            "sfu_view": TokenBucket(o.sfu_view_rate, o.sfu_view_burst),
             "invite": TokenBucket(o.invite_rate, o.invite_burst)}

@@ -47,8 +47,8 @@ ERROR_CODES = {
     "identity_in_use": "a guest token's identity is already connected; only a token minted by "
                        "the deployment takes over a session",
     "rate_limited": "too many messages of this kind (caps/media, join, sfu.join, "
-                    "sfu.answer/sfu.publish, invite, chat.send, telemetry); dropped, retry "
-                    "after retryAfterMs",
+                    "sfu.answer/sfu.publish, sfu.view, invite, chat.send, telemetry); "
+                    "dropped, retry after retryAfterMs",
     "chat_too_long": "a chat message's text exceeds the size limit (maxChars); not sent",
     "chat_not_allowed": "this direct message is not allowed (guests chat in their room only; "
                         "users message whom they may call)",

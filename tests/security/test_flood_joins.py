@@ -1,9 +1,9 @@
 """Attack: make the server do expensive work as fast as the socket takes it — place a
 participant on the call server (``sfu.join``) again and again, hammer the node with
-``sfu.answer``/``sfu.publish``, ring another user with ``invite`` after ``invite`` — and keep a
-guest alive forever by refreshing its token. Each is cut with its documented refusal
-(``rate_limited``, ``guest_session_limit``) and the session stays usable (docs/signaling.md,
-"Limits" and "Token expiry and refresh")."""
+``sfu.answer``/``sfu.publish``/``sfu.view``, ring another user with ``invite`` after
+``invite`` — and keep a guest alive forever by refreshing its token. Each is cut with its
+documented refusal (``rate_limited``, ``guest_session_limit``) and the session stays usable
+(docs/signaling.md, "Limits" and "Token expiry and refresh")."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ async def test_sfu_join_floods_never_reach_the_call_server(
     await flooder.close()
 
 
-async def test_sfu_answer_and_publish_floods_are_rate_limited(
+async def test_sfu_answer_publish_and_view_floods_are_rate_limited(
         parley_server: Callable[..., str]) -> None:
     base = parley_server()  # defaults: sfu.answer + sfu.publish 40 burst + 10/s
     ws = await Client.connect(base, "signaller", room="answered")
@@ -100,6 +100,17 @@ async def test_sfu_answer_and_publish_floods_are_rate_limited(
         limited = [m for m in ws.inbox if m.get("code") == "rate_limited"]
         assert len(limited) >= 10 - 1 - int(10 * elapsed) - 1, (len(limited), elapsed)
         assert {m["ref"] for m in limited} <= {f"p{i}" for i in range(10)}
+        # sfu.view (tile heights, an HTTP call to the node) has a budget of its own: 20 + 5/s
+        ws.inbox.clear()
+        started = time.monotonic()
+        for i in range(100):
+            await ws.send(type="sfu.view", views={"t": 90 + i}, id=f"v{i}")
+        await alive(ws)
+        elapsed = time.monotonic() - started
+        limited = [m for m in ws.inbox if m.get("code") == "rate_limited"]
+        assert len(limited) >= 100 - 20 - int(5 * elapsed) - 1, (len(limited), elapsed)
+        assert {m["ref"] for m in limited} <= {f"v{i}" for i in range(20, 100)}
+        print(f"sfu.view flood: 100 in {elapsed:.2f}s, {len(limited)} rate_limited")
     finally:
         await pc.close()
         await ws.close()
