@@ -17,7 +17,7 @@ from typing import Any
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription, sdp
 
-from . import metrics
+from . import extmap, metrics
 from .allocation import allocate
 from .bwe import Downlink
 from .link import Link
@@ -219,7 +219,7 @@ class Participant:
                 if dt.transceiver is not None:
                     dt.transceiver.direction = "inactive"
             self._offered, self._pending, self._retired = self._pending, [], []
-            await self.pc.setLocalDescription(await self.pc.createOffer())
+            await self.pc.setLocalDescription(await extmap.create_offer(self.pc))
             self.push({"type": "offer",
                        "sdp": describe(self.pc.localDescription.sdp, self.simulcast)})
 
