@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 # Assumed bitrates of layers never seen sending (lowest first), from Chromium's simulcast table.
 DEFAULT_BPS = (150_000.0, 500_000.0, 1_500_000.0)
+RAISE_HEADROOM = 0.85
 
 
 def rate(layer: Layer) -> float:
@@ -63,7 +64,10 @@ def allocate(legs: Iterable[DownTrack], estimate: float,
                 continue
             layers = dt.up.layers
             extra = rate(layers[i + 1]) - rate(layers[i])
-            if spent + extra <= budget:
+            # hysteresis: keeping the layer a leg has needs the budget, going past it 15 % more,
+            # so layer rates that wobble with every keyframe do not flip a leg back and forth
+            current = dt.current.index if dt.current is not None else 0
+            if spent + extra <= (budget if i + 1 <= current else RAISE_HEADROOM * budget):
                 choice[dt] = i + 1
                 spent += extra
                 raised = True

@@ -4,14 +4,19 @@ Why receiver REMB plus RTCP loss, not transport-wide congestion control: TWCC (d
 transport-wide-cc-extensions) needs a sequence-number header extension written into every
 forwarded packet and a send-side delay-based estimator fed per packet, which puts per-packet work
 and state in the forwarding path; aiortc implements neither side. REMB (draft-alvestrand-rmcat-
-remb) is computed by the browser from arrival times and sent about once a second, and receiver
-reports (RFC 3550 section 6.4.2) carry each leg's fraction lost: both arrive as RTCP the node
-reads anyway. The estimate combines them as Google Congestion Control's loss-based controller does
-(draft-ietf-rmcat-gcc-02 section 6): more than 10 % loss cuts it to ``sent * (1 - loss / 2)``,
-less than 2 % lets it grow 8 % per update; a REMB that fell below what is being sent caps it
-(the node stamps abs-send-time on forwarded video so the browser's estimate is delay-based).
-Going up after a cut waits out a hold that doubles each time an increase was followed by
-congestion, so a receiver on a fixed narrow link is not flooded by probes every few seconds.
+remb) is computed by the browser from arrival times (the node stamps abs-send-time on forwarded
+video for it) and sent about once a second, and receiver reports (RFC 3550 section 6.4.2) carry
+each leg's fraction lost: both arrive as RTCP the node reads anyway.
+
+The rules, after Google Congestion Control's loss-based controller (draft-ietf-rmcat-gcc-02
+section 6) with REMB as the delay signal:
+- more than 10 % loss cuts the estimate to ``sent * (1 - loss / 2)``;
+- a REMB that fell (below 80 % of its recent peak) and below 75 % of what is sent cuts it to REMB;
+- it grows 8 % per update only while loss is under 2 % and the receiver's REMB shows headroom
+  (at least 1.3x what is sent; a browser's REMB tops out at 1.5x what it receives, and sits at
+  the link's rate when the link is full). So a receiver on a fixed narrow link is never probed
+  with a bigger layer that would freeze it, and one whose link widened climbs at once.
+- after a loss cut, growth also waits out a hold (4 s, doubling when an increase failed).
 """
 
 from __future__ import annotations
@@ -55,9 +60,10 @@ class Downlink:
         self.congested = False
         if loss > 0.10:
             self._cut(max(FLOOR_BPS, sent_bps * (1 - loss / 2)), now, f"loss {loss:.0%}")
-        elif remb is not None and remb < 0.85 * sent_bps and remb < 0.9 * self.remb_peak:
+        elif remb is not None and remb < 0.75 * sent_bps and remb < 0.8 * self.remb_peak:
             self._cut(max(FLOOR_BPS, remb), now, f"remb {remb / 1000:.0f} kbps")
-        elif loss < 0.02 and now >= self.hold_until:
+        elif loss < 0.02 and (remb is None or remb >= 1.3 * sent_bps) and (
+                now >= self.hold_until or (remb is not None and remb > 1.2 * self.estimate)):
             grown = max(self.estimate, sent_bps) * 1.08
             if grown > self.estimate:
                 self.estimate = grown

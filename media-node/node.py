@@ -21,7 +21,7 @@ from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer
 from . import metrics
 from .meeting import Meeting
 from .participant import Participant
-from .publisher import UpTrack
+from .publisher import PUBLISH_BPS, UpTrack
 from .subscriber import DownTrack
 from .udpmux import UdpMux
 
@@ -297,6 +297,13 @@ class CallServer:
                     p.push({"type": "layers", "track": up.track_id, "active": wanted})
         metrics.PAUSED_LAYERS.set(paused)
 
+    def allow_publishers(self) -> None:
+        """Once a second, each publisher's video tracks get their REMB (``UpTrack.allow``)."""
+        for p in self.participants.values():
+            video = [up for up in p.uptracks if up.kind == "video"]
+            for up in video:  # REMB is per connection: one figure for all its video
+                up.allow(PUBLISH_BPS * len(video))
+
     async def _ticker(self) -> None:
         beat = 0
         while True:
@@ -305,3 +312,4 @@ class CallServer:
             beat += 1
             if beat % 2 == 0:
                 self.tick()
+                self.allow_publishers()

@@ -17,7 +17,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from aiortc.rtcrtpreceiver import NackGenerator, RTCRtpReceiver, StreamStatistics
-from aiortc.rtp import RtpPacket, unwrap_rtx
+from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtpPacket, pack_remb_fci, unwrap_rtx
 
 from . import metrics
 from .keyframes import KeyframeRequests
@@ -27,6 +27,7 @@ from .tasks import spawn
 if TYPE_CHECKING:
     from .subscriber import DownTrack
 
+PUBLISH_BPS = 2_500_000  # REMB towards a publisher, per video track: room for every layer
 HISTORY = 1024  # packets of video kept per layer for subscriber NACKs (about 1-3 s), a power of 2
 _perf = time.perf_counter
 _pack_ast = struct.Struct("!I").pack
@@ -209,6 +210,18 @@ class UpTrack:
         stats = streams.get(packet.ssrc) or StreamStatistics(self.codec.clockRate)
         streams[packet.ssrc] = stats
         return stats
+
+    def allow(self, bps: int) -> None:
+        """Tell the publisher how much it may send on this connection (REMB, draft-alvestrand-
+        rmcat-remb). Without feedback a browser's send-side estimate stays at its 300 kbps start
+        and it never turns on its upper simulcast layers; its loss-based controller still backs
+        off on our receiver reports when its uplink is what is narrow."""
+        ssrcs = [layer.ssrc for layer in self.layers if layer.ssrc is not None]
+        rtcp_ssrc = self.receiver._RTCRtpReceiver__rtcp_ssrc  # type: ignore[attr-defined]
+        if ssrcs and rtcp_ssrc is not None:
+            spawn(self.receiver._send_rtcp(RtcpPsfbPacket(
+                fmt=RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0,
+                fci=pack_remb_fci(bps, ssrcs))))
 
     def request_keyframe(self) -> None:
         """Ask every layer for a keyframe (a recording starting, a subscriber's FIR)."""

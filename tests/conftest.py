@@ -172,13 +172,14 @@ def parley_server(tmp_path: Path) -> Iterator[Callable[..., str]]:
     """Start `parley up` processes (real subprocesses) with extra environment; return base URLs."""
     procs: list[subprocess.Popen[bytes]] = []
 
-    def start(env: dict[str, str] | None = None, **_: Any) -> str:
+    def start(env: dict[str, str] | None = None, host: str = "127.0.0.1", **_: Any) -> str:
         port = free_port()
         data = tmp_path / f"parley-{port}"
         log = (tmp_path / f"parley-{port}.log").open("wb")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "parley.cli", "up", "--port", str(port), "--data-dir",
-             str(data)], env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT)
+            [sys.executable, "-m", "parley.cli", "up", "--host", host, "--port", str(port),
+             "--data-dir", str(data)], env={**os.environ, **(env or {})}, stdout=log,
+            stderr=subprocess.STDOUT)
         procs.append(proc)
         wait_until(lambda: port_open(port) or proc.poll() is not None, 30, what="parley up")
         assert proc.poll() is None, (tmp_path / f"parley-{port}.log").read_text()

@@ -27,6 +27,17 @@ function forCallServer(sdp) {
     : sdp.replace(/\r\nm=/, `\r\n${line}\r\nm=`);
 }
 
+// Camera layers for the call server (simulcast, RFC 8853), lowest first: as many as the capture
+// height carries (Chromium's own table: 3 from 540 lines, 2 from 270, else none). The call server
+// forwards each receiver the one that fits its link and tile (docs/call-server.md, "Simulcast").
+function simulcastEncodings(track) {
+  const h = track.getSettings().height || 0;
+  const n = h >= 540 ? 3 : h >= 270 ? 2 : 1;
+  if (n < 2) return null;
+  return ["q", "h", "f"].slice(3 - n).map((rid, i) => ({ rid, scaleResolutionDownBy: 2 ** (n - 1 - i) }));
+}
+const SCREEN_FPS = 5;  // a screen share: one full-resolution layer, few frames
+
 class SfuSession {
   // hooks: {iceServers, relay, sourceOf(track), onTrack(participant, source, track),
   //         onState(connectionState), onFailed()}
@@ -35,6 +46,8 @@ class SfuSession {
     this.remote = {};        // mid -> {participant (stream), track id, kind, direction}
     this.sources = {};       // published track id -> "camera" | "screen" (from signaling)
     this.toPublish = [];     // [{track, stream}] waiting for a recvonly m-line (sfu.publish)
+    this.layerOf = {};       // "<participant>|<track id>" -> the node's last sfu.layer for it
+    this.sentViews = null;   // the last sfu.view we sent (JSON), so only changes go out
     this.answered = false; this.closed = false; this.node = null; this.connectedAt = null;
     this.pc = new RTCPeerConnection({
       iceServers: hooks.iceServers, iceTransportPolicy: hooks.relay ? "relay" : "all",
@@ -53,7 +66,19 @@ class SfuSession {
   // The join offer: every local track sendonly; a viewer offers one recvonly m-line.
   async offer(streams) {
     for (const s of streams) {
-      for (const t of s.getTracks()) this.pc.addTransceiver(t, { direction: "sendonly", streams: [s] });
+      for (const t of s.getTracks()) {
+        const source = t.kind === "video" ? this.hooks.sourceOf(t) : null;
+        const enc = source === "camera" ? simulcastEncodings(t)
+          : source === "screen" ? [{ maxFramerate: SCREEN_FPS }] : null;
+        const tr = this.pc.addTransceiver(t, { direction: "sendonly", streams: [s], ...(enc ? { sendEncodings: enc } : {}) });
+        if (enc && source === "camera") {
+          // a layer is a resolution the call server picks for a tile: under CPU or bandwidth
+          // pressure the browser drops frames, not lines, so the choice stays true
+          const p = tr.sender.getParameters();
+          p.degradationPreference = "maintain-resolution";
+          await tr.sender.setParameters(p).catch((err) => console.log("[parley] degradation", err));
+        }
+      }
     }
     if (!this.pc.getTransceivers().length) this.pc.addTransceiver("audio", { direction: "recvonly" });
     for (const tr of this.pc.getTransceivers()) this.preferVp8(tr);
@@ -94,6 +119,7 @@ class SfuSession {
     const sdp = this.samePayloadTypes(this.sameExtensionIds(msg.sdp));
     for (const sec of sdpSections(sdp)) this.remote[sec.mid] = sec;
     await this.pc.setRemoteDescription({ type: "offer", sdp });
+    const screens = [];
     for (const tr of this.pc.getTransceivers()) {
       const sec = this.remote[tr.mid];
       if (!sec || sec.direction !== "recvonly" || tr.sender.track || tr.currentDirection) continue;
@@ -103,8 +129,15 @@ class SfuSession {
       await tr.sender.replaceTrack(track);
       tr.sender.setStreams(stream);
       tr.direction = "sendonly";
+      if (this.hooks.sourceOf(track) === "screen") screens.push(tr.sender);
     }
     await this.pc.setLocalDescription();
+    for (const sender of screens) {
+      const p = sender.getParameters();
+      if (!p.encodings?.length) continue;
+      p.encodings[0].maxFramerate = SCREEN_FPS;
+      await sender.setParameters(p).catch((err) => console.log("[parley] screen parameters", err));
+    }
     return { sdp: this.pc.localDescription.sdp, sources: this.localSources() };
   }
 
@@ -195,6 +228,56 @@ class SfuSession {
 
   publish(track, stream) { this.toPublish.push({ track, stream }); }
 
+  // sfu.layer: the node moved our copy of a remote track to another layer (or transcoded rung).
+  onLayer(msg) { this.layerOf[`${msg.participant}|${msg.track}`] = msg; }
+
+  layer(participant, track) { return this.layerOf[`${participant}|${track}`] || null; }
+
+  // sfu.layers (dynacast): encode only the layers of our camera that somebody receives.
+  async onLayers(msg) {
+    const secs = sdpSections(this.pc.localDescription?.sdp || "");
+    for (const tr of this.pc.getTransceivers()) {
+      if (!tr.sender.track || secs.find((x) => x.mid === tr.mid)?.track !== msg.track) continue;
+      const p = tr.sender.getParameters();
+      let changed = false;
+      for (const e of p.encodings || []) {
+        const on = !e.rid || msg.active.includes(e.rid);
+        if (e.active !== on) { e.active = on; changed = true; }
+      }
+      if (changed) await tr.sender.setParameters(p).catch((err) => console.log("[parley] layers", err));
+    }
+  }
+
+  // The height each remote video renders at (hooks.tileHeight), by the publisher's track id; null
+  // when nothing changed since the last report.
+  views() {
+    const views = {};
+    for (const tr of this.pc.getTransceivers()) {
+      if (!this.receiving(tr) || tr.receiver.track.kind !== "video") continue;
+      const sec = this.remote[tr.mid];
+      const h = this.hooks.tileHeight?.(sec.stream, this.sourceOf(tr.mid, "video"));
+      if (h && sec.track) views[sec.track] = h;
+    }
+    const key = JSON.stringify(views);
+    if (key === this.sentViews || !Object.keys(views).length) return null;
+    this.sentViews = key;
+    return views;
+  }
+
+  // What our video senders encode now (rid, active, resolution), for stats() and the tests.
+  async outbound() {
+    const out = [];
+    for (const tr of this.pc.getTransceivers()) {
+      if (tr.sender.track?.kind !== "video") continue;
+      (await tr.sender.getStats()).forEach((s) => {
+        if (s.type !== "outbound-rtp") return;
+        out.push({ rid: s.rid || null, active: s.active !== false, frameHeight: s.frameHeight || 0,
+                   framesEncoded: s.framesEncoded || 0, source: this.hooks.sourceOf(tr.sender.track) });
+      });
+    }
+    return out;
+  }
+
   // My video senders' track ids as they appear in my description (msid), -> camera | screen.
   localSources() {
     const secs = sdpSections(this.pc.localDescription?.sdp || "");
@@ -232,9 +315,13 @@ class SfuSession {
       const report = await tr.receiver.getStats();
       report.forEach((s) => {
         if (s.type !== "inbound-rtp") return;
+        const layer = s.kind === "video" ? this.layer(sec.stream, sec.track) : null;
         out.push({ participant: sec.stream, kind: s.kind, source: this.sourceOf(tr.mid, s.kind),
                    framesDecoded: s.framesDecoded || 0, packetsReceived: s.packetsReceived || 0,
-                   bytesReceived: s.bytesReceived || 0 });
+                   bytesReceived: s.bytesReceived || 0, frameWidth: s.frameWidth || 0,
+                   frameHeight: s.frameHeight || 0, freezeCount: s.freezeCount || 0,
+                   totalFreezesDuration: s.totalFreezesDuration || 0,
+                   layer: layer ? layer.rid : null, layerReason: layer ? layer.reason : null });
       });
     }
     return out;

@@ -149,6 +149,7 @@ function addTile(identity, source, label, stream, muted) {
     tile.innerHTML = `<video autoplay playsinline></video><div class="label"></div>`
       + `<div class="conn"></div>`;
     $("#tiles").appendChild(tile);
+    tileSizes?.observe(tile);
   }
   tile.querySelector(".label").textContent = label;
   const video = tile.querySelector("video");
@@ -450,8 +451,9 @@ function sfuTrack(identity, source, track, session = sfu) {
   setConn(identity, session?.pc.connectionState || "new");
 }
 
-// The room's call configuration caps every video sender: on a call server the one stream we
-// send is forwarded as is, so it must be what the weakest receiver can take.
+// A mesh connection (and a pair's call-server fallback) has one receiver per sender: the room's
+// call configuration caps what we send it. A room on the call server is not capped: we send
+// simulcast layers and the call server gives each receiver the one it can take.
 function limitSenders(pc, cfg) {
   for (const sender of pc.getSenders()) {
     if (!sender.track || sender.track.kind !== "video") continue;
@@ -482,11 +484,11 @@ async function startSfu(reason) {
     onState: (s) => {
       if (session !== sfu) return;
       state.sfu.connectionState = s; state.sfu.connectedAt = session.connectedAt;
-      if (s === "connected" && state.config) limitSenders(session.pc, state.config);
       for (const id of Object.keys(state.participants)) setConn(id, s);
       renderRoster();
     },
     onFailed: () => session === sfu && startSfu("ice_failed"),
+    tileHeight,
   });
   const offer = await session.offer([localStream, screenStream].filter(Boolean));
   if (session !== sfu) return;  // superseded while gathering
@@ -519,8 +521,42 @@ async function onSfuMessage(msg) {
   } else if (msg.type === "sfu.offer") {
     const answer = await sfu.onOffer(msg);
     if (answer) send({ type: "sfu.answer", ...answer });
+    reportViews();
+  } else if (msg.type === "sfu.layer") {
+    sfu.onLayer(msg);
+    const tile = document.getElementById(tileId(msg.participant, sfu.sources[msg.track] || "camera"));
+    if (tile) showQuality(tile, msg);
+  } else if (msg.type === "sfu.layers") {
+    await sfu.onLayers(msg);
   }
 }
+
+// The quality badge of a tile: HD from 720 lines, else SD, with the height in its title.
+function showQuality(tile, layer) {
+  let badge = tile.querySelector(".quality");
+  if (!badge) {
+    badge = document.createElement("div"); badge.className = "quality"; tile.appendChild(badge);
+  }
+  const h = layer.height || 0;
+  badge.textContent = layer.transcoded ? "transcoded" : h >= 720 ? "HD" : "SD";
+  badge.title = `${h ? h + "p, " : ""}layer ${layer.index + 1} of ${layer.layers} (${layer.reason})`;
+  tile.dataset.quality = badge.textContent;
+}
+
+// Rendered tile heights go to the call server (sfu.view), so a small tile gets a small layer.
+function tileHeight(identity, source) {
+  const video = document.getElementById(tileId(identity, source))?.querySelector("video");
+  return video ? Math.round(video.clientHeight * (window.devicePixelRatio || 1)) : 0;
+}
+let viewTimer = null;
+function reportViews() {
+  clearTimeout(viewTimer);
+  viewTimer = setTimeout(() => {
+    const views = sfu?.views();
+    if (views) send({ type: "sfu.view", views });
+  }, 250);
+}
+const tileSizes = typeof ResizeObserver === "undefined" ? null : new ResizeObserver(() => reportViews());
 
 function renderRoster() {
   const el = $("#roster");
@@ -697,7 +733,8 @@ function onCallMessage(msg) {
 // ---- signaling --------------------------------------------------------------------------------
 async function onMessage(msg) {
   window.dispatchEvent(new CustomEvent("parley:message", { detail: msg }));  // for add-ons
-  state.messages.push(msg.type === "error" ? msg : { type: msg.type, callId: msg.callId, reason: msg.reason });
+  state.messages.push(msg.type === "error" || msg.type === "sfu.layer" ? msg
+    : { type: msg.type, callId: msg.callId, reason: msg.reason });
   if (state.messages.length > 500) state.messages.shift();
   switch (msg.type) {
     case "welcome":
@@ -724,13 +761,13 @@ async function onMessage(msg) {
       markMedia(msg.identity, msg); break;
     case "config":
       state.config = msg; for (const p of peers.values()) p.applyConfig();
-      if (sfu) limitSenders(sfu.pc, msg);
       break;
     case "sfu.start":
       if (msg.pair) await onSfuMessage(msg);
       else if (state.room === msg.room) await startSfu(msg.reason);
       break;
-    case "sfu.joined": case "sfu.offer": await onSfuMessage(msg); break;
+    case "sfu.joined": case "sfu.offer": case "sfu.layer": case "sfu.layers":
+      await onSfuMessage(msg); break;
     case "offer": case "answer": {
       if (state.topology === "sfu") break;  // a mesh message overtaken by the switch
       const peer = peerFor(msg.from);
@@ -846,7 +883,8 @@ async function stats() {
   if (sfu) for (const id of Object.keys(state.participants)) paths[id] = "sfu";
   return { topology: state.topology, room: state.room, identity: state.identity,
            connections, candidatePairs: pairs, inbound, paths, fallbacks,
-           callServer: sfu ? { node: sfu.node, connectionState: sfu.pc.connectionState } : null };
+           callServer: sfu ? { node: sfu.node, connectionState: sfu.pc.connectionState,
+                               outbound: await sfu.outbound() } : null };
 }
 
 const api = {
@@ -874,6 +912,7 @@ const api = {
   toggleVideo: () => toggle("video"),
   startScreen,
   leave: () => leaveRoom(),
+  sfuViews: () => sfu?.sentViews || null,  // the tile heights last reported to the call server
   senderParameters: () => [...peers.values()].map((p) => [p.id, p.pc])
     .concat(sfu ? [["call-server", sfu.pc]] : []).flatMap(([id, pc]) => pc.getSenders()
     .filter((s) => s.track?.kind === "video")
