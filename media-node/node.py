@@ -26,7 +26,7 @@ from .subscriber import DownTrack
 from .udpmux import UdpMux
 
 log = logging.getLogger("parley.media.node")
-ALLOCATE_EVERY_S = 0.5  # layer choice; metrics and sender reports every other beat
+ALLOCATE_EVERY_S = 0.25  # layer choice; metrics, sender reports and REMBs every 4th beat
 
 
 class Refused(Exception):
@@ -310,6 +310,6 @@ class CallServer:
             await asyncio.sleep(ALLOCATE_EVERY_S)
             self.allocate()
             beat += 1
-            if beat % 2 == 0:
+            if beat % 4 == 0:
                 self.tick()
                 self.allow_publishers()

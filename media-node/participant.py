@@ -18,7 +18,7 @@ from typing import Any
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription, sdp
 
 from . import extmap, metrics
-from .allocation import allocate
+from .allocation import allocate, view_cap
 from .bwe import Downlink
 from .link import Link
 from .publisher import UpTrack
@@ -264,7 +264,7 @@ class Participant:
             spawn(self.renegotiate())
         return dt
 
-    # -- layer choice (the node's allocation tick, every 0.5 s) -------------------------------
+    # -- layer choice (the node's allocation tick, every 0.25 s) ------------------------------
     def allocate(self, now: float) -> None:
         """Update the downlink estimate and move each simulcast leg to the layer that fits."""
         legs = list(self.downtracks.values())
@@ -276,21 +276,39 @@ class Participant:
         sent_bps = (sent - before) * 8 / (now - t)
         video = [dt for dt in legs if dt.kind == "video" and dt.packets]
         weight = sum(dt.layer.bitrate for dt in video if dt.layer) or 1.0
-        loss = sum(dt.loss * (dt.layer.bitrate if dt.layer else 0) for dt in video) / weight
+        loss = sum(self._leg_loss(dt) * (dt.layer.bitrate if dt.layer else 0)
+                   for dt in video) / weight
         estimate = self.downlink.update(sent_bps, loss, now)
         for dt, index in allocate(legs, estimate, self.views).items():
             if not dt.up.simulcast:
                 continue
             before_layer = dt.current
-            if dt.select(index):
-                down = before_layer is not None and index < before_layer.index
-                reason = self.downlink.reason if down or not self.views else "fits"
+            down = before_layer is not None and index < before_layer.index
+            if dt.select(index, congested=down and self.downlink.congested):
+                tile = index >= view_cap(dt, self.views.get(dt.up.track_id))
+                reason = ("tile" if tile else self.downlink.reason) if down else "fits"
                 metrics.LAYER_SWITCHES.labels("down" if down else "up").inc()
-                layer = dt.up.layers[index]
-                self.push({"type": "layer", "participant": dt.up.owner, "track": dt.up.track_id,
-                           "rid": layer.rid, "index": index, "layers": len(dt.up.layers),
-                           "height": max(layer.height, 0), "reason": reason,
-                           "estimateKbps": round(estimate / 1000)})
+            elif not dt.reported and dt.layer is not None:
+                reason = "start"  # the layer a new leg started on
+            else:
+                continue
+            dt.reported = True
+            layer = dt.up.layers[index]
+            self.push({"type": "layer", "participant": dt.up.owner, "track": dt.up.track_id,
+                       "rid": layer.rid, "index": index, "layers": len(dt.up.layers),
+                       "height": max(layer.height, 0), "reason": reason,
+                       "estimateKbps": round(estimate / 1000)})
+
+    @staticmethod
+    def _leg_loss(dt: DownTrack) -> float:
+        """The leg's loss: its last receiver report's, or, sooner, the share of what it was sent
+        since the last allocation that it NACKed (a browser NACKs a gap at once; reports come
+        about once a second)."""
+        sent = dt.packets - dt.marks
+        nacked = len(dt.nacked)
+        dt.marks = dt.packets
+        dt.nacked.clear()
+        return max(dt.loss, min(1.0, nacked / sent) if sent >= 20 else 0.0)
 
     # -- events for signaling (long poll) ---------------------------------------------------
     def push(self, event: dict[str, Any]) -> None:

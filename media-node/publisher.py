@@ -97,7 +97,9 @@ class Layer:
         if t and now > t:
             self.bitrate = (self.bytes - b) * 8 / (now - t)
             if self.bitrate > 0:
-                self.known = self.bitrate if not self.known else (self.known + self.bitrate) / 2
+                # slow average (about 2 s at four samples a second): a keyframe is a spike
+                self.known = self.bitrate if not self.known else (
+                    0.88 * self.known + 0.12 * self.bitrate)
         self.bytes_mark = (now, self.bytes)
         return self.bitrate
 

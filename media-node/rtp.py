@@ -59,6 +59,37 @@ def vp8_height(payload: bytes) -> int:
     return (payload[i + 8] | (payload[i + 9] << 8)) & 0x3FFF
 
 
+def vp8_ids(payload: bytes) -> tuple[int, int]:
+    """(15-bit PictureID, TL0PICIDX) of a VP8 payload descriptor (RFC 7741 section 4.2), -1 for
+    a field that is absent (or a 7-bit PictureID, which is left as it is)."""
+    n = len(payload)
+    if n < 4 or not payload[0] & 0x80:
+        return -1, -1
+    x = payload[1]
+    i = 2
+    pid = -1
+    if x & 0x80:
+        if payload[2] & 0x80:
+            pid = ((payload[2] & 0x7F) << 8) | payload[3]
+            i = 4
+        else:
+            i = 3
+    tl0 = payload[i] if x & 0x40 and i < n else -1
+    return pid, tl0
+
+
+def vp8_rewrite(payload: bytes, pid: int, tl0: int) -> bytes:
+    """``payload`` with its 15-bit PictureID and (when ``tl0`` >= 0) TL0PICIDX replaced: a
+    forwarder that switches simulcast layers keeps them continuous, or the receiver takes the new
+    layer's frames for old ones and drops them (what mediasoup and LiveKit rewrite too)."""
+    b = bytearray(payload)
+    b[2] = 0x80 | (pid >> 8)
+    b[3] = pid & 0xFF
+    if tl0 >= 0 and b[1] & 0x40:
+        b[4] = tl0
+    return bytes(b)
+
+
 def h264_keyframe(payload: bytes) -> bool:
     """True when ``payload`` carries an IDR slice or SPS (RFC 6184 sections 5.6-5.8)."""
     if not payload:

@@ -31,7 +31,7 @@ from aiortc.rtp import (
 
 from . import metrics
 from .link import Link
-from .rtp import pack_header
+from .rtp import pack_header, vp8_ids, vp8_rewrite
 
 if TYPE_CHECKING:
     from .publisher import Layer, UpTrack
@@ -63,10 +63,12 @@ class DownTrack:
     mediasoup's and LiveKit's simulcast forwarders)."""
 
     __slots__ = ("bytes", "clock_rate", "downlink", "dropped", "ext", "flushed", "kind",
-                 "last_sent", "last_seq", "last_ts", "layer", "link", "loss", "packets", "pt",
+                 "last_pid", "last_sent", "last_seq", "last_tl0", "last_ts", "layer", "link",
+                 "loss", "marks", "munge", "nack_seen", "nacked", "packets", "pid_offset", "pt",
+                 "reported",
                  "retransmitted", "rtx_pt", "rtx_seq", "rtx_ssrc", "sender", "seq_offset",
-                 "ssrc", "subscriber", "switch_seq", "switches", "target", "transceiver",
-                 "ts_offset", "up")
+                 "ssrc", "subscriber", "switch_seq", "switches", "target", "tl0_offset",
+                 "transceiver", "ts_offset", "up")
 
     def __init__(self, up: UpTrack, subscriber: str, link: Link, downlink: Any = None,
                  layer: int | None = None) -> None:
@@ -95,8 +97,17 @@ class DownTrack:
         self.last_ts = 0
         self.last_sent = 0.0
         self.switch_seq = 0  # first outgoing sequence number of the current layer
+        self.munge = up.simulcast and up.codec.mimeType.lower() == "video/vp8"
+        self.pid_offset = self.tl0_offset = 0
+        self.last_pid = self.last_tl0 = 0
         self.switches = 0
+        self.reported = False  # the subscriber was told which layer it gets
         self.loss = 0.0  # fraction lost, from the subscriber's last receiver report
+        # sequence numbers NACKed since the last allocation (a browser repeats a NACK until the
+        # packet comes, so they are counted once): loss seen before the next receiver report
+        self.nacked: set[int] = set()
+        self.nack_seen: set[int] = set()  # every NACKed number counts once, repeats do not
+        self.marks = 0  # packets sent at the last allocation
         self.packets = 0
         self.bytes = 0
         self.dropped = 0
@@ -136,7 +147,9 @@ class DownTrack:
         if layer is not self.layer:  # the target layer: move over on its keyframe
             if not key or not link.ready:
                 return
-            self._switch(layer, seq, ts)
+            self._switch(layer, seq, ts, payload)
+        if self.munge:
+            payload = self._continue_ids(payload)
         out = (seq + self.seq_offset) & 0xFFFF
         ts = (ts + self.ts_offset) & 0xFFFFFFFF
         if self.ext:
@@ -158,7 +171,19 @@ class DownTrack:
         self.packets += 1
         self.bytes += len(data)
 
-    def _switch(self, layer: Layer, seq: int, ts: int) -> None:
+    def _continue_ids(self, payload: bytes) -> bytes:
+        """VP8 of a simulcast track: PictureID and TL0PICIDX continued across layer switches."""
+        pid, tl0 = vp8_ids(payload)
+        if pid < 0:
+            return payload
+        pid = (pid + self.pid_offset) & 0x7FFF
+        if tl0 >= 0:
+            tl0 = (tl0 + self.tl0_offset) & 0xFF
+            self.last_tl0 = tl0
+        self.last_pid = pid
+        return vp8_rewrite(payload, pid, tl0)
+
+    def _switch(self, layer: Layer, seq: int, ts: int, payload: bytes) -> None:
         """Start forwarding ``layer`` at this keyframe packet (RFC 3550 translator numbering)."""
         old = self.layer
         if old is not None and old is not layer:
@@ -171,22 +196,34 @@ class DownTrack:
         if self.packets:  # continue the timeline: last timestamp + the time since, at least 1
             gap = max(1, int((time.perf_counter() - self.last_sent) * self.clock_rate))
             self.ts_offset = (self.last_ts + gap - ts) & 0xFFFFFFFF
+            if self.munge:
+                pid, tl0 = vp8_ids(payload)
+                if pid >= 0:
+                    self.pid_offset = (self.last_pid + 1 - pid) & 0x7FFF
+                if tl0 >= 0:
+                    self.tl0_offset = (self.last_tl0 + 1 - tl0) & 0xFF
         if old is not None:
             self.switches += 1
 
-    def select(self, index: int) -> bool:
+    def select(self, index: int, congested: bool = False) -> bool:
         """Aim at layer ``index`` of the track; True when that is a change. The move happens on
-        that layer's next keyframe (asked for now); until then the current layer flows on."""
+        that layer's next keyframe (asked for now); until then the current layer flows on,
+        unless the link is ``congested``: then it stops at once, since the link drops it anyway
+        and the new layer's keyframe needs the room (a short freeze instead of a long one)."""
         layers = self.up.layers
         want = layers[max(0, min(index, len(layers) - 1))]
         if want is (self.target or self.layer):
             return False
+        if congested and self.layer is not None and want is not self.layer:
+            self.layer.remove(self)
         if self.target is not None and self.target is not self.layer:
             self.target.remove(self)
             self.target.waiting -= 1
-        if want is self.layer:  # back to the layer still flowing: nothing to wait for
-            self.target = None
-            return True
+        if want is self.layer:
+            if self in want.downtracks:  # still flowing: nothing to wait for
+                self.target = None
+                return True
+            self.layer = None  # stopped by a congested switch: start it again on a keyframe
         self.target = want
         want.add(self)
         return True
@@ -215,6 +252,11 @@ class DownTrack:
         subscriber's receiver reports and REMB for its downlink estimate."""
         if isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
             metrics.NACKS.labels("downstream").inc(len(packet.lost))
+            fresh = [seq for seq in packet.lost if seq not in self.nack_seen]
+            self.nacked.update(fresh)
+            self.nack_seen.update(fresh)
+            if len(self.nack_seen) > 4096:
+                self.nack_seen.clear()
             for out in packet.lost:
                 self.retransmit(out)
         elif isinstance(packet, RtcpPsfbPacket):
@@ -244,6 +286,11 @@ class DownTrack:
             return
         _, ts, marker, payload = entry
         ts = (ts + self.ts_offset) & 0xFFFFFFFF
+        if self.munge:
+            pid, tl0 = vp8_ids(payload)
+            if pid >= 0:
+                payload = vp8_rewrite(payload, (pid + self.pid_offset) & 0x7FFF,
+                                      (tl0 + self.tl0_offset) & 0xFF if tl0 >= 0 else -1)
         if self.rtx_pt is not None:
             self.rtx_seq = (self.rtx_seq + 1) & 0xFFFF
             data = (pack_header(0x80, (marker << 7) | self.rtx_pt, self.rtx_seq, ts,

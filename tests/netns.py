@@ -25,9 +25,9 @@ class WeakLink:
     host_ip: str
     ns_ip: str
 
-    def throttle(self, kbit: int, latency_ms: int = 60) -> None:
-        """Limit what the host sends into the namespace to ``kbit``/s; a queue of
-        ``latency_ms`` in front of it, dropped past that (as a small home router buffer)."""
+    def throttle(self, kbit: int, latency_ms: int = 250) -> None:
+        """Limit what the host sends into the namespace to ``kbit``/s, with a queue of
+        ``latency_ms`` in front of it and drops past that (a home router's buffer)."""
         burst = max(4000, kbit * 1000 // 8 // 50)  # about 20 ms of tokens
         sh("tc", "qdisc", "replace", "dev", self.host_if, "root", "tbf", "rate",
            f"{kbit}kbit", "burst", str(burst), "latency", f"{latency_ms}ms")
