@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from .publisher import Layer, UpTrack
 
 _pack_seq = struct.Struct("!H").pack
+_join = b"".join
 ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
 
 
@@ -153,8 +154,8 @@ class DownTrack:
         out = (seq + self.seq_offset) & 0xFFFF
         ts = (ts + self.ts_offset) & 0xFFFFFFFF
         if self.ext:
-            data = pack_header(0x90, (marker << 7) | self.pt, out, ts, self.ssrc) + (
-                self.ext + ast + payload)
+            data = _join((pack_header(0x90, (marker << 7) | self.pt, out, ts, self.ssrc),
+                          self.ext, ast, payload))
         else:
             data = pack_header(0x80, (marker << 7) | self.pt, out, ts, self.ssrc) + payload
         try:
