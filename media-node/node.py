@@ -21,7 +21,7 @@ from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer
 from . import metrics
 from .meeting import Meeting
 from .participant import Participant
-from .publisher import PUBLISH_BPS, UpTrack
+from .publisher import PUBLISH_BPS, UpTrack, allow
 from .subscriber import DownTrack
 from .udpmux import UdpMux
 
@@ -298,11 +298,11 @@ class CallServer:
         metrics.PAUSED_LAYERS.set(paused)
 
     def allow_publishers(self) -> None:
-        """Once a second, each publisher's video tracks get their REMB (``UpTrack.allow``)."""
+        """Once a second, each publisher gets one REMB for all its video (``publisher.allow``)."""
         for p in self.participants.values():
             video = [up for up in p.uptracks if up.kind == "video"]
-            for up in video:  # REMB is per connection: one figure for all its video
-                up.allow(PUBLISH_BPS * len(video))
+            if video:
+                allow(video, PUBLISH_BPS * len(video))
 
     async def _ticker(self) -> None:
         beat = 0

@@ -213,18 +213,6 @@ class UpTrack:
         streams[packet.ssrc] = stats
         return stats
 
-    def allow(self, bps: int) -> None:
-        """Tell the publisher how much it may send on this connection (REMB, draft-alvestrand-
-        rmcat-remb). Without feedback a browser's send-side estimate stays at its 300 kbps start
-        and it never turns on its upper simulcast layers; its loss-based controller still backs
-        off on our receiver reports when its uplink is what is narrow."""
-        ssrcs = [layer.ssrc for layer in self.layers if layer.ssrc is not None]
-        rtcp_ssrc = self.receiver._RTCRtpReceiver__rtcp_ssrc  # type: ignore[attr-defined]
-        if ssrcs and rtcp_ssrc is not None:
-            spawn(self.receiver._send_rtcp(RtcpPsfbPacket(
-                fmt=RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0,
-                fci=pack_remb_fci(bps, ssrcs))))
-
     def request_keyframe(self) -> None:
         """Ask every layer for a keyframe (a recording starting, a subscriber's FIR)."""
         for layer in self.layers:
@@ -243,3 +231,18 @@ class UpTrack:
             layer.keyframes.close()
             for dt in list(layer.downtracks):
                 dt.close()
+
+
+def allow(video: list[UpTrack], bps: int) -> None:
+    """Tell a publisher how much it may send on its connection: one REMB (draft-alvestrand-
+    rmcat-remb) naming the SSRCs of all its video layers. Without feedback a browser's send-side
+    estimate stays at its 300 kbps start and it never turns on its upper simulcast layers; its
+    loss-based controller still backs off on our receiver reports when its uplink is narrow."""
+    ssrcs = [layer.ssrc for up in video for layer in up.layers if layer.ssrc is not None]
+    if not ssrcs:
+        return
+    receiver = video[0].receiver
+    rtcp_ssrc = receiver._RTCRtpReceiver__rtcp_ssrc  # type: ignore[attr-defined]
+    if rtcp_ssrc is not None:
+        spawn(receiver._send_rtcp(RtcpPsfbPacket(
+            fmt=RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0, fci=pack_remb_fci(bps, ssrcs))))

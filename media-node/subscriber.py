@@ -68,7 +68,7 @@ class DownTrack:
                  "loss", "marks", "munge", "nack_seen", "nacked", "packets", "pid_offset", "pt",
                  "reported",
                  "retransmitted", "rtx_pt", "rtx_seq", "rtx_ssrc", "sender", "seq_offset",
-                 "ssrc", "subscriber", "switch_seq", "switches", "target", "tl0_offset",
+                 "ssrc", "subscriber", "switch_seq", "target", "tl0_offset",
                  "transceiver", "ts_offset", "up")
 
     def __init__(self, up: UpTrack, subscriber: str, link: Link, downlink: Any = None,
@@ -101,7 +101,6 @@ class DownTrack:
         self.munge = up.simulcast and up.codec.mimeType.lower() == "video/vp8"
         self.pid_offset = self.tl0_offset = 0
         self.last_pid = self.last_tl0 = 0
-        self.switches = 0
         self.reported = False  # the subscriber was told which layer it gets
         self.loss = 0.0  # fraction lost, from the subscriber's last receiver report
         # sequence numbers NACKed since the last allocation (a browser repeats a NACK until the
@@ -203,8 +202,6 @@ class DownTrack:
                     self.pid_offset = (self.last_pid + 1 - pid) & 0x7FFF
                 if tl0 >= 0:
                     self.tl0_offset = (self.last_tl0 + 1 - tl0) & 0xFF
-        if old is not None:
-            self.switches += 1
 
     def select(self, index: int, congested: bool = False) -> bool:
         """Aim at layer ``index`` of the track; True when that is a change. The move happens on
