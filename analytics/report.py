@@ -78,6 +78,10 @@ def plots(series: Series, fmt: str) -> list[str]:
         svg_plot(f"Drops per {s.step} (drop rate % = dropped / joined)", s.starts,
                  {"dropped": s.get("dropped"), "drop rate %": _rate(s.get("dropped"), joined)},
                  fmt),
+        svg_plot(f"Recordings and broadcasts started per {s.step}", s.starts,
+                 {"recordings": s.get("recordings_started"),
+                  "recordings ready": s.get("recordings_ready"),
+                  "broadcasts": s.get("broadcasts_started")}, fmt),
         svg_plot(f"Media time in HD / SD / transcoded per {s.step} (minutes)", s.starts,
                  {k: [v / 60000 for v in s.get(f"media_ms_{k}")]
                   for k in ("hd", "sd", "transcoded")}, fmt),
@@ -114,6 +118,13 @@ def summary(state: State) -> dict[str, Any]:
             if m.get("join_ms_count") else None,
             "configChangesPerCall": round(m.get("config_changes", 0) / calls, 2)
             if calls else None,
+            "recordingsStarted": m.get("recordings_started", 0),
+            "recordingsReady": m.get("recordings_ready", 0),
+            "recordingsFailed": m.get("recordings_failed", 0),
+            "recordedMs": m.get("recording_ms", 0),
+            "broadcastsStarted": m.get("broadcasts_started", 0),
+            "broadcastSources": m.get("broadcast_sources", 0),
+            "broadcastMs": m.get("broadcast_ms", 0),
             "qualitySamples": m.get("quality_samples", 0),
             **_quality(m),
             "events": {k.removeprefix("events."): v for k, v in m.items()

@@ -16,7 +16,6 @@ Increments land in hash buckets ``m:YYYYMMDDHHMM`` (minutes), ``h:YYYYMMDDHH`` (
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 import time
@@ -24,6 +23,8 @@ import uuid
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlparse
+
+import msgspec
 
 from parley.analytics.model import Event, fields
 
@@ -49,6 +50,9 @@ class State(Protocol):
     def close(self) -> None: ...
 
 
+_encode = msgspec.json.Encoder().encode
+
+
 def _batch(events: list[Event]) -> list[list[object]]:
     return [[e.id, e.minute, e.hour, e.line, fields(e)] for e in events]
 
@@ -57,7 +61,7 @@ _APPLY = """
 local p = ARGV[1]
 local seen_ttl, m_ttl, h_ttl = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local batch = cjson.decode(ARGV[5])
-local acc, ttl = {}, {}
+local acc, ttl, lines = {}, {}, {}
 local new, dup = 0, 0
 local function add(key, life, incs)
   local t = acc[key]
@@ -67,14 +71,19 @@ end
 for _, e in ipairs(batch) do
   if redis.call('SET', p .. 'seen:' .. e[1], '1', 'NX', 'EX', seen_ttl) then
     new = new + 1
-    redis.call('RPUSH', p .. 'pending:' .. e[3], e[4])
-    redis.call('SADD', p .. 'pending-hours', e[3])
+    local l = lines[e[3]]
+    if not l then l = {}; lines[e[3]] = l end
+    l[#l + 1] = e[4]
     add(p .. 'm:' .. e[2], m_ttl, e[5])
     add(p .. 'h:' .. e[3], h_ttl, e[5])
     add(p .. 't', 0, e[5])
   else
     dup = dup + 1
   end
+end
+for hour, l in pairs(lines) do
+  redis.call('RPUSH', p .. 'pending:' .. hour, table.concat(l, '\\n'))
+  redis.call('SADD', p .. 'pending-hours', hour)
 end
 for key, t in pairs(acc) do
   for f, v in pairs(t) do redis.call('HINCRBY', key, f, v) end
@@ -116,7 +125,7 @@ class RedisState:
         if not events:
             return 0, 0
         new, dup = self._apply(args=[self.prefix, SEEN_TTL_S, MINUTE_TTL_S, HOUR_TTL_S,
-                                     json.dumps(_batch(events), separators=(",", ":"))])
+                                     _encode(_batch(events))])
         if cursor is not None:
             self.r.hset(self.prefix + "cursor", cursor[0], cursor[1])
         return int(new), int(dup)
@@ -193,17 +202,20 @@ class SqliteState:
         new = dup = 0
         now = time.time()
         acc: dict[tuple[str, str], int] = {}
+        lines: dict[str, list[str]] = {}
         db.execute("BEGIN IMMEDIATE")
         try:
             for eid, minute, hour, raw, incs in _batch(events):
                 if db.execute("INSERT OR IGNORE INTO seen VALUES (?, ?)", (eid, now)).rowcount:
                     new += 1
-                    db.execute("INSERT INTO pending(hour, raw) VALUES (?, ?)", (hour, raw))
+                    lines.setdefault(hour, []).append(raw)  # type: ignore[arg-type]
                     for bucket in (f"m:{minute}", f"h:{hour}", "t"):
                         for f, n in incs.items():  # type: ignore[union-attr]
                             acc[bucket, f] = acc.get((bucket, f), 0) + n
                 else:
                     dup += 1
+            db.executemany("INSERT INTO pending(hour, raw) VALUES (?, ?)",
+                           [(h, "\n".join(ls)) for h, ls in lines.items()])
             db.executemany("INSERT INTO agg VALUES (?, ?, ?) ON CONFLICT(bucket, field) "
                            "DO UPDATE SET n = n + excluded.n",
                            [(b, f, n) for (b, f), n in acc.items()])

@@ -1,11 +1,25 @@
-"""Join time: from page load to the first decoded remote video frame, peer to peer.
+"""Join time: from page load to the first decoded remote video frame, and where it goes.
 
 One Chromium (Debian's, driven by Playwright; its start-up is excluded) holds an anchor page in a
 room; then, ``--joins`` times, a fresh page opens ``/m/<room>`` and the time from its navigation
 start (``performance.timeOrigin``) to the first remote video frame it decodes is read in the page
 itself, so polling from the outside adds nothing. The page then leaves before the next join.
 
-    python -m bench.join_time                # 20 joins against `parley up`
+``--topology p2p`` (default) is a mesh pair; ``sfu`` puts the room on `parley up`'s embedded
+call server (both pages ask for ``topology=sfu``).
+
+The breakdown comes from an init script this bench adds to every page (the client is not
+changed for it): it wraps ``fetch`` (the guest token), ``WebSocket`` (open, every message type
+sent and received), ``getUserMedia`` and ``RTCPeerConnection`` (ICE gathering, ICE and DTLS
+states, tracks) and records the first time each happens (``performance.now()``); the first
+video RTP packet and the first decoded frame come from ``getStats`` polled every 10 ms. Each
+phase of ``PHASES`` runs from one mark to another; phases may overlap once work runs in parallel,
+so the critical path is the chain whose marks are later.
+
+    python -m bench.join_time                    # 20 joins, p2p, against `parley up`
+    python -m bench.join_time --topology sfu     # the same on the call server
+    git archive HEAD signaling/static | tar -x -C /tmp/before
+    python -m bench.join_time --client /tmp/before/signaling/static   # that commit's client
 """
 
 from __future__ import annotations
@@ -14,14 +28,17 @@ import argparse
 import json
 import os
 import platform
+import statistics
+import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 from .load import percentile
-from .signaling import RESULTS, Server
+from .signaling import RESULTS, SECRET, Server, free_port
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/lib/chromium/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -29,40 +46,169 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
         "--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns"]
 
-# Resolves with milliseconds since navigation start once a remote video frame is decoded.
+# First occurrence of each step, in ms since navigation start (window.__joinMarks).
+MARKS_JS = """(() => {
+  const t = window.__joinMarks = {};
+  const mark = (name) => { if (!(name in t)) t[name] = performance.now(); };
+  const typeOf = (data) => { try { return JSON.parse(data).type; } catch { return "?"; } };
+  const fetch0 = window.fetch;
+  window.fetch = function (url, ...rest) {
+    const token = String(url).includes("/api/v1/guest-token");
+    if (token) mark("token.request");
+    const p = fetch0.call(this, url, ...rest);
+    if (token) p.then(() => mark("token.response"), () => {});
+    return p;
+  };
+  const WS = window.WebSocket;
+  window.WebSocket = class extends WS {
+    constructor(...args) {
+      super(...args); mark("ws.create");
+      this.addEventListener("open", () => mark("ws.open"));
+      this.addEventListener("message", (e) => mark("recv." + typeOf(e.data)));
+    }
+    send(data) { mark("send." + typeOf(data)); return super.send(data); }
+  };
+  const md = navigator.mediaDevices;
+  const gum = md.getUserMedia.bind(md);
+  md.getUserMedia = (c) => {
+    mark("gum.start");
+    return gum(c).then((s) => { mark("gum.end"); return s; });
+  };
+  const PC = window.RTCPeerConnection;
+  window.RTCPeerConnection = class extends PC {
+    constructor(...args) {
+      super(...args); mark("pc.create");
+      const on = (name, f) => this.addEventListener(name, f);
+      on("icecandidate", (e) => mark(e.candidate ? "ice.candidate" : "ice.gathered"));
+      on("iceconnectionstatechange", () => mark("ice." + this.iceConnectionState));
+      this.addEventListener("connectionstatechange", () => mark("pc." + this.connectionState));
+      this.addEventListener("track", (e) => mark("track." + e.track.kind));
+    }
+    async setLocalDescription(...args) {
+      mark("sld.start");
+      const r = await super.setLocalDescription(...args);
+      mark("sld.end");
+      return r;
+    }
+  };
+  document.addEventListener("DOMContentLoaded", () => mark("dom.loaded"));
+})()"""
+
+# Resolves with the marks once a remote video frame is decoded (first RTP packet on the way).
 FIRST_FRAME_JS = """async () => {
+  const t = window.__joinMarks;
   while (!(window.parley && window.parley.stats)) await new Promise(r => setTimeout(r, 5));
+  t["script.ready"] = t["script.ready"] ?? performance.now();
   for (;;) {
     const s = await window.parley.stats();
-    if (s.inbound.some(i => i.kind === 'video' && i.framesDecoded > 0)) return performance.now();
+    const video = s.inbound.filter(i => i.kind === 'video');
+    if (video.some(i => i.packetsReceived > 0)) t["rtp.first"] ??= performance.now();
+    if (video.some(i => i.framesDecoded > 0)) {
+      t.frame = performance.now();
+      const nav = performance.getEntriesByType('navigation')[0];
+      t["html.end"] = nav ? nav.responseEnd : null;
+      return t;
+    }
     await new Promise(r => setTimeout(r, 10));
   }
 }"""
+
+# (phase, from mark, to mark): what the table in docs/benchmarks.md shows, per topology.
+COMMON = [
+    ("page: HTML", None, "html.end"),
+    ("page: modules loaded and run (DOMContentLoaded)", "html.end", "dom.loaded"),
+    ("token (POST guest-token)", "token.request", "token.response"),
+    ("WebSocket: open to welcome", "ws.create", "recv.welcome"),
+    ("getUserMedia", "gum.start", "gum.end"),
+    ("join round trip (join -> joined)", "send.join", "recv.joined"),
+]
+PHASES = {
+    "p2p": [*COMMON,
+        ("offer: joined -> offer sent", "recv.joined", "send.offer"),
+        ("offer/answer round trip", "send.offer", "recv.answer"),
+        ("ICE checks (answer -> ICE connected)", "recv.answer", "ice.connected"),
+        ("DTLS (ICE connected -> connected)", "ice.connected", "pc.connected"),
+        ("first RTP (connected -> first video packet)", "pc.connected", "rtp.first"),
+        ("first keyframe decoded", "rtp.first", "frame"),
+    ],
+    "sfu": [*COMMON,
+        ("offer + ICE gathering (joined -> sfu.join)", "recv.joined", "send.sfu.join"),
+        ("sfu.join round trip (-> sfu.joined)", "send.sfu.join", "recv.sfu.joined"),
+        ("ICE checks (sfu.joined -> ICE connected)", "recv.sfu.joined", "ice.connected"),
+        ("DTLS (ICE connected -> connected)", "ice.connected", "pc.connected"),
+        ("subscribe offer (connected -> sfu.offer)", "pc.connected", "recv.sfu.offer"),
+        ("answer (sfu.offer -> sfu.answer)", "recv.sfu.offer", "send.sfu.answer"),
+        ("first RTP (answer -> first video packet)", "send.sfu.answer", "rtp.first"),
+        ("first keyframe decoded", "rtp.first", "frame"),
+    ],
+}
+
+
+def phase_table(topology: str, runs: list[dict[str, float]]) -> list[dict[str, Any]]:
+    """Median start (ms after navigation start) and duration of each phase over the joins; a
+    phase whose marks are missing in a run (e.g. no sfu.offer when the answer carried
+    everything) is left out of that run."""
+    rows = []
+    for name, start, end in PHASES[topology]:
+        starts, durations = [], []
+        for marks in runs:
+            a = 0.0 if start is None else marks.get(start)
+            b = marks.get(end)
+            if a is None or b is None:
+                continue
+            starts.append(a)
+            durations.append(b - a)
+        rows.append({"phase": name, "from": start or "navigation start", "to": end,
+                     "runs": len(durations),
+                     "start_ms_p50": round(statistics.median(starts), 1) if starts else None,
+                     "ms_p50": round(statistics.median(durations), 1) if durations else None})
+    return rows
+
+
+class ClientServer(Server):
+    """`parley up` serving the web client from another directory (an earlier commit's), so two
+    clients are compared against the same server in the same conditions."""
+
+    def __init__(self, static: str) -> None:
+        self.port = free_port()
+        self.dir = tempfile.TemporaryDirectory(prefix="parley-bench-")
+        code = ("import sys, pathlib, parley.signaling.app as a;"
+                " a.STATIC = pathlib.Path(sys.argv[1]);"
+                " from parley.cli import main; sys.exit(main(sys.argv[2:]))")
+        self.log = open(Path(self.dir.name) / "server.log", "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", code, static, "up", "--port", str(self.port), "--data-dir",
+             self.dir.name], env={**os.environ, "PARLEY_TOKEN_SECRET": SECRET},
+            stdout=self.log, stderr=subprocess.STDOUT)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from playwright.sync_api import sync_playwright
 
-    server = Server()
+    server = ClientServer(args.client) if args.client else Server()
     server.wait_ready()
     base = f"http://127.0.0.1:{server.port}"
     room = f"bench-{uuid.uuid4().hex[:6]}"
+    query = f"topology={args.topology}"
     samples: list[float] = []
+    runs: list[dict[str, float]] = []
     try:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
             anchor_ctx = browser.new_context(permissions=["camera", "microphone"])
             anchor = anchor_ctx.new_page()
-            anchor.goto(f"{base}/m/{room}?name=anchor&topology=p2p")
+            anchor.goto(f"{base}/m/{room}?name=anchor&{query}")
             anchor.wait_for_function("window.parley && window.parley.state.room", timeout=15000)
             for i in range(args.joins + 1):
                 ctx = browser.new_context(permissions=["camera", "microphone"])
+                ctx.add_init_script(MARKS_JS)
                 page = ctx.new_page()
-                page.goto(f"{base}/m/{room}?name=joiner{i}&topology=p2p")
-                ms = page.evaluate(FIRST_FRAME_JS)
+                page.goto(f"{base}/m/{room}?name=joiner{i}&{query}")
+                marks = page.evaluate(FIRST_FRAME_JS)
                 if i > 0:  # the first join warms up the browser's codecs and caches
-                    samples.append(ms)
-                    print(f"  join {i}: {ms:.0f} ms", flush=True)
+                    samples.append(marks["frame"])
+                    runs.append({k: round(v, 1) for k, v in marks.items() if v is not None})
+                    print(f"  join {i}: {marks['frame']:.0f} ms", flush=True)
                 ctx.close()
                 time.sleep(0.3)
             browser.close()
@@ -73,7 +219,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "load_avg": os.getloadavg()},
-        "topology": "p2p",
+        "topology": args.topology,
+        "client": args.client or "this tree",
         "joins": len(samples),
         "join_to_first_frame_ms": {
             "p50": round(percentile(samples, 0.5), 1),
@@ -81,20 +228,36 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "min": round(min(samples), 1),
             "max": round(max(samples), 1),
         },
+        "phases": phase_table(args.topology, runs),
         "samples_ms": [round(x, 1) for x in samples],
+        "marks": runs,
     }
+
+
+def print_table(result: dict[str, Any]) -> None:
+    def fmt(v: float | None) -> str:
+        return "-" if v is None else f"{v:.0f}"
+
+    print(f"{'phase':52} {'start':>8} {'ms':>8}")
+    for row in result["phases"]:
+        print(f"{row['phase']:52} {fmt(row['start_ms_p50']):>8} {fmt(row['ms_p50']):>8}")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.join_time", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--joins", type=int, default=20)
+    ap.add_argument("--topology", choices=sorted(PHASES), default="p2p")
+    ap.add_argument("--client", default=None,
+                    help="serve the web client from this directory (default: this tree's)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     result = run(args)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = Path(args.out) if args.out else RESULTS / "join_time.json"
+    name = "join_time.json" if args.topology == "p2p" else f"join_time_{args.topology}.json"
+    path = Path(args.out) if args.out else RESULTS / name
     path.write_text(json.dumps(result, indent=2) + "\n")
+    print_table(result)
     print(json.dumps(result["join_to_first_frame_ms"]))
     print(f"wrote {path}")
     return 0

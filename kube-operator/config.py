@@ -43,6 +43,11 @@ class OperatorConfig:
     report_ttl_seconds: float = 30.0
     prescale_seconds: float = 600.0  # reserve capacity this long before schedule.start
     public_url: str = "http://localhost:8080"
+    # Where browsers reach /live (status.playback's base; signaling's pages use the same,
+    # PARLEY_BROADCAST_URL); unset: public_url
+    broadcast_url: str | None = None
+    # A region's edges under their own host: "https://{region}.live.example.com" (unset: none)
+    edge_url_template: str | None = None
     media_image: str = "ghcr.io/parley/media-node:0.1.0"
     metrics_port: int = 9090
     # File creator: a Job per stopped recording, only when the operator knows the store.
@@ -56,6 +61,15 @@ class OperatorConfig:
     # Call servers' control API key (parley.tokens.control_key of the token secret; the
     # operator never holds the secret): drain requests carry it.
     control_key: str | None = None
+    # Signaling's event stream (the chart gives the release's Kafka): pods that emit events
+    # themselves (a broadcast's ingest: broadcast.*) get it through ``event_env``.
+    kafka_bootstrap: str | None = None
+    kafka_topic: str = "parley.events"
+    # A Secret in each Broadcast's namespace that broadcast pods read by reference (the chart's
+    # ``{release}-secrets``): ``token-secret`` (stream keys, recording links), ``control-key``
+    # (the ingest joins meetings on their call servers), ``redis-url`` (optional: where it finds
+    # a meeting's call server). The operator names it and never reads it.
+    broadcast_secret: str | None = None
 
     @classmethod
     def from_env(cls, namespaces: list[str] | None = None, **overrides: object) -> OperatorConfig:
@@ -69,6 +83,8 @@ class OperatorConfig:
             "report_ttl_seconds": float(_env("PARLEY_REPORT_TTL_SECONDS", "30")),
             "prescale_seconds": float(_env("PARLEY_PRESCALE_SECONDS", "600")),
             "public_url": _env("PARLEY_PUBLIC_URL", "http://localhost:8080").rstrip("/"),
+            "broadcast_url": (os.environ.get("PARLEY_BROADCAST_URL") or "").rstrip("/") or None,
+            "edge_url_template": os.environ.get("PARLEY_EDGE_URL_TEMPLATE") or None,
             "media_image": _env("PARLEY_MEDIA_IMAGE", "ghcr.io/parley/media-node:0.1.0"),
             "metrics_port": int(_env("PARLEY_METRICS_PORT", "9090")),
             "recording_store": os.environ.get("PARLEY_RECORDING_STORE") or None,
@@ -80,9 +96,22 @@ class OperatorConfig:
             "recorder_secret": os.environ.get("PARLEY_RECORDER_SECRET") or None,
             "redis_url": os.environ.get("PARLEY_REDIS_URL") or None,
             "control_key": os.environ.get("PARLEY_CONTROL_KEY") or None,
+            "kafka_bootstrap": os.environ.get("PARLEY_KAFKA_BOOTSTRAP") or None,
+            "kafka_topic": _env("PARLEY_KAFKA_TOPIC", "parley.events"),
+            "broadcast_secret": os.environ.get("PARLEY_BROADCAST_SECRET") or None,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
+
+    def event_env(self) -> dict[str, str]:
+        """The environment that makes a pod's events (``parley.events.Emitter``) go where
+        signaling's go: Kafka when the operator knows it, else a JSONL file in the pod's
+        writable /tmp (the root file system is read-only)."""
+        env = {"PARLEY_DATA_DIR": "/tmp/parley"}
+        if self.kafka_bootstrap:
+            env |= {"PARLEY_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
+                    "PARLEY_KAFKA_TOPIC": self.kafka_topic}
+        return env
 
     def watched(self) -> tuple[str, ...]:
         """Namespaces kopf watches: the asked ones plus the pool namespace (empty = all)."""

@@ -70,6 +70,13 @@ class Applier:
             apps().patch_namespaced_deployment(name, ns, obj, **kwargs)
         elif kind == "Service":
             core().patch_namespaced_service(name, ns, obj, **kwargs)
+        elif kind == "ServiceAccount":
+            core().patch_namespaced_service_account(name, ns, obj, **kwargs)
+        elif kind == "Role":
+            client.RbacAuthorizationV1Api(api()).patch_namespaced_role(name, ns, obj, **kwargs)
+        elif kind == "RoleBinding":
+            client.RbacAuthorizationV1Api(api()).patch_namespaced_role_binding(
+                name, ns, obj, **kwargs)
         else:
             raise ValueError(f"cannot apply kind {kind}")
         with self._lock:

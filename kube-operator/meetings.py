@@ -428,7 +428,7 @@ class MeetingController:
         ns = meta["namespace"]
         if enabled and call_server and not ended:
             obj = resources.meeting_transcoder(m, self.config.media_image,
-                                               call_server["endpoint"])
+                                               call_server["endpoint"], self.config.redis_url)
             if self.applier.apply(obj) and (ns, name) not in workloads:
                 kube.event(m, "TranscoderCreated", f"created Deployment {name}")
             available = workloads.get((ns, name), 0) > 0

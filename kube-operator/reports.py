@@ -7,6 +7,7 @@ import datetime as dt
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 from parley.operator import kube
 from parley.operator.config import REGION
@@ -23,6 +24,13 @@ class Reports:
     viewers: dict[str, int] = field(default_factory=dict)
     viewers_by_region: dict[tuple[str, str], int] = field(default_factory=dict)
     viewers_by_pod: dict[str, int] = field(default_factory=dict)
+    # edge relays only: {(broadcast, region): {"whep": n, "hls": n}}, broadcast -> renditions
+    # whose frames reached at least one edge since its previous report
+    transports_by_region: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
+    producing: dict[str, set[str]] = field(default_factory=dict)
+    # the ingest's: broadcast -> {"connected": [{name, sending}], "onAir": {video, audio},
+    # "meetings": {source: {meeting, callServer, joined, onAir, error}}}
+    sources: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def collect(namespace: str, ttl_seconds: float) -> Reports:
@@ -32,6 +40,8 @@ def collect(namespace: str, ttl_seconds: float) -> Reports:
     participants: dict[str, int] = defaultdict(int)
     viewers: dict[str, int] = defaultdict(int)
     by_region: dict[tuple[str, str], int] = defaultdict(int)
+    transports: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: {"whep": 0, "hls": 0})
+    producing: dict[str, set[str]] = defaultdict(set)
     now = kube.now()
     leases = kube.coordination().list_namespaced_lease(
         namespace, label_selector=REPORT_LABEL).items
@@ -56,8 +66,18 @@ def collect(namespace: str, ttl_seconds: float) -> Reports:
             viewers[key] += max(int(n), 0)
             by_region[(key, region)] += max(int(n), 0)
             pod_viewers += max(int(n), 0)
+        for key, per in (report.get("transports") or {}).items():
+            for transport in ("whep", "hls"):
+                transports[(key, region)][transport] += max(int(per.get(transport, 0)), 0)
+        for key, names in (report.get("renditions") or {}).items():
+            producing[key].update(str(n) for n in names)
+        for key, snap in (report.get("sources") or {}).items():
+            if isinstance(snap, dict):
+                out.sources[key] = snap
         out.viewers_by_pod[lease.spec.holder_identity or ""] = pod_viewers
     out.participants = dict(participants)
     out.viewers = dict(viewers)
     out.viewers_by_region = dict(by_region)
+    out.transports_by_region = dict(transports)
+    out.producing = dict(producing)
     return out

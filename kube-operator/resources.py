@@ -89,6 +89,27 @@ def media_deployment(owner: dict[str, Any], name: str, component: str, role: str
     }
 
 
+def secret_env(dep: dict[str, Any], secret: str | None,
+               refs: tuple[tuple[str, str, bool], ...]) -> None:
+    """``(variable, key, optional)`` read from the Secret ``secret`` by reference: the value
+    never enters the Deployment, and the operator never reads it."""
+    if not secret:
+        return
+    dep["spec"]["template"]["spec"]["containers"][0]["env"] += [
+        {"name": var, "valueFrom": {"secretKeyRef": {
+            "name": secret, "key": key, **({"optional": True} if optional else {})}}}
+        for var, key, optional in refs]
+
+
+def pod_identity(dep: dict[str, Any]) -> None:
+    """The pod's identity from the downward API: a role that reports to the operator writes
+    the Lease parley-report-<pod>, owned by the pod."""
+    dep["spec"]["template"]["spec"]["containers"][0]["env"] += [
+        {"name": var, "valueFrom": {"fieldRef": {"fieldPath": path}}}
+        for var, path in (("POD_NAME", "metadata.name"), ("POD_NAMESPACE", "metadata.namespace"),
+                          ("POD_UID", "metadata.uid"))]
+
+
 def service(owner: dict[str, Any], name: str, component: str, selector: dict[str, str],
             ports: list[dict[str, Any]]) -> dict[str, Any]:
     return {
@@ -105,14 +126,27 @@ def meeting_transcoder_name(meeting: str) -> str:
     return _name(meeting, "transcoder")
 
 
-def meeting_transcoder(meeting: dict[str, Any], image: str, call_server: str) -> dict[str, Any]:
-    """The transcoder beside a meeting's call server: lower renditions for weak receivers."""
+def meeting_transcoder(meeting: dict[str, Any], image: str, call_server: str,
+                       redis_url: str | None = None) -> dict[str, Any]:
+    """The transcoder beside a meeting's call server: lower rungs and other codecs for the
+    receivers that need them (docs/call-server.md). It takes the call server's RTP on its
+    media UDP port and announces ``POD_IP:port`` in Redis (``PARLEY_REDIS_URL``), where the
+    meeting's call server finds it. It idles until a subscriber needs it, hence the default CPU
+    request: a 720p camera's decode is about 15 % of a core, each 360p H.264 output another 15 %
+    (docs/benchmarks.md, "Meeting transcoder")."""
     meta = meeting["metadata"]
     env = {"PARLEY_MEETING": f"{meta['namespace']}/{meta['name']}",
            "PARLEY_CALL_SERVER": call_server,
+           "PARLEY_MEDIA_PORT": str(MEDIA_UDP_PORT),
            "PARLEY_REGION": meeting["spec"].get("region", "default")}
-    return media_deployment(meeting, meeting_transcoder_name(meta["name"]), "transcoder",
-                            "transcoder", image, 1, env)
+    if redis_url:
+        env["PARLEY_REDIS_URL"] = redis_url
+    dep = media_deployment(meeting, meeting_transcoder_name(meta["name"]), "transcoder",
+                           "transcoder", image, 1, env)
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    container["env"].append({"name": "POD_IP",
+                             "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}})
+    return dep
 
 
 # --- Broadcast workloads -----------------------------------------------------------------

@@ -39,8 +39,15 @@ class Publish(BaseModel):
     kinds: list[str]
 
 
+class Unpublish(BaseModel):
+    track: str  # the track id the client announced (a=msid)
+
+
 class View(BaseModel):
-    views: dict[str, int]  # remote track id -> rendered tile height (pixels)
+    views: dict[str, int] | None = None  # remote track id -> rendered tile height (pixels)
+    # the most the client wants to receive, bits/s (a data saver, a weak device); null: no cap.
+    # Below a track's lowest layer it gets a transcoded rung (docs/call-server.md).
+    maxBitrate: int | None = None  # the protocol's name
 
 
 class Drain(BaseModel):
@@ -134,10 +141,21 @@ def create_app(server: CallServer, control_key: str | None) -> FastAPI:
 
     @app.post(f"{base}/view")
     async def view(meeting: str, pid: str, body: View) -> Response:
-        """The tile sizes the client renders: no layer taller than needed is sent."""
-        if len(body.views) > 64 or any(not 0 <= h <= 4320 for h in body.views.values()):
+        """The tile sizes the client renders (no layer taller than needed is sent) and its
+        receive cap ``maxBitrate``; each is changed only when present."""
+        views = body.views
+        if views is not None and (len(views) > 64
+                                  or any(not 0 <= h <= 4320 for h in views.values())):
             raise HTTPException(400, "views: at most 64 track ids, heights 0-4320")
-        live(meeting, pid).views = dict(body.views)
+        cap = body.maxBitrate
+        if cap is not None and not 30_000 <= cap <= 100_000_000:
+            raise HTTPException(400, {"code": "bad_max_bitrate",
+                                      "message": "maxBitrate: 30000-100000000 bits/s or null"})
+        p = live(meeting, pid)
+        if views is not None:
+            p.views = dict(views)
+        if "maxBitrate" in body.model_fields_set:
+            p.max_bps = None if cap is None else float(cap)
         return Response(status_code=204)
 
     @app.post(f"{base}/publish")
@@ -149,6 +167,14 @@ def create_app(server: CallServer, control_key: str | None) -> FastAPI:
         except NotAllowed as exc:
             raise HTTPException(403, {"code": exc.code, "message": str(exc)}) from exc
         return Response(status_code=202)
+
+    @app.post(f"{base}/unpublish")
+    async def unpublish(meeting: str, pid: str, body: Unpublish) -> Response:
+        """The client stopped a track (a screen share): the others' copies end."""
+        live(meeting, pid)
+        if not server.unpublish(pid, body.track):
+            raise HTTPException(404, {"code": "no_track", "message": "no such published track"})
+        return Response(status_code=204)
 
     @app.get(f"{base}/events")
     async def events(meeting: str, pid: str, after: int = 0,

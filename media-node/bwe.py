@@ -10,27 +10,57 @@ each leg's fraction lost: both arrive as RTCP the node reads anyway.
 
 The rules, after Google Congestion Control's loss-based controller (draft-ietf-rmcat-gcc-02
 section 6):
-- more than 10 % loss (receiver reports, or NACKs counted per sequence number, which come at
-  once) cuts the estimate to ``sent * (1 - loss / 2)``, and the leg stops its current layer at
-  once (``DownTrack.select``), since the link drops it anyway;
+- more than 10 % loss cuts the estimate to a margin under what got through,
+  ``CUT_MARGIN * sent * (1 - loss)`` (``sent`` averaged over about a second: one 0.25 s window
+  holds a keyframe burst, or nothing while legs wait for one), and the legs stop their current
+  layer at once (``DownTrack.select``), since the link drops it anyway. The margin is GCC's
+  delay-based one (0.85 x the received rate): a first share measured while the queue was
+  still filling reads low, and layers packed to the brim of a link kept losing every keyframe
+  and repair (a camera left full at 255 kbit/s on a 270 kbit/s link froze the other, cut one
+  for 1.4 s). GCC steps down gently (``1 - loss / 2``) because it repeats every
+  feedback interval; here each step is a layer switch that costs keyframes, so the first cut
+  lands where the link is (with GCC's step a throttled receiver kept one camera on its full
+  layer past 5 s). Loss is the receivers' reports (each leg's fraction lost, less what its
+  layer already lost on the way in) or, sooner, the share of the video packets sent over all
+  the subscriber's legs that it NACKed (each number once, and only numbers the node did send:
+  a gap the publisher's uplink made is not this downlink's, and on a starved machine the
+  node's own socket drops incoming packets; tests/sfu/test_throttled.py);
+- the NACK share is counted over as many 0.25 s updates as it takes to send 20 packets: one
+  10 frames/s leg sends about 6 per update, too few to judge alone, while the link is shared;
+- after a cut, loss is not judged for ``SETTLE_S``: the queue the cut legs filled drains, the
+  new layers' keyframes come in a burst, and what the receiver NACKs then says nothing about
+  the narrower rate (counted, it cut a throttled receiver's 270 kbit/s link to 98 kbit/s, below
+  its low layers, and the transcoder's rungs followed, with a freeze: the old flaky test); a
+  second cut waits ``CUT_GAP_S`` (a browser's receiver report covers about the last second);
+- a cut lands no lower than ``floor`` (the lowest layers and audio the subscriber receives)
+  unless the estimate already is there: one burst of loss never routes a subscriber to the
+  transcoder, loss that lasts on the lowest layers does;
 - under 2 % loss it grows 4 % per update (four a second), but after a cut only once a hold has
-  passed: 8 s, doubling (up to 32 s) each time an increase was followed by loss, so a receiver on
-  a fixed narrow link is probed with a bigger layer rarely;
+  passed: 8 s, doubling (up to 32 s) each time the growth after a hold met loss within a hold's
+  time, so a receiver on a fixed narrow link is probed with a bigger layer rarely (the first
+  drop of a good link is not such a failure: the estimate grows all the time there);
 - a REMB above 1.2x the estimate (the receiver's own, delay-based estimate says the link widened)
-  ends the hold at once. A REMB is not used to cut: measured on this 2-core machine with five
-  Chromium pages, REMB dipped to a third of a loss-free rate whenever the CPU was busy.
+  ends the hold at once. Delay alone never cuts (no REMB cut, no timeout as loss): measured on
+  this 2-core machine with five Chromium pages, REMB dipped to a third of a loss-free rate
+  whenever the CPU was busy, and late packets are not lost ones.
 """
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
+NACK_MIN_PACKETS = 20  # video packets an update needs before its NACK share counts
 START_BPS = 4_000_000.0  # optimistic: a strong receiver gets every top layer at once
 FLOOR_BPS = 60_000.0  # keeps audio and the lowest video layer
 REMB_FRESH_S = 3.0
 HOLD_MIN_S = 8.0
 GROWTH = 1.04  # per update (4 a second): about 17 % a second
 HOLD_MAX_S = 32.0
+CUT_GAP_S = 2.0  # a second cut waits for feedback about the first
+SENT_SMOOTHING = 0.3  # per update: the sent rate averaged over about a second
+CUT_MARGIN = 0.85  # a cut lands this far under what got through
+SETTLE_S = 1.0  # after a cut: the filled queue drains and the new keyframes pass, unjudged
 
 
 class Downlink:
@@ -40,40 +70,71 @@ class Downlink:
         self.estimate = start_bps
         self.remb: float | None = None
         self.remb_at = 0.0
-        self.hold_until = 0.0
+        self.hold_until = -1e9
         self.hold = HOLD_MIN_S
-        self.raised_at = -1e9  # when the estimate last grew (to spot a failed increase)
         self.congested = False
         self.reason = "start"
+        self.legs: set[Any] = set()  # the subscriber's video DownTracks (their packet counters)
+        self.nacks = 0  # fresh NACKed sequence numbers over those legs
+        self._marks = (0, 0)  # (packets, nacks) at the last update
+        self.sent: float | None = None  # bits/s sent, averaged over about a second
+        self.cut_at = -1e9
+
+    def nack_share(self) -> float:
+        """Share of the video packets sent since the share was last judged that the subscriber
+        NACKed; 0 until at least ``NACK_MIN_PACKETS`` were sent (three 10 frames/s legs send
+        about 18 an update, so a share that waited for 20 in one update never counted)."""
+        packets = sum(dt.packets for dt in self.legs)
+        sent, nacked = packets - self._marks[0], self.nacks - self._marks[1]
+        if sent < NACK_MIN_PACKETS:
+            return 0.0  # keep counting into the next update
+        self._marks = (packets, self.nacks)
+        return min(1.0, nacked / sent)
+
+    def settling(self, now: float) -> bool:
+        """Within ``SETTLE_S`` of a cut: losses are not counted (the NACK share restarts after)."""
+        if now - self.cut_at >= SETTLE_S:
+            return False
+        self._marks = (sum(dt.packets for dt in self.legs), self.nacks)
+        return True
 
     def on_remb(self, bps: float) -> None:
         self.remb = float(bps)
         self.remb_at = time.monotonic()
 
-    def update(self, sent_bps: float, loss: float, now: float | None = None) -> float:
-        """Fold in what was sent since the last update and the receivers' loss fraction."""
+    def update(self, sent_bps: float, loss: float, now: float | None = None,
+               floor: float = FLOOR_BPS) -> float:
+        """Fold in what was sent since the last update and the receivers' loss fraction;
+        ``floor``: what the subscriber's lowest layers and audio cost."""
         now = time.monotonic() if now is None else now
+        loss = 0.0 if self.settling(now) else max(loss, self.nack_share())
+        self.sent = sent_bps if self.sent is None else (
+            self.sent + SENT_SMOOTHING * (sent_bps - self.sent))
         remb = self.remb if self.remb is not None and now - self.remb_at < REMB_FRESH_S else None
         self.congested = False
         if loss > 0.10:  # packets are being dropped
-            self._cut(max(FLOOR_BPS, sent_bps * (1 - loss / 2)), now, f"loss {loss:.0%}")
+            if now - self.cut_at >= CUT_GAP_S:
+                lowest = floor if self.estimate > floor else FLOOR_BPS
+                self._cut(max(lowest, CUT_MARGIN * self.sent * (1 - loss)), now,
+                          f"loss {loss:.0%}")
             self.congested = True
         elif loss < 0.02 and (now >= self.hold_until
                               or (remb is not None and remb > 1.2 * self.estimate)):
             grown = max(self.estimate, sent_bps) * GROWTH
             if grown > self.estimate:
                 self.estimate = grown
-                self.raised_at = now
                 self.reason = "probe"
         return self.estimate
 
     def _cut(self, to: float, now: float, reason: str) -> None:
         if to >= self.estimate:
             return
-        if now - self.raised_at < self.hold:  # an increase just failed: wait longer next time
+        since = now - self.hold_until  # time since the last hold ended: a probe began
+        if 0 <= since < self.hold:  # the probe after a hold failed: wait longer next time
             self.hold = min(HOLD_MAX_S, self.hold * 2)
-        elif now - self.hold_until > 4 * self.hold:  # stable for a while: forgive
+        elif since > 4 * self.hold:  # stable for a while: forgive
             self.hold = HOLD_MIN_S
         self.estimate = to
+        self.cut_at = now
         self.hold_until = now + self.hold
         self.reason = reason

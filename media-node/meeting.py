@@ -32,6 +32,15 @@ class Meeting:
                 for up in ups:
                     other.subscribe(up)
 
+    def unpublish(self, up: UpTrack) -> list[DownTrack]:
+        """A track its owner stopped: every subscriber's leg of it ends ("unpublished")."""
+        ended: list[DownTrack] = []
+        for other in self.participants.values():
+            dt = other.unsubscribe(up)
+            if dt is not None:
+                ended.append(dt)
+        return ended
+
     def remove(self, p: Participant) -> list[DownTrack]:
         """Take a participant out; returns the legs that ended (for final metrics)."""
         ended = list(p.downtracks.values())

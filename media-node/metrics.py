@@ -28,6 +28,18 @@ LAYER_SWITCHES = Counter("parley_media_layer_switches_total",
                          "simulcast layer changes chosen for subscribers", ["direction"])
 PAUSED_LAYERS = Gauge("parley_media_paused_layers",
                       "simulcast layers paused at their publisher because nobody receives them")
+TRANSCODE_DECISIONS = Counter("parley_media_transcode_decisions_total",
+                              "legs routed to a transcoded rung (reason transcoded)", ["rung"])
+TRANSCODED_LEGS = Gauge("parley_media_transcoded_legs",
+                        "legs receiving (or switching to) a transcoded rung")
+TRANSCODERS = Gauge("parley_media_transcoders",
+                    "source track layers routed to a meeting transcoder")
+TRANSCODER_FALLBACKS = Counter("parley_media_transcoder_fallbacks_total",
+                               "legs moved off the output of a transcoder that was lost "
+                               "(to: the lowest layer, or paused for a subscriber that "
+                               "cannot decode the original)", ["to"])
+TRANSCODERS_LOST = Counter("parley_media_transcoders_lost_total",
+                           "routes ended because their transcoder went silent")
 SUBSCRIPTIONS = Gauge("parley_media_subscriptions", "forwarding legs (subscriber x track)")
 MEETINGS = Gauge("parley_media_meetings", "meetings on this node")
 PARTICIPANTS = Gauge("parley_media_participants", "participants on this node")

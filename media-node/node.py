@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import secrets
@@ -23,10 +24,14 @@ from .meeting import Meeting
 from .participant import Participant
 from .publisher import PUBLISH_BPS, UpTrack, allow
 from .subscriber import DownTrack
+from .tasks import spawn
+from .transcoding import Transcoding
 from .udpmux import UdpMux
 
 log = logging.getLogger("parley.media.node")
 ALLOCATE_EVERY_S = 0.25  # layer choice; metrics, sender reports and REMBs every 4th beat
+NEEDS_KEY = "parley:media:needs:{meeting}"  # hash: subscriber label -> {track id: rung}
+NEEDS_TTL_S = 3600
 
 
 class Refused(Exception):
@@ -40,7 +45,8 @@ class CallServer:
                  capacity_subscriptions: int = 400, capacity_pps: int = 40000,
                  capacity_participants: int = 0, udp_port: int | None = None,
                  udp_host: str = "0.0.0.0", advertise: list[str] | None = None,
-                 ice_servers: list[RTCIceServer] | None = None) -> None:
+                 ice_servers: list[RTCIceServer] | None = None,
+                 transcoder: str | None = None) -> None:
         self.id = node_id or f"cs-{uuid.uuid4().hex[:8]}"
         self.region = region
         self.url = url
@@ -56,6 +62,11 @@ class CallServer:
         self.config = RTCConfiguration(iceServers=ice_servers or [],
                                        bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
         self.meetings: dict[str, Meeting] = {}
+        # the meetings' transcoder processes: one address for all (``transcoder``: `parley
+        # up`, PARLEY_MEETING_TRANSCODER), else each meeting's from Redis once it is set
+        self.transcoding = Transcoding(transcoder)
+        self.redis: Any = None  # set by the process when it has Redis: subscribers' needs go there
+        self._needs_saved: dict[str, dict[str, Any]] = {}  # participant id -> needs last written
         self.participants: dict[str, Participant] = {}
         self.tombstones: dict[str, tuple[float, Participant]] = {}
         self.draining = False
@@ -87,6 +98,7 @@ class CallServer:
                     await task
         for p in list(self.participants.values()):
             await self._remove(p)
+        self.transcoding.close()
         if self.mux is not None:
             self.mux.close()
 
@@ -113,6 +125,9 @@ class CallServer:
         p = Participant(pid, meeting_id, self.config, self._gone, self._published, self.mux,
                         label=label, publishes=publish)
         p.subscribes = subscribe
+        p.transcoding = self.transcoding
+        if label is not None:
+            await self.restore(p)
         try:
             answer, ups = await p.accept_offer(sdp)
         except Exception:
@@ -142,6 +157,19 @@ class CallServer:
             meeting.publish(p, ups)
         return answer
 
+    def unpublish(self, pid: str, track_id: str) -> bool:
+        """A client stopped one of its tracks (a screen share): the others stop receiving it."""
+        p = self.participants[pid]
+        up = p.stop_publishing(track_id)
+        if up is None:
+            return False
+        meeting = self.meetings.get(p.meeting_id)
+        if meeting is not None:
+            self._flush_legs(meeting.unpublish(up))
+        self._flush_uptracks([up], final=True)
+        self._gauges()
+        return True
+
     def _published(self, p: Participant, ups: list[UpTrack]) -> None:
         meeting = self.meetings.get(p.meeting_id)
         if meeting is not None:
@@ -170,6 +198,8 @@ class CallServer:
                 del self.meetings[p.meeting_id]
         self._flush_uptracks(p.uptracks, final=True)
         self.tombstones[p.id] = (time.monotonic(), p)
+        if self._needs_saved.pop(p.id, None) and self.redis is not None:
+            spawn(self._save_needs(p.meeting_id, p.label, {}))  # it left: forget it
         await p.close()
         self._gauges()
 
@@ -223,6 +253,7 @@ class CallServer:
             "capacity_subscriptions": self.capacity_subscriptions,
             "capacity_pps": self.capacity_pps, "pid": os.getpid(),
             "udp_port": self.mux.port if self.mux is not None else None,
+            "transcoding": self.transcoding.status(),
             "participant_ids": {m.id: sorted(p.label for p in m.participants.values())
                                 for m in self.meetings.values()},
         }
@@ -279,12 +310,19 @@ class CallServer:
         """Layer choice for every subscriber, then pause the layers nobody receives (dynacast:
         the publisher's browser stops encoding them; a layer wanted again is resumed)."""
         now = time.monotonic()
-        ups = [up for p in self.participants.values() for up in p.uptracks if up.simulcast]
-        for up in ups:
+        for up in (up for p in self.participants.values() for up in p.uptracks):
             for layer in up.layers:
                 layer.sample(now)
+        self.transcoding.sample(now)
+        lost = self.transcoding.tick(now, self.meetings)  # leases; a silent transcoder's end
+        if lost:
+            metrics.TRANSCODERS_LOST.inc(len(lost))
         for p in self.participants.values():
             p.allocate(now)
+        self.transcoding.collect()  # stop rungs and sources no leg needs any more
+        metrics.TRANSCODED_LEGS.set(self.transcoding.legs())
+        metrics.TRANSCODERS.set(len(self.transcoding.routes))
+        self._remember_needs()
         paused = 0
         for p in self.participants.values():
             for up in p.uptracks:
@@ -296,6 +334,51 @@ class CallServer:
                     up.sent_active = wanted
                     p.push({"type": "layers", "track": up.track_id, "active": wanted})
         metrics.PAUSED_LAYERS.set(paused)
+
+    def _remember_needs(self) -> None:
+        """What each subscriber needs (its transcoded rungs and its own ``maxBitrate``), written
+        to Redis when it changes, so another replica or a restarted node knows it (``restore``);
+        without Redis it lives in the ``Participant`` on this node only."""
+        for p in self.participants.values():
+            need: dict[str, Any] = {}
+            if p.needs:
+                need["rungs"] = dict(p.needs)
+            if p.max_bps is not None:
+                need["maxBitrate"] = int(p.max_bps)
+            if need != self._needs_saved.get(p.id, {}):
+                self._needs_saved[p.id] = need
+                if self.redis is not None:
+                    spawn(self._save_needs(p.meeting_id, p.label, need))
+
+    async def _save_needs(self, meeting: str, label: str, need: dict[str, Any]) -> None:
+        key = NEEDS_KEY.format(meeting=meeting)
+        try:
+            if need:
+                await self.redis.hset(key, label, json.dumps(need))
+                await self.redis.expire(key, NEEDS_TTL_S)
+            else:
+                await self.redis.hdel(key, label)
+        except Exception as exc:  # Redis down: the node still transcodes, it just forgets
+            log.warning("needs of %s in %s not saved: %s", label, meeting, exc)
+
+    async def restore(self, p: Participant) -> None:
+        """A subscriber (re)joining: take back what an earlier session of it needed, on this
+        node or another (its ``maxBitrate``; its rungs are routed without the 1 s wait)."""
+        if self.redis is None:
+            return
+        try:
+            raw = await asyncio.wait_for(
+                self.redis.hget(NEEDS_KEY.format(meeting=p.meeting_id), p.label), 0.5)
+            need = json.loads(raw) if raw else {}
+        except Exception as exc:  # a join never waits on, or fails for, a slow Redis
+            log.warning("needs of %s in %s not read: %s", p.label, p.meeting_id, exc)
+            return
+        cap = need.get("maxBitrate") if isinstance(need, dict) else None
+        if isinstance(cap, int) and cap > 0:
+            p.max_bps = float(cap)
+        rungs = need.get("rungs") if isinstance(need, dict) else None
+        if isinstance(rungs, dict):
+            p.remembered = {str(k): str(v) for k, v in rungs.items()}
 
     def allow_publishers(self) -> None:
         """Once a second, each publisher gets one REMB for all its video (``publisher.allow``)."""

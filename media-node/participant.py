@@ -18,17 +18,19 @@ from typing import Any
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription, sdp
 
 from . import extmap, metrics
-from .allocation import allocate, view_cap
+from .allocation import allocate, rate, view_cap
 from .bwe import Downlink
 from .link import Link
 from .publisher import UpTrack
 from .simulcast import describe, offered_layers, route_by_mid
 from .subscriber import DownTrack, SilentTrack
 from .tasks import spawn
+from .transcoding import H264, VP8, RungLayer, Transcoding, codec_rung, plan
 from .udpmux import UdpMux
 
 PREFERRED = {"video": "video/vp8", "audio": "audio/opus"}
 MAX_PUBLISHED = 3  # tracks one participant may publish: microphone, camera, screen
+TRANSCODE_AFTER = 4  # allocations (1 s) a shortfall lasts before a leg is sent a rung
 _SENDING = re.compile(r"^a=(sendonly|sendrecv)\s*$", re.MULTILINE)
 
 
@@ -63,13 +65,29 @@ def _restrict_codecs(transceiver: Any) -> list[Any]:
     return transceiver._codecs
 
 
-def _capabilities_like(up: UpTrack) -> list[Any]:
+def _capabilities_like(up: UpTrack, transcoded_to: str | None = None) -> list[Any]:
+    """What a leg of ``up`` offers: the publisher's codec, or ``transcoded_to`` (H.264, every
+    profile aiortc sends, for a subscriber that cannot decode the publisher's codec)."""
     caps = RTCRtpSender.getCapabilities(up.kind).codecs
+    if transcoded_to is not None:
+        main = [c for c in caps if c.mimeType.lower() == transcoded_to]
+        return main + [c for c in caps if c.mimeType.lower().endswith("/rtx")]
     mime = up.codec.mimeType.lower()
     main = [c for c in caps if c.mimeType.lower() == mime
             and (not mime.endswith("h264") or c.parameters == up.codec.parameters)]
     rtx = [c for c in caps if c.mimeType.lower().endswith("/rtx")] if up.rtx_pt else []
     return main[:1] + rtx
+
+
+def offered_video_codecs(offer: str) -> set[str]:
+    """The video codecs (lower-case MIME types) a client's offer lists, RTX/RED/FEC aside:
+    what it can decode. Empty when the offer has no video m-line (nothing announced)."""
+    out: set[str] = set()
+    for m in sdp.SessionDescription.parse(offer).media:
+        if m.kind == "video":
+            out.update(c.mimeType.lower() for c in m.rtp.codecs
+                       if c.name.lower() not in ("rtx", "red", "ulpfec", "flexfec-03"))
+    return out
 
 
 class Participant:
@@ -92,9 +110,18 @@ class Participant:
         self.link = Link()
         self.downlink = Downlink()
         self.views: dict[str, int] = {}  # track id -> tile height the client renders it at
+        self.max_bps: float | None = None  # the client's own cap on what it receives (sfu.view)
+        self.transcoding: Transcoding | None = None  # the node's, when it may transcode
+        self.needs: dict[str, str] = {}  # track id -> transcoded rung this subscriber receives
+        self.remembered: dict[str, str] = {}  # needs of an earlier session (node.restore)
+        # the video codecs its first offer with video listed (None: it announced none, so it
+        # gets what the publishers send); a track in any other codec reaches it transcoded
+        self.video_codecs: set[str] | None = None
+        self._short = 0  # allocations in a row whose plan wanted a new transcoded route
         self.simulcast: dict[str, list[str]] = {}  # mid -> rids this client publishes there
         self._sent = (0.0, 0)  # (time, bytes sent to this subscriber) at the last allocation
         self.uptracks: list[UpTrack] = []
+        self._stopped: set[int] = set()  # id(receiver) of tracks the client stopped publishing
         self.downtracks: dict[int, DownTrack] = {}  # id(UpTrack) -> leg
         self._pending: list[DownTrack] = []
         self._offered: list[DownTrack] = []
@@ -136,6 +163,8 @@ class Participant:
                                  "participant")
             if self.publishes:
                 self.simulcast.update(offered_layers(sdp))
+            if self.video_codecs is None:
+                self.video_codecs = offered_video_codecs(sdp) or None
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp, "offer"))
             route_by_mid(self.pc)
             if not self.publishes:  # its sending m-lines are answered inactive: no receiver
@@ -155,7 +184,7 @@ class Participant:
         """Tracks the client started sending in the description just applied."""
         if not self.publishes:
             return []
-        known = {id(up.receiver) for up in self.uptracks}
+        known = {id(up.receiver) for up in self.uptracks} | self._stopped
         new: list[UpTrack] = []
         for t in self.pc.getTransceivers():
             if id(t.receiver) in known or t.receiver.track is None:
@@ -177,6 +206,15 @@ class Participant:
             if m.msid and " " in m.msid:
                 out[m.rtp.muxId] = m.msid.split()[1]
         return out
+
+    def stop_publishing(self, track_id: str) -> UpTrack | None:
+        """The client stopped a track (a screen share ended): it is no longer published, and
+        its m-line, left idle by the client, is never taken for a new track."""
+        up = next((u for u in self.uptracks if u.track_id == track_id), None)
+        if up is not None:
+            self.uptracks.remove(up)
+            self._stopped.add(id(up.receiver))
+        return up
 
     def request_publish(self, kinds: list[str]) -> None:
         """The client wants to publish more tracks: offer it recvonly m-lines to fill."""
@@ -213,7 +251,8 @@ class Participant:
             for dt in self._pending:
                 t = self.pc.addTransceiver(SilentTrack(dt.kind, dt.up.track_id), "sendonly")
                 t.sender._stream_id = dt.up.owner  # a=msid: stream = publishing identity
-                t.setCodecPreferences(_capabilities_like(dt.up))
+                t.setCodecPreferences(_capabilities_like(
+                    dt.up, None if self.decodes(dt.up) else H264))
                 dt.transceiver = t
             for dt in self._retired:
                 if dt.transceiver is not None:
@@ -243,10 +282,17 @@ class Participant:
             await self.renegotiate()
 
     # -- subscriptions ----------------------------------------------------------------------
+    def decodes(self, up: UpTrack) -> bool:
+        """Whether this subscriber can decode ``up`` as published (else: transcoded, H.264)."""
+        codecs = self.video_codecs
+        return up.kind != "video" or codecs is None or up.codec.mimeType.lower() in codecs
+
     def subscribe(self, up: UpTrack) -> None:
         if self.closed or not self.subscribes or id(up) in self.downtracks:
             return
         dt = DownTrack(up, self.id, self.link, self.downlink)
+        if not self.decodes(up):
+            dt.target = None  # never the original: it starts on the transcoder's output
         self.downtracks[id(up)] = dt
         self._pending.append(dt)
         spawn(self.renegotiate())
@@ -278,11 +324,53 @@ class Participant:
         weight = sum(dt.layer.bitrate for dt in video if dt.layer) or 1.0
         loss = sum(self._leg_loss(dt) * (dt.layer.bitrate if dt.layer else 0)
                    for dt in video) / weight
-        estimate = self.downlink.update(sent_bps, loss, now)
-        for dt, index in allocate(legs, estimate, self.views).items():
-            if not dt.up.simulcast:
-                continue
+        floor = sum(dt.up.layers[0].known if dt.kind == "audio" else rate(dt.up.layers[0])
+                    for dt in legs if dt.sender is not None)
+        estimate = self.downlink.update(sent_bps, loss, now, floor)
+        if self.max_bps is not None:
+            estimate = min(estimate, self.max_bps)
+        choice = allocate(legs, estimate, self.views)
+        tx = self.transcoding
+        self._fall_back()
+        usable = tx is not None and tx.available(self.meeting_id, now)
+        rungs = plan(choice, legs, estimate, self.views) if tx and tx.enabled else {}
+        if tx and not usable and (rungs or any(not self.decodes(dt.up) for dt in choice)):
+            tx.demand()  # `parley up`: its local transcoder starts on the first need
+        if not usable:
+            rungs = {}
+        # a new route waits until the shortfall has lasted TRANSCODE_AFTER allocations: a
+        # layer's first rate samples hold its first keyframe, and a rung costs a decoder
+        # (a track an earlier session of this subscriber needed a rung for goes at once)
+        def known(dt: DownTrack) -> bool:
+            return (isinstance(dt.current, RungLayer) or dt.up.track_id in self.remembered
+                    or not self.decodes(dt.up))
+
+        fresh = not all(known(dt) for dt in rungs)
+        self._short = self._short + 1 if fresh else 0
+        if fresh and self._short < TRANSCODE_AFTER:
+            rungs = {dt: r for dt, r in rungs.items() if known(dt)}
+        for dt, index in choice.items():
             before_layer = dt.current
+            route = self._route(dt, index, rungs.get(dt)) if usable else None
+            layer = tx.output(self.meeting_id, dt.up, *route) if tx and route else None
+            if layer is not None:
+                if dt.aim(layer, congested=self.downlink.congested):
+                    metrics.LAYER_SWITCHES.labels("down").inc()
+                    metrics.TRANSCODE_DECISIONS.labels(layer.rung.name).inc()
+                    self.needs[dt.up.track_id] = layer.rung.name
+                    self.push({"type": "layer", "participant": dt.up.owner,
+                               "track": dt.up.track_id, "rid": layer.rung.name, "index": -1,
+                               "layers": len(dt.up.layers), "height": layer.height,
+                               "reason": "transcoded" if self.decodes(dt.up) else "codec",
+                               "transcoded": True, "codec": layer.codec,
+                               "estimateKbps": round(estimate / 1000)})
+                    dt.reported = True
+                continue
+            self.needs.pop(dt.up.track_id, None)
+            if not self.decodes(dt.up):
+                continue  # nothing it can decode until the meeting's transcoder answers
+            if not dt.up.simulcast and not isinstance(before_layer, RungLayer):
+                continue
             down = before_layer is not None and index < before_layer.index
             if dt.select(index, congested=down and self.downlink.congested):
                 tile = index >= view_cap(dt, self.views.get(dt.up.track_id))
@@ -299,16 +387,55 @@ class Participant:
                        "height": max(layer.height, 0), "reason": reason,
                        "estimateKbps": round(estimate / 1000)})
 
+    def _route(self, dt: DownTrack, index: int,
+               rung: Any) -> tuple[int, Any, str] | None:
+        """(source layer index, rung, codec) of the transcoder output ``dt`` needs, or None: a
+        budget rung (``plan``) from the lowest layer, in the subscriber's codec; for a
+        subscriber that cannot decode the track, H.264 at the chosen layer's height."""
+        if self.decodes(dt.up):
+            return (0, rung, VP8) if rung is not None else None
+        if rung is not None:
+            return 0, rung, H264
+        for layer in reversed(dt.up.layers[:index + 1]):  # a layer whose height is known
+            own = codec_rung(layer)
+            if own is not None:
+                return layer.index, own, H264
+        return None
+
+    def _fall_back(self) -> None:
+        """Legs on an output of a transcoder that was lost go back to the track's lowest layer
+        at once (a subscriber that cannot decode it waits, paused, for a transcoder); each
+        move is a ``layer`` event with reason ``transcoder_lost`` and a metric."""
+        for dt in self.downtracks.values():
+            out = dt.current
+            if not isinstance(out, RungLayer) or not out.dead:
+                continue
+            self.needs.pop(dt.up.track_id, None)
+            event: dict[str, Any] = {"type": "layer", "participant": dt.up.owner,
+                                     "track": dt.up.track_id, "layers": len(dt.up.layers),
+                                     "reason": "transcoder_lost", "transcoded": False}
+            if self.decodes(dt.up):
+                lowest = dt.up.layers[0]
+                dt.aim(lowest)
+                metrics.TRANSCODER_FALLBACKS.labels("layer").inc()
+                event.update(rid=lowest.rid, index=0, height=max(lowest.height, 0))
+            else:
+                dt.close()  # off the dead output; ``aim`` starts it again on a new one
+                metrics.TRANSCODER_FALLBACKS.labels("paused").inc()
+                event.update(rid=None, index=-1, height=0, paused=True)
+            self.push(event)
+
     @staticmethod
     def _leg_loss(dt: DownTrack) -> float:
-        """The leg's loss: its last receiver report's, or, sooner, the share of what it was sent
-        since the last allocation that it NACKed (a browser NACKs a gap at once; reports come
-        about once a second)."""
+        """The leg's loss: its last receiver report's, less what its layer lost on the way in,
+        or, sooner, the share of what it was sent since the last allocation that it NACKed (a
+        browser NACKs a gap at once; reports come about once a second)."""
         sent = dt.packets - dt.marks
         nacked = len(dt.nacked)
         dt.marks = dt.packets
         dt.nacked.clear()
-        return max(dt.loss, min(1.0, nacked / sent) if sent >= 20 else 0.0)
+        upstream = dt.layer.lost if dt.layer is not None else 0.0
+        return max(dt.loss - upstream, min(1.0, nacked / sent) if sent >= 20 else 0.0)
 
     # -- events for signaling (long poll) ---------------------------------------------------
     def push(self, event: dict[str, Any]) -> None:

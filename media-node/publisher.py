@@ -41,8 +41,8 @@ class Layer:
     keyframe state towards the publisher, and the legs currently fed from it."""
 
     __slots__ = ("bitrate", "bytes", "bytes_mark", "downtracks", "height", "history", "index",
-                 "keyframes", "known", "last_time", "last_ts", "nacks", "packets", "rid",
-                 "rtx_ssrc", "ssrc", "stats", "up", "waiting")
+                 "keyframes", "known", "last_time", "last_ts", "lost", "lost_mark", "nacks",
+                 "packets", "rid", "rtx_ssrc", "ssrc", "stats", "up", "waiting")
 
     def __init__(self, up: UpTrack, index: int, rid: str | None) -> None:
         self.up = up
@@ -65,6 +65,8 @@ class Layer:
         self.bitrate = 0.0  # bits/s over the last sample (control loop, not the hot path)
         self.known = 0.0  # the last non-zero bitrate: what a paused layer costs when resumed
         self.height = 0 if video else -1  # from the first keyframe seen (VP8); -1: unknowable
+        self.lost = 0.0  # fraction lost on the way in (after repairs), over about a second
+        self.lost_mark = (0, 0)  # (expected, received) at the last sample
 
     def lookup(self, seq: int) -> tuple[int, int, int, bytes] | None:
         """The packet with input sequence ``seq`` if still in the history."""
@@ -101,6 +103,15 @@ class Layer:
                 self.known = self.bitrate if not self.known else (
                     0.88 * self.known + 0.12 * self.bitrate)
         self.bytes_mark = (now, self.bytes)
+        stats = self.stats
+        if stats is not None and stats.max_seq is not None:
+            # a subscriber's receiver report counts these gaps too: they are not its downlink's
+            expected, received = stats.packets_expected, stats.packets_received
+            e0, r0 = self.lost_mark
+            self.lost_mark = (expected, received)
+            if expected > e0:
+                gone = max(0.0, 1 - (received - r0) / (expected - e0))
+                self.lost += 0.25 * (gone - self.lost)
         return self.bitrate
 
 

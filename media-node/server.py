@@ -26,7 +26,8 @@ async def serve(args: argparse.Namespace) -> None:
                         capacity_subscriptions=args.capacity,
                         capacity_participants=getattr(args, "capacity_participants", 0),
                         udp_port=getattr(args, "udp_port", None),
-                        advertise=[args.advertise] if args.advertise else None)
+                        advertise=[args.advertise] if args.advertise else None,
+                        transcoder=os.environ.get("PARLEY_MEETING_TRANSCODER") or None)
     # the chart's, derived from the token secret (parley.tokens.control_key); the node never
     # holds the secret itself. Without a key the control API refuses every call (503).
     key = os.environ.get("PARLEY_CONTROL_KEY") or None
@@ -41,7 +42,9 @@ async def serve(args: argparse.Namespace) -> None:
 
         from .registry import Registration
 
-        registration = Registration(Redis.from_url(redis_url), server, address=args.advertise)
+        server.redis = Redis.from_url(redis_url)  # also where subscribers' needs are kept
+        server.transcoding.redis = server.redis  # and where meetings' transcoders announce
+        registration = Registration(server.redis, server, address=args.advertise)
         registration.start()
     report = NodeReport.from_env(server)
     if report is not None:
@@ -60,7 +63,7 @@ async def serve(args: argparse.Namespace) -> None:
         await server.close()
 
 
-BROADCAST_ROLES = ("ingest", "edge-relay", "transcoder")
+BROADCAST_ROLES = ("ingest", "edge-relay", "transcoder", "recorder")
 
 
 class DrainingServer(uvicorn.Server):
@@ -102,9 +105,7 @@ def run(args: argparse.Namespace) -> int:
 
         return run_broadcast(args)
     if args.role != "call-server":
-        print(f"parley media-node --role {args.role}: not implemented yet (the broadcast "
-              "recorder is issue 10 part 2; meetings record through the call server's tap)",
-              file=sys.stderr)
+        print(f"parley media-node --role {args.role}: unknown role", file=sys.stderr)
         return 3
     asyncio.run(serve(args))
     return 0

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import struct
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from aiortc import MediaStreamTrack, RTCRtpSender
 from aiortc import clock as rtc_clock
@@ -35,6 +35,7 @@ from .rtp import pack_header, vp8_ids, vp8_rewrite
 
 if TYPE_CHECKING:
     from .publisher import Layer, UpTrack
+    from .transcoding import RungLayer
 
 _pack_seq = struct.Struct("!H").pack
 _join = b"".join
@@ -78,6 +79,8 @@ class DownTrack:
         self.subscriber = subscriber
         self.link = link
         self.downlink = downlink  # the subscriber's Downlink estimate (REMB, loss), or None
+        if downlink is not None and up.kind == "video":
+            downlink.legs.add(self)
         self.clock_rate = up.codec.clockRate
         self.transceiver: Any = None
         self.sender: RTCRtpSender | None = None
@@ -209,7 +212,11 @@ class DownTrack:
         unless the link is ``congested``: then it stops at once, since the link drops it anyway
         and the new layer's keyframe needs the room (a short freeze instead of a long one)."""
         layers = self.up.layers
-        want = layers[max(0, min(index, len(layers) - 1))]
+        return self.aim(layers[max(0, min(index, len(layers) - 1))], congested)
+
+    def aim(self, want: Layer, congested: bool = False) -> bool:
+        """``select`` for any layer of the track, a simulcast one or a transcoded rung
+        (``transcoding.RungLayer``); same keyframe switch and continuity."""
         if want is (self.target or self.layer):
             return False
         if congested and self.layer is not None and want is not self.layer:
@@ -222,9 +229,28 @@ class DownTrack:
                 self.target = None
                 return True
             self.layer = None  # stopped by a congested switch: start it again on a keyframe
+        if want.index < 0:  # a transcoded rung (``RungLayer``), in VP8 or, for a leg that
+            # cannot decode the source, H.264, which has no PictureID: nothing to continue
+            if not cast("RungLayer", want).vp8:
+                self.munge = False
+            elif not self.munge and self.up.codec.mimeType.lower() == "video/vp8":
+                self._start_munging()
         self.target = want
         want.add(self)
         return True
+
+    def _start_munging(self) -> None:
+        """A plain VP8 leg about to switch to a transcoded rung: continue the PictureID from the
+        last one forwarded (the rung numbers its own), as a simulcast leg does from the start."""
+        layer = self.layer
+        entry = layer.lookup((self.last_seq - self.seq_offset) & 0xFFFF) if layer else None
+        if entry is not None:
+            pid, tl0 = vp8_ids(entry[3])
+            if pid < 0:
+                return  # 7-bit or no PictureID: nothing to continue
+            self.last_pid = pid
+            self.last_tl0 = max(tl0, 0)
+        self.munge = True
 
     @property
     def current(self) -> Layer | None:
@@ -250,16 +276,18 @@ class DownTrack:
         subscriber's receiver reports and REMB for its downlink estimate."""
         if isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
             metrics.NACKS.labels("downstream").inc(len(packet.lost))
-            fresh = [seq for seq in packet.lost if seq not in self.nack_seen]
+            fresh = [s for s in packet.lost if s not in self.nack_seen and self.was_sent(s)]
             self.nacked.update(fresh)
             self.nack_seen.update(fresh)
+            if self.downlink is not None:
+                self.downlink.nacks += len(fresh)
             if len(self.nack_seen) > 4096:
                 self.nack_seen.clear()
             for out in packet.lost:
                 self.retransmit(out)
         elif isinstance(packet, RtcpPsfbPacket):
             if packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
-                layer = self.current
+                layer = self.target or self.layer  # mid-switch, the next keyframe is the new one's
                 if layer is not None:
                     layer.request_keyframe()
             elif packet.fmt == RTCP_PSFB_APP and self.downlink is not None:
@@ -272,13 +300,29 @@ class DownTrack:
                         self.loss = report.fraction_lost / 256
             await RTCRtpSender._handle_rtcp_packet(self.sender, packet)  # RR: RTT statistics
 
+    def was_sent(self, out: int) -> bool:
+        """Whether outgoing number ``out`` was a packet this leg sent: not a gap the publisher's
+        uplink (or, on a starved machine, the node's own receive buffer) made, which the
+        subscriber NACKs too but which says nothing about its downlink. Numbers from before the
+        current layer count as sent (their history is another layer's)."""
+        layer = self.layer
+        if layer is None or ((out - self.switch_seq) & 0xFFFF) >= 0x8000:
+            return True
+        return layer.lookup((out - self.seq_offset) & 0xFFFF) is not None
+
     def retransmit(self, out: int) -> None:
         """Resend a NACKed packet from the current layer's history, as RTX when negotiated
-        (RFC 4588 section 4: original sequence number first in the payload)."""
+        (RFC 4588 section 4: original sequence number first in the payload). Not while a
+        congested switch waits for the new layer's keyframe: the receiver keeps NACKing the
+        stopped layer's lost packets, and answering them kept a throttled link full, so the
+        new layer's keyframe was lost too (tests/sfu/test_throttled.py: no low-layer frame
+        within 5 s of the throttle)."""
         link = self.link
         layer = self.layer
         if layer is None or not link.ready or ((out - self.switch_seq) & 0xFFFF) >= 0x8000:
             return  # gated, or sent from an earlier layer whose history this is not
+        if self.target is not None and self not in layer.downtracks:
+            return  # a congested switch stopped this layer: its repairs would fill the link
         entry = layer.lookup((out - self.seq_offset) & 0xFFFF)
         if entry is None:
             return
@@ -316,6 +360,8 @@ class DownTrack:
         s._RTCRtpSender__octet_count = self.bytes  # type: ignore[attr-defined]
 
     def close(self) -> None:
+        if self.downlink is not None:
+            self.downlink.legs.discard(self)
         for layer in {id(x): x for x in (self.layer, self.target) if x is not None}.values():
             layer.remove(self)
             if layer is self.target:

@@ -44,6 +44,9 @@ class Settings:
     # Where a stopped recording is compiled: "inline" (a signaling worker thread, `parley up`)
     # or "job" (the operator runs a Kubernetes Job; signaling only waits for the manifest).
     file_creator: str = "inline"
+    # Where /live is served for the broadcast pages (/golive, /watch) of a `parley signaling`
+    # that serves none itself: an ingest or edge host (PARLEY_BROADCAST_URL); None: this origin.
+    broadcast_url: str | None = None
 
     def __post_init__(self) -> None:
         if not 10 <= self.guest_ttl_s <= 86400:
@@ -83,6 +86,7 @@ class Settings:
             "guest_ttl_s": int(_env("PARLEY_GUEST_TTL_S", "900") or 900),
             "region": _env("PARLEY_REGION", "local") or "local",
             "file_creator": _env("PARLEY_FILE_CREATOR", "inline"),
+            "broadcast_url": _env("PARLEY_BROADCAST_URL"),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         values["data_dir"] = Path(str(values["data_dir"]))  # a CLI override arrives as str

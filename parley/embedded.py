@@ -27,11 +27,15 @@ async def serve(settings: Settings, host: str, port: int, embed_call_server: boo
         settings = dataclasses.replace(settings, allowed_hosts=(*settings.hosts(), shown))
     if embed_call_server:  # `parley up`: the call server runs in this process, at /media
         call_server, directory = embed(settings, f"http://{shown}:{port}")
-        app = create_app(settings, Hub(settings, directory=directory))
+        hub = Hub(settings, directory=directory)
+        app = create_app(settings, hub)
         mount(app, call_server, settings.token_secret)
+        from parley.events import Emitter
         from parley.media.broadcast.roles import mount as mount_live  # docs/broadcast.md
 
-        mount_live(app, settings.token_secret)
+        # broadcast.* events go where signaling's go (the JSONL file the engine tails)
+        live = mount_live(app, settings.token_secret, call_server.url)  # meeting sources: here
+        live.events = Emitter(hub.instance, hub.events)
     else:  # a deployment: call-server nodes registered in Redis, if configured
         app = create_app(settings, Hub(settings, directory=directory_for(settings)))
     if not settings.kafka_bootstrap and os.environ.get("PARLEY_ANALYTICS", "1") != "0":

@@ -30,7 +30,11 @@ EVENT_TYPES = ("call.invited", "call.started", "call.ended", "participant.joined
                # issue 14: chat metadata (never the text)
                "chat.message",
                # issue 12: the call server's layer choices for subscribers
-               "layer.changed")
+               "layer.changed",
+               # issue 13: recordings (signaling) and live broadcasts (the ingest)
+               "recording.started", "recording.stopped", "recording.ready", "recording.failed",
+               "broadcast.started", "broadcast.ended", "broadcast.source.connected",
+               "broadcast.source.disconnected")
 log = logging.getLogger("parley.events")
 
 EVENTS_EMITTED = Counter("parley_events_emitted_total", "Events handed to a sink", ["type"])
@@ -53,12 +57,15 @@ def validate(event: dict[str, Any]) -> None:
 
 
 def make_event(etype: str, *, instance: str, data: dict[str, Any], room: str | None = None,
-               call_id: str | None = None, region: str | None = None) -> dict[str, Any]:
-    """The envelope; ``region`` (default ``$PARLEY_REGION``) lets analytics split by region."""
+               call_id: str | None = None, region: str | None = None,
+               event_id: str | None = None) -> dict[str, Any]:
+    """The envelope; ``region`` (default ``$PARLEY_REGION``) lets analytics split by region.
+    ``event_id``: a stable id for an event that a retry may emit again (a recording's
+    ``recording.ready`` after a replica died), so analytics counts it once."""
     if etype not in EVENT_TYPES:
         raise ValueError(f"unknown event type {etype}")
     return {
-        "version": SCHEMA_VERSION, "id": uuid.uuid4().hex, "type": etype,
+        "version": SCHEMA_VERSION, "id": event_id or uuid.uuid4().hex, "type": etype,
         "time": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace(
             "+00:00", "Z"),
         "instance": instance, "region": region or os.environ.get("PARLEY_REGION") or "local",
@@ -126,7 +133,8 @@ class KafkaSink:
         EVENTS_EMITTED.labels(event["type"]).inc()
         key = event.get("callId") or event.get("room") or ""
         try:
-            self._producer.produce(self.topic, json.dumps(event).encode(), key.encode(),
+            self._producer.produce(self.topic, json.dumps(event, separators=(",", ":")).encode(),
+                                   key.encode(),
                                    on_delivery=self._delivered)
         except BufferError:
             EVENTS_DROPPED.labels("kafka", "buffer_full").inc()
@@ -142,6 +150,29 @@ class KafkaSink:
         remaining = self._producer.flush(timeout_s)
         if remaining:
             EVENTS_DROPPED.labels("kafka", "shutdown").inc(remaining)
+
+
+class Emitter:
+    """Events from a component that has no signaling hub (a broadcast ingest): the sink is made
+    from the environment on first use (Kafka with ``PARLEY_KAFKA_BOOTSTRAP``, else the JSONL
+    file of ``PARLEY_DATA_DIR``) unless one is given; ``emit`` never raises."""
+
+    def __init__(self, instance: str, sink: EventSink | None = None) -> None:
+        self.instance, self.sink = instance, sink
+
+    def emit(self, etype: str, *, data: dict[str, Any], room: str | None = None,
+             event_id: str | None = None) -> None:
+        try:
+            if self.sink is None:
+                from parley.config import Settings
+
+                settings = Settings.from_env()
+                self.sink = sink_for(settings.kafka_bootstrap, settings.kafka_topic,
+                                     settings.data_dir)
+            self.sink.emit(make_event(etype, instance=self.instance, data=data, room=room,
+                                      event_id=event_id))
+        except Exception:
+            log.exception("event %s dropped", etype)
 
 
 def sink_for(kafka_bootstrap: str | None, topic: str, data_dir: Path) -> EventSink:

@@ -3,9 +3,13 @@
 Each media node (call server, edge relay) owns one ``coordination.k8s.io/v1`` Lease named
 ``parley-report-<pod>`` in its namespace: ``spec.renewTime`` is its heartbeat and the annotation
 ``parley.dev/report`` carries ``{"meetings": {"<ns>/<name>": participants},
-"broadcasts": {"<ns>/<name>": viewers}}``. A Lease needs no CRD, media nodes only need
-``create``/``update`` on leases in their own namespace (not ``patch`` on pods), an owner
-reference to the pod garbage-collects it, and a stale heartbeat means "no longer counted".
+"broadcasts": {"<ns>/<name>": viewers}}``; an edge relay adds ``"transports": {"<ns>/<name>":
+{"whep": n, "hls": n}}`` and ``"renditions": {"<ns>/<name>": [renditions producing]}``; a
+broadcast's ingest reports ``"sources": {"<ns>/<name>": {"connected", "onAir", "meetings"}}``
+(media-node/broadcast/ingest_report.py). A
+Lease needs no CRD, media nodes only need ``create``/``update`` on leases in their own
+namespace (not ``patch`` on pods), an owner reference to the pod garbage-collects it, and a
+stale heartbeat means "no longer counted".
 The media node (``parley.media.report``) and the tests both write it with :func:`publish`;
 the operator reads it (``parley.operator.reports.collect``).
 """
@@ -38,16 +42,25 @@ def resource_key(room: str) -> str | None:
 
 def publish(namespace: str, pod: str, *, role: str, region: str,
             meetings: dict[str, int] | None = None, broadcasts: dict[str, int] | None = None,
-            ttl_seconds: int = 30, pod_uid: str | None = None) -> None:
+            ttl_seconds: int = 30, pod_uid: str | None = None,
+            transports: dict[str, dict[str, int]] | None = None,
+            renditions: dict[str, list[str]] | None = None,
+            sources: dict[str, dict[str, Any]] | None = None) -> None:
     """Write (create or replace) this media node's report; idempotent. Blocking: media nodes
     call it from a worker thread."""
+    report: dict[str, Any] = {"meetings": meetings or {}, "broadcasts": broadcasts or {}}
+    if transports is not None:
+        report["transports"] = transports
+    if renditions is not None:
+        report["renditions"] = renditions
+    if sources is not None:
+        report["sources"] = sources
     body: dict[str, Any] = {
         "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
         "metadata": {
             "name": lease_name(pod), "namespace": namespace,
             "labels": {REPORT_LABEL: "media-node", ROLE_LABEL: role, REGION_LABEL: region},
-            "annotations": {REPORT_ANNOTATION: json.dumps(
-                {"meetings": meetings or {}, "broadcasts": broadcasts or {}}, sort_keys=True)},
+            "annotations": {REPORT_ANNOTATION: json.dumps(report, sort_keys=True)},
         },
         "spec": {"holderIdentity": pod, "leaseDurationSeconds": ttl_seconds,
                  "renewTime": kubeapi.now().strftime("%Y-%m-%dT%H:%M:%S.%fZ")},

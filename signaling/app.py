@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from parley import __version__, tokens
 from parley.analytics.report import router_for as analytics_report
 from parley.config import Settings
+from parley.signaling import broadcast_pages
 from parley.signaling import protocol as p
 from parley.signaling.guard import Guard
 from parley.signaling.hub import Hub
@@ -53,6 +54,7 @@ def create_app(settings: Settings, hub: Hub | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.hub = hub
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    broadcast_pages.add_routes(app, STATIC, settings.broadcast_url)  # /golive, /watch/{b}
 
     @app.get("/")
     async def index() -> FileResponse:
@@ -106,6 +108,9 @@ def create_app(settings: Settings, hub: Hub | None = None) -> FastAPI:
             raise HTTPException(400, {"code": "bad_request",
                                       "message": "room: 1-64 of [A-Za-z0-9_.:@+-]; "
                                                  "name: 1-64 printable characters"})
+        if room.startswith("broadcast:"):  # a broadcast token is a stream key (docs/broadcast.md)
+            raise HTTPException(403, {"code": "broadcast_room", "message": (
+                "guests get no broadcast tokens: parley token --broadcast B --source S")})
         ttl = settings.guest_ttl_s
         token = tokens.mint(settings.token_secret, identity=identity, room=room, name=name,
                             grants=settings.guest_grants, ttl_s=ttl, guest=True, since=since)

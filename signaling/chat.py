@@ -6,8 +6,9 @@ embedded default), then delivered through presence, so whichever replica holds a
 it over. A room's log gives late joiners the recent history. A direct message stays in the
 recipient's inbox until their client acks it (``chat.ack``), so an offline user gets it when they
 connect, on any replica, after any replica restart; the client also dedupes by id, so a message
-both replayed and delivered live is shown once. A resend with the same ``clientId`` is acked with
-the first send's message and delivered to nobody again.
+both replayed and delivered live is shown once. It is also kept in its conversation's log, which
+either of the two users reads page by page (``chat.history {with}``) from any browser. A resend
+with the same ``clientId`` is acked with the first send's message and delivered to nobody again.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from parley.signaling import protocol as p
-from parley.signaling.chatlog import ChatLog, chat_log_for
+from parley.signaling.chatlog import ChatLog, chat_log_for, conversation
 from parley.signaling.limits import TokenBucket
 from parley.signaling.rooms import call_of
 from parley.tokens import GUEST_PREFIX
@@ -46,6 +47,10 @@ class ChatOptions:
     room_ttl_s: float = 24 * 3600  # a room's log expires this long after its last message
     inbox_keep: int = 100  # unacked direct messages kept per user (oldest dropped)
     inbox_ttl_s: float = 7 * 24 * 3600  # an inbox expires this long after its last message
+    dm_keep: int = 500  # about this many kept per conversation of two users (MAXLEN ~)
+    dm_ttl_s: float = 30 * 24 * 3600  # a conversation expires this long after its last message
+    history_rate: float = 5.0  # chat.history pages per second per connection ...
+    history_burst: float = 20.0  # ... after a burst of this many
     dedupe_ttl_s: float = 600  # a clientId is remembered this long
 
     @classmethod
@@ -60,7 +65,9 @@ class ChatOptions:
                    room_keep=int(num("PARLEY_CHAT_ROOM_KEEP", 200)),
                    room_ttl_s=num("PARLEY_CHAT_ROOM_TTL_S", 24 * 3600),
                    inbox_keep=int(num("PARLEY_CHAT_INBOX_KEEP", 100)),
-                   inbox_ttl_s=num("PARLEY_CHAT_INBOX_TTL_S", 7 * 24 * 3600))
+                   inbox_ttl_s=num("PARLEY_CHAT_INBOX_TTL_S", 7 * 24 * 3600),
+                   dm_keep=int(num("PARLEY_CHAT_DM_KEEP", 500)),
+                   dm_ttl_s=num("PARLEY_CHAT_DM_TTL_S", 30 * 24 * 3600))
 
 
 def _message(entry_id: str, fields: dict[str, str], room: str | None) -> dict[str, Any]:
@@ -83,15 +90,20 @@ class Chat:
         self.log = log or chat_log_for(hub.store)
         self._buckets: weakref.WeakKeyDictionary[Session, TokenBucket] = (
             weakref.WeakKeyDictionary())
+        self._history_buckets: weakref.WeakKeyDictionary[Session, TokenBucket] = (
+            weakref.WeakKeyDictionary())
 
-    def _limit(self, s: Session, msg: p.Message) -> None:
-        bucket = self._buckets.get(s)
+    def _limit(self, s: Session, msg: p.Message, history: bool = False) -> None:
+        buckets = self._history_buckets if history else self._buckets
+        bucket = buckets.get(s)
         if bucket is None:
-            bucket = self._buckets[s] = TokenBucket(self.options.rate, self.options.burst)
+            o = self.options
+            bucket = buckets[s] = (TokenBucket(o.history_rate, o.history_burst) if history
+                                   else TokenBucket(o.rate, o.burst))
         wait = bucket.take()
         if wait:
-            raise p.ProtocolError("rate_limited", "too many chat messages; retry later", msg.id,
-                                  retryAfterMs=int(wait * 1000) + 1)
+            raise p.ProtocolError("rate_limited", f"too many {msg.type} messages; retry later",
+                                  msg.id, retryAfterMs=int(wait * 1000) + 1)
 
     async def _may_message(self, s: Session, to: str, msg: p.Message) -> None:
         """Direct messages are between users: guests chat in their room only, and a user may
@@ -138,9 +150,10 @@ class Chat:
                 entry_id = await self.log.append(f"chat:room:{room}", fields,
                                                  self.options.room_keep, self.options.room_ttl_s)
             else:
-                entry_id = await self.log.append(f"chat:inbox:{to}", fields,
-                                                 self.options.inbox_keep,
-                                                 self.options.inbox_ttl_s, exact=True)
+                o = self.options
+                entry_id = await self.log.append_direct(
+                    conversation(s.identity, to or ""), f"chat:inbox:{to}", fields,
+                    (o.dm_keep, o.inbox_keep), (o.dm_ttl_s, o.inbox_ttl_s))
         except Exception:
             await self.hub.store.delete(dedupe)  # not sent: a resend must try again
             raise
@@ -193,6 +206,20 @@ class Chat:
             return
         for entry_id, fields in waiting:
             s.send(_message(entry_id, fields, None))
+
+    async def history(self, s: Session, msg: p.Message) -> None:
+        """``chat.history {with, before?, limit?}``: a page of the requester's conversation
+        with one user, oldest first, ``more`` when older ones remain. The conversation is always
+        the requester's own, and only with a user they may message now: nobody reads another
+        pair's messages."""
+        self._limit(s, msg, history=True)
+        peer: str = msg["with"]
+        await self._may_message(s, peer, msg)
+        limit: int = msg.get("limit") or 50
+        page = await self.log.before(conversation(s.identity, peer), msg.get("before"),
+                                     limit + 1)
+        s.send({"type": "chat.history", "with": peer, "more": len(page) > limit,
+                "messages": [_message(i, f, None) for i, f in page[-limit:]], "ref": msg.id})
 
     async def ack(self, s: Session, msg: p.Message) -> None:
         """``chat.ack``: the client showed these direct messages; they leave the inbox."""

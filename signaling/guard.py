@@ -4,6 +4,12 @@ body may be (docs/signaling.md, "Limits").
 A page on another site that resolves its own name to 127.0.0.1 (DNS rebinding) sends its own
 Host header, and a cross-site page opening a WebSocket sends its own Origin: both are refused
 before any route runs. Bodies are read up to the bound before the route sees them.
+
+``/live/`` (WHIP/WHEP/LL-HLS, docs/broadcast.md) is exempt from the Origin check only: it
+answers ``Access-Control-Allow-Origin: *`` because a publisher or player on another site is the
+point, a WHIP publish or a cut needs a bearer token (a header a cross-site page cannot borrow
+from the browser: no cookies are involved), and what needs none (WHEP, playlists) is public.
+The Host check and the body bound still apply there.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from urllib.parse import urlsplit
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
+CROSS_ORIGIN_PREFIXES = ("/live/",)  # token-authorized or public, with CORS: see above
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 App = Callable[[Scope, Receive, Send], Awaitable[None]]
@@ -51,7 +58,7 @@ class Guard:
                                "(PARLEY_ALLOWED_HOSTS)")
             return
         origin = headers.get("origin")
-        if origin is not None:
+        if origin is not None and not scope.get("path", "").startswith(CROSS_ORIGIN_PREFIXES):
             ohost = (urlsplit(origin).hostname or "").lower()
             if not ohost or (ohost not in self.hosts and ohost != host):
                 await self._refuse(scope, send, 403, "origin_not_allowed",

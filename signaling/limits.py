@@ -45,9 +45,10 @@ BUDGET_OF = {
     "caps": "fanout", "media": "fanout",
     "join": "join",
     "sfu.join": "sfu_join",
-    "sfu.answer": "sfu_signal", "sfu.publish": "sfu_signal",
+    "sfu.answer": "sfu_signal", "sfu.publish": "sfu_signal", "sfu.unpublish": "sfu_signal",
     "sfu.view": "sfu_view",  # its own: tile resizes must never starve answers
     "invite": "invite",
+    "presence": "presence", "presence.subscribe": "presence",  # the people panel's list
 }
 
 
@@ -58,4 +59,5 @@ def connection_buckets(o: Options) -> dict[str, TokenBucket]:
             "sfu_join": TokenBucket(o.sfu_join_rate, o.sfu_join_burst),
             "sfu_signal": TokenBucket(o.sfu_signal_rate, o.sfu_signal_burst),
             "sfu_view": TokenBucket(o.sfu_view_rate, o.sfu_view_burst),
-            "invite": TokenBucket(o.invite_rate, o.invite_burst)}
+            "invite": TokenBucket(o.invite_rate, o.invite_burst),
+            "presence": TokenBucket(2.0, 10.0)}

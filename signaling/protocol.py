@@ -47,11 +47,12 @@ ERROR_CODES = {
     "identity_in_use": "a guest token's identity is already connected; only a token minted by "
                        "the deployment takes over a session",
     "rate_limited": "too many messages of this kind (caps/media, join, sfu.join, "
-                    "sfu.answer/sfu.publish, sfu.view, invite, chat.send, telemetry); "
+                    "sfu.answer/sfu.publish, sfu.view, invite, chat.send, chat.history, "
+                    "presence, telemetry); "
                     "dropped, retry after retryAfterMs",
     "chat_too_long": "a chat message's text exceeds the size limit (maxChars); not sent",
-    "chat_not_allowed": "this direct message is not allowed (guests chat in their room only; "
-                        "users message whom they may call)",
+    "chat_not_allowed": "this direct message or conversation is not allowed (guests chat in "
+                        "their room only; users message whom they may call)",
     "too_many_tracks": "the SDP sends more tracks than a participant may publish",
     "too_many_connections": "this address has too many WebSocket connections (close 4429)",
     "not_joined": "the action needs a joined room",
@@ -65,6 +66,7 @@ ERROR_CODES = {
     "not_sfu": "the action needs a call-server session (sfu.join first)",
     "sfu_stale": "an sfu.answer of a call-server connection the client already replaced "
                  "(its ICE ufrag is not the current one's); dropped",
+    "presence_not_allowed": "presence is for signed-in users (guests get none)",
     "call_not_allowed": "the user service does not allow this caller to call that user",
     "unknown_call": "no such call, or the sender is not a party to it",
     "call_state": "the call is not in a state that allows this action",
@@ -94,6 +96,12 @@ def _ident(value: Any) -> str:
     if not isinstance(value, str) or not _ID_RE.match(value):
         raise ValueError("must be 1-128 characters of letters, digits and _.:@+-")
     return value
+
+
+def _idents(value: Any) -> list[str]:
+    if not isinstance(value, list) or not 1 <= len(value) <= 100:
+        raise ValueError("must be a list of 1-100 identities")
+    return [_ident(v) for v in value]
 
 
 def _text(limit: int) -> Any:
@@ -220,6 +228,12 @@ def _chat_ids(value: Any) -> list[str]:
     return value
 
 
+def _chat_id(value: Any) -> str:
+    if not isinstance(value, str) or not _STREAM_ID.match(value):
+        raise ValueError("must be a chat message id (<ms>-<seq>)")
+    return value
+
+
 def _object(value: Any) -> dict[str, Any]:
     """A JSON object whose fields another module checks (telemetry: ``bad_telemetry``)."""
     if not isinstance(value, dict):
@@ -231,6 +245,14 @@ def _kinds(value: Any) -> list[str]:
     if (not isinstance(value, list) or not 1 <= len(value) <= 4
             or not all(k in ("audio", "video") for k in value)):
         raise ValueError("must be a list of 1-4 of 'audio', 'video'")
+    return value
+
+
+def _max_bitrate(value: Any) -> int:
+    """The most a client wants to receive from the call server, bits/s; 0 lifts its cap."""
+    if (not isinstance(value, int) or isinstance(value, bool)
+            or not (value == 0 or 30_000 <= value <= 100_000_000)):
+        raise ValueError("must be 0 (no cap) or 30000-100000000 bits/s")
     return value
 
 
@@ -258,8 +280,9 @@ CLIENT_MESSAGES: dict[str, dict[str, tuple[Any, bool]]] = {
         k: (v, False) for k, v in CAPS_FIELDS.items()}},
     "leave": {},
     "caps": {k: (v, False) for k, v in CAPS_FIELDS.items()},
-    # what the sender is sending now (camera/microphone toggles), shown to everyone in the room
-    "media": {"audio": (_bool, False), "video": (_bool, False)},
+    # what the sender is sending now (camera/microphone toggles) and a raised hand, shown to
+    # everyone in the room
+    "media": {"audio": (_bool, False), "video": (_bool, False), "hand": (_bool, False)},
     "offer": {"to": (_ident, True), "sdp": (sdp, True), "sources": (_sources, False),
               "path": (_path, False)},
     "answer": {"to": (_ident, True), "sdp": (sdp, True), "sources": (_sources, False),
@@ -275,8 +298,11 @@ CLIENT_MESSAGES: dict[str, dict[str, tuple[Any, bool]]] = {
     "sfu.join": {"sdp": (sdp, True), "sources": (_sources, False), "pair": (_ident, False)},
     "sfu.answer": {"sdp": (sdp, True), "sources": (_sources, False), "pair": (_ident, False)},
     "sfu.publish": {"kinds": (_kinds, True), "pair": (_ident, False)},
+    # a track the client stopped (a screen share ended): the others' copies end
+    "sfu.unpublish": {"track": (_text(64), True), "pair": (_ident, False)},
     # the height each remote video renders at: the call server sends no bigger layer
-    "sfu.view": {"views": (_views, True), "pair": (_ident, False)},
+    "sfu.view": {"views": (_views, True), "maxBitrate": (_max_bitrate, False),
+                 "pair": (_ident, False)},
     # client telemetry (docs/signaling.md, "Telemetry"), checked by signaling/telemetry.py
     "quality.sample": {"sample": (_object, True)},
     "client.info": {"info": (_object, True)},
@@ -284,6 +310,13 @@ CLIENT_MESSAGES: dict[str, dict[str, tuple[Any, bool]]] = {
     "chat.send": {"room": (_ident, False), "to": (_ident, False), "text": (_string, True),
                   "clientId": (_ident, True)},
     "chat.ack": {"ids": (_chat_ids, True)},
+    # a page of the sender's direct-message conversation with one user, before an id
+    "chat.history": {"with": (_ident, True), "before": (_chat_id, False),
+                     "limit": (_int(1, 100), False)},
+    # who of these users is online, for the front page's people panel (signaling/presence.py):
+    # once, or now and then every change (the list replaces the previous one)
+    "presence": {"ids": (_idents, True)},
+    "presence.subscribe": {"ids": (_idents, True)},
 }
 TOPOLOGIES = ("auto", "p2p", "sfu")
 

@@ -41,7 +41,8 @@ class Session:
         self.token: tokens.AccessToken
         self.room: str | None = None
         self.caps = Caps()
-        self.media = {"audio": True, "video": True}  # what the client says it sends
+        # what the client says it sends, and whether its hand is raised
+        self.media = {"audio": True, "video": True, "hand": False}
         self.calls: set[str] = set()
         self.replaced = False
         self._out: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(OUTBOX)
@@ -358,6 +359,12 @@ class Session:
             await hub.chat.send(self, msg)
         elif t == "chat.ack":
             await hub.chat.ack(self, msg)
+        elif t == "chat.history":
+            await hub.chat.history(self, msg)
+        elif t == "presence":
+            await hub.presence.query(self, msg, hub.users)
+        elif t == "presence.subscribe":
+            await hub.presence.subscribe(self, msg, hub.users)
         elif t == "invite":
             await hub.calls.invite(self, msg)
         elif t == "accept":

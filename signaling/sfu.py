@@ -87,7 +87,8 @@ def leg_key(session_id: str, pair: str | None) -> str:
 
 
 LAYER_FIELDS = ("participant", "track", "rid", "index", "layers", "height", "reason",
-                "estimateKbps")
+                "estimateKbps", "transcoded", "codec", "paused")  # transcoded: the meeting
+# transcoder's output (rid = its rung, codec = what the receiver decodes); docs/call-server.md
 
 
 @dataclass
@@ -172,7 +173,12 @@ class SfuRelay:
             if msg.type == "sfu.answer":
                 r = await self.http.post(f"{url}/sdp", json={"type": "answer", "sdp": msg["sdp"]})
             elif msg.type == "sfu.view":
-                r = await self.http.post(f"{url}/view", json={"views": msg["views"]})
+                body = {"views": msg["views"]}
+                if msg.get("maxBitrate") is not None:  # the receiver's cap; 0 lifts it
+                    body["maxBitrate"] = msg["maxBitrate"] or None
+                r = await self.http.post(f"{url}/view", json=body)
+            elif msg.type == "sfu.unpublish":
+                r = await self.http.post(f"{url}/unpublish", json={"track": msg["track"]})
             else:
                 r = await self.http.post(f"{url}/publish", json={"kinds": msg["kinds"]})
         except httpx.HTTPError as exc:

@@ -27,6 +27,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -55,7 +56,14 @@ APT_PACKAGES = {
     "iproute2": "/usr/sbin/ip",
     "janus": "/usr/bin/janus",
     "nftables": "/usr/sbin/nft",  # tests cut a live peer-to-peer path (loopback only)
+    # an independent WHIP publisher (GStreamer webrtcbin) and what its libnice is rebuilt with
+    "simple-whip-client": "/usr/bin/whip-client",
+    "gstreamer1.0-nice": "/usr/lib/x86_64-linux-gnu/gstreamer-1.0/libgstnice.so",
+    "meson": "/usr/bin/meson",
+    "libglib2.0-dev": "/usr/include/glib-2.0/glib.h",
+    "libgnutls28-dev": "/usr/include/gnutls/gnutls.h",
 }
+LIBNICE_VERSION = "0.1.21-1"  # bookworm's, rebuilt without UPnP for whip-client
 KWOK_NODES = ("kwok-node-0", "kwok-node-1")
 
 
@@ -175,6 +183,38 @@ def build_kafka(out: Path) -> None:
                         f"-DoutputDirectory={out / 'lib'}"])
 
 
+def build_libnice(out: Path) -> None:
+    """Debian's libnice source built without UPnP, for ``whip-client`` (LD_LIBRARY_PATH).
+
+    bookworm's simple-whip-client links libsoup 2.4; its libnice links gupnp-igd, which links
+    libsoup 3, and libsoup aborts a process holding both ("libsoup2 symbols detected"). Without
+    gupnp-igd libnice pulls in no libsoup. The source comes through apt (a private deb-src list,
+    the system's sources are untouched)."""
+    work = Path(tempfile.mkdtemp(prefix="parley-libnice-"))
+    work.chmod(0o755)  # apt downloads as its sandbox user, _apt
+    (work / "lists" / "partial").mkdir(parents=True)
+    (work / "parts").mkdir()
+    (work / "parts" / "deb-src.sources").write_text(
+        "Types: deb-src\nURIs: http://deb.debian.org/debian\nSuites: bookworm\n"
+        "Components: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n")
+    (work / "empty.list").write_text("")
+    apt = ["apt-get", "-q", "-o", f"Dir::Etc::SourceParts={work / 'parts'}",
+           "-o", f"Dir::Etc::SourceList={work / 'empty.list'}",
+           "-o", f"Dir::State::Lists={work / 'lists'}"]
+    run("libnice-sources", [*apt, "update"])
+    run("libnice-source", [*apt, "source", "--download-only", f"libnice={LIBNICE_VERSION}"],
+        cwd=work)
+    upstream = LIBNICE_VERSION.split("-")[0]
+    run("libnice-unpack", ["tar", "xzf", f"libnice_{upstream}.orig.tar.gz"], cwd=work)
+    src = work / f"libnice-{upstream}"
+    run("libnice-setup", ["meson", "setup", "build", f"--prefix={out}", "--libdir=lib",
+                          "-Dgupnp=disabled", "-Dgstreamer=disabled", "-Dtests=disabled",
+                          "-Dexamples=disabled", "-Dintrospection=disabled",
+                          "-Dcrypto-library=gnutls"], cwd=src)
+    run("libnice-build", ["ninja", "-C", "build", "install"], cwd=src)
+    shutil.rmtree(work)
+
+
 def install() -> dict[str, Path]:
     """Install every artifact (cached); return their folders."""
     STATE.mkdir(exist_ok=True)
@@ -190,6 +230,7 @@ def install() -> dict[str, Path]:
         "helm": cached("helm", HELM_VERSION, build_helm),
         "kafka": cached("kafka", KAFKA_VERSION, build_kafka),
         "versitygw": cached("versitygw", VERSITYGW_VERSION, build_versitygw),
+        "libnice": cached("libnice-nogupnp", LIBNICE_VERSION, build_libnice),
     }
 
 
@@ -571,6 +612,9 @@ SERVICES: tuple[tuple[str, Callable[[dict[str, Path], dict[str, str]], None]], .
     ("S3_ENDPOINT", start_s3),
     ("KAFKA_BOOTSTRAP", start_kafka),
     ("KUBECONFIG", start_kubernetes),
+    ("WHIP_CLIENT_LIBS", lambda art, env: env.update(
+        {"WHIP_CLIENT": APT_PACKAGES["simple-whip-client"],
+         "WHIP_CLIENT_LIBS": str(art["libnice"] / "lib")})),
 )
 
 

@@ -74,9 +74,12 @@ def test_token_usage_errors_are_clear() -> None:
         assert out.returncode == 2 and "24 h" in out.stderr and out.stdout == ""
 
 
-def test_roles_not_built_yet_say_so_and_exit_3() -> None:
-    out = parley("media-node", "--role", "recorder")  # ingest, edge-relay, transcoder exist
-    assert out.returncode == 3, out
-    assert "--role recorder: not implemented yet" in out.stderr
-    out = parley("media-node", "--role", "transcoder", env={"PARLEY_UPSTREAM_URL": ""})
-    assert out.returncode == 1 and "transcoder needs PARLEY_UPSTREAM_URL" in out.stderr, out
+def test_every_role_exists_and_names_what_it_lacks() -> None:
+    """No role is a stub any more: each one started without its upstream says which variable it
+    needs and exits 1 (a pod in CrashLoopBackOff with a reason), and an unknown role is a usage
+    error."""
+    for role in ("transcoder", "recorder"):
+        out = parley("media-node", "--role", role, env={"PARLEY_UPSTREAM_URL": ""})
+        assert out.returncode == 1 and f"{role} needs PARLEY_UPSTREAM_URL" in out.stderr, out
+    out = parley("media-node", "--role", "mixer")
+    assert out.returncode == 2 and "invalid choice: 'mixer'" in out.stderr, out

@@ -3,8 +3,10 @@
 
 Opus packets (48 kHz RTP clock) are decoded, resampled to 48 kHz stereo planar float (what
 FFmpeg's ``aac`` encoder takes) and re-blocked into 1024-sample AAC frames. Output timestamps
-follow the input's RTP clock: a gap in the input (lost packets, a paused source) re-anchors the
-AAC timeline instead of compressing it, so audio stays in step with video.
+follow the input's RTP clock: a gap of lost packets (Opus is not retransmitted) up to 1 s is
+filled with silence, so the AAC timeline has no hole (in MSE a hole in the audio stalls the video
+too: hls.js waited up to 4 s before seeking over one under load); a longer gap (a paused source)
+or a step back re-anchors the timeline instead of compressing it, so audio stays in step with video.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import av
 from .cmaf import AAC_SAMPLES, AUDIO_TIMESCALE
 
 _WRAP = 1 << 32
-_GAP = 3 * 960  # more than two Opus frames missing: re-anchor
+_GAP = 3 * 960  # a step back of more than two Opus frames: re-anchor
+_FRAME = 960  # one 20 ms Opus frame: a gap of at least this much is a lost packet
+_FILL = AUDIO_TIMESCALE  # lost packets up to 1 s are silence; a longer gap re-anchors
 
 
 class AacEncoder:
@@ -56,9 +60,12 @@ class AacEncoder:
     def encode(self, opus: bytes, ts: int) -> list[tuple[int, bytes]]:
         """One Opus packet in; the AAC frames (pts in 1/48000 s, bytes) that became ready."""
         ts = self._unwrap(ts)
-        if self._next_in is None or abs(ts - self._next_in) > _GAP:
+        gap = None if self._next_in is None else ts - self._next_in
+        if gap is None or gap < -_GAP or gap > _FILL:
             self._fifo = av.AudioFifo()  # start (again) on this packet's clock
             self._next_out = ts
+        elif gap >= _FRAME:
+            self._fifo.write(_silence(gap))
         packet = av.Packet(opus)
         out: list[tuple[int, bytes]] = []
         samples = 0
@@ -75,3 +82,12 @@ class AacEncoder:
             out.extend((int(p.pts), bytes(p)) for p in self._encoder.encode(block)
                        if p.pts is not None)
         return out
+
+
+def _silence(samples: int) -> av.AudioFrame:
+    """``samples`` of stereo planar float silence at 48 kHz (what the resampler gives)."""
+    frame = av.AudioFrame(format="fltp", layout="stereo", samples=samples)
+    frame.sample_rate = AUDIO_TIMESCALE
+    for plane in frame.planes:
+        plane.update(bytes(plane.buffer_size))
+    return frame

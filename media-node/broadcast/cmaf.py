@@ -164,3 +164,15 @@ def fragment(sequence: int, tracks: list[tuple[int, int, list[Sample]]]) -> byte
         at += sum(len(s.data) for s in samples)
     payload = b"".join(s.data for _, _, samples in tracks for s in samples)
     return moof(offsets) + box(b"mdat", payload)
+
+
+def describe_init(init: bytes) -> tuple[str, int, int]:
+    """(RFC 6381 video codec, width, height) of an init segment written by
+    :func:`init_segment`: what a multivariant playlist's CODECS and RESOLUTION say about it."""
+    at = init.find(b"avc1", init.find(b"stsd"))  # the sample entry, not the ftyp brand
+    avcc = init.find(b"avcC")
+    if init.find(b"stsd") < 0 or at < 0 or avcc < 0:
+        raise ValueError("not an H.264 init segment")
+    width, height = struct.unpack_from(">HH", init, at + 4 + 24)
+    profile, compat, level = init[avcc + 5:avcc + 8]
+    return f"avc1.{profile:02x}{compat:02x}{level:02x}", width, height

@@ -25,6 +25,7 @@ from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 
 from ..tasks import spawn
+from .jitter import VIDEO_CAPACITY, MarkerJitterBuffer
 
 VIDEO_CLOCK = 90000
 AUDIO_CLOCK = 48000
@@ -80,6 +81,9 @@ def tap(receiver: RTCRtpReceiver, kind: str, on_frame: Callable[[Frame], None]) 
         on_frame(Frame(kind, data, encoded.timestamp, is_key(data)))
 
     receiver._RTCRtpReceiver__decoder_queue = _Tap(frame)  # type: ignore[attr-defined]
+    if kind == "video":  # hand a frame on at its last packet, not one frame later (jitter.py)
+        receiver._RTCRtpReceiver__jitter_buffer = MarkerJitterBuffer(  # type: ignore[attr-defined]
+            VIDEO_CAPACITY, is_video=True)
 
 
 def request_keyframe(receiver: RTCRtpReceiver) -> None:
@@ -102,6 +106,7 @@ class FrameTrack(MediaStreamTrack):
         self.dropped = 0
         self.time_base = _TIME_BASE[kind]
         self.limit = QUEUE_LIMIT[kind]
+        self.rewrite: Callable[[Frame], bytes] | None = None  # e.g. timeline.stamp (ingest)
 
     def push(self, frame: Frame) -> None:
         if self.gated:
@@ -122,7 +127,7 @@ class FrameTrack(MediaStreamTrack):
         frame = await self.queue.get()
         if frame is None:
             raise MediaStreamError
-        packet = av.Packet(frame.data)
+        packet = av.Packet(frame.data if self.rewrite is None else self.rewrite(frame))
         packet.pts = frame.ts
         packet.time_base = self.time_base
         self.sent += 1

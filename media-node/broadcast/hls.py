@@ -14,7 +14,10 @@ last ``PART_SEGMENTS`` segments (more than three target durations, as the spec a
 one. Older bytes are dropped from memory.
 
 Blocking playlist reload (``_HLS_msn``/``_HLS_part``) waits on an event fired for each new part;
-URLs carry a run id so a restarted packager never reuses a cached part URL.
+URLs carry a run id so a restarted packager never reuses a cached part URL. Playlist delta updates
+(``_HLS_skip=YES``, RFC 8216bis 6.2.5.1): the segments older than the skip boundary (six target
+durations, the least the spec allows) are replaced by one ``EXT-X-SKIP`` line, so a player that
+reloads every part reads a few lines rather than the whole 24 s window.
 """
 
 from __future__ import annotations
@@ -37,7 +40,9 @@ from .sessions import SessionError
 from .whip import check_name
 
 PART_TARGET = 1 / 3  # seconds; declared with 5 decimals, rounded up
-WINDOW = 6  # segments in a media playlist
+WINDOW = 12  # segments in a media playlist (24 s: twice the skip boundary, so deltas skip)
+HOLD_TARGETS = 3  # a blocking reload is held at most this many target durations (6.2.5.2)
+SKIP_TARGETS = 6  # CAN-SKIP-UNTIL in target durations (RFC 8216bis 4.4.3.8: at least six)
 PART_SEGMENTS = 3  # complete segments whose parts stay listed (>= 3 target durations of 2 s)
 AUDIO_BITRATE = 96000
 PLAYLIST = "application/vnd.apple.mpegurl"
@@ -256,11 +261,30 @@ class Rendition:
     def uri(self, name: str) -> str:
         return f"{self.name}/{self.run}/{name}"
 
-    def playlist(self, others: list[Rendition]) -> str:
+    @property
+    def skip_until(self) -> int:
+        """The skip boundary (CAN-SKIP-UNTIL) in seconds: six target durations."""
+        return SKIP_TARGETS * self.target_duration
+
+    def skippable(self, segs: list[Segment]) -> int:
+        """How many leading segments a delta update may leave out: complete ones that start
+        more than the skip boundary before the playlist's end (never one with parts listed)."""
+        left = sum(s.duration for s in segs)
+        n = 0
+        for seg in segs:
+            if not seg.complete or left <= self.skip_until or any(p.data for p in seg.parts):
+                break
+            left -= seg.duration
+            n += 1
+        return n
+
+    def playlist(self, others: list[Rendition], skip: bool = False) -> str:
+        """The media playlist; ``skip``: a delta update (``_HLS_skip=YES``)."""
         part_target = _target_decimal()
         lines = ["#EXTM3U", "#EXT-X-VERSION:9", f"#EXT-X-TARGETDURATION:{self.target_duration}",
                  f"#EXT-X-PART-INF:PART-TARGET={part_target}",
                  "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,"
+                 f"CAN-SKIP-UNTIL={self.skip_until:.1f},"
                  f"PART-HOLD-BACK={math.ceil(3000 * float(part_target)) / 1000:.3f}"]
         segs = [*self.segments, *([self.open] if self.open is not None else [])]
         if not segs:
@@ -268,13 +292,18 @@ class Rendition:
         lines.append(f"#EXT-X-MEDIA-SEQUENCE:{segs[0].msn}")
         if self.discontinuities:
             lines.append(f"#EXT-X-DISCONTINUITY-SEQUENCE:{self.discontinuities}")
-        init = None
-        for seg in segs:
-            if seg.init != init:
-                if init is not None:
-                    lines.append("#EXT-X-DISCONTINUITY")
+        init: int | None = None
+        skipped = self.skippable(segs) if skip else 0
+        if skipped:  # the first segment after the skip gets its EXT-X-MAP again
+            lines.append(f"#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped}")
+            init = segs[skipped - 1].init  # a change of init right after the skip still shows
+            segs = segs[skipped:]
+        for i, seg in enumerate(segs):
+            if init is not None and seg.init != init:
+                lines.append("#EXT-X-DISCONTINUITY")
+            if seg.init != init or (skipped and i == 0):
                 lines.append(f'#EXT-X-MAP:URI="{self.uri(f"init-{seg.init}.mp4")}"')
-                init = seg.init
+            init = seg.init
             stamp = datetime.fromtimestamp(seg.started, UTC).isoformat(timespec="milliseconds")
             lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{stamp.replace('+00:00', 'Z')}")
             for p in seg.parts:
@@ -338,6 +367,18 @@ def _int(request: Request, name: str) -> int | None:
     return int(value)
 
 
+def _skip(request: Request) -> bool:
+    """``_HLS_skip=YES`` asks for a delta update (``v2`` also skips date ranges: there are
+    none here, so it is the same)."""
+    value = request.query_params.get("_HLS_skip")
+    if value is None:
+        return False
+    if value not in ("YES", "v2"):
+        raise SessionError(400, "hls_bad_request", "_HLS_skip must be YES or v2",
+                           {"Cache-Control": "no-store"})
+    return True
+
+
 def _playlist_response(body: str, cache: str) -> Response:
     return Response(body, media_type=PLAYLIST, headers={**CORS, "Cache-Control": cache})
 
@@ -376,13 +417,14 @@ def add_routes(app: FastAPI, find: Callable[[str], Ladder | None]) -> None:
             return _playlist_response(ladder.multivariant(), "public, max-age=1")
         r = rendition_of(ladder, name)
         msn, part = _int(request, "_HLS_msn"), _int(request, "_HLS_part")
+        skip = _skip(request)
         others = list(ladder.renditions.values())
         if msn is None:
             if part is not None:
                 raise SessionError(400, "hls_bad_request", "_HLS_part needs _HLS_msn")
             if not await r.wait(r.ready, 10):
                 raise unavailable(f"{name} has not produced a part yet")
-            return _playlist_response(r.playlist(others), "public, max-age=1")
+            return _playlist_response(r.playlist(others, skip), "public, max-age=1")
         # RFC 8216bis 6.2.5.2: too far ahead is a client error, answered at once
         parts_per_segment = math.ceil(r.interval_s / PART_TARGET)
         if msn > r.last_msn + 2 or (part is not None and part > 2 * parts_per_segment):
@@ -390,9 +432,14 @@ def add_routes(app: FastAPI, find: Callable[[str], Ladder | None]) -> None:
                                f"_HLS_msn={msn} _HLS_part={part} is too far ahead of the "
                                f"playlist (last segment {r.last_msn})",
                                {"Cache-Control": "no-store"})
-        if not await r.wait(lambda: r.has(msn, part), 3 * r.target_duration):
-            raise unavailable(f"segment {msn} part {part} did not appear in time")
-        return _playlist_response(r.playlist(others), f"public, max-age={r.target_duration * 3}")
+        if not await r.wait(lambda: r.has(msn, part), HOLD_TARGETS * r.target_duration):
+            # a stalled source: the playlist as it is, not an error (a player keeps its
+            # session and asks again; 503s would end it). Not cacheable: this URL promises more.
+            if not r.ready():
+                raise unavailable(f"{name} has not produced a part yet")
+            return _playlist_response(r.playlist(others, skip), "no-store")
+        return _playlist_response(r.playlist(others, skip),
+                                  f"public, max-age={r.target_duration * HOLD_TARGETS}")
 
     @app.get("/{broadcast}/{name}/{run}/{file}")
     async def media(broadcast: str, name: str, run: str, file: str) -> Response:

@@ -5,14 +5,17 @@ every edge, the edge forwards HLS requests to the tier it pulls from (the same h
 upstream, so relay -> edge chains work the same way) and behaves like a CDN node: identical
 requests in flight are sent upstream once (N viewers blocking on the same next part cost one
 upstream request), and immutable parts, segments and init segments are kept in a bounded LRU.
-Playlists keep the upstream's Cache-Control. ``index.m3u8`` is composed from each rung's upstream
-(the operator runs one transcoder per rendition).
+Playlists keep the upstream's Cache-Control; an answer to a blocking reload (``_HLS_msn``) is also
+kept for its max-age, as a CDN would: a viewer that asks for the same part after the first answer
+came back gets that answer rather than a second upstream request. ``index.m3u8`` is composed
+from each rung's upstream (the operator runs one transcoder per rendition).
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections import OrderedDict
 from typing import Any
 
@@ -22,11 +25,15 @@ from fastapi.responses import Response
 
 from .hls import CORS, PLAYLIST
 from .sessions import SessionError
+from .viewers import HlsViewers, is_media
 from .whip import check_name
 
 CACHE_ITEMS = 512  # immutable objects kept (parts of ~1/3 s: minutes of a few rungs)
 _SAFE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _PASS = ("cache-control", "content-type", "retry-after")
+_MAX_AGE = re.compile(r"max-age=(\d+)")
+_DIRECTIVES = ("_HLS_msn", "_HLS_part", "_HLS_skip")  # forwarded, so part of the cache key
+BLOCKING_ITEMS = 256  # blocking-reload answers kept (a few per rung and part)
 
 
 class HlsProxy:
@@ -38,8 +45,11 @@ class HlsProxy:
         self.http = httpx.AsyncClient(timeout=15)
         self.cache: OrderedDict[str, tuple[int, bytes, dict[str, str]]] = OrderedDict()
         self.inflight: dict[str, asyncio.Future[tuple[int, bytes, dict[str, str]]]] = {}
+        self.blocking: OrderedDict[str, tuple[float, tuple[int, bytes, dict[str, str]]]] = (
+            OrderedDict())
         self.upstream_requests = 0
         self.requests = 0
+        self.viewers: HlsViewers | None = None  # counts clients fetching parts (viewers.py)
 
     async def fetch(self, url: str, immutable: bool) -> tuple[int, bytes, dict[str, str]]:
         """GET ``url`` upstream once for all concurrent askers; cache it when immutable."""
@@ -47,6 +57,11 @@ class HlsProxy:
         if url in self.cache:
             self.cache.move_to_end(url)
             return self.cache[url]
+        kept = self.blocking.get(url)
+        if kept is not None:
+            if kept[0] > time.monotonic():
+                return kept[1]
+            del self.blocking[url]
         if url in self.inflight:
             return await asyncio.shield(self.inflight[url])
         future: asyncio.Future[tuple[int, bytes, dict[str, str]]] = (
@@ -66,6 +81,12 @@ class HlsProxy:
                 self.cache[url] = got
                 while len(self.cache) > CACHE_ITEMS:
                     self.cache.popitem(last=False)
+            elif "_HLS_msn=" in url and got[0] == 200:
+                age = _MAX_AGE.search(got[2].get("cache-control", ""))
+                if age:
+                    self.blocking[url] = (time.monotonic() + int(age.group(1)), got)
+                    while len(self.blocking) > BLOCKING_ITEMS:
+                        self.blocking.popitem(last=False)
             future.set_result(got)
             return got
         finally:
@@ -118,17 +139,20 @@ def add_proxy_routes(app: FastAPI, proxy: HlsProxy) -> None:
         check(broadcast)
         if name == "index":
             return await proxy.index()
-        query = {k: v for k, v in request.query_params.items() if k in ("_HLS_msn", "_HLS_part")}
+        query = {k: v for k, v in request.query_params.items() if k in _DIRECTIVES}
         qs = "&".join(f"{k}={httpx.QueryParams({k: v})[k]}" for k, v in sorted(query.items()))
         url = f"{proxy.base(name)}/live/{broadcast}/{name}.m3u8" + (f"?{qs}" if qs else "")
         status, body, headers = await proxy.fetch(url, False)
         return Response(body, status, headers={**CORS, **headers})
 
     @app.get("/{broadcast}/{name}/{run}/{file}")
-    async def media(broadcast: str, name: str, run: str, file: str) -> Response:
+    async def media(broadcast: str, name: str, run: str, file: str,
+                    request: Request) -> Response:
         check(broadcast)
         if not (_SAFE.match(run) and _SAFE.match(file)):
             raise SessionError(404, "hls_gone", "no such object", {"Cache-Control": "no-store"})
         status, body, headers = await proxy.fetch(
             f"{proxy.base(name)}/live/{broadcast}/{name}/{run}/{file}", True)
+        if status == 200 and proxy.viewers is not None and is_media(file):
+            proxy.viewers.seen(name, request)
         return Response(body, status, headers={**CORS, **headers})

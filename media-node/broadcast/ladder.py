@@ -11,6 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 DEFAULT_LADDER = "720p:3000,360p:800"
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
+                "slower", "veryslow", "placebo")
+FAST_PRESET_ABOVE = 540  # lines: rungs above this get x264's superfast, the others veryfast
 
 
 @dataclass(frozen=True)
@@ -57,3 +60,33 @@ def parse_ladder(text: str) -> list[Rung]:
     if len({r.name for r in rungs}) != len(rungs):
         raise ValueError("rung names must be unique")
     return sorted(rungs, key=lambda r: -r.height)
+
+
+def preset_for(rung: Rung) -> str:
+    """The x264 preset a rung gets by default. Rungs above 540 lines (720p, 1080p) get
+    ``superfast``: the 720p encode is about three quarters of the ladder's work, and veryfast
+    there made the 720p+360p ladder from a noisy 1080p30 camera 1.15x real time on one core, under
+    the 1.2x it needs to absorb bursts (docs/benchmarks.md, Transcoder). The smaller rungs cost
+    little and serve the viewers with the least bandwidth, where quality per bit counts most:
+    they keep ``veryfast``."""
+    return "superfast" if rung.height > FAST_PRESET_ABOVE else "veryfast"
+
+
+def parse_presets(text: str) -> str | dict[str, str] | None:
+    """PARLEY_X264_PRESET: empty -> None (``preset_for`` each rung), ``veryfast`` -> every rung,
+    ``720p:superfast,360p:veryfast`` -> per rung name; ValueError naming the bad part."""
+    text = text.strip()
+    if not text:
+        return None
+    if ":" not in text:
+        if text not in X264_PRESETS:
+            raise ValueError(f"PARLEY_X264_PRESET: {text!r} is not an x264 preset "
+                             f"({', '.join(X264_PRESETS)})")
+        return text
+    out: dict[str, str] = {}
+    for part in text.split(","):
+        name, _, preset = part.strip().partition(":")
+        if preset not in X264_PRESETS:
+            raise ValueError(f"PARLEY_X264_PRESET: {preset!r} for {name!r} is not an x264 preset")
+        out[name] = preset
+    return out

@@ -3,8 +3,9 @@
 ``program.video`` names a source; until it is connected (or when none is named) the first
 connected source is on air, so a single publisher just works. A cut waits for the new source's
 next keyframe (asked for with a PLI at once) and keeps sending the old camera until then, so the
-viewers' video never stops. Audio follows ``program.audio`` (the first connected of the sources
-named there) or, by default, the video source; audio is switched, not mixed.
+viewers' video never stops. Audio: the sources ``program.audio`` names that are connected are
+mixed (mixer.py: decoded, summed, encoded once, in a thread of its own); when only one of them is
+connected it is passed through undecoded; with none named, the video source's audio is.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from .feed import Feed
 from .frames import Frame
+from .mixer import AudioMixer
 
 
 class Source:
@@ -26,6 +28,7 @@ class Source:
         self.request_keyframe = request_keyframe
         self.connected_at = time.monotonic()
         self.frames = {"video": 0, "audio": 0}
+        self.trickled = 0  # ICE candidates its publisher sent by PATCH (whip.py)
 
 
 class Programme:
@@ -39,7 +42,9 @@ class Programme:
         self.on_air: Source | None = None
         self.pending: Source | None = None
         self.cuts = 0
+        self.spec_version: str | None = None  # the Broadcast's resourceVersion last seen
         self.feed = Feed(broadcast, self._keyframe_for_viewers)
+        self.mixer: AudioMixer | None = None  # while two or more program.audio sources are on
 
     # -- sources ---------------------------------------------------------------------------
     def add(self, source: Source) -> None:
@@ -66,6 +71,7 @@ class Programme:
         self._choose()
 
     def _choose(self) -> None:
+        self._choose_audio()
         with_video = [s for s in self.sources.values() if "video" in s.kinds]
         desired = self.sources.get(self.video_wanted or "")
         if desired is None or "video" not in desired.kinds:
@@ -77,6 +83,24 @@ class Programme:
             self.pending = desired
             if desired is not None:
                 desired.request_keyframe()
+
+    def _choose_audio(self) -> None:
+        """Mix when two or more of ``program.audio`` are connected; else pass one through."""
+        names = [n for n in dict.fromkeys(self.audio_wanted)
+                 if n in self.sources and "audio" in self.sources[n].kinds]
+        if len(names) >= 2:
+            if self.mixer is None:
+                mixer = AudioMixer(self.broadcast, lambda f: self._mixed(mixer, f))
+                mixer.start()
+                self.mixer = mixer
+            self.mixer.set_sources(names)
+        elif self.mixer is not None:
+            self.mixer.stop()
+            self.mixer = None
+
+    def _mixed(self, mixer: AudioMixer, frame: Frame) -> None:
+        if mixer is self.mixer:  # a stopped mixer's last frames are dropped
+            self.feed.push(frame, mixer)
 
     def audio_source(self) -> Source | None:
         for name in self.audio_wanted:
@@ -97,6 +121,8 @@ class Programme:
                 self.on_air, self.pending = source, None
             if source is self.on_air:
                 self.feed.push(frame, source)
+        elif self.mixer is not None:
+            self.mixer.put(source.name, frame.data)
         elif source is self.audio_source():
             self.feed.push(frame, source)
 
@@ -109,16 +135,23 @@ class Programme:
         audio = self.audio_source()
         return {
             "broadcast": self.broadcast,
-            "sources": {s.name: {"kinds": sorted(s.kinds), "frames": dict(s.frames)}
+            "sources": {s.name: {"kinds": sorted(s.kinds), "frames": dict(s.frames),
+                                 "trickled": s.trickled}
                         for s in self.sources.values()},
             "program": {"video": self.video_wanted, "audio": self.audio_wanted},
             "onAir": {"video": self.on_air.name if self.on_air else None,
-                      "audio": audio.name if audio else None},
+                      "audio": ("+".join(sorted(self.mixer.names)) if self.mixer is not None
+                                else audio.name if audio else None)},
+            "mix": self.mixer.status() if self.mixer is not None else None,
             "pendingCut": self.pending.name if self.pending else None,
             "cuts": self.cuts,
+            "specVersion": self.spec_version,
             "viewers": self.feed.viewers(),
             "frames": dict(self.feed.frames),
         }
 
     def close(self) -> None:
+        if self.mixer is not None:
+            self.mixer.stop()
+            self.mixer = None
         self.feed.close()

@@ -1,6 +1,8 @@
-"""Between tiers: a WHEP pull. A relay or edge plays its upstream (the ingest's programme, a
-transcoder's rendition, another relay) as an ordinary WHEP viewer, taps the encoded frames before
-aiortc's decoder and pushes them into its own feed, which its viewers (or the next tier) play.
+"""Between tiers: a WHEP pull. A transcoder, relay or edge plays its upstream (the ingest's
+programme, a transcoder's rendition, another relay) as an ordinary WHEP viewer. A transcoder taps
+the encoded frames before aiortc's decoder into its feed (``Feed``); a relay or edge
+(``packets=True``) forwards the RTP packets as they come to its viewers (``PacketFeed``,
+edge_fanout.py), nothing reassembled.
 
 Why WebRTC (WHEP) between tiers rather than plain RTP: one protocol end to end (the same code
 serves viewers and the next tier), encryption and NACK/PLI come with it, an upstream is a URL the
@@ -19,6 +21,7 @@ import httpx
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 
 from . import frames
+from .edge_fanout import PacketFeed
 from .feed import Feed
 from .sessions import ice_config
 
@@ -29,12 +32,17 @@ SILENCE_S = 3.0  # an upstream that sends nothing this long is pulled again (it 
 
 
 class Pull:
-    """Keeps one WHEP session to ``url`` alive and feeds ``self.feed`` from it, undecoded."""
+    """Keeps one WHEP session to ``url`` alive and feeds ``self.feed`` from it, undecoded:
+    frames into a ``Feed``, or with ``packets`` RTP packets into a ``PacketFeed``."""
 
-    def __init__(self, url: str, name: str, token: str | None = None) -> None:
+    feed: Feed | PacketFeed
+
+    def __init__(self, url: str, name: str, token: str | None = None,
+                 packets: bool = False) -> None:
         self.url = url
         self.token = token
-        self.feed = Feed(name, self._request_keyframe)
+        self.packets = packets
+        self.feed = PacketFeed(name) if packets else Feed(name, self._request_keyframe)
         self.receivers: dict[str, object] = {}
         self.connected = False
         self.sessions = 0
@@ -85,7 +93,9 @@ class Pull:
             if kind == "video":
                 t.setCodecPreferences([c for c in RTCRtpSender.getCapabilities("video").codecs
                                        if c.mimeType.lower() in ("video/h264", "video/rtx")])
-            frames.tap(t.receiver, kind, lambda f, o=origin: self.feed.push(f, o))
+            if isinstance(self.feed, Feed):
+                push = self.feed.push
+                frames.tap(t.receiver, kind, lambda f, o=origin, p=push: p(f, o))
         self.receivers = {t.kind: t.receiver for t in pc.getTransceivers()}
         ended = asyncio.Event()
 
@@ -109,6 +119,9 @@ class Pull:
                     raise RuntimeError(f"upstream answered {r.status_code}: {r.text[:200]}")
                 location = r.headers.get("location")
                 await pc.setRemoteDescription(RTCSessionDescription(r.text, "answer"))
+                if isinstance(self.feed, PacketFeed):  # before the first packet: DTLS is to come
+                    for t in pc.getTransceivers():
+                        self.feed.attach(t.kind, t.receiver, t._codecs)
                 self.sessions += 1
                 await self._until_ended_or_silent(ended)
             finally:

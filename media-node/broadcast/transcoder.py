@@ -9,12 +9,24 @@ AAC (aac.py), and every rung's H.264 frames plus that AAC are packaged for LL-HL
 remuxed, not encoded again.
 
 Keyframes: every rung's encoder is forced to an IDR on the first source frame at or after each
-multiple of the keyframe interval (2 s by default) on the source timeline, and nowhere else, so
-all rungs of one transcoder have their GOP boundaries on the same source frames and a viewer can
-switch rungs at any boundary. A viewer's keyframe request is not forwarded: a new viewer waits for
-the next boundary (at most one interval). Real time: the source track drops frames and restarts on
-a keyframe when more than about 1 s is queued (``FrameTrack``); the lag of the last frame (arrival
-to encoded) is ``parley_transcoder_behind_seconds``.
+multiple of the keyframe interval (2 s by default) of the programme's timeline, and nowhere else,
+so all rungs have their GOP boundaries on the same source frames and a viewer can switch rungs at
+any boundary. The timeline is the ingest's, read from each frame (timeline.py), so separate
+transcoder processes (one per rendition) cut on the same frames, and a rung's first LL-HLS
+segment is numbered by the programme time of its first keyframe divided by the interval: the
+rungs' segment numbers match across processes too. A viewer's keyframe request is not forwarded
+(an extra IDR in one process would break the alignment): a new viewer, or an edge pulling again
+after a restart, waits for the next boundary (at most one interval).
+
+Real time: decoding (a few ms a frame) runs in one thread, in order, for every source frame (each
+is a reference for the next); each rung encodes in a thread of its own from a queue of pictures at
+most ``RUNG_LIMIT_S`` old (and ``RUNG_QUEUE`` long). A rung that falls behind (short of CPU, or a
+preset too slow for it) drops its oldest waiting picture that is not a GOP boundary, so it sends
+fewer frames, never older ones, and the other rungs are not held up by it; boundaries are never
+dropped (alignment). Only when the decoder itself is starved does the intake drop to the next
+keyframe (``INTAKE_LIMIT_S``). How far behind: per rendition
+``parley_transcoder_rendition_behind_seconds`` (arrival of the source frame to its encoded output,
+last frame) and ``parley_transcoder_rendition_dropped_frames_total``.
 """
 
 from __future__ import annotations
@@ -25,28 +37,148 @@ import contextlib
 import fractions
 import logging
 import os
+import threading
 import time
+from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, NamedTuple
 
 import av
+from av.video.reformatter import VideoReformatter
 from prometheus_client import Counter, Gauge
 
+from . import timeline
 from .aac import AacEncoder
 from .feed import Feed
 from .frames import VIDEO_CLOCK, Frame, FrameTrack, h264_is_keyframe
 from .hls import AUDIO_BITRATE, Ladder
-from .ladder import DEFAULT_LADDER, Rung, parse_ladder, parse_rung
+from .ladder import DEFAULT_LADDER, Rung, parse_ladder, parse_presets, parse_rung, preset_for
 
 log = logging.getLogger("parley.broadcast.transcoder")
 BEHIND = Gauge("parley_transcoder_behind_seconds",
-               "Source frame arrival to encoded output, last frame", ["broadcast"])
+               "Source frame arrival to encoded output, last frame, worst rendition",
+               ["broadcast"])
+RUNG_BEHIND = Gauge("parley_transcoder_rendition_behind_seconds",
+                    "Source frame arrival to this rendition's encoded output, last frame",
+                    ["broadcast", "rendition"])
+RUNG_DROPPED = Counter("parley_transcoder_rendition_dropped_frames_total",
+                       "Decoded pictures a rendition skipped because it was behind",
+                       ["broadcast", "rendition"])
+INTAKE_DROPPED = Counter("parley_transcoder_intake_dropped_frames_total",
+                         "Source frames dropped before decoding (decoder starved; restarts on "
+                         "a keyframe)", ["broadcast"])
 FRAMES = Counter("parley_transcoder_frames_total", "Source frames decoded", ["broadcast"])
 ERRORS = Counter("parley_transcoder_decode_errors_total",
                  "Source frames the decoder refused (restarts on the next keyframe)",
                  ["broadcast"])
 _TB = fractions.Fraction(1, VIDEO_CLOCK)
 _WRAP = 1 << 32
+# A rung whose oldest waiting picture arrived this long ago is behind: it drops pictures. Time, not
+# a count: a loaded machine's scheduling hiccups (tens of ms) pass without a drop, a rung short of
+# CPU still never falls further behind than this.
+RUNG_LIMIT_S = 0.25
+RUNG_QUEUE = 8  # at most this many decoded pictures wait per rung (memory: 25 MB at 1080p)
+INTAKE_LIMIT_S = 0.5  # source frames waiting longer than this to be decoded: drop to a keyframe
+
+
+class Picture(NamedTuple):
+    """A decoded source picture on its way to the rungs."""
+
+    picture: av.VideoFrame
+    pts: int  # this feed's timeline (90 kHz)
+    key: bool  # a GOP boundary of the programme timeline: every rung makes an IDR here
+    source_ts: int  # the programme timestamp
+    arrived: float  # monotonic, when the encoded source frame reached the transcoder
+
+
+class RungQueue:
+    """The pictures waiting for one rung's encoder thread. ``put`` never blocks: while the oldest
+    waiting picture arrived over ``limit_s`` ago, or ``depth`` pictures wait, it drops the oldest
+    that is not a GOP boundary (a boundary kept is an IDR on the same source frame in every rung
+    and process)."""
+
+    def __init__(self, limit_s: float = RUNG_LIMIT_S, depth: int = RUNG_QUEUE) -> None:
+        self.limit_s = limit_s
+        self.depth = depth
+        self.waiting: deque[Picture] = deque()
+        self.dropped = 0
+        self.closed = False
+        self._ready = threading.Condition()
+
+    def put(self, item: Picture, now: float | None = None) -> int:
+        """Queue ``item`` at ``now`` (monotonic); returns how many pictures were dropped for it."""
+        now = time.monotonic() if now is None else now
+        dropped = 0
+        with self._ready:
+            if self.closed:
+                return 0
+            while self.waiting and (len(self.waiting) >= self.depth
+                                    or now - self.waiting[0].arrived > self.limit_s):
+                old = next((p for p in self.waiting if not p.key), None)
+                if old is None:
+                    break
+                self.waiting.remove(old)
+                dropped += 1
+            if len(self.waiting) >= self.depth and not item.key:
+                dropped += 1  # only boundaries wait: this one goes
+            else:
+                self.waiting.append(item)
+                self._ready.notify()
+            self.dropped += dropped
+        return dropped
+
+    def take(self) -> Picture | None:
+        """The oldest waiting picture; blocks; None once closed."""
+        with self._ready:
+            while not self.waiting and not self.closed:
+                self._ready.wait()
+            return self.waiting.popleft() if self.waiting else None
+
+    def close(self) -> None:
+        with self._ready:
+            self.closed = True
+            self.waiting.clear()
+            self._ready.notify_all()
+
+
+class SourceVideo(FrameTrack):
+    """The transcoder's intake of the programme's video: each frame with its arrival time. Decode
+    keeps up unless the process is starved; then frames waiting past ``INTAKE_LIMIT_S`` are
+    dropped and decoding restarts on the next keyframe (asked for upstream)."""
+
+    def __init__(self, on_keyframe_request: Callable[[], None]) -> None:
+        super().__init__("video", on_keyframe_request)
+        self.waiting: deque[tuple[Frame, float]] = deque()
+        self._ready = asyncio.Event()
+
+    def push(self, frame: Frame) -> None:
+        if self.gated:
+            if not frame.key:
+                return
+            self.gated = False
+        now = time.monotonic()
+        if self.waiting and now - self.waiting[0][1] > INTAKE_LIMIT_S:
+            self.dropped += len(self.waiting)
+            self.waiting.clear()
+            self.gated = True
+            self.ask()
+            return
+        self.waiting.append((frame, now))
+        self._ready.set()
+
+    async def take(self) -> tuple[Frame, float] | None:
+        """The next frame and its arrival time; None once stopped."""
+        while not self.waiting:
+            if self.readyState == "ended":
+                return None
+            self._ready.clear()
+            await self._ready.wait()
+        return self.waiting.popleft()
+
+    def stop(self) -> None:
+        super().stop()
+        self._ready.set()
 
 
 class RungEncoder:
@@ -59,7 +191,8 @@ class RungEncoder:
         self.size: tuple[int, int] | None = None
         self.ctx: Any = None
         self.frames = 0
-        self.keyframes: list[int] = []  # source timestamps of the last IDRs (status, tests)
+        self.keyframes: list[int] = []  # programme timestamps of the last IDRs (status, tests)
+        self.scaler = VideoReformatter()  # keeps its swscale context from frame to frame
 
     def _open(self, size: tuple[int, int]) -> None:
         ctx = av.CodecContext.create("libx264", "w")
@@ -76,13 +209,16 @@ class RungEncoder:
         ctx.open()
         self.ctx, self.size = ctx, size
 
-    def encode(self, picture: av.VideoFrame, ts: int, key: bool) -> list[Frame]:
-        """Scale ``picture`` to this rung and encode it; IDR when ``key``."""
+    def encode(self, picture: av.VideoFrame, ts: int, key: bool, source_ts: int) -> list[Frame]:
+        """Scale ``picture`` to this rung and encode it; IDR when ``key``. ``source_ts`` is the
+        frame's programme timestamp (recorded for the keyframes)."""
         size = self.rung.size_for(picture.width, picture.height)
         if size != self.size:
             self._open(size)
             key = True
-        out = picture.reformat(width=size[0], height=size[1], format="yuv420p")
+        # one thread: the rung is a thread of its own (swscale's default is one per CPU)
+        out = self.scaler.reformat(picture, width=size[0], height=size[1], format="yuv420p",
+                                   threads=1)
         out.pts, out.time_base = ts, _TB
         out.pict_type = av.video.frame.PictureType.I if key else av.video.frame.PictureType.NONE
         frames = []
@@ -90,7 +226,7 @@ class RungEncoder:
             data = bytes(packet)
             is_key = h264_is_keyframe(data)
             if is_key:
-                self.keyframes = [*self.keyframes[-19:], int(packet.pts)]
+                self.keyframes = [*self.keyframes[-19:], source_ts]
             frames.append(Frame("video", data, int(packet.pts) % _WRAP, is_key))
         self.frames += len(frames)
         return frames
@@ -98,8 +234,8 @@ class RungEncoder:
     def status(self) -> dict[str, Any]:
         w, h = self.size or (0, 0)
         out: dict[str, Any] = {"name": self.rung.name, "height": self.rung.height,
-                               "bitrateKbps": self.rung.bitrate_kbps, "frames": self.frames,
-                               "keyframes": self.keyframes}
+                               "bitrateKbps": self.rung.bitrate_kbps, "preset": self.preset,
+                               "frames": self.frames, "keyframes": self.keyframes}
         if self.size is not None:
             out.update(width=w, actualHeight=h, belowRung=h < self.rung.height)
             if h < self.rung.height:
@@ -109,17 +245,24 @@ class RungEncoder:
 
 
 class Transcoder:
-    """Decode ``source`` once, encode every rung; ``feeds[rung]`` is what viewers play."""
+    """Decode ``source`` once, encode every rung; ``feeds[rung]`` is what viewers play.
+    ``preset`` is one x264 preset for every rung, or per rung name (ladder.preset_for by
+    default)."""
 
     def __init__(self, broadcast: str, source: Feed, rungs: list[Rung],
-                 keyframe_interval_s: float = 2.0, preset: str = "veryfast",
+                 keyframe_interval_s: float = 2.0, preset: str | dict[str, str] | None = None,
                  threads: int = 1, hls: bool = False) -> None:
         self.broadcast = broadcast
         self.source = source
         self.rungs = rungs
         self.interval = max(1, int(keyframe_interval_s * VIDEO_CLOCK))
-        self.encoders = {r.name: RungEncoder(r, preset, threads) for r in rungs}
+        presets = preset if isinstance(preset, dict) else {}
+        self.encoders = {r.name: RungEncoder(r, preset if isinstance(preset, str) else
+                                             presets.get(r.name) or preset_for(r), threads)
+                         for r in rungs}
         self.feeds = {r.name: Feed(f"{broadcast}/{r.name}", lambda: None) for r in rungs}
+        self.queues = {r.name: RungQueue() for r in rungs}
+        self.rung_behind = {r.name: 0.0 for r in rungs}
         self.source_size: tuple[int, int] | None = None
         self.decoded = 0
         self.errors = 0
@@ -129,9 +272,13 @@ class Transcoder:
         self._next_key = 0
         self._epoch = 0
         self._last_ts: int | None = None
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="transcode")  # frames in order
+        self._source_shift = 0  # programme timestamp - this feed's timestamp, from the stamps
+        self._last_stamp: int | None = None
+        self._stamp_epoch = 0
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="decode")  # frames in order
         self._tasks: list[asyncio.Task[None]] = []
         self._tracks: list[FrameTrack] = []
+        self._threads: list[threading.Thread] = []
         self.aac = AacEncoder(AUDIO_BITRATE) if hls else None
         self.hls = Ladder([(r.name, r.bitrate_kbps) for r in rungs], keyframe_interval_s,
                           self.aac.config) if self.aac is not None else None
@@ -139,8 +286,17 @@ class Transcoder:
     def start(self) -> None:
         if self._tasks:
             return
-        video, audio = self.source.track("video"), self.source.track("audio")
+        loop = asyncio.get_running_loop()
+        video = SourceVideo(self.source.request_keyframe)  # Feed.track, with arrival times
+        self.source.tracks["video"] = [*self.source.tracks["video"], video]
+        self.source.request_keyframe()
+        audio = self.source.track("audio")
         self._tracks = [video, audio]
+        self._threads = [threading.Thread(target=self._encode_rung, args=(name, loop),
+                                          name=f"encode-{name}", daemon=True)
+                         for name in self.encoders]
+        for t in self._threads:
+            t.start()
         self._tasks = [asyncio.ensure_future(self._video(video)),
                        asyncio.ensure_future(self._audio(audio))]
 
@@ -151,6 +307,8 @@ class Transcoder:
                 await t
         for track in self._tracks:
             self.source.remove(track)
+        for q in self.queues.values():
+            q.close()
         for feed in self.feeds.values():
             feed.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -172,12 +330,16 @@ class Transcoder:
                 except av.FFmpegError as exc:  # a damaged Opus packet: skip it
                     log.warning("transcoder %s: audio decode error %s", self.broadcast, exc)
 
-    async def _video(self, track: FrameTrack) -> None:
+    async def _video(self, track: SourceVideo) -> None:
         loop = asyncio.get_running_loop()
-        while (frame := await track.queue.get()) is not None:
-            arrived = time.monotonic()
+        intake_dropped = 0
+        while (item := await track.take()) is not None:
+            frame, arrived = item
+            if track.dropped != intake_dropped:
+                INTAKE_DROPPED.labels(self.broadcast).inc(track.dropped - intake_dropped)
+                intake_dropped = track.dropped
             try:
-                out = await loop.run_in_executor(self._pool, self._transcode, frame)
+                pictures = await loop.run_in_executor(self._pool, self.decode, frame, arrived)
             except av.FFmpegError as exc:  # a damaged frame: wait for the next keyframe
                 self.errors += 1
                 ERRORS.labels(self.broadcast).inc()
@@ -185,13 +347,32 @@ class Transcoder:
                 track.gated = True
                 track.ask()
                 continue
-            for name, frames in out.items():
-                for f in frames:
-                    self.feeds[name].push(f, self._origin)
-            if self.hls is not None:
-                self._package(out)
-            self.behind = time.monotonic() - arrived
-            BEHIND.labels(self.broadcast).set(self.behind)
+            for picture in pictures:
+                for name, q in self.queues.items():
+                    if dropped := q.put(picture):
+                        RUNG_DROPPED.labels(self.broadcast, name).inc(dropped)
+
+    def _encode_rung(self, name: str, loop: asyncio.AbstractEventLoop) -> None:
+        """One rung's thread: encode what its queue holds, hand the frames to the event loop."""
+        enc, q = self.encoders[name], self.queues[name]
+        while (p := q.take()) is not None:
+            try:
+                frames = enc.encode(p.picture, p.pts, p.key, p.source_ts)
+            except av.FFmpegError as exc:
+                log.warning("transcoder %s/%s: encode error %s", self.broadcast, name, exc)
+                continue
+            with contextlib.suppress(RuntimeError):  # the loop closed while encoding
+                loop.call_soon_threadsafe(self._deliver, name, frames, p.arrived)
+
+    def _deliver(self, name: str, frames: list[Frame], arrived: float) -> None:
+        for f in frames:
+            self.feeds[name].push(f, self._origin)
+        if self.hls is not None:
+            self._package({name: frames})
+        behind = self.rung_behind[name] = time.monotonic() - arrived
+        RUNG_BEHIND.labels(self.broadcast, name).set(behind)
+        self.behind = max(self.rung_behind.values())
+        BEHIND.labels(self.broadcast).set(self.behind)
 
     def _package(self, out: dict[str, list[Frame]]) -> None:
         """Hand each rung's encoded frames to its LL-HLS packager (remux only)."""
@@ -200,29 +381,48 @@ class Transcoder:
             for name, frames in out.items():
                 rendition, size = self.hls.renditions[name], self.encoders[name].size
                 for f in frames:
+                    if f.key and rendition.open is None and not rendition.segments:
+                        # the first segment's number from the programme time: rungs made by
+                        # other processes number the same GOP the same
+                        keyframes = self.encoders[name].keyframes
+                        rendition.next_msn = max(0, keyframes[-1] // self.interval)
                     rendition.video(f.data, f.ts, f.key, size or (0, 0))
         except Exception:  # a packaging bug must not stop WebRTC viewers: HLS stops instead
             log.exception("transcoder %s: LL-HLS packaging failed, HLS off", self.broadcast)
             self.hls = None
 
-    def _transcode(self, frame: Frame) -> dict[str, list[Frame]]:
-        """Worker thread: decode once, then encode every rung of each decoded picture."""
+    def decode(self, frame: Frame, arrived: float = 0.0) -> list[Picture]:
+        """Decode thread: the frame's pictures, each marked when it starts a GOP on every rung
+        (the first frame at or after each boundary of the programme timeline, a size change, or
+        a programme that jumped back: an ingest restarted)."""
         ts = self._unwrap(frame.ts)
+        stamped = timeline.read(frame.data)
+        if stamped is not None:
+            self._source_shift = self._unwrap_stamp(stamped) - ts
         packet = av.Packet(frame.data)
         packet.pts, packet.time_base = ts, _TB
-        out: dict[str, list[Frame]] = {name: [] for name in self.encoders}
+        out: list[Picture] = []
         for picture in self._decoder.decode(packet):
             self.decoded += 1
             FRAMES.labels(self.broadcast).inc()
             size = (picture.width, picture.height)
             pts = ts if picture.pts is None else int(picture.pts)
-            key = pts >= self._next_key or size != self.source_size
-            if key:  # the first frame at or after the boundary, on every rung
-                self._next_key = (pts // self.interval + 1) * self.interval
+            source = pts + self._source_shift
+            key = (source >= self._next_key or source < self._next_key - self.interval
+                   or size != self.source_size)
+            if key:
+                self._next_key = (source // self.interval + 1) * self.interval
             self.source_size = size
-            for name, enc in self.encoders.items():
-                out[name].extend(enc.encode(picture, pts, key))
+            out.append(Picture(picture, pts, key, source, arrived))
         return out
+
+    def _unwrap_stamp(self, ts: int) -> int:
+        """The stamped programme timestamp (32 bits) made monotonic across its wrap."""
+        last = self._last_stamp
+        if last is not None and ts < last and last - ts > _WRAP // 2:
+            self._stamp_epoch += _WRAP
+        self._last_stamp = ts
+        return ts + self._stamp_epoch
 
     def status(self) -> dict[str, Any]:
         w, h = self.source_size or (0, 0)
@@ -230,8 +430,11 @@ class Transcoder:
                 "source": {"width": w, "height": h} if self.source_size else None,
                 "keyframeIntervalS": self.interval / VIDEO_CLOCK,
                 "decoded": self.decoded, "decodeErrors": self.errors,
+                "intakeDropped": self._tracks[0].dropped if self._tracks else 0,
                 "behindSeconds": round(self.behind, 4),
                 "renditions": [{**self.encoders[r.name].status(),
+                                "behindSeconds": round(self.rung_behind[r.name], 4),
+                                "dropped": self.queues[r.name].dropped,
                                 "viewers": self.feeds[r.name].viewers()} for r in self.rungs]}
 
 
@@ -256,12 +459,11 @@ async def serve_transcoder(args: argparse.Namespace) -> None:
     """`parley media-node --role transcoder`: pulls PARLEY_UPSTREAM_URL (the ingest's programme
     over WHEP), serves each rung at /live/{PARLEY_BROADCAST}/{rung}/whep and, unless
     PARLEY_HLS=0, over LL-HLS at /live/{b}/{rung}.m3u8 (index.m3u8: all rungs); /v1/status."""
-    import uvicorn
-
     from .hls import add_routes
     from .live import create_app as live_app
     from .pull import Pull
     from .roles import broadcast_key, node_app
+    from .serving import serve_role
     from .whep import Playback
 
     upstream = os.environ.get("PARLEY_UPSTREAM_URL", "")
@@ -270,12 +472,13 @@ async def serve_transcoder(args: argparse.Namespace) -> None:
         raise SystemExit("transcoder needs PARLEY_UPSTREAM_URL (a WHEP URL) and PARLEY_BROADCAST")
     try:
         rungs = rungs_from_env()
+        presets = parse_presets(os.environ.get("PARLEY_X264_PRESET", ""))
     except ValueError as exc:
         raise SystemExit(f"transcoder: {exc}") from exc
     pull = Pull(upstream, key)
     tx = Transcoder(key, pull.feed, rungs,
                     float(os.environ.get("PARLEY_KEYFRAME_INTERVAL_S", "2") or 2),
-                    os.environ.get("PARLEY_X264_PRESET", "veryfast"),
+                    presets,
                     int(os.environ.get("PARLEY_X264_THREADS", "1") or 1),
                     hls=os.environ.get("PARLEY_HLS", "1") != "0")
 
@@ -293,15 +496,13 @@ async def serve_transcoder(args: argparse.Namespace) -> None:
     add_routes(live, lambda b: tx.hls if b == key else None)
     app = node_app(live)
     app.add_api_route("/v1/status", lambda: status(), methods=["GET"])
-    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port,
-                                           log_level="warning"))
     pull.start()
     tx.start()
     print(f"transcoder for {key} pulling {upstream}: "
           f"{', '.join(f'{r.name} ({r.bitrate_kbps} kbps)' for r in rungs)}", flush=True)
-    try:
-        await server.serve()
-    finally:
+
+    async def close() -> None:
         await playback.close()
         await tx.close()
-        await pull.close()
+        await pull.close()  # DELETEs the upstream WHEP session
+    await serve_role(app, args.host, args.port, close)

@@ -1,23 +1,30 @@
 """WHEP playback (draft-ietf-wish-whep): viewers ``POST /live/{broadcast}[/{rendition}]/whep``.
 
-A viewer's connection gets one ``FrameTrack`` per kind from the feed it plays: encoded frames
-packetized by aiortc's sender, never encoded again. A keyframe request (PLI/FIR) from the viewer
-goes to the feed, which asks its origin (rate-limited). Public broadcasts need no token.
+A viewer of a ``Feed`` (ingest, transcoder) gets one ``FrameTrack`` per kind: encoded frames
+packetized by aiortc's sender, never encoded again. A viewer of a ``PacketFeed`` (relay, edge)
+gets the upstream's RTP packets forwarded to its m-lines (edge_fanout.py), and aiortc's senders
+only negotiate and send RTCP. A keyframe request (PLI/FIR) from the viewer
+goes to the feed, which asks its origin (rate-limited). Public broadcasts need no token. An
+ingest's programme sessions carry the programme timestamp of each video frame (timeline.py), so
+separate transcoder processes put their keyframes on the same source frames.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiortc import RTCIceServer, RTCPeerConnection
 
+from ..subscriber import SilentTrack
 from ..tasks import spawn
+from . import timeline
+from .edge_fanout import PacketFeed
 from .feed import Feed
-from .frames import FrameTrack
 from .sessions import SessionError, answer, close_quietly, ice_config, new_id, watch_connection
 
-FeedLookup = Callable[[str, str | None], Feed | None]
+FeedLookup = Callable[[str, str | None], Feed | PacketFeed | None]
 
 
 @dataclass
@@ -27,9 +34,9 @@ class Viewing:
     id: str
     broadcast: str
     rendition: str | None
-    feed: Feed
+    feed: Feed | PacketFeed
     pc: RTCPeerConnection
-    tracks: list[FrameTrack] = field(default_factory=list)
+    tracks: list[Any] = field(default_factory=list)  # FrameTracks, or its EdgeViewer
     etag: str = field(default_factory=new_id)
 
 
@@ -37,8 +44,10 @@ class Playback:
     """The WHEP sessions of this process; ``lookup(broadcast, rendition)`` finds the feed."""
 
     def __init__(self, lookup: FeedLookup, ice_servers: list[RTCIceServer] | None = None,
-                 on_change: Callable[[], None] | None = None) -> None:
+                 on_change: Callable[[], None] | None = None,
+                 stamp_timeline: bool = False) -> None:
         self.lookup = lookup
+        self.stamp_timeline = stamp_timeline  # the programme's timestamps in its video (ingest)
         self.ice_servers = ice_servers
         self.sessions: dict[str, Viewing] = {}
         self.on_change = on_change or (lambda: None)
@@ -54,13 +63,14 @@ class Playback:
         session = Viewing(new_id(), broadcast, rendition, feed, pc)
         try:
             await answer(pc, offer, sends=False)
-            for t in pc.getTransceivers():
-                track = feed.track(t.kind)
-                session.tracks.append(track)
-                t.sender.replaceTrack(track)
-                t.direction = "sendonly"
-                t.sender._send_keyframe = feed.request_keyframe  # type: ignore[method-assign]
-            await pc.setLocalDescription(await pc.createAnswer())
+            if isinstance(feed, PacketFeed):
+                for t in pc.getTransceivers():
+                    t.sender.replaceTrack(SilentTrack(t.kind, f"{feed.name}/{t.kind}"))
+                    t.direction = "sendonly"
+                await pc.setLocalDescription(await pc.createAnswer())
+                session.tracks.append(feed.join(session.id, pc))
+            else:
+                await self._frames(session, feed, rendition)
         except SessionError:
             self.refused += 1
             await self._drop(session)
@@ -69,6 +79,19 @@ class Playback:
         spawn(watch_connection(pc, lambda: self.stop(session.id)))
         self.on_change()
         return session, pc.localDescription.sdp
+
+    async def _frames(self, session: Viewing, feed: Feed, rendition: str | None) -> None:
+        """A frame feed's tracks on the session's m-lines, then the answer."""
+        pc = session.pc
+        for t in pc.getTransceivers():
+            track = feed.track(t.kind)
+            if self.stamp_timeline and t.kind == "video" and rendition is None:
+                track.rewrite = timeline.stamp
+            session.tracks.append(track)
+            t.sender.replaceTrack(track)
+            t.direction = "sendonly"
+            t.sender._send_keyframe = feed.request_keyframe  # type: ignore[method-assign]
+        await pc.setLocalDescription(await pc.createAnswer())
 
     async def stop(self, sid: str) -> bool:
         session = self.sessions.pop(sid, None)

@@ -23,6 +23,7 @@ from fastapi import HTTPException
 from parley import tokens
 from parley.config import Settings
 from parley.directory import active_recording
+from parley.events import make_event
 from parley.recorder import job, state
 from parley.recorder.store import default_store_url, open_store
 from parley.signaling.recordings.leases import PhaseLeases, Work
@@ -84,6 +85,17 @@ class Recordings:
     async def _save(self, manifest: dict[str, Any]) -> None:
         await asyncio.to_thread(state.save, self.store, manifest)
 
+    def _event(self, etype: str, manifest: dict[str, Any], **data: Any) -> None:
+        """A recording.* analytics event. Its id is the recording's and the type's, so one that
+        a takeover emits again (a crash after it, before the phase ended) is counted once."""
+        try:
+            self.hub.events.emit(make_event(
+                etype, instance=self.hub.instance, room=manifest["room"],
+                event_id=f"{etype}:{manifest['id']}",
+                data={"recording": manifest["id"], **data}))
+        except Exception:
+            log.exception("event %s dropped", etype)
+
     async def _members(self, room: str) -> list[str]:
         return list(await self.hub.rooms.members(room))
 
@@ -128,6 +140,7 @@ class Recordings:
         await move_room_to_call_server(self.hub, room, reason="recording")
         await self.notifier.tell(manifest["participants"], {
             "type": "recording.started", "room": room, "recording": manifest["id"], "by": by})
+        self._event("recording.started", manifest, by=by, node=placement.node)
         return manifest
 
     async def stop(self, room: str, by: str) -> dict[str, Any]:
@@ -215,6 +228,13 @@ class Recordings:
         if manifest["state"] == "processing":
             manifest = await (self._await_job(recording) if self.settings.file_creator == "job"
                               else self._compile(recording))
+        if manifest is not None and manifest["state"] == "ready":
+            tracks = (manifest.get("files") or {}).get("tracks", [])
+            self._event("recording.ready", manifest, tracks=len(tracks),
+                        durationMs=int(1000 * (manifest.get("duration") or 0)))
+        elif manifest is not None and manifest["state"] == "failed":
+            self._event("recording.failed", manifest,
+                        error=str(manifest.get("error") or "")[:200])
         await self.notifier.ready(manifest)
         await self.leases.finish(recording)
 
@@ -236,6 +256,9 @@ class Recordings:
             await self.hub.store.hdel(joined_key(recording), identity)
         await self.notifier.tell(manifest["participants"], {
             "type": "recording.stopped", "room": room, "recording": recording})
+        self._event("recording.stopped", manifest, by=by, nodeLost=manifest["nodeLost"],
+                    durationMs=int(1000 * max(manifest["stoppedAt"]
+                                              - manifest.get("startedAt", 0), 0)))
         if self.settings.file_creator == "job":
             await asyncio.to_thread(state.mark_pending, self.store, recording)
         return manifest

@@ -12,6 +12,23 @@ if TYPE_CHECKING:
     from parley.signaling.hub import Hub
 
 
+def public_view(m: dict[str, Any], secret: str, base: str, link_ttl_s: int) -> dict[str, Any]:
+    """The API shape: signed links for whatever files exist. A link is fetched with a token of
+    someone who may see the recording (``access.py``). Also what the broadcast recorder sends."""
+    out = {k: m.get(k) for k in ("id", "room", "state", "startedAt", "stoppedAt",
+                                 "progress", "error", "duration")}
+    out["compositeUrl"], out["tracks"], out["expiresAt"] = None, [], None
+    files = m.get("files")
+    if files:
+        url, exp = links.link(secret, m["id"], files["composite"], link_ttl_s, base=base)
+        out["compositeUrl"], out["expiresAt"] = url, exp
+        out["tracks"] = [{**{k: t[k] for k in ("participant", "track", "kind", "codec")},
+                          "url": links.link(secret, m["id"], t["file"], link_ttl_s,
+                                            base=base)[0]}
+                         for t in files["tracks"]]
+    return out
+
+
 class Notifier:
     def __init__(self, settings: Settings, hub: Hub, link_ttl_s: int) -> None:
         self.settings, self.hub, self.link_ttl_s = settings, hub, link_ttl_s
@@ -20,23 +37,8 @@ class Notifier:
         self.webhook_secret = hook.secret if hook else ""
 
     def public(self, m: dict[str, Any]) -> dict[str, Any]:
-        """The API shape: signed links for whatever files exist. A link is fetched with a
-        token of someone who may see the recording (``access.py``)."""
-        base = self.settings.public_url or ""
-        out = {k: m.get(k) for k in ("id", "room", "state", "startedAt", "stoppedAt",
-                                     "progress", "error", "duration")}
-        out["compositeUrl"], out["tracks"], out["expiresAt"] = None, [], None
-        files = m.get("files")
-        if files:
-            secret = self.settings.token_secret
-            url, exp = links.link(secret, m["id"], files["composite"], self.link_ttl_s,
-                                  base=base)
-            out["compositeUrl"], out["expiresAt"] = url, exp
-            out["tracks"] = [{**{k: t[k] for k in ("participant", "track", "kind", "codec")},
-                              "url": links.link(secret, m["id"], t["file"], self.link_ttl_s,
-                                                base=base)[0]}
-                             for t in files["tracks"]]
-        return out
+        return public_view(m, self.settings.token_secret, self.settings.public_url or "",
+                           self.link_ttl_s)
 
     async def tell(self, identities: list[str], msg: dict[str, Any]) -> None:
         for identity in dict.fromkeys(identities):

@@ -4,7 +4,10 @@
 // Text is always put into the page with textContent, never as HTML, so "<img onerror=...>" is
 // shown as the characters it is. Messages are keyed by conversation and server id: one replayed
 // and also delivered live is shown once; direct messages are acked (chat.ack) once shown, and
-// the server then deletes them from the inbox.
+// the server then deletes them from the inbox. Lines are made by client/chatline.js, as the
+// front page's direct messages are.
+import { byId, chatLine } from "./client/chatline.js";
+
 (() => {
   const $ = (sel) => document.querySelector(sel);
   const parley = window.parley;
@@ -18,25 +21,13 @@
   const seen = new Set();
   const RESEND_MS = 5000;
 
-  const order = (id) => id.split("-").map(Number);
-  function before(a, b) {
-    const [x, y] = [order(a.id), order(b.id)];
-    return x[0] !== y[0] ? x[0] < y[0] : x[1] < y[1];
-  }
+  const before = (a, b) => byId(a.id, b.id) < 0;
 
   function line(m) {
-    const li = document.createElement("li");
-    li.className = "chat-line"; li.dataset.key = m.key;
-    const who = document.createElement("span");
-    who.className = "chat-who";
+    const mine = m.from === parley.state.identity;
     const to = m.room ? (m.to ? ` → ${name(m.to)}` : "") : " (direct)";
-    who.textContent = `${m.from === parley.state.identity ? "me" : (m.name || m.from)}${to}: `;
-    const text = document.createElement("span");
-    text.className = "chat-text"; text.textContent = m.text;
-    const when = document.createElement("time");
-    when.dateTime = new Date(m.ts).toISOString();
-    when.textContent = ` ${new Date(m.ts).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })}`;
-    li.append(who, text, when);
+    const li = chatLine(m, `${mine ? "me" : (m.name || m.from)}${to}`, mine);
+    li.dataset.key = m.key;
     return li;
   }
 

@@ -39,8 +39,9 @@ function simulcastEncodings(track) {
 const SCREEN_FPS = 5;  // a screen share: one full-resolution layer, few frames
 
 class SfuSession {
-  // hooks: {iceServers, relay, sourceOf(track), onTrack(participant, source, track),
-  //         onState(connectionState), onFailed()}
+  // hooks: {iceServers, relay, videoCodecs, sourceOf(track), onTrack(participant, source, track),
+  //         onState(connectionState), onFailed()}; videoCodecs (e.g. ["h264"]): the only video
+  //         codecs this page announces (a device that decodes nothing else), else VP8 first
   constructor(generation, hooks) {
     this.generation = generation; this.hooks = hooks;
     this.remote = {};        // mid -> {participant (stream), track id, kind, direction}
@@ -80,28 +81,48 @@ class SfuSession {
         }
       }
     }
+    // a page restricted to some video codecs announces them even without a camera: the call
+    // server learns what a participant decodes from the video m-lines of its join offer
+    if (this.hooks.videoCodecs?.length && !this.pc.getTransceivers().some((tr) => tr.sender.track?.kind === "video")) {
+      this.pc.addTransceiver("video", { direction: "recvonly" });
+    }
     if (!this.pc.getTransceivers().length) this.pc.addTransceiver("audio", { direction: "recvonly" });
-    for (const tr of this.pc.getTransceivers()) this.preferVp8(tr);
+    for (const tr of this.pc.getTransceivers()) this.preferCodecs(tr);
     await this.pc.setLocalDescription();
-    await this.gathered(1500);  // the call server takes no trickled candidates
+    await this.gathered(1500);  // the call server takes no trickled candidates: the first ones
     return { sdp: forCallServer(this.pc.localDescription.sdp), sources: this.localSources() };
   }
 
-  preferVp8(tr) {
+  preferCodecs(tr) {
     const kind = tr.sender.track?.kind || tr.receiver.track.kind;
     if (kind !== "video") return;
     const caps = RTCRtpReceiver.getCapabilities("video")?.codecs || [];
+    const only = (this.hooks.videoCodecs || []).map((c) => `video/${c}`.toLowerCase());
+    if (only.length) {
+      const keep = caps.filter((c) => only.includes(c.mimeType.toLowerCase()) || c.mimeType === "video/rtx");
+      try { tr.setCodecPreferences(keep); } catch (err) { console.log("[parley] codecs", err); }
+      return;
+    }
     const rank = (c) => (c.mimeType === "video/VP8" ? 0 : c.mimeType === "video/rtx" ? 1 : 2);
     try { tr.setCodecPreferences([...caps].sort((a, b) => rank(a) - rank(b))); } catch { /* */ }
   }
 
-  gathered(ms) {
+  // The join offer goes out with the first candidates, not after the whole gathering (STUN and
+  // TURN answers take round trips): the call server learns this browser's other addresses from
+  // its connectivity checks (peer-reflexive candidates, RFC 8445 section 7.3.1.3), the way it
+  // learns a NAT's. `settle` lets the host candidates of every interface, which come together,
+  // join the first one; `ms` bounds the wait when none comes.
+  gathered(ms, settle = 20) {
     if (this.pc.iceGatheringState === "complete") return Promise.resolve();
     return new Promise((resolve) => {
       const timer = setTimeout(resolve, ms);
+      const done = () => { clearTimeout(timer); resolve(); };
       this.pc.addEventListener("icegatheringstatechange", () => {
-        if (this.pc.iceGatheringState === "complete") { clearTimeout(timer); resolve(); }
+        if (this.pc.iceGatheringState === "complete") done();
       });
+      this.pc.addEventListener("icecandidate", ({ candidate }) => {
+        if (candidate) setTimeout(done, settle);
+      }, { once: true });
     });
   }
 
@@ -228,6 +249,18 @@ class SfuSession {
 
   publish(track, stream) { this.toPublish.push({ track, stream }); }
 
+  // Stop sending a track (a screen share ended): its sender goes idle and the track id the call
+  // server knows it by (this description's msid) is returned for sfu.unpublish; null when the
+  // track never reached an m-line (then it only leaves the waiting list).
+  unpublish(track) {
+    this.toPublish = this.toPublish.filter((x) => x.track !== track);
+    const tr = this.pc.getTransceivers().find((t) => t.sender.track === track);
+    if (!tr || this.closed) return null;
+    const announced = sdpSections(this.pc.localDescription?.sdp || "").find((x) => x.mid === tr.mid)?.track;
+    tr.sender.replaceTrack(null).catch(() => {});
+    return announced || null;
+  }
+
   // sfu.layer: the node moved our copy of a remote track to another layer (or transcoded rung).
   onLayer(msg) { this.layerOf[`${msg.participant}|${msg.track}`] = msg; }
 
@@ -321,7 +354,9 @@ class SfuSession {
                    bytesReceived: s.bytesReceived || 0, frameWidth: s.frameWidth || 0,
                    frameHeight: s.frameHeight || 0, freezeCount: s.freezeCount || 0,
                    totalFreezesDuration: s.totalFreezesDuration || 0,
-                   layer: layer ? layer.rid : null, layerReason: layer ? layer.reason : null });
+                   layer: layer ? layer.rid : null, layerReason: layer ? layer.reason : null,
+                   transcoded: !!layer?.transcoded,
+                   codec: report.get(s.codecId)?.mimeType?.split("/")[1] || null });
       });
     }
     return out;

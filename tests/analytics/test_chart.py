@@ -45,7 +45,16 @@ def test_analytics_deployment_dashboard_and_policy(kube: Kube) -> None:
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
     assert c["readinessProbe"]["httpGet"]["port"] == "metrics" and c["livenessProbe"]
     env = {e["name"]: e for e in c["env"]}
-    assert env["PARLEY_KAFKA_BOOTSTRAP"]["value"] == "t-parley-kafka:9092"
+    # the bundled broker by a name every namespace resolves, advertised as such; the operator
+    # hands it to the broadcast ingests it runs in the namespaces it watches
+    bootstrap = "t-parley-kafka.default.svc:9092"
+    assert env["PARLEY_KAFKA_BOOTSTRAP"]["value"] == bootstrap
+    op = {e["name"]: e.get("value") for e in _named(docs, "Deployment", "t-parley-operator")
+          ["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert (op["PARLEY_KAFKA_BOOTSTRAP"], op["PARLEY_KAFKA_TOPIC"]) == (bootstrap, "parley.events")
+    broker = {e["name"]: e.get("value") for e in _named(docs, "StatefulSet", "t-parley-kafka")
+              ["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert broker["KAFKA_ADVERTISED_LISTENERS"] == f"PLAINTEXT://{bootstrap}"
     assert env["PARLEY_REDIS_URL"]["valueFrom"]["secretKeyRef"] == {
         "name": "t-parley-secrets", "key": "redis-url"}  # never a literal password
     assert env["PARLEY_ANALYTICS_ARCHIVE"]["value"] == "s3://rec/parley/analytics"

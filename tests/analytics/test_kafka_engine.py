@@ -1,6 +1,7 @@
-"""The engine on the real Kafka broker: two instances in one consumer group, one SIGKILLed between
-storing a batch and committing its offsets, a third started after; every aggregate is exact,
-the Parquet archive holds each event once and a DuckDB query over it agrees."""
+"""The engine on the real Kafka broker: 100,000 events (10 % duplicates, shuffled times), two
+instances in one consumer group, one SIGKILLed mid-way between storing a batch and committing its
+offsets, a third started after; every aggregate is exact, the Parquet archive holds each event
+once and a DuckDB query over it agrees."""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ from parley.events import KafkaSink
 from tests.analytics.mix import build
 from tests.conftest import free_port, wait_until
 
-ROOMS = 1500  # about 20,000 events, 10 % of them sent twice
+ROOMS = 7000  # 102,227 events (92,934 unique): 10 % of them sent twice
+CRASH_AFTER = 12  # batches (of up to 2,000) the doomed instance stores: mid-way through its share
 
 
 def engine(kafka: str, topic: str, group: str, redis_url: str, prefix: str, archive: Path,
@@ -38,7 +40,7 @@ def engine(kafka: str, topic: str, group: str, redis_url: str, prefix: str, arch
 
 @pytest.mark.kafka
 @pytest.mark.redis
-def test_two_engines_one_killed_before_commit_count_every_event_once(
+def test_100k_events_two_engines_one_killed_mid_way_count_every_event_once(
         kafka_bootstrap: str, redis_url: str, tmp_path: Path) -> None:
     from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -47,25 +49,28 @@ def test_two_engines_one_killed_before_commit_count_every_event_once(
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
     admin.create_topics([NewTopic(topic, num_partitions=4, replication_factor=1)])[topic].result(10)
     mix = build(ROOMS)
-    sink = KafkaSink(kafka_bootstrap, topic, max_buffered=100_000)
+    assert len(mix.events) >= 100_000
+    sink = KafkaSink(kafka_bootstrap, topic, max_buffered=len(mix.events))
     for e in mix.events:  # signaling's producer, keyed as signaling keys them
         sink.emit(e)
-    sink.close(20)
+    sink.close(30)
 
     archive, log = tmp_path / "archive", tmp_path / "engines.log"
     port = free_port()
     started = time.monotonic()
     doomed = engine(kafka_bootstrap, topic, group, redis_url, prefix, archive, log,
-                    PARLEY_ANALYTICS_CRASH_AFTER_BATCHES="2")
+                    PARLEY_ANALYTICS_CRASH_AFTER_BATCHES=str(CRASH_AFTER))
     survivor = engine(kafka_bootstrap, topic, group, redis_url, prefix, archive, log,
                       metrics_port=str(port))
     procs = [doomed, survivor]
     state = RedisState(redis_url, prefix)
     try:
-        assert doomed.wait(20) == -signal.SIGKILL, log.read_text()
+        assert doomed.wait(40) == -signal.SIGKILL, log.read_text()
+        at_kill = state.stats().get("counted", 0)
+        assert 0 < at_kill < mix.unique, at_kill  # killed mid-way
         procs.append(engine(kafka_bootstrap, topic, group, redis_url, prefix, archive, log))
 
-        wait_until(lambda: state.stats().get("counted", 0) >= mix.unique, 25,
+        wait_until(lambda: state.stats().get("counted", 0) >= mix.unique, 60,
                    what="every event counted")
         took = time.monotonic() - started
         stats = state.stats()
@@ -92,7 +97,7 @@ def test_two_engines_one_killed_before_commit_count_every_event_once(
         assert re.search(r'parley_analytics_events_total\{device="mobile",region="eu-west",'
                          rf'type="participant.joined"\}} {want}\.0', text), text[-2000:]
 
-        wait_until(lambda: not state.pending_hours(), 15, what="the archive flushed")
+        wait_until(lambda: not state.pending_hours(), 30, what="the archive flushed")
         out = subprocess.run(
             [sys.executable, "-m", "parley.cli", "analytics", "query",
              "SELECT count(*) AS n, count(DISTINCT id) AS ids, "
@@ -104,7 +109,7 @@ def test_two_engines_one_killed_before_commit_count_every_event_once(
         assert re.search(rf"^{mix.unique}\s+\|\s+{mix.unique}\s+\|\s+{eu_joins}\s*$", out,
                          re.M), out
         print(f"{len(mix.events)} events ({mix.unique} unique) counted exactly in {took:.1f} s "
-              "with one instance SIGKILLed")
+              f"with one instance SIGKILLed after {at_kill} were counted")
     finally:
         for p in procs:
             if p.poll() is None:

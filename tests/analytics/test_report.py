@@ -52,7 +52,7 @@ async def test_parley_up_reports_its_meetings_to_admins_only(
         page = await http.get(f"/analytics?token={admin}")
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
         svgs = re.findall(r"<svg .*?</svg>", page.text)
-        assert len(svgs) == 8, len(svgs)  # usage, joins, drops, quality x (24 h, 30 days)
+        assert len(svgs) == 10, len(svgs)  # usage, joins, drops, starts, quality x (24 h, 30 d)
         usage = svgs[0]
         assert "concurrent participants" in usage
         points = re.search(r'<polyline [^>]*points="([^"]+)"', usage)

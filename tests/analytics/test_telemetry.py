@@ -2,11 +2,12 @@
 and client info are checked (bad ones refused with ``bad_telemetry``, the session goes on),
 throttled per connection, and land in the event file valid against the schema; a socket that
 goes away without a leave is ``participant.dropped``, a leave is ``participant.left``; a call
-whose room cannot be joined is ``call.failed``; a real Chromium page in a meeting sends samples
-with a resolution and a frame rate, which the engine counts."""
+whose room cannot be joined is ``call.failed``; two real Chromium pages in a 30 s meeting send
+samples every 10 s, which the report counts; a closed page is a drop, a leave is not."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 from collections.abc import Callable
@@ -211,41 +212,85 @@ async def test_a_room_moved_to_the_call_server_is_a_topology_switch(
     await ben.close()
 
 
+MEETING_S = 30  # the issue's meeting: three sample intervals of the web client's default 10 s
+
+
+def _at(event: dict[str, Any]) -> float:
+    """An event's time (its envelope's RFC 3339 stamp) in seconds."""
+    return dt.datetime.fromisoformat(event["time"]).timestamp()
+
+
+def _video_in(sample: dict[str, Any]) -> list[dict[str, Any]]:
+    """Received video tracks with decoded frames (the summary then describes the best one)."""
+    return [t for t in sample["tracks"]
+            if t["kind"] == "video" and t["direction"] == "in" and t.get("height")]
+
+
 @pytest.mark.browser
-def test_a_browser_in_a_meeting_sends_quality_samples(
+def test_two_browsers_in_a_30_s_meeting_are_sampled_reported_and_a_closed_page_is_a_drop(
         browser: Any, parley_server: Callable[..., str], tmp_path: Path) -> None:
+    """Two Chromium pages meet for 30 s with the default 10 s interval: each one's samples
+    arrive with a plausible resolution, frame rate and bitrate, and `/analytics/data` counts
+    exactly those samples; Alice leaves (not a drop), Bob's page is closed (a drop)."""
     from tests.signaling.browser import close, open_client
 
-    base = parley_server({"PARLEY_TELEMETRY_INTERVAL_MS": "1000"})
+    base = parley_server()  # the default telemetryIntervalMs: 10 s
+    started = time.monotonic()
     a = open_client(browser, f"{base}/m/tele?name=Alice&user=alice")
     b = open_client(browser, f"{base}/m/tele?name=Bob&user=bob")
     try:
-        def seen() -> list[dict[str, Any]]:
-            return [e for e in events_of(base, tmp_path) if e["type"] == "quality.sample"
-                    and e["data"]["identity"] == "alice" and e["data"].get("height", 0) > 0
-                    and e["data"].get("fps", 0) > 0 and any(
-                        t["direction"] == "in" and t["kind"] == "video"
-                        for t in e["data"]["tracks"])]
+        def of(etype: str, who: str | None = None) -> list[dict[str, Any]]:
+            return [e for e in events_of(base, tmp_path) if e["type"] == etype
+                    and (who is None or e["data"]["identity"] == who)]
 
-        started = time.monotonic()
-        sample = wait_until(seen, 15, what="a quality.sample with video from alice")[0]["data"]
-        print(f"first video sample {time.monotonic() - started:.1f}s after both pages opened: "
-              f"{sample['width']}x{sample['height']} {sample['fps']} fps, "
-              f"rtt {sample.get('rttMs')} ms")
-        assert sample["path"] == "p2p" and sample["device"] == "desktop"
-        assert sample["browser"] == "chrome" and int(sample["browserVersion"]) > 100
-        infos = {e["data"]["identity"]: e["data"] for e in events_of(base, tmp_path)
-                 if e["type"] == "client.info"}
+        joined = wait_until(lambda: (lambda j: j if len(j) == 2 else None)(
+            of("participant.joined")), 20, what="both pages joined")
+        meeting_from = max(_at(e) for e in joined)
+        print(f"both in the meeting {time.monotonic() - started:.1f}s after opening the pages")
+
+        # The meeting lasts until each page's third sample (10, 20, 30 s after its join):
+        # awaited as events, so no sleep; the 30 s are the web client's own timer.
+        wait_until(lambda: all(len(of("quality.sample", w)) >= 3 for w in ("alice", "bob")),
+                   MEETING_S + 15, 0.5, what="three samples from each page")
+        for who, other in (("alice", "bob"), ("bob", "alice")):
+            samples = [e["data"] for e in of("quality.sample", who)]
+            video = [s for s in samples if _video_in(s)]
+            assert len(video) >= 2, (who, samples)  # video from the other page, every 10 s
+            for s in samples:
+                assert 9_000 <= s["intervalMs"] <= 12_000, s
+                assert (s["path"], s["device"], s["browser"]) == ("p2p", "desktop", "chrome")
+                assert int(s["browserVersion"]) > 100 and 0 <= s.get("rttMs", 0) < 1000
+            for s in video:
+                track = max(_video_in(s), key=lambda t: t["bitrateKbps"])
+                assert 160 <= s["width"] <= 1920 and 90 <= s["height"] <= 1080, s
+                assert s["transcoded"] is False and 3 <= s["fps"] <= 60, s
+                assert 30 <= track["bitrateKbps"] <= 8000, s  # a camera, not a trickle
+                assert any(t["direction"] == "out" and t["kind"] == "video"
+                           and t["bitrateKbps"] > 0 for t in s["tracks"]), s
+            print(f"{who}: {len(samples)} samples, receiving {other}: "
+                  + ", ".join(f"{s['width']}x{s['height']} {s['fps']} fps "
+                              f"{max(t['bitrateKbps'] for t in _video_in(s))} kbps" for s in video)
+                  + f"; rtt {[s.get('rttMs') for s in samples]} ms")
+        lasted = max(_at(e) for e in of("quality.sample")) - meeting_from
+        assert lasted >= MEETING_S - 1, lasted  # the last sample closes 30 s of meeting
+        infos = {e["data"]["identity"]: e["data"] for e in of("client.info")}
         assert infos["alice"]["device"] == infos["bob"]["device"] == "desktop"
         assert "userAgent" not in json.dumps(infos)
+
         a.evaluate("window.parley.leave()")
-        wait_until(lambda: [e for e in events_of(base, tmp_path)
-                            if e["type"] == "participant.left"], 5, what="alice left")
+        wait_until(lambda: of("participant.left", "alice"), 5, what="alice left")
         b.close()  # the page goes away without leaving
-        dropped = wait_until(lambda: [e for e in events_of(base, tmp_path)
-                                      if e["type"] == "participant.dropped"], 10,
-                             what="bob dropped")
-        assert dropped[0]["data"]["identity"] == "bob"
+        t0 = time.monotonic()
+        wait_until(lambda: of("participant.dropped", "bob"), 10, what="bob dropped")
+        print(f"bob's closed page a drop after {time.monotonic() - t0:.2f}s; meeting "
+              f"{lasted:.1f}s; the test {time.monotonic() - started:.1f}s")
+        assert not of("participant.dropped", "alice") and not of("participant.left", "bob")
+
+        # The report counts exactly these samples and their media time (from the engine's model)
+        samples = of("quality.sample")
+        media = {k: sum(counts(parse(e)).get(f"media_ms_{k}", 0) for e in samples)
+                 for k in ("hd", "sd", "transcoded")}
+        share = {k: round(v / sum(media.values()), 4) for k, v in media.items()}
         port = base.rsplit(":", 1)[1]
         secret = (tmp_path / f"parley-{port}" / "token-secret").read_text().strip()
         admin = tokens.mint(secret, identity="ops", room="*", grants=("admin",))
@@ -254,9 +299,14 @@ def test_a_browser_in_a_meeting_sends_quality_samples(
             rows = httpx.get(f"{base}/analytics/data",
                              headers={"Authorization": f"Bearer {admin}"}).json()["byLabels"]
             row = next((r for r in rows if r["device"] == "desktop"), None)
-            return row if row and row["dropped"] == 1 and row["qualitySamples"] > 0 else None
+            return row if row and row["dropped"] == 1 and row["qualitySamples"] == len(
+                samples) else None
 
-        row = wait_until(reported, 10, what="the report counts the drop and the samples")
-        assert row["joined"] == 2 and row["dropRate"] == 0.5 and row["mediaShare"]["sd"] > 0
+        row = wait_until(reported, 10, what="the report counts the drop and every sample")
+        assert (row["joined"], row["dropped"], row["dropRate"]) == (2, 1, 0.5)
+        assert row["participantsNow"] == 0 and row["meetingsStarted"] == 1
+        assert row["mediaShare"] == share and share["sd"] + share["hd"] > 0, (row, media)
+        print(f"report: {row['qualitySamples']} samples, media share {row['mediaShare']} of "
+              f"{sum(media.values()) / 1000:.0f} s, drop rate {row['dropRate']}")
     finally:
         close(a, b)

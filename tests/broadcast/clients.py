@@ -43,13 +43,13 @@ class Publisher:
     """A camera: H.264 test pattern of ``size`` plus an Opus tone, published over WHIP."""
 
     def __init__(self, base: str, broadcast: str, token: str, size: tuple[int, int],
-                 video_mime: str = H264) -> None:
+                 video_mime: str = H264, audio: MediaStreamTrack | None = None) -> None:
         self.url = f"{base}/live/{broadcast}/whip"
         self.base = base
         self.token = token
         self.pc = _pc()
         self.pc.addTransceiver(PatternVideo("cam", size), "sendonly")
-        self.pc.addTransceiver(ToneAudio("mic"), "sendonly")
+        self.pc.addTransceiver(audio or ToneAudio("mic"), "sendonly")
         _prefer(self.pc, video_mime)
         self.location: str | None = None
         self.connected = asyncio.Event()

@@ -57,14 +57,24 @@ async def test_bad_whip_and_whep_requests_are_refused_and_the_server_keeps_servi
         r = await http.options("/live/show/whip")
         assert r.status_code == 204 and r.headers["accept-post"] == "application/sdp"
         assert "POST" in r.headers["access-control-allow-methods"]
-        for i in range(200):  # a burst of malformed requests
-            r = await whip(f"v=0\r\nm=video {i} junk", {**auth, **sdp})
-            assert r.status_code == 400
-        # still serving
+        # still serving, with a live source under a burst of 1,000 malformed requests
         cam = Publisher(base, "show", good, (160, 120))
         viewer = Viewer(f"{base}/live/show/whep")
         try:
             assert (await cam.publish()).status_code == 201
+            loc = cam.location or ""
+            trickle = {**auth, "Content-Type": "application/trickle-ice-sdpfrag"}
+            for i in range(250):
+                burst = [
+                    (await whip(f"v=0\r\nm=video {i} junk", {**auth, **sdp}), 400),
+                    (await http.post("/live/show/whep", content=f"v=0\r\nm=audio {i} x",
+                                     headers=sdp), 400),
+                    (await http.patch(loc, content=f"a=candidate:{i} junk", headers=trickle),
+                     400),
+                    (await http.delete(f"/live/show/whip/x{i}", headers=auth), 404),
+                ]
+                for r, status in burst:
+                    assert r.status_code == status, (i, r.status_code, r.text)
             r = await http.post("/live/show/whep", content=offer, headers=sdp)
             assert code(r) == (400, "direction")  # a WHEP offer must receive
             assert (await viewer.play()).status_code == 201
@@ -72,6 +82,8 @@ async def test_bad_whip_and_whep_requests_are_refused_and_the_server_keeps_servi
             async def playing() -> bool:
                 return len(viewer.video) >= 10
             await eventually(playing, 20, "the viewer decodes after the bad requests")
+            status = (await http.get("/live/show")).json()
+            assert status["onAir"]["video"] == "cam1" and status["sources"]["cam1"]["trickled"] == 0
         finally:
             await cam.stop()
             await viewer.close()

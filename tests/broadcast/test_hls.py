@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import m3u8
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.broadcast.test_parley_up import SECRET
 from tests.broadcast.test_transcoder import Start, _publish
@@ -159,37 +160,69 @@ async def test_ll_hls_bad_requests(parley_server: Callable[..., str]) -> None:
                 r = await http.get(path)  # nothing outside the window is served, whatever the path
                 assert r.status_code in (404, 405), (path, r.status_code)
                 assert r.headers.get("cache-control") in (None, "no-store"), path
+            r = await http.get("/live/final/120p.m3u8", params={"_HLS_skip": "maybe"})
+            assert r.status_code == 400 and r.json()["detail"]["code"] == "hls_bad_request"
+
+            # the source stalls (gone): a blocking reload for the hinted part is answered after
+            # the hold with the playlist as it is (200, not cacheable), not a 503
+            await cam.stop()
+            before = m3u8.loads((await http.get("/live/final/120p.m3u8")).text)
+            hint = before.preload_hint.uri
+            msn, idx = (int(x) for x in hint.rsplit("/", 1)[1][:-4].split("."))
+            for skip in ({}, {"_HLS_skip": "YES"}):
+                r = await http.get("/live/final/120p.m3u8",
+                                   params={"_HLS_msn": msn, "_HLS_part": idx, **skip})
+                assert r.status_code == 200 and r.headers["cache-control"] == "no-store", r.text
+                after = m3u8.loads(r.text)
+                assert after.preload_hint.uri == hint and after.server_control.can_block_reload
     finally:
         await cam.stop()
 
 
 async def test_window_slides_and_old_parts_are_dropped_across_a_timestamp_wrap() -> None:
-    """The packager alone, fed 20 s of 30 fps frames (keyframe every 60) whose RTP timestamps
-    wrap past 2**32: six segments stay, parts only for the last three and the open one."""
+    """The packager alone, fed 30 s of 30 fps frames (keyframe every 60) whose RTP timestamps
+    wrap past 2**32: twelve segments stay, parts only for the last three and the open one; a
+    delta update (``_HLS_skip=YES``) leaves out exactly the segments older than the skip
+    boundary and is the full playlist's tail otherwise."""
     from parley.media.broadcast.hls import WINDOW, Rendition
 
     sps, pps = b"\x67\x42\xc0\x0d\xda\x05\x07\xe8", b"\x68\xce\x3c\x80"
     r = Rendition("180p", "run1", 200, 2.0)
     r.audio_config = b"\x11\x90"
     start = (1 << 32) - 5 * 3000  # wraps after 5 frames
-    for n in range(600):
+    for n in range(900):
         key = n % 60 == 0
         au = (b"\x00\x00\x00\x01" + sps + b"\x00\x00\x00\x01" + pps + b"\x00\x00\x01\x65\x88"
               if key else b"\x00\x00\x00\x01\x41\x9a" + bytes([n % 256]))
         r.video(au, (start + n * 3000) % (1 << 32), key, (240, 180))
         r.audio((start + n * 3000) * 48 // 90, b"\x21\x10")
-    assert len(r.segments) == WINDOW and r.last_msn == 8 and r.open is not None
+    assert len(r.segments) == WINDOW == 12 and r.last_msn == 13 and r.open is not None
     assert all(abs(s.duration - 2.0) < 1e-6 for s in r.segments)
     kept = [s.msn for s in r.segments if all(p.data for p in s.parts)]
-    assert kept == [6, 7, 8], kept  # older segments keep their bytes, not their parts
-    pl = m3u8.loads(r.playlist([r]))
-    assert pl.media_sequence == 3 and [s.uri for s in pl.segments if s.uri] == [
-        f"180p/run1/{m}.m4s" for m in range(3, 9)]
-    assert [len(s.parts) for s in pl.segments] == [0, 0, 0, 6, 6, 6, 5]
-    assert r.has(8, 6) and r.has(8, 5) and r.has(2, None)  # 8.6 (past the end) means 9.0
-    assert r.has(9, 4) and not r.has(9, 5) and r.settled(9, 4) and not r.settled(9, 5)
-    assert r.next_part() == (9, 5) and r.find(2) is None
-    assert await r.wait(lambda: r.has(9, 5), 0.05) is False  # times out, no exception
+    assert kept == [11, 12, 13], kept  # older segments keep their bytes, not their parts
+    full = m3u8.loads(r.playlist([r]))
+    assert full.media_sequence == 2 and [s.uri for s in full.segments if s.uri] == [
+        f"180p/run1/{m}.m4s" for m in range(2, 14)]
+    assert [len(s.parts) for s in full.segments] == [0] * 9 + [6, 6, 6, 5]
+    assert full.server_control.can_skip_until == 12.0 == 6 * full.target_duration
+    assert "#EXT-X-SKIP" not in full.dumps()
+    assert r.has(13, 6) and r.has(13, 5) and r.has(2, None)  # 13.6 (past the end) means 14.0
+    assert r.has(14, 4) and not r.has(14, 5) and r.settled(14, 4) and not r.settled(14, 5)
+    assert r.next_part() == (14, 5) and r.find(1) is None
+    assert await r.wait(lambda: r.has(14, 5), 0.05) is False  # times out, no exception
+
+    delta = m3u8.loads(r.playlist([r], skip=True))
+    skipped = delta.skip.skipped_segments
+    assert delta.media_sequence == full.media_sequence and skipped == 7
+    # what is skipped starts more than CAN-SKIP-UNTIL before the end; what is kept does not
+    lengths = [s.duration or sum(p.duration for p in s.parts) for s in full.segments]
+    ends = [sum(lengths[i:]) for i in range(len(lengths))]
+    assert all(e > 12.0 for e in ends[:skipped]) and ends[skipped] <= 12.0, ends
+    tail = full.segments[skipped:]
+    assert [(s.uri, [p.uri for p in s.parts]) for s in delta.segments] == [
+        (s.uri, [p.uri for p in s.parts]) for s in tail]
+    assert delta.segments[0].init_section.uri == "180p/run1/init-0.mp4"
+    assert delta.preload_hint.uri == full.preload_hint.uri
 
 
 async def test_the_transcoder_role_serves_ll_hls(parley_server: Callable[..., str],
@@ -241,7 +274,21 @@ async def test_an_edge_proxies_ll_hls_and_sends_one_upstream_request_per_part(
             assert {a.status_code for a in answers} == {200} and len({a.text for a in answers}) == 1
             after = (await http.get("/live/final")).json()["hls"]
             assert after["upstreamRequests"] - before == 1, after
+            # _HLS_skip goes upstream and is part of the cache key: one more upstream request
+            # for the delta update of the same part, none for a second asker
+            for _ in range(2):
+                r = await http.get("/live/final/120p.m3u8", params={**params, "_HLS_skip": "YES"})
+                assert r.status_code == 200 and "CAN-SKIP-UNTIL=12.0" in r.text
+            again = (await http.get("/live/final")).json()["hls"]
+            assert again["upstreamRequests"] - after["upstreamRequests"] == 1, again
             r = await http.get("/live/final/120p.m3u8", params={"_HLS_msn": "999999"})
             assert r.status_code == 400  # the upstream's answer, passed through
+            # this client fetched a 120p segment: one HLS viewer in the edge's metric, as in
+            # its Lease report (the same count)
+            metrics = {(m.labels["rendition"], m.labels["transport"]): m.value
+                       for f in text_string_to_metric_families((await http.get("/metrics")).text)
+                       if f.name == "parley_edge_viewers" for m in f.samples}
+            assert metrics == {("120p", "hls"): 1, ("120p", "whep"): 0, ("180p", "hls"): 0,
+                               ("180p", "whep"): 0}, metrics
     finally:
         await cam.stop()

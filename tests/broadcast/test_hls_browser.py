@@ -1,6 +1,7 @@
 """hls.js (vendored, served by Parley) in real Chromium plays each rung of `parley up`'s LL-HLS:
-an independent low-latency client. The aiortc publisher runs in its own thread and event loop,
-because sync Playwright holds the main thread's loop."""
+an independent low-latency client, which also asks for playlist delta updates (``_HLS_skip=YES``:
+the playlists offer CAN-SKIP-UNTIL) and merges them. The aiortc publisher runs in its own thread
+and event loop, because sync Playwright holds the main thread's loop."""
 
 from __future__ import annotations
 
@@ -10,10 +11,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import httpx
+import m3u8
 import pytest
 
 from tests.broadcast.test_parley_up import SECRET
 from tests.broadcast.test_transcoder import _publish
+from tests.conftest import wait_until
 
 pytestmark = [pytest.mark.browser]
 
@@ -37,8 +41,12 @@ def test_hls_js_plays_each_rung_in_low_latency_mode(browser: Any,
     try:
         assert ready.wait(20), "publisher"
         for rung, height in (("180p", 180), ("120p", 120)):
+            if rung == "120p":  # enough segments that a delta update really skips some
+                wait_until(lambda: _complete(base, "120p") >= 8, 30, 0.5, "8 complete segments")
             page = browser.new_page()
             page.goto(f"{base}/static/hls-player.html?src=/live/final/{rung}.m3u8")
+            page.evaluate("window.skips = []; hls.on(Hls.Events.LEVEL_UPDATED, "
+                          "(_, d) => window.skips.push(d.details.skippedSegments || 0))")
             page.wait_for_function("document.getElementById('v').currentTime > 2",
                                    timeout=20000)
             # 6 s of playback sampled every 100 ms: time advances, never stuck for 1 s
@@ -54,10 +62,16 @@ def test_hls_js_plays_each_rung_in_low_latency_mode(browser: Any,
                     since = (at, ct)
                 stuck = max(stuck, at - since[0])
             state = page.evaluate("({h: document.getElementById('v').videoHeight, "
-                                  "p: window.player})")
+                                  "p: window.player, skips: window.skips, deltas: performance"
+                                  ".getEntriesByType('resource').filter(e => e.name.includes("
+                                  "'_HLS_skip=YES')).length})")
             played = samples[-1][1] - samples[0][1]
             print(f"{rung}: played {played:.2f} s in 6 s, longest stall {stuck:.2f} s, "
-                  f"hls.js latency {state['p']['latency']}")
+                  f"hls.js latency {state['p']['latency']}, {state['deltas']} delta "
+                  f"requests, skipped segments per update {state['skips']}")
+            assert state["deltas"] > 0, state  # hls.js asked for delta updates
+            if rung == "120p":  # and merged ones that skipped segments while playing on
+                assert max(state["skips"]) > 0, state
             assert played > 4.5 and stuck < 1.0, (played, stuck)
             assert state["h"] == height, state
             assert not [e for e in state["p"]["errors"] if e.endswith("/true")], state
@@ -65,3 +79,8 @@ def test_hls_js_plays_each_rung_in_low_latency_mode(browser: Any,
     finally:
         stop.set()
         thread.join(15)
+
+
+def _complete(base: str, rung: str) -> int:
+    text = httpx.get(f"{base}/live/final/{rung}.m3u8", timeout=10).text
+    return sum(1 for s in m3u8.loads(text).segments if s.uri)

@@ -42,8 +42,8 @@ async def test_whip_publisher_reaches_a_whep_viewer_at_its_size(
         status = (await http.get("/live/final")).json()
         assert status["onAir"] == {"video": "cam1", "audio": "cam1"}, status
         assert status["viewers"] == 1
-        # PATCH (trickle) is not supported: 405, as RFC 9725 says
-        r = await http.patch(cam.location, content=b"a=candidate:1",
+        # a WHEP session takes no PATCH: 405, as RFC 9725 says (WHIP trickle: test_whip_trickle)
+        r = await http.patch(viewer.location, content=b"a=candidate:1",
                              headers={"Content-Type": "application/trickle-ice-sdpfrag"})
         assert r.status_code == 405 and "DELETE" in r.headers["allow"], r.text
         # another source's key may not end cam1; cam1's own DELETE ends it

@@ -1,5 +1,6 @@
 """Relay tiers: `parley up` ingests, a relay pulls its programme over WHEP, an edge pulls the relay,
-a viewer plays the edge: frames cross two extra hops undecoded and decode at the source's size.
+a viewer plays the edge: frames cross two extra hops undecoded and decode at the source's size; a
+second viewer starts from the edge's keyframe cache.
 A relay that is killed and restarted is pulled again by the edge without the viewer rejoining."""
 
 from __future__ import annotations
@@ -69,6 +70,18 @@ async def test_ingest_relay_edge_viewer_and_a_relay_restart(
         s = (await http.get(f"{edge}/live/final")).json()
         assert s["connected"] and s["viewers"] == 1 and s["tier"] == "edge", s
         assert (await http.get(f"{base}/live/final")).json()["viewers"] == 1  # the relay
+        # a second viewer starts on the edge's cached GOP, not on the next keyframe
+        late = Viewer(f"{edge}/live/final/whep")
+        try:
+            assert (await late.play()).status_code == 201
+            async def late_playing() -> bool:
+                return len(late.video) >= 10
+            await eventually(late_playing, 25, "the late viewer decoding")
+            assert set(late.sizes()) == {(256, 144)}
+            after = (await http.get(f"{edge}/live/final")).json()
+            assert after["cachedStarts"] == s["cachedStarts"] + 1, (s, after)
+        finally:
+            await late.close()
         # the relay dies and comes back on the same address: the edge pulls it again
         relay_port = int(relay.rsplit(":", 1)[1])
         relay_proc.kill()

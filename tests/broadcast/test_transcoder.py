@@ -248,3 +248,74 @@ async def test_an_edge_relays_every_rung_of_the_transcoder(
         for v in viewers:
             await v.close()
         await cam.stop()
+
+
+def _segments(playlist: str) -> dict[int, str]:
+    """msn -> EXTINF duration of each complete segment in a media playlist."""
+    seq, out, duration = 0, {}, ""
+    for line in playlist.splitlines():
+        if line.startswith("#EXT-X-MEDIA-SEQUENCE:"):
+            seq = int(line.split(":")[1])
+        elif line.startswith("#EXTINF:"):
+            duration = line[8:].rstrip(",")
+        elif line and not line.startswith("#"):
+            out[seq] = duration
+            seq += 1
+    return out
+
+
+async def test_separate_transcoder_processes_cut_gops_and_segments_on_the_same_frames(
+        parley_server: Callable[..., str], transcoder: Start) -> None:
+    """The operator's wiring: one transcoder process per rendition, started 1 s or more apart,
+    both pulling the programme. Their keyframes are the same programme timestamps and source
+    frames (read by viewers from the drawn frame numbers), their LL-HLS segments the same numbers
+    with the same durations."""
+    base = parley_server({"PARLEY_TOKEN_SECRET": SECRET})
+    cam = await _publish(base)
+    upstream = f"{base}/live/final/whep"
+    viewers: list[CountingViewer] = []
+    http = httpx.AsyncClient(timeout=10)
+    try:
+        async def on_air() -> bool:
+            return (await http.get(f"{base}/live/final")).json()["frames"]["video"] > 0
+        await eventually(on_air, 20, "the programme's first frames")
+        # started from a thread: the fixture waits for the port, the publisher keeps sending
+        tx180 = await asyncio.to_thread(transcoder, upstream, env={
+            "PARLEY_RENDITION": "180p", "PARLEY_BITRATE_KBPS": "200"})
+        tx120 = await asyncio.to_thread(transcoder, upstream, env={
+            "PARLEY_RENDITION": "120p", "PARLEY_BITRATE_KBPS": "100"})
+        viewers = await _viewers([f"{tx180}/live/final/180p/whep",
+                                  f"{tx120}/live/final/120p/whep"], 10, 25)
+
+        async def keyframes() -> list[list[int]] | None:
+            ks = [(await http.get(f"{tx}/v1/status")).json()["renditions"][0]["keyframes"]
+                  for tx in (tx180, tx120)]
+            return ks if all(len(k) >= 5 for k in ks) else None
+        k180, k120 = await eventually(keyframes, 20, "five keyframes in each process")
+        print("keyframes (programme ts):", k180, k120)
+        assert k180[0] != k120[0], "the processes started on different frames"
+        lo, hi = max(k180[0], k120[0]), min(k180[-1], k120[-1])
+        a, b = ([k for k in ks if lo < k <= hi] for ks in (k180, k120))
+        assert a == b and len(a) >= 2, (k180, k120)
+        assert all(k % 180000 < 3000 for k in a), a  # the first frame at or after each 2 s
+
+        async def seen() -> bool:  # the viewers decoded those keyframes (source frame numbers)
+            return all(len(v.keyframes()) >= 3 for v in viewers)
+        await eventually(seen, 10, "three keyframes at each viewer")
+        await asyncio.sleep(0.2)
+        n180, n120 = ([n for n, _ in v.keyframes()] for v in viewers)
+        lo, hi = max(n180[0], n120[0]), min(n180[-1], n120[-1])
+        c, d = ([n for n in ns if lo <= n <= hi] for ns in (n180, n120))
+        assert c == d and len(c) >= 2, (n180, n120)
+
+        first = max(k180[0], k120[0]) // 180000  # a process's first segment is partial
+        s180 = _segments((await http.get(f"{tx180}/live/final/180p.m3u8")).text)
+        s120 = _segments((await http.get(f"{tx120}/live/final/120p.m3u8")).text)
+        both = sorted(m for m in set(s180) & set(s120) if m > first)
+        assert len(both) >= 2 and all(s180[m] == s120[m] for m in both), (s180, s120)
+        print("segments:", {m: s180[m] for m in both})
+    finally:
+        for v in viewers:
+            await v.close()
+        await cam.stop()
+        await http.aclose()

@@ -17,6 +17,7 @@ from aiortc import (
     RTCBundlePolicy,
     RTCConfiguration,
     RTCPeerConnection,
+    RTCRtpSender,
     RTCSessionDescription,
     VideoStreamTrack,
 )
@@ -82,6 +83,10 @@ class Client:
         self._after = 0
         self.extra: list[MediaStreamTrack] = []  # published after joining; kept on re-join
         self.to_publish: list[MediaStreamTrack] = []
+        # set: the join offer has a recvonly video m-line listing only these codecs (what a
+        # client that decodes nothing else announces); the server's offers are kept
+        self.video_codecs: list[str] | None = None
+        self.offers: list[str] = []
 
     @property
     def me(self) -> str:
@@ -106,6 +111,10 @@ class Client:
             pc.addTransceiver(ToneAudio(f"{self.name}-mic"), "sendonly")
         for t in self.extra:
             pc.addTransceiver(t, "sendonly")
+        if self.video_codecs:
+            caps = RTCRtpSender.getCapabilities("video").codecs
+            pc.addTransceiver("video", "recvonly").setCodecPreferences(
+                [c for c in caps if c.mimeType.lower() in self.video_codecs])
         if not pc.getTransceivers():  # a viewer: an offer needs one m-line for the transport
             pc.addTransceiver("audio", "recvonly")
 
@@ -148,6 +157,7 @@ class Client:
             for event in r.json()["events"]:
                 self._after = event["seq"]
                 if event["type"] == "offer":
+                    self.offers.append(event["sdp"])
                     await pc.setRemoteDescription(RTCSessionDescription(event["sdp"], "offer"))
                     for t in pc.getTransceivers():
                         if (t.sender.track is None and t._offerDirection == "sendonly"

@@ -262,3 +262,37 @@ async def test_a_new_session_of_a_participant_gets_its_own_id(
         await wait_for(lambda: b.frames["a-camera"] > frames + 10, 10, "b still decodes a")
     finally:
         await asyncio.gather(a.close(), b.close())
+
+
+async def test_loss_on_the_way_in_does_not_cut_a_subscribers_downlink(
+        call_server: tuple[CallServer, str]) -> None:
+    """A fifth of a publisher's packets lost before the node (its uplink, or the node's own
+    receive buffer on a starved machine): the subscriber reports and NACKs those gaps too, but
+    its downlink is fine, so its estimate is not cut."""
+    server, url = call_server
+    a, b = Client("a", "uploss", audio=False), Client("b", "uploss", video=False, audio=False)
+    try:
+        await a.join(url)
+        await b.join(url)
+        await wait_for(lambda: b.decoding_from(["a"], kinds=("camera",)), 15, "b decoding a")
+        up = server.participants[a.pid].uptracks[0]
+        original = up.receiver._handle_rtp_packet
+
+        async def lossy(packet, arrival_time_ms):  # type: ignore[no-untyped-def]
+            # every fifth packet lost for good: its retransmissions are lost too
+            if packet.payload_type == up.pt and packet.sequence_number % 5:
+                await original(packet, arrival_time_ms)
+
+        up.receiver._handle_rtp_packet = lossy
+        leg = server.participants[b.pid].downtracks[id(up)]
+        down = server.participants[b.pid].downlink
+        nacks = sample("parley_media_nacks_total", direction="downstream")
+        await wait_for(lambda: leg.loss > 0.1 and up.layers[0].lost > 0.1 and sample(
+            "parley_media_nacks_total", direction="downstream") > nacks + 40, 15,
+            "the subscriber reporting and NACKing the gaps")
+        sent = leg.packets  # then eight allocations and more with those signals in
+        await wait_for(lambda: leg.packets > sent + 60, 10, "two seconds more of forwarding")
+        assert not down.reason.startswith("loss"), (down.reason, down.estimate)
+        assert down.cut_at < 0 and not down.congested
+    finally:
+        await asyncio.gather(a.close(), b.close())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from parley.operator import reports
@@ -79,17 +81,24 @@ def test_broadcast_ladder_relays_and_edges_follow_viewers(kube: Kube, namespace:
     assert renv["PARLEY_UPSTREAM_URL"] == (
         f"http://keynote-tx-{{rendition}}.{namespace}.svc:8080/live/{bkey}/{{rendition}}/whep")
     assert (renv["PARLEY_RENDITIONS"], renv["PARLEY_TIER"]) == ("1080p,720p,360p", "relay")
-    eenv = {e["name"]: e["value"] for e in edges["keynote-edge-eu"]["spec"]["template"]["spec"]
-            ["containers"][0]["env"]}
+    eenv = {e["name"]: e.get("value") or e["valueFrom"]["fieldRef"]["fieldPath"]
+            for e in edges["keynote-edge-eu"]["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert eenv["PARLEY_UPSTREAM_URL"] == (
         f"http://keynote-relay.{namespace}.svc:8080/live/{bkey}/{{rendition}}/whep")
     assert (eenv["PARLEY_TIER"], eenv["PARLEY_REGION"]) == ("edge", "eu")
     assert "PARLEY_UPSTREAM" not in eenv
+    # the downward API names the pod whose Lease carries the edge's viewers
+    assert (eenv["POD_NAME"], eenv["POD_NAMESPACE"]) == ("metadata.name", "metadata.namespace")
     ingest = _deployments(kube, namespace, "ingest")
     assert list(ingest) == ["keynote-ingest"]
     ic = ingest["keynote-ingest"]["spec"]["template"]["spec"]["containers"][0]
     assert ic["args"] == ["media-node", "--role", "ingest"]
-    assert {e["name"]: e["value"] for e in ic["env"]}["PARLEY_INGEST_SOURCES"] == "stage-cam"
+    ienv = {e["name"]: e["value"] for e in ic["env"] if "value" in e}
+    assert ienv["PARLEY_INGEST_SOURCES"] == "stage-cam"
+    # no PARLEY_BROADCAST_SECRET on this operator: nothing from a Secret
+    assert not [e for e in ic["env"] if "secretKeyRef" in e.get("valueFrom", {})]
+    # its broadcast.* events: a JSONL file in the writable /tmp when the operator knows no Kafka
+    assert ienv["PARLEY_DATA_DIR"] == "/tmp/parley" and "PARLEY_KAFKA_BOOTSTRAP" not in ienv
     assert not _deployments(kube, namespace, "call-server")
     assert kube.json("get", "service", "keynote-ingest", "-n", namespace)
     for d in [*tx.values(), *edges.values(), *ingest.values()]:
@@ -101,6 +110,10 @@ def test_broadcast_ladder_relays_and_edges_follow_viewers(kube: Kube, namespace:
         f"http://keynote-ingest.{namespace}.svc:8080/live/{bkey}/whip")
     assert b["status"]["playback"][0]["url"].endswith(f"/live/{bkey}/1080p/whep")
     assert cond(b, "Recording")["reason"] == "Disabled"
+    # kwok pods run no ingest: nothing reported, nothing claimed
+    assert (cond(b, "OnAir")["status"], cond(b, "OnAir")["reason"]) == ("False", "NoReport")
+    assert b["status"]["sources"] == [{"name": "stage-cam", "connected": False,
+                                       "sending": False}]
 
     # Viewers rise: eu 250 -> 3 replicas; us 900 -> 9, capped at its maximum of 5.
     _viewers(namespace, 250, 900)
@@ -133,3 +146,72 @@ def test_broadcast_ladder_relays_and_edges_follow_viewers(kube: Kube, namespace:
     wait_until(lambda: not kube.json("get", "deployments", "-n", namespace, "-l",
                                      "parley.dev/broadcast=keynote")["items"], 60, 0.5,
                what="broadcast workloads garbage-collected")
+
+
+def test_recording_runs_a_recorder_deployment_and_the_condition_follows_it(
+        kube: Kube, namespace: str, crds: None, tmp_path: Path, redis_url: str) -> None:
+    """spec.recording.enabled: `{name}-recorder` (--role recorder) pulls the top rendition's
+    LL-HLS from its transcoder Service into the operator's recording store, S3 keys from the
+    recorder Secret, the link secret from the broadcast Secret; Recording is True once it is
+    available, Disabled after it is turned off.
+    The operator's Kafka settings reach the ingest (its broadcast.* events), not the recorder."""
+    store = "s3://parley-broadcasts/archive"
+    kafka = "parley-kafka.parley.svc:9092"
+    op = Operator(kube, namespace, tmp_path, env={
+        "PARLEY_REDIS_URL": redis_url.rsplit("/", 1)[0] + "/12",
+        "PARLEY_RECORDING_STORE": store, "PARLEY_RECORDER_SECRET": "parley-recorder",
+        "PARLEY_BROADCAST_SECRET": "parley-secrets",
+        "PARLEY_KAFKA_BOOTSTRAP": kafka, "PARLEY_KAFKA_TOPIC": "events.test"}).start()
+    try:
+        apply(kube, namespace, {**BROADCAST, "spec": {**BROADCAST["spec"],
+                                                      "recording": {"enabled": True}}})
+
+        def recording() -> dict | None:
+            b = get(kube, namespace, "bcast", "keynote")
+            return b if cond(b, "Recording").get("status") == "True" else None
+
+        b = wait_until(recording, 90, 0.5, what="Recording True")
+        assert cond(b, "Recording")["reason"] == "Recording"
+        [dep] = _deployments(kube, namespace, "recorder").values()
+        assert dep["metadata"]["name"] == "keynote-recorder"
+        assert dep["spec"]["strategy"]["type"] == "Recreate" and dep["spec"]["replicas"] == 1
+        c = dep["spec"]["template"]["spec"]["containers"][0]
+        assert c["args"] == ["media-node", "--role", "recorder"]
+        env = {e["name"]: e.get("value") or e["valueFrom"]["secretKeyRef"] for e in c["env"]}
+        bkey = f"{namespace}.keynote"
+        assert env == {
+            "PARLEY_BROADCAST": bkey, "PARLEY_RECORD_RENDITIONS": "1080p",
+            "PARLEY_RECORDING_STORE": store, "PARLEY_PUBLIC_URL": "http://localhost:8080",
+            "PARLEY_UPSTREAM_URL": f"http://keynote-tx-{{rendition}}.{namespace}.svc:8080"
+                                   f"/live/{bkey}/{{rendition}}.m3u8",
+            "PARLEY_TOKEN_SECRET": {"name": "parley-secrets", "key": "token-secret"}}
+        assert c["envFrom"] == [{"secretRef": {"name": "parley-recorder"}}]
+        [ingest] = _deployments(kube, namespace, "ingest").values()
+        ienv = {e["name"]: e["value"]
+                for e in ingest["spec"]["template"]["spec"]["containers"][0]["env"]
+                if "value" in e}
+        assert {k: ienv.get(k) for k in ("PARLEY_KAFKA_BOOTSTRAP", "PARLEY_KAFKA_TOPIC",
+                                         "PARLEY_DATA_DIR")} == {
+            "PARLEY_KAFKA_BOOTSTRAP": kafka, "PARLEY_KAFKA_TOPIC": "events.test",
+            "PARLEY_DATA_DIR": "/tmp/parley"}
+        assert dep["metadata"]["ownerReferences"][0]["uid"] == b["metadata"]["uid"]
+
+        kube.kubectl("patch", "bcast", "keynote", "-n", namespace, "--type=merge", "-p",
+                     '{"spec":{"recording":{"enabled":false}}}')
+        wait_until(lambda: not _deployments(kube, namespace, "recorder"), 30, 0.5,
+                   what="recorder Deployment removed")
+        wait_until(lambda: cond(get(kube, namespace, "bcast", "keynote"), "Recording").get(
+            "reason") == "Disabled", 30, 0.5, what="Recording Disabled")
+    finally:
+        op.stop()
+
+
+def test_recording_without_a_store_says_so(kube: Kube, namespace: str,
+                                           operator: Operator) -> None:
+    apply(kube, namespace, {**BROADCAST, "spec": {**BROADCAST["spec"],
+                                                  "recording": {"enabled": True}}})
+    b = wait_until(lambda: (lambda b: b if cond(b, "Recording") else None)(
+        get(kube, namespace, "bcast", "keynote")), 60, 0.5, what="Recording condition")
+    assert (cond(b, "Recording")["status"], cond(b, "Recording")["reason"]) == ("False",
+                                                                                 "NoStore")
+    assert not _deployments(kube, namespace, "recorder")

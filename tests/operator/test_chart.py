@@ -167,3 +167,36 @@ def test_call_servers_register_where_signaling_places_meetings(kube: Kube) -> No
             assert env[pool]["PARLEY_REDIS_URL"] == ref, pool
         secret = next(d for d in docs if d["kind"] == "Secret")
         assert base64.b64decode(secret["data"]["redis-url"]).decode().endswith(url)
+
+
+def test_broadcast_host_and_secret_reach_signaling_and_the_operator(kube: Kube) -> None:
+    """Signaling's /golive and /watch/{b} and the operator's status.playback share one base,
+    publicUrl unless broadcast.url is set; the operator names the release's Secret to the
+    broadcast pods, and that Secret holds every key they read from it."""
+    from parley.operator.broadcasts import INGEST_SECRETS
+
+    def env(docs: list[dict], name: str) -> dict[str, str | None]:
+        dep = next(d for d in docs if d["kind"] == "Deployment"
+                   and d["metadata"]["name"] == name)
+        return {e["name"]: e.get("value") for e in
+                dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+    docs = _render(kube, "--set", "publicUrl=https://parley.example.com/")
+    sig, op = env(docs, "t-parley-signaling"), env(docs, "t-parley-operator")
+    assert sig["PARLEY_BROADCAST_URL"] == op["PARLEY_BROADCAST_URL"] == (
+        "https://parley.example.com")
+    assert op["PARLEY_BROADCAST_SECRET"] == "t-parley-secrets"
+    assert "PARLEY_EDGE_URL_TEMPLATE" not in op
+    secret = next(d for d in docs if d["kind"] == "Secret"
+                  and d["metadata"]["name"] == "t-parley-secrets")
+    assert {key for _, key, _ in INGEST_SECRETS} <= set(secret["data"])
+    docs = _render(kube, "--set", "broadcast.url=https://live.example.com",
+                   "--set", "broadcast.edgeUrlTemplate=https://{region}.live.example.com")
+    sig, op = env(docs, "t-parley-signaling"), env(docs, "t-parley-operator")
+    assert sig["PARLEY_BROADCAST_URL"] == op["PARLEY_BROADCAST_URL"] == "https://live.example.com"
+    assert op["PARLEY_EDGE_URL_TEMPLATE"] == "https://{region}.live.example.com"
+    for bad, field in (("broadcast.url=live.example.com", "/broadcast/url"),
+                       ("broadcast.edgeUrlTemplate=https://eu.example.com",
+                        "/broadcast/edgeUrlTemplate")):
+        out = kube.helm("template", "t", CHART, "--set", bad, check=False)
+        assert out.returncode != 0 and field in out.stderr, out.stderr

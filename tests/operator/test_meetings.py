@@ -119,6 +119,14 @@ def test_raising_max_participants_rescales_and_delete_collects(
     wait_until(lambda: kube.kubectl("get", "deployment", "allhands-transcoder", "-n",
                                     namespace, check=False).returncode == 0, 30, 0.5,
                what="transcoder Deployment")
+    # the meeting transcoder (docs/call-server.md): its role, and what it announces in Redis
+    tx = kube.json("get", "deployment", "allhands-transcoder", "-n", namespace)
+    media = tx["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in media["env"]}
+    assert media["args"] == ["media-node", "--role", "transcoder"]
+    assert env["PARLEY_MEETING"] == f"{namespace}/allhands"
+    assert env["PARLEY_MEDIA_PORT"] == "7882"
+    assert env["POD_IP"]["fieldRef"]["fieldPath"] == "status.podIP"
     kube.kubectl("delete", "mtg", "allhands", "-n", namespace, "--wait=true")
     wait_until(lambda: kube.kubectl("get", "deployment", "allhands-transcoder", "-n",
                                     namespace, check=False).returncode != 0, 60, 0.5,

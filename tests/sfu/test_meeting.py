@@ -147,7 +147,7 @@ def test_the_weakest_receivers_config_no_longer_caps_what_publishers_send_to_the
         browser, parley_server: Callable[..., str]) -> None:
     """Issue 12: a receiver's bandwidth drop lowers the room's config, but on the call server
     nobody else's sender is capped to it any more (the call server gives each receiver a
-    layer it can take; tests/sfu/test_simulcast.py checks the layers on a throttled link)."""
+    layer it can take; bench/layer_drop.py measures the layers on a throttled link)."""
     base = parley_server()
     a = open_client(browser, f"{base}/m/cap?name=A&user=ca&topology=sfu&bw=2000&{CAM}")
     b = open_client(browser, f"{base}/m/cap?name=B&user=cb&topology=sfu&bw=2000&{CAM}")

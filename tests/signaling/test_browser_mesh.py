@@ -191,7 +191,7 @@ def test_camera_and_microphone_toggles_show_on_everyone_s_tile(
         assert a.evaluate("window.parley.toggleVideo()") is False
         b.wait_for_selector(f"{tile}[data-audio=off][data-video=off]", timeout=10000)
         assert b.evaluate("window.parley.state.participants.ta") == {
-            "identity": "ta", "name": "A", "audio": False, "video": False}
+            "identity": "ta", "name": "A", "audio": False, "video": False, "hand": False}
         assert a.locator(f"{tile}[data-audio=off]").count() == 1  # my own tile too
 
         c = open_client(browser, f"{base}/m/toggles?name=C&user=tc")

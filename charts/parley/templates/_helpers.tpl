@@ -48,8 +48,10 @@ password (the release's Secret, or the external Redis's urlSecret). */}}
 {name: PARLEY_REDIS_URL, valueFrom: {secretKeyRef: {name: {{ $secret | quote }}, key: {{ $key | quote }}}}}
 {{- end -}}
 
+{{/* The bundled broker by its namespace-qualified name (the operator's broadcast ingests run in
+other namespaces); kafka.yaml advertises the same name. */}}
 {{- define "parley.kafkaBootstrap" -}}
-{{- if .Values.kafka.enabled -}}{{ include "parley.fullname" . }}-kafka:9092{{- else -}}{{ .Values.kafka.bootstrap }}{{- end -}}
+{{- if .Values.kafka.enabled -}}{{ include "parley.fullname" . }}-kafka.{{ .Release.Namespace }}.svc:9092{{- else -}}{{ .Values.kafka.bootstrap }}{{- end -}}
 {{- end -}}
 
 {{- define "parley.operatorRules" }}
@@ -80,7 +82,22 @@ password (the release's Secret, or the external Redis's urlSecret). */}}
   - apiGroups: [events.k8s.io]
     resources: [events]
     verbs: [create]
+  # reads media-node reports; also holds what it grants a Broadcast's edges (RBAC forbids
+  # granting more than one has): kube-operator/broadcast_access.py
   - apiGroups: [coordination.k8s.io]
     resources: [leases]
-    verbs: [list]
+    verbs: [list, get, create, update, patch]
+  # each Broadcast's ingest and edge identities (ServiceAccount, Role, RoleBinding)
+  - apiGroups: [""]
+    resources: [serviceaccounts]
+    verbs: [get, create, patch, delete]
+  - apiGroups: [rbac.authorization.k8s.io]
+    resources: [roles, rolebindings]
+    verbs: [get, create, patch, delete]
+{{- end -}}
+
+{{/* Where browsers reach /live for broadcasts: broadcast.url, else publicUrl (the pages of
+signaling and the operator's status.playback use the same base). */}}
+{{- define "parley.broadcastUrl" -}}
+{{- .Values.broadcast.url | default .Values.publicUrl | trimSuffix "/" -}}
 {{- end -}}

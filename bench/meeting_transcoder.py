@@ -1,0 +1,246 @@
+"""Meeting transcoder: CPU per output stream and outputs per core.
+
+A real `parley media-node --role transcoder` process (PARLEY_MEETING=*), pinned to one core, is
+fed a 1280x720 VP8 camera at 30 frames/s as RTP over loopback (what a call server sends it) and
+asked for K distinct 640x360 H.264 outputs (K = 0, 1, 2, ...; K = 0 is the decode alone). Per
+step, over a fixed window: the process's CPU time (all threads, /proc) and the frames per second
+each output delivered. CPU per output = (CPU at K - CPU at 0) / K; outputs per core = the largest
+K the core keeps at >= 28 frames/s on every output.
+
+No peer to compare with: Janus and the other SFUs forward, none transcodes per receiver.
+
+    python -m bench.meeting_transcoder            # about 1-2 minutes, writes bench/results/
+    python -m bench.meeting_transcoder --quick    # a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import fractions
+import json
+import os
+import platform
+import random
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import av
+
+from parley.media.meeting_transcoder import packetize_vp8
+from parley.media.meeting_transcoder_wire import PT_SOURCE, control, parse_rtp
+from parley.media.rtp import pack_header
+
+from .load import cpu_seconds
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+FPS = 30
+SOURCE = (1280, 720)
+OUTPUT_HEIGHT, OUTPUT_KBPS = 360, 600
+MIN_FPS = 28.0
+
+
+def source_frames(n: int) -> list[bytes]:
+    """``n`` VP8 frames of a 720p camera (a moving gradient with noise in a sixteenth of the
+    picture, libvpx realtime CBR at 2 Mbit/s), the first a keyframe; the loop restarts on it."""
+    ctx = av.CodecContext.create("libvpx", "w")
+    ctx.width, ctx.height = SOURCE
+    ctx.pix_fmt = "yuv420p"
+    ctx.bit_rate = 2_000_000
+    ctx.time_base = fractions.Fraction(1, FPS)
+    ctx.gop_size = 100_000
+    ctx.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0",
+                   "minrate": "2000000", "maxrate": "2000000", "bufsize": "2000000"}
+    ctx.open()
+    rng = random.Random(1)
+    w, h = SOURCE
+    row = bytes(range(256)) * (w // 256 + 1)
+    out = []
+    for i in range(n):
+        frame = av.VideoFrame(w, h, "yuv420p")
+        y = frame.planes[0]
+        shift = (i * 4) % 256
+        luma = bytearray(b"".join(row[shift:shift + w] for _ in range(1)) * h)
+        part = len(luma) // 16
+        luma[:part] = rng.randbytes(part)
+        y.update(bytes(luma[:y.buffer_size]))
+        for plane in frame.planes[1:]:
+            plane.update(bytes([128]) * plane.buffer_size)
+        frame.pts = i
+        frame.pict_type = av.video.frame.PictureType.I if i == 0 else \
+            av.video.frame.PictureType.NONE
+        out.extend(bytes(p) for p in ctx.encode(frame))
+    return out
+
+
+class Feeder:
+    """Plays the frames as RTP at 30 frames/s and counts each output's frames (marker bits)."""
+
+    def __init__(self, frames: list[bytes], target: tuple[str, int]) -> None:
+        self.frames = frames
+        self.target = target
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setblocking(False)
+        self.ssrc = random.getrandbits(32)
+        self.seq = 0
+        self.outputs: list[list[Any]] = []
+        self.counts: dict[int, int] = {}
+        self.restart = False  # the transcoder asked for a keyframe: the loop starts again
+
+    def want(self, k: int) -> None:
+        self.outputs = [[random.getrandbits(32), "video/h264", OUTPUT_HEIGHT, OUTPUT_KBPS + i]
+                        for i in range(k)]  # distinct bitrates: K distinct encoders
+        self.counts = {o[0]: 0 for o in self.outputs}
+        self._send_want()
+
+    def _send_want(self) -> None:
+        self.sock.sendto(control({"t": "want", "source": self.ssrc,
+                                  "outputs": self.outputs}), self.target)
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                data = self.sock.recv(2048)
+            except BlockingIOError:
+                return
+            if data[:1] == b"{" and b'"key"' in data:
+                self.restart = True
+                continue
+            rtp = parse_rtp(data)
+            if rtp is not None and rtp[3] and rtp[0] in self.counts:
+                self.counts[rtp[0]] += 1
+
+    async def run(self, stop: asyncio.Event) -> None:
+        start = time.perf_counter()
+        i = n = 0
+        while not stop.is_set():
+            if self.restart and n > FPS // 2:  # a camera answers a PLI, at most twice a second
+                self.restart, n = False, 0
+            frame = self.frames[n % len(self.frames)]
+            n += 1
+            payloads = packetize_vp8(frame, i & 0x7FFF)
+            for j, payload in enumerate(payloads):
+                if j and j % 16 == 0:
+                    await asyncio.sleep(0.001)  # paced like a camera's packets, not one burst
+                self.seq = (self.seq + 1) & 0xFFFF
+                marker = int(j == len(payloads) - 1)
+                self.sock.sendto(pack_header(0x80, (marker << 7) | PT_SOURCE, self.seq,
+                                             (i * 3000) & 0xFFFFFFFF, self.ssrc) + payload,
+                                 self.target)
+            if i % 8 == 0:
+                self._send_want()  # the lease, as the call server renews it
+            self._drain()
+            i += 1
+            await asyncio.sleep(max(0.0, start + i / FPS - time.perf_counter()))
+
+
+async def measure(feeder: Feeder, pid: int, k: int, warmup: float,
+                  window: float) -> dict[str, Any]:
+    feeder.want(k)
+    await asyncio.sleep(warmup)
+    counts0 = dict(feeder.counts)
+    cpu0, t0 = cpu_seconds(pid), time.perf_counter()
+    await asyncio.sleep(window)
+    cpu1, t1 = cpu_seconds(pid), time.perf_counter()
+    fps = [(feeder.counts[o] - counts0[o]) / (t1 - t0) for o in counts0]
+    return {"outputs": k, "cpuPercent": round(100 * (cpu1 - cpu0) / (t1 - t0), 1),
+            "minOutputFps": round(min(fps), 1) if fps else None,
+            "meanOutputFps": round(sum(fps) / len(fps), 1) if fps else None}
+
+
+def start_transcoder(core: int, log: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """The transcoder process pinned to ``core``; returns it and its UDP port."""
+    proc = subprocess.Popen(
+        ["taskset", "-c", str(core), sys.executable, "-m", "parley.cli", "media-node",
+         "--role", "transcoder", "--host", "127.0.0.1", "--port", "0", "--udp-port", "0"],
+        stdout=log.open("wb"), stderr=subprocess.STDOUT,
+        env={**os.environ, "PARLEY_MEETING": "*"})
+    for _ in range(300):
+        m = re.search(rb"on udp (\d+)", log.read_bytes())
+        if m:
+            return proc, int(m.group(1))
+        assert proc.poll() is None, log.read_text()
+        time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("the transcoder did not start")
+
+
+async def run(args: argparse.Namespace, frames: list[bytes], pid: int,
+              port: int) -> list[dict[str, Any]]:
+    feeder = Feeder(frames, ("127.0.0.1", port))
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(feeder.run(stop))
+    steps = []
+    for k in range(0, args.max_outputs + 1):
+        step = await measure(feeder, pid, k, args.warmup, args.window)
+        steps.append(step)
+        print(json.dumps(step), flush=True)
+        if k and (step["minOutputFps"] or 0) < MIN_FPS - 6:
+            break  # well past saturation
+    stop.set()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return steps
+
+
+def bench(args: argparse.Namespace) -> dict[str, Any]:
+    frames = source_frames(FPS * 4)
+    bitrate = sum(len(f) for f in frames) * 8 / (len(frames) / FPS)
+    core = min(os.sched_getaffinity(0))
+    with tempfile.TemporaryDirectory() as tmp:
+        proc, port = start_transcoder(core, Path(tmp) / "transcoder.log")
+        try:
+            steps = asyncio.run(run(args, frames, proc.pid, port))
+        finally:
+            proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(10)
+            if proc.poll() is None:
+                proc.kill()
+    decode = steps[0]["cpuPercent"]
+    kept = [s for s in steps[1:] if (s["minOutputFps"] or 0) >= MIN_FPS]
+    per_output = [round((s["cpuPercent"] - decode) / s["outputs"], 1) for s in kept]
+    return {
+        "bench": "meeting_transcoder", "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "pinnedCore": core, "load1": os.getloadavg()[0]},
+        "source": {"codec": "VP8", "size": list(SOURCE), "fps": FPS,
+                   "kbps": round(bitrate / 1000)},
+        "output": {"codec": "H.264 (libx264 veryfast, zerolatency, baseline)",
+                   "height": OUTPUT_HEIGHT, "kbps": OUTPUT_KBPS, "fps": FPS},
+        "window_s": args.window, "steps": steps,
+        "decodeOnlyCpuPercent": decode,
+        "cpuPercentPerOutput": per_output,
+        "outputsPerCore": max((s["outputs"] for s in kept), default=0),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--max-outputs", type=int, default=8)
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--window", type=float, default=6.0)
+    parser.add_argument("--out", type=Path, default=RESULTS / "meeting_transcoder.json")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.max_outputs, args.warmup, args.window = 2, 1.0, 3.0
+    result = bench(args)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: result[k] for k in ("decodeOnlyCpuPercent", "cpuPercentPerOutput",
+                                             "outputsPerCore")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

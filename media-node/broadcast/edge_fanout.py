@@ -1,0 +1,226 @@
+"""An edge's (or relay's) fan-out: its upstream's RTP packets forwarded to every WHEP viewer.
+
+The frame path (frames.py: aiortc reassembles each frame, then one ``RTCRtpSender`` per viewer
+packetizes it again and runs its Python per packet) cost the edge about 130 us of CPU per packet
+sent (bench/broadcast_edge.py). An edge changes nothing in the media, so it forwards packets as
+the call server does, with the call server's own code: the upstream WHEP session's receivers are
+intercepted by ``publisher.UpTrack`` (RTP right after SRTP, never reassembled or decoded; NACK
+and receiver reports upstream, the packet history), and each viewer's m-line is a
+``subscriber.DownTrack`` (SSRC, payload type, sequence number and timestamp rewritten, the
+viewer's SRTP context, one ``sendto``; its NACKs answered from the history, its PLIs upstream).
+
+An upstream reconnect (a new WHEP session: new SSRC, sequence and timestamp origin) is a new
+layer for every leg, which moves over on the new session's first keyframe with its numbering
+continued (the call server's simulcast switch), so viewers keep one RTP stream.
+
+``GopCache`` keeps the packets since the last keyframe began. A new viewer gets them at once and
+its picture starts on that keyframe instead of after the next one (up to a GOP, 2 s: transcoders
+cut keyframes on the programme timeline and do not answer PLIs). The cached frames go out with
+timestamps one tick apart ending at the newest frame's own, so the viewer decodes them in a burst
+and plays at live latency, not one GOP behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from aiortc import RTCPeerConnection
+from aiortc.rtcrtpreceiver import RTCRtpReceiver
+
+from ..link import Link
+from ..publisher import Layer, UpTrack
+from ..rtp import h264_keyframe
+from ..subscriber import DownTrack
+
+GOP_LIMIT = 4096  # packets: a longer GOP (about 4 MB) is not cached; viewers wait for a keyframe
+TICK_S = 0.5  # sender reports, and keyframe requests for legs still waiting
+_MASK = 0xFFFFFFFF
+
+
+class GopCache:
+    """(seq, ts, marker, payload) of one layer from the first packet of its last keyframe on.
+
+    It is a leg of the layer (``forward``), so it costs one keyframe check per upstream packet
+    and nothing per viewer."""
+
+    __slots__ = ("frame", "key", "packets", "ts", "valid")
+
+    def __init__(self) -> None:
+        self.packets: list[tuple[int, int, int, bytes]] = []
+        self.ts = -1  # timestamp of the newest frame
+        self.frame = 0  # index of that frame's first packet
+        self.key = False  # that frame is a keyframe
+        self.valid = False  # the packets start on a keyframe
+
+    def forward(self, layer: Layer, seq: int, ts: int, marker: int, payload: bytes,
+                key: bool, ast: bytes = b"") -> None:
+        packets = self.packets
+        if ts != self.ts:  # a new frame
+            self.ts = ts
+            if not self.valid:  # no GOP yet: only the current frame is kept
+                packets.clear()
+            self.frame = len(packets)
+            self.key = False
+        if not self.key and h264_keyframe(payload):  # the GOP starts at this frame's start
+            self.key = self.valid = True
+            del packets[:self.frame]
+            self.frame = 0
+        if len(packets) >= GOP_LIMIT:
+            self.valid = False
+            packets.clear()
+            self.frame = 0
+        packets.append((seq, ts, marker, payload))
+
+    def replay(self, layer: Layer, leg: DownTrack) -> None:
+        """Send the GOP to ``leg`` (waiting on ``layer``), the frames one tick apart."""
+        order: dict[int, int] = {}
+        for p in self.packets:
+            order.setdefault(p[1], len(order))
+        newest = len(order) - 1
+        first = True
+        for seq, ts, marker, payload in self.packets:
+            leg.forward(layer, seq, (self.ts - newest + order[ts]) & _MASK, marker, payload,
+                        first)
+            first = False
+
+    def close(self) -> None:
+        self.packets = []
+        self.valid = False
+
+
+class EdgeViewer:
+    """One WHEP session's legs: its connection's send side and one DownTrack per m-line."""
+
+    __slots__ = ("id", "legs", "link", "pc")
+
+    def __init__(self, sid: str, pc: RTCPeerConnection) -> None:
+        self.id = sid
+        self.pc = pc
+        self.link = Link()
+        self.legs: dict[str, DownTrack] = {}
+
+
+class PacketFeed:
+    """What an edge or relay serves of one upstream: its packets, to every viewer's legs."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.ups: dict[str, UpTrack] = {}
+        self.viewing: list[EdgeViewer] = []
+        self.gop = GopCache()
+        self.cached_starts = 0  # viewers started from the cache (status)
+        self._earlier = {"video": 0, "audio": 0}  # packets of earlier upstream sessions
+        self._tick: asyncio.Task[None] | None = None
+
+    def attach(self, kind: str, receiver: RTCRtpReceiver, codecs: list[Any]) -> None:
+        """A new upstream session's receiver of ``kind`` (negotiated ``codecs``): its packets
+        now feed every viewer; legs move over on its first keyframe."""
+        old = self.ups.get(kind)
+        up = UpTrack(self.name, receiver, codecs, f"{self.name}/{kind}", kind)
+        self.ups[kind] = up
+        layer = up.layers[0]
+        if kind == "video":
+            self.gop.close()
+            layer.downtracks = [self.gop]  # type: ignore[list-item]
+        if old is not None:
+            self._earlier[kind] += old.packets
+            for old_layer in old.layers:
+                old_layer.keyframes.close()
+        for viewer in self.viewing:
+            leg = viewer.legs.get(kind)
+            if leg is not None:
+                leg.up = up
+                leg.aim(layer)
+            elif viewer.link.ready:
+                self._start(viewer)
+
+    def join(self, sid: str, pc: RTCPeerConnection) -> EdgeViewer:
+        """A viewer whose answer is set (every m-line sendonly with a SilentTrack): its legs
+        start when its connection is up."""
+        viewer = EdgeViewer(sid, pc)
+        self.viewing = [*self.viewing, viewer]
+
+        @pc.on("connectionstatechange")
+        def changed() -> None:
+            if pc.connectionState == "connected" and viewer in self.viewing:
+                viewer.link.resolve(pc)
+                self._start(viewer)
+            elif pc.connectionState in ("failed", "closed"):
+                viewer.link.close()
+
+        if self._tick is None:
+            self._tick = asyncio.ensure_future(self._ticks())
+        return viewer
+
+    def _start(self, viewer: EdgeViewer) -> None:
+        """Legs for the viewer's m-lines whose kind has an upstream; video from the cached GOP
+        when there is one, else on the next keyframe (asked for)."""
+        for t in viewer.pc.getTransceivers():
+            up = self.ups.get(t.kind)
+            if up is None or t.kind in viewer.legs:
+                continue
+            leg = DownTrack(up, viewer.id, viewer.link)
+            leg.target = None
+            leg.bind(t)
+            viewer.legs[t.kind] = leg
+            layer = up.layers[0]
+            if t.kind == "video" and self.gop.valid:
+                leg.target = layer  # as Layer.add, without a keyframe request
+                layer.downtracks = [*layer.downtracks, leg]
+                layer.waiting += 1
+                self.gop.replay(layer, leg)
+                if leg.layer is not None:
+                    self.cached_starts += 1
+                    continue
+            leg.aim(layer)
+
+    def remove(self, viewer: EdgeViewer) -> None:
+        self.viewing = [v for v in self.viewing if v is not viewer]
+        for leg in viewer.legs.values():
+            leg.close()
+        viewer.legs = {}
+        viewer.link.close()
+
+    async def _ticks(self) -> None:
+        """What the call server's tick does for its legs: true sender reports (RFC 3550 6.4.1)
+        and a keyframe request again for a leg still waiting (a lost PLI must not hold it)."""
+        while True:
+            await asyncio.sleep(TICK_S)
+            for viewer in self.viewing:
+                for leg in viewer.legs.values():
+                    leg.sync_sender_report()
+                    if leg.target is not None and leg.sender is not None:
+                        leg.target.request_keyframe()
+
+    def request_keyframe(self) -> None:
+        up = self.ups.get("video")
+        if up is not None:
+            up.request_keyframe()
+
+    @property
+    def packets(self) -> dict[str, int]:
+        """RTP packets received from upstream per kind, over every upstream session."""
+        return {k: n + (self.ups[k].packets if k in self.ups else 0)
+                for k, n in self._earlier.items()}
+
+    @property
+    def last_frame_at(self) -> float:
+        """``time.monotonic()`` of the last packet from upstream (0: none yet)."""
+        last = max((up.last_time for up in self.ups.values()), default=0.0)
+        return time.monotonic() - (time.perf_counter() - last) if last else 0.0
+
+    def viewers(self) -> int:
+        return len(self.viewing)
+
+    def close(self) -> None:
+        if self._tick is not None:
+            self._tick.cancel()
+            self._tick = None
+        for viewer in list(self.viewing):
+            self.remove(viewer)
+        for up in self.ups.values():
+            for layer in up.layers:
+                layer.keyframes.close()
+        self.gop.close()

@@ -1,0 +1,284 @@
+// Mesh calls: one RTCPeerConnection per other participant (perfect negotiation), with the P2P
+// fallback watchdog that escalates one pair to TURN, then to the call server
+// (docs/signaling.md, "P2P fallback").
+import { WATCH, local, log, opts, peers, send, server, state } from "./core.js";
+import { addTile, removeTile, removeTiles, setConn } from "./tiles.js";
+import { limitSenders, sfuTrack } from "./callserver.js";
+import { renderRoster } from "./people.js";
+
+const isTurn = (s) => [].concat(s.urls).some((u) => /^turns?:/.test(u));
+export const hasTurn = () => state.iceServers.some(isTurn);
+// Direct first: mesh pairs start without TURN servers (no allocation per pair on the TURN server);
+// a pair that cannot connect directly escalates to relay (TURN) on its own.
+function iceConfig(path) {
+  return path === "relay" ? { iceServers: state.iceServers, iceTransportPolicy: "relay" }
+    : { iceServers: state.iceServers.filter((s) => !isTurn(s)), iceTransportPolicy: "all" };
+}
+const candType = (line) => (/ typ (\w+)/.exec(line || "") || [])[1];
+function stripDirect(sdp) {
+  return sdp.split("\r\n").filter((l) => !l.startsWith("a=candidate:")
+    || candType(l) === "relay").join("\r\n");
+}
+
+// Peers (perfect negotiation, https://w3c.github.io/webrtc-pc/#perfect-negotiation-example)
+export class Peer {
+  constructor(identity, name) {
+    this.id = identity; this.name = name;
+    this.polite = state.identity > identity;
+    this.makingOffer = false; this.ignoreOffer = false;
+    this.remoteSources = {}; this.trackSources = {};
+    this.blocked = opts.blockDirect.has(identity);
+    this.path = this.icePath = opts.relay ? "relay" : "direct";
+    this.fallback = { path: this.path, reason: null, startedAt: performance.now(),
+                      escalatedAt: null, connectedAt: null, drops: 0, restarts: 0 };
+    this.dropTimes = []; this.timer = null;
+    this.pc = new RTCPeerConnection(iceConfig(this.path));
+    this.pc.onicecandidate = ({ candidate }) => {
+      if (candidate && this.blocked && candidate.type !== "relay") return;
+      send({ type: "ice", to: this.id, candidate: candidate ? candidate.toJSON() : null });
+    };
+    this.pc.ontrack = (e) => this.onTrack(e);
+    this.pc.onconnectionstatechange = () => {
+      setConn(this.id, this.pc.connectionState); renderRoster(); this.watch();
+    };
+    this.pc.onnegotiationneeded = () => this.negotiate();
+    // The connect deadline counts from the end of the first offer/answer (iceStarted), when
+    // ICE checks can begin: a slow page or signaling round trip is not a blocked path. This
+    // longer one only covers a negotiation that never completes.
+    this.arm(3 * WATCH.connectMs, "connect_timeout");
+    this.lastBytes = 0; this.lastBytesAt = performance.now();
+    this.stallWatch = setInterval(() => this.checkStall(), WATCH.statsMs);
+  }
+
+  // Bytes received on the selected candidate pair: a stall while "connected" escalates now.
+  async checkStall() {
+    if (this.pairSfu || this.pc.connectionState !== "connected") {
+      this.lastBytesAt = performance.now(); return;
+    }
+    let bytes = 0; let pair = null;
+    (await this.pc.getStats()).forEach((s) => {
+      if (s.type === "transport" && s.selectedCandidatePairId) {
+        bytes += s.bytesReceived || 0; pair = s.selectedCandidatePairId;
+      }
+    });
+    const now = performance.now();
+    const f = this.fallback;
+    if (pair !== this.selectedPair) {
+      // an ICE restart that completed while the connection stayed "connected"
+      if (this.selectedPair && f.escalatedAt > (f.connectedAt ?? -Infinity)) f.connectedAt = now;
+      this.selectedPair = pair;
+    }
+    if (bytes !== this.lastBytes) { this.lastBytes = bytes; this.lastBytesAt = now; return; }
+    // an ICE restart under way has its own deadline (arm() in escalate)
+    const restarting = now - (f.escalatedAt ?? -Infinity) < 2 * WATCH.connectMs + 2000;
+    if (bytes > 0 && !restarting && now - this.lastBytesAt > WATCH.stallMs) {
+      this.lastBytesAt = now;
+      this.escalate("stalled");
+    }
+  }
+
+  // ---- P2P fallback: watch this pair's connection; escalate this pair only ----
+  arm(ms, reason) {
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => {
+      if (this.pc.connectionState !== "connected") this.escalate(reason);
+    }, ms);
+  }
+
+  watch() {
+    const s = this.pc.connectionState;
+    if (this.pairSfu) return;  // this pair's media moved to the call server for good
+    if (s === "connected") {
+      clearTimeout(this.timer);
+      if (this.icePath === "relay") this.relayUp = true;
+      if (this.fallback.connectedAt === null || this.fallback.path !== this.path) {
+        this.fallback.connectedAt = performance.now();
+      }
+      this.fallback.path = this.path;
+    } else if (s === "disconnected") {
+      const now = performance.now();
+      this.dropTimes = this.dropTimes.filter((t) => now - t < WATCH.dropWindowMs).concat(now);
+      this.fallback.drops += 1;
+      if (this.dropTimes.length >= WATCH.drops) this.escalate("flapping");
+      else this.arm(WATCH.disconnectedMs, "disconnected");
+    } else if (s === "failed") {
+      this.escalate("failed");
+    }
+  }
+
+  escalate(reason) {
+    if (this.pc.signalingState === "closed") return;
+    const f = this.fallback;
+    if (this.path === "direct" && hasTurn()) {
+      this.usePath("relay");
+    } else if (this.path === "relay" && this.relayUp && f.restarts < 3) {
+      // relay was up and dropped: another ICE restart through TURN (then the call server)
+    } else if (this.path !== "sfu") {
+      // No TURN, or TURN failed too: this pair's media goes through the call server.
+      this.startPairSfu(reason);
+      return;
+    } else {
+      return;
+    }
+    log("p2p fallback:", this.id, "->", this.path, "because", reason);
+    f.reason = reason; f.escalatedAt = performance.now(); f.restarts += 1;
+    this.dropTimes = [];
+    this.pc.restartIce();
+    this.arm(2 * WATCH.connectMs + 2000, reason);
+  }
+
+  // The pair's own call-server meeting (signaling: sfu.* with `pair`); only these two are in it.
+  async startPairSfu(reason) {
+    log("p2p fallback:", this.id, "-> call server because", reason);
+    clearTimeout(this.timer);
+    this.path = "sfu";
+    Object.assign(this.fallback, { path: "sfu", reason, escalatedAt: performance.now() });
+    this.pairSfu?.close();
+    const session = this.pairSfu = new SfuSession(++server.generation, {
+      iceServers: state.iceServers, relay: false,
+      sourceOf: (track) => (local.screen?.getTracks().includes(track) ? "screen" : "camera"),
+      onTrack: (identity, source, track) =>
+        session === this.pairSfu && identity === this.id && sfuTrack(identity, source, track, session),
+      onState: (st) => {
+        if (session !== this.pairSfu) return;
+        if (st === "connected") this.fallback.connectedAt = performance.now();
+        setConn(this.id, st); renderRoster();
+      },
+      onFailed: () => session === this.pairSfu && this.startPairSfu("ice_failed"),
+    });
+    const offer = await session.offer([local.stream, local.screen].filter(Boolean));
+    if (session !== this.pairSfu) return;
+    send({ type: "sfu.join", id: session.ref, pair: this.id, ...offer });
+  }
+
+  usePath(path) {
+    this.path = this.icePath = path;
+    this.pc.setConfiguration(iceConfig(path));
+  }
+
+  addLocalTracks() {
+    const streams = [local.stream, local.screen].filter(Boolean);
+    for (const s of streams) for (const t of s.getTracks()) this.pc.addTrack(t, s);
+    // Always be able to receive audio and video even when not sending them.
+    const kinds = this.pc.getTransceivers().map((t) => t.receiver.track.kind);
+    for (const kind of ["audio", "video"]) {
+      if (!kinds.includes(kind)) this.pc.addTransceiver(kind, { direction: "recvonly" });
+    }
+    this.applyConfig();
+  }
+
+  async negotiate() {
+    try {
+      this.makingOffer = true;
+      await this.pc.setLocalDescription();
+      send({ type: "offer", to: this.id, sdp: this.outSdp(), sources: local.sources,
+             path: this.wirePath() });
+    } catch (err) { log("negotiation failed", err); } finally { this.makingOffer = false; }
+  }
+
+  wirePath() { return this.icePath === "relay" ? "relay" : "direct"; }
+  outSdp() {
+    const sdp = this.pc.localDescription.sdp;
+    return this.blocked ? stripDirect(sdp) : sdp;
+  }
+
+  async onDescription(msg) {
+    if (msg.sources) Object.assign(this.remoteSources, msg.sources);
+    const collision = msg.type === "offer" &&
+      (this.makingOffer || this.pc.signalingState !== "stable");
+    this.ignoreOffer = !this.polite && collision;
+    if (this.ignoreOffer) return;
+    if (msg.path === "relay" && this.path === "direct") {
+      // The other side escalated this pair: follow it, so both ends use TURN only.
+      log("p2p fallback:", this.id, "-> relay (asked by peer)");
+      this.usePath("relay");
+      Object.assign(this.fallback, { reason: "peer", escalatedAt: performance.now() });
+      this.arm(2 * WATCH.connectMs + 2000, "peer");
+    }
+    const sdp = this.blocked ? stripDirect(msg.sdp) : msg.sdp;
+    await this.pc.setRemoteDescription({ type: msg.type, sdp });
+    if (msg.type === "offer") {
+      if (!this.tracksAdded) { this.tracksAdded = true; this.addLocalTracks(); }
+      await this.pc.setLocalDescription();
+      send({ type: "answer", to: this.id, sdp: this.outSdp(), sources: local.sources,
+             path: this.wirePath() });
+    }
+    this.iceStarted();
+  }
+
+  // Both descriptions are set for the first time: ICE checks start now, so does the deadline.
+  iceStarted() {
+    if (this.negotiated) return;
+    this.negotiated = true;
+    if (this.fallback.escalatedAt === null && this.pc.connectionState !== "connected") {
+      this.arm(WATCH.connectMs, "connect_timeout");
+    }
+  }
+
+  async onIce(candidate) {
+    if (candidate && this.blocked && candType(candidate.candidate) !== "relay") return;
+    try { await this.pc.addIceCandidate(candidate || null); }
+    catch (err) { if (!this.ignoreOffer) log("addIceCandidate failed", err); }
+  }
+
+  onTrack(e) {
+    if (this.pairSfu) return;  // the tile shows this pair's call-server tracks
+    const stream = e.streams[0] || new MediaStream([e.track]);
+    const source = e.track.kind === "audio" ? "microphone"
+      : (this.remoteSources[stream.id] || "camera");
+    this.trackSources[e.track.id] = source;
+    const tileSource = source === "microphone" ? "camera" : source;
+    const label = source === "screen" ? `${this.name} (screen)` : this.name;
+    addTile(this.id, tileSource, label, stream, false);
+    setConn(this.id, this.pc.connectionState);
+    if (source === "screen" && !stream.onremovetrack) {
+      // the sharer stopped: its renegotiation removes the track from the stream
+      stream.onremovetrack = () => {
+        if (!stream.getTracks().length && !this.pairSfu) removeTile(this.id, "screen");
+      };
+    }
+  }
+
+  applyConfig() {
+    const cfg = state.config;
+    if (!cfg) return;
+    limitSenders(this.pc, cfg);
+    if (this.pairSfu) limitSenders(this.pairSfu.pc, cfg);
+    // Codec order: the room's common codecs first.
+    for (const tr of this.pc.getTransceivers()) {
+      const kind = tr.receiver.track.kind;
+      const caps = RTCRtpReceiver.getCapabilities(kind)?.codecs || [];
+      const rank = (c) => { const i = cfg.codecs.indexOf(c.mimeType.split("/")[1]); return i < 0 ? 99 : i; };
+      try { tr.setCodecPreferences([...caps].sort((a, b) => rank(a) - rank(b))); } catch { /* stopped */ }
+    }
+    // A changed codec list (someone joined or announced fewer codecs) takes effect now, not
+    // at some later negotiation: the impolite end renegotiates (codec preferences alone do
+    // not fire negotiationneeded), perfect negotiation settles a crossing offer.
+    const codecs = cfg.codecs.join(",");
+    const changed = this.codecs !== undefined && this.codecs !== codecs;
+    this.codecs = codecs;
+    if (changed && !this.polite && this.pc.connectionState === "connected") this.negotiate();
+  }
+
+  close() {
+    clearTimeout(this.timer); clearInterval(this.stallWatch);
+    this.pairSfu?.close(); this.pairSfu = null; this.pc.close();
+  }
+}
+
+export function peerFor(identity, name) {
+  let peer = peers.get(identity);
+  if (!peer) {
+    peer = new Peer(identity, name || state.participants[identity]?.name || identity);
+    peers.set(identity, peer);
+  }
+  return peer;
+}
+
+export function dropPeer(identity) {
+  peers.get(identity)?.close();
+  peers.delete(identity);
+  delete state.participants[identity];
+  removeTiles(identity);
+  renderRoster();
+}

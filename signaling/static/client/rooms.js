@@ -1,0 +1,42 @@
+// Rooms: joining (the newcomer offers to everyone present in a mesh, or opens its call-server
+// session), leaving, and the move of a mesh room to a call server (sfu.start).
+import { peers, send, server, setStatus, state, opts } from "./core.js";
+import { capabilities, ensureLocalMedia, showLocalMedia } from "./media.js";
+import { dropPeer, peerFor } from "./mesh.js";
+import { startSfu } from "./callserver.js";
+import { startTelemetry, stopTelemetry } from "./telemetry.js";
+import { renderRoster } from "./people.js";
+import { markMedia } from "./tiles.js";
+
+export async function joinRoom(room) {
+  await ensureLocalMedia();
+  state.room = room;
+  send({ type: "media", ...state.media });  // remembered for the join: others see it at once
+  send({ type: "join", room, topology: opts.topology, ...(await capabilities()) });
+  setStatus(`joining ${room}`);
+  await showLocalMedia();  // before "joined" is handled: messages are handled one at a time
+}
+
+export function leaveRoom(tellServer = true) {
+  for (const id of [...peers.keys()]) dropPeer(id);
+  for (const id of Object.keys(state.participants)) dropPeer(id);
+  server.sfu?.close(); server.sfu = null;
+  stopTelemetry();
+  if (state.room && tellServer) send({ type: "leave" });
+  state.room = null; state.topology = null;
+}
+
+export async function onJoined(msg) {
+  state.topology = msg.topology; state.config = msg.config;
+  setStatus(`in ${msg.room} (${msg.topology}, mesh limit ${msg.meshLimit})`);
+  startTelemetry();
+  for (const p of msg.participants) state.participants[p.identity] = p;
+  if (msg.topology === "sfu") { renderRoster(); await startSfu("joined"); return; }
+  for (const p of msg.participants) {
+    const peer = peerFor(p.identity, p.name);   // the newcomer offers to everyone present
+    peer.tracksAdded = true;
+    peer.addLocalTracks();
+    markMedia(p.identity, p);
+  }
+  renderRoster();
+}

@@ -1,0 +1,103 @@
+// The signaling session: a token (the deployment's, or a guest token from signaling, refreshed
+// before it expires), the WebSocket, and the dispatch of every server message, one at a time.
+import { emit, log, opts, pathRoom, peers, send, server, setStatus, showError, socket, state } from "./core.js";
+import { joinRoom, onJoined } from "./rooms.js";
+import { dropPeer, peerFor } from "./mesh.js";
+import { onSfuMessage, startSfu } from "./callserver.js";
+import { onCallMessage } from "./calls.js";
+import { clientInfo, telemetry } from "./telemetry.js";
+import { markMedia } from "./tiles.js";
+import { renderRoster } from "./people.js";
+import { early, guestToken, openSocket } from "./early.js";
+
+async function onMessage(msg) {
+  emit("parley:message", msg);  // for add-ons (parley-chat.js, parley-recording.js)
+  state.messages.push(msg.type === "error" || msg.type === "sfu.layer" ? msg
+    : { type: msg.type, callId: msg.callId, reason: msg.reason });
+  if (state.messages.length > 500) state.messages.shift();
+  switch (msg.type) {
+    case "welcome":
+      state.identity = msg.identity; state.iceServers = msg.iceServers;
+      state.expiresAt = msg.expiresAt; scheduleRefresh(msg.expiresIn, msg.guest);
+      state.instance = msg.instance; state.guest = !!msg.guest;
+      telemetry.intervalMs = msg.telemetryIntervalMs || 10000;
+      send({ type: "client.info", info: clientInfo() });
+      setStatus("connected");
+      emit("parley:welcome", msg);
+      if (pathRoom) await joinRoom(pathRoom);  // the front page opens no camera before a call
+      break;
+    case "joined": await onJoined(msg); break;
+    case "token.refreshed":
+      state.expiresAt = msg.expiresAt; state.refreshes = (state.refreshes || 0) + 1;
+      scheduleRefresh(msg.expiresIn, true); break;
+    case "participant.joined":
+      state.participants[msg.participant.identity] = msg.participant;
+      markMedia(msg.participant.identity, msg.participant); renderRoster(); break;
+    case "participant.left": dropPeer(msg.identity); break;
+    case "participant.media": {
+      const p = state.participants[msg.identity];
+      if (p) {
+        for (const k of ["audio", "video", "hand"]) if (msg[k] !== undefined) p[k] = msg[k];
+      }
+      markMedia(msg.identity, msg); renderRoster(); break;
+    }
+    case "config":
+      state.config = msg; for (const p of peers.values()) p.applyConfig();
+      break;
+    case "sfu.start":
+      if (msg.pair) await onSfuMessage(msg);
+      else if (state.room === msg.room) await startSfu(msg.reason);
+      break;
+    case "sfu.joined": case "sfu.offer": case "sfu.layer": case "sfu.layers":
+    case "sfu.unpublished":
+      await onSfuMessage(msg); break;
+    case "offer": case "answer": {
+      if (state.topology === "sfu") break;  // a mesh message overtaken by the switch
+      const peer = peerFor(msg.from);
+      await peer.onDescription(msg);
+      break;
+    }
+    case "ice": await peers.get(msg.from)?.onIce(msg.candidate); break;
+    case "error":
+      showError(msg.code, msg.message);
+      if (["sfu_unavailable", "room_full_p2p"].includes(msg.code) && !server.sfu) {
+        state.room = null; setStatus("refused: " + msg.code);
+      }
+      break;
+    default:
+      if (msg.type.startsWith("call.")) onCallMessage(msg);
+  }
+}
+
+// Refresh a guest session's token at two thirds of its remaining life; a deployment's token
+// (#token=) is refreshed by the deployment, so the page can only wait for it to end.
+let refreshTimer = null;
+function scheduleRefresh(expiresIn, guest) {
+  clearTimeout(refreshTimer);
+  if (!guest || !(expiresIn > 0)) return;
+  refreshTimer = setTimeout(async () => {
+    const { token, code, message } = await guestToken(state.token);
+    if (token) { state.token = token; send({ type: "token.refresh", token }); }
+    else showError(code, message);
+  }, expiresIn * 1000 * 2 / 3);
+}
+
+export async function connect() {
+  setStatus("getting a token");
+  // early.js may have started it (a page that joins at once); else it starts now
+  const opened = await (early.socket || openSocket());
+  if (!opened.token) { showError(opened.code, opened.message); setStatus("refused"); return; }
+  state.token = opened.token;  // the page's own access token, for the HTTP API (recording)
+  const ws = socket.ws = opened.ws;
+  // Handle messages one at a time, in order: an ICE candidate must not overtake its offer.
+  let chain = Promise.resolve();
+  const handle = (e) => {
+    const msg = JSON.parse(e.data);
+    chain = chain.then(() => onMessage(msg)).catch((err) => log("handler", msg.type, err));
+  };
+  opened.queue.forEach(handle);  // what came before this module took over, in order
+  ws.onmessage = handle;
+  ws.onclose = (e) => { setStatus(`disconnected (${e.code})`); state.closeCode = e.code; };
+  if (opened.closed) ws.onclose(opened.closed);
+  setInterval(() => send({ type: "ping" }), 20000);
+}

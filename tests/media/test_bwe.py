@@ -1,0 +1,93 @@
+"""The downlink estimate's rules (media-node/bwe.py) on the numbers the node feeds it every
+0.25 s; the throttled link end to end is tests/sfu/test_throttled.py."""
+
+from __future__ import annotations
+
+from parley.media.bwe import CUT_GAP_S, CUT_MARGIN, HOLD_MIN_S, SETTLE_S, Downlink
+
+
+class Leg:
+    """What ``Downlink`` reads of a video leg: its forwarded-packet counter."""
+
+    def __init__(self) -> None:
+        self.packets = 0
+
+
+def test_nacks_count_over_all_legs_of_a_subscriber() -> None:
+    """Three 10 frames/s legs send about 6 packets an update each, too few alone; together
+    their 30 % NACKed is loss, and the cut lands a margin under what got through."""
+    down = Downlink(start_bps=2_000_000)
+    legs = [Leg(), Leg(), Leg()]
+    down.legs.update(legs)
+    down.update(700_000, 0.0, now=0.0)
+    for leg in legs:
+        leg.packets += 7
+    down.nacks += 7  # a third of the 21 packets
+    assert round(down.update(700_000, 0.0, now=0.25)) == round(CUT_MARGIN * 700_000 * (1 - 7 / 21))
+    assert down.congested and down.reason == "loss 33%"
+
+
+def test_a_nack_share_waits_for_enough_packets_across_updates() -> None:
+    down = Downlink(start_bps=2_000_000)
+    legs = [Leg(), Leg()]
+    down.legs.update(legs)
+    down.update(500_000, 0.0, now=0.0)
+    for n in (1, 2):  # 12 packets an update: judged on the second, over all 24
+        for leg in legs:
+            leg.packets += 6
+        down.nacks += 4
+        down.update(500_000, 0.0, now=0.25 * n)
+    assert down.congested and down.reason == "loss 33%"
+
+
+def test_a_second_cut_waits_for_feedback_about_the_first() -> None:
+    down = Downlink(start_bps=2_000_000)
+    down.update(1_000_000, 0.0, now=0.0)
+    first = down.update(1_000_000, 0.4, now=0.25)
+    assert first < 1_000_000
+    # reports still counting the losses from before the cut do not cut again...
+    assert down.update(400_000, 0.4, now=0.25 + CUT_GAP_S / 2) == first
+    assert down.congested
+    # ...loss that lasts past the gap does
+    assert down.update(400_000, 0.4, now=0.25 + CUT_GAP_S + 0.1) < first
+
+
+def test_after_a_cut_it_grows_once_the_hold_passed_and_a_failed_probe_doubles_it() -> None:
+    """On a good link the estimate grows all the time: the link's first drop is not a failed
+    probe (the hold stays 8 s); loss soon after the hold ended is (the next hold is 16 s)."""
+    down = Downlink(start_bps=2_000_000)
+    down.update(1_000_000, 0.0, now=0.0)  # grows
+    cut = down.update(1_000_000, 0.3, now=0.25)
+    assert down.hold == HOLD_MIN_S
+    assert down.update(cut, 0.0, now=1.0) == cut
+    end = 0.25 + HOLD_MIN_S
+    assert down.update(cut, 0.0, now=end + 0.1) > cut
+    assert down.reason == "probe"
+    down.update(cut, 0.3, now=end + 1.0)
+    assert down.hold == 2 * HOLD_MIN_S
+
+
+def test_losses_right_after_a_cut_do_not_cut_again() -> None:
+    """The second after a cut holds the drained queue's and the new keyframes' losses: a NACK
+    share counted then cut a throttled receiver below its low layers (the old flaky test)."""
+    down = Downlink(start_bps=2_000_000)
+    legs = [Leg(), Leg()]
+    down.legs.update(legs)
+    down.update(460_000, 0.0, now=0.0)
+    cut = down.update(460_000, 0.4, now=0.25)
+    for n in range(1, 12):  # 55 % NACKed until the settle passes
+        for leg in legs:
+            leg.packets += 10
+        down.nacks += 11 if 0.25 * n < SETTLE_S else 0
+        assert down.update(220_000, 0.0, now=0.25 + 0.25 * n) == cut
+    assert not down.congested
+
+
+def test_a_cut_stops_at_the_lowest_layers_until_loss_lasts_there() -> None:
+    """One burst of loss never cuts below what the lowest layers and audio cost (the
+    transcoder's rungs are for loss that lasts on them)."""
+    down = Downlink(start_bps=2_000_000)
+    down.update(400_000, 0.0, now=0.0)
+    assert down.update(400_000, 0.7, now=0.25, floor=220_000) == 220_000
+    later = 0.25 + CUT_GAP_S
+    assert down.update(220_000, 0.5, now=later, floor=220_000) < 220_000

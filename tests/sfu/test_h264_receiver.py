@@ -1,0 +1,105 @@
+"""A receiver that decodes H.264 only, in real Chromium (issue 12, docs/call-server.md,
+"Transcoding for one receiver"): in a call-server meeting of two VP8 simulcast publishers, a page
+whose session announces H.264 only (``videoCodecs=h264``: setCodecPreferences on its video
+m-line) decodes every remote camera as H.264 made by the meeting's transcoder (the local one
+`parley up` starts on the first need), while the publishers receive each other's VP8 layers
+untouched."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from parley.tokens import control_key
+from tests.conftest import SERVER_SECRETS
+from tests.sfu.test_simulcast import until
+from tests.signaling.browser import close, open_client, stats, wait_media
+
+pytestmark = [pytest.mark.browser]
+
+CAM = "w=640&h=360&fps=10"  # two VP8 layers: h (320x180) and f (640x360)
+PUBLISHERS = ["a", "b"]
+
+
+def badges(page: Any) -> dict[str, str]:
+    """The quality badge of each remote camera tile (tiles.js ``showQuality``)."""
+    return page.evaluate("""() => Object.fromEntries([...document.querySelectorAll(
+        ".tile[data-source=camera]")].filter((t) => t.dataset.participant
+        !== window.parley.state.identity).map((t) => [t.dataset.participant,
+        t.dataset.quality || ""]))""")
+
+
+def transcoded_moves(page: Any) -> list[dict[str, Any]]:
+    return page.evaluate("window.parley.state.messages.filter("
+                         "m => m.type === 'sfu.layer' && m.transcoded)")
+
+
+def routes(base: str) -> list[dict[str, Any]]:
+    """The call server's routes to the meeting transcoder (its control API's status)."""
+    key = control_key(SERVER_SECRETS[base])
+    status = httpx.get(f"{base}/media/v1/status", headers={"Authorization": f"Bearer {key}"})
+    status.raise_for_status()
+    return status.json()["transcoding"]
+
+
+def test_h264_only_receiver_decodes_every_camera_through_the_transcoder(
+        browser: Any, parley_server: Callable[..., str]) -> None:
+    base = parley_server()
+    room = f"{base}/m/codecs"
+    pages = [open_client(browser, f"{room}?name={n}&user={n}&topology=sfu&{CAM}")
+             for n in PUBLISHERS]
+    pubs = list(pages)
+    try:
+        for me, page in zip(PUBLISHERS, pubs, strict=True):
+            wait_media(page, [(o, "video", "camera") for o in PUBLISHERS if o != me], timeout=30)
+        # the H.264 page joins (no camera: its session announces H.264 on a recvonly m-line);
+        # its first need starts `parley up`'s transcoder process
+        opened = time.monotonic()
+        h264 = open_client(browser, f"{room}?name=h&user=h&topology=sfu&video=0&videoCodecs=h264")
+        pages.append(h264)
+
+        # it decodes both cameras as H.264, each a transcoded rung, and keeps on
+        got = until(h264, PUBLISHERS, lambda r: r["codec"] == "H264" and r["transcoded"]
+                    and r["framesDecoded"] > 0, 30, "h decoding H.264 rungs")
+        decoding = time.monotonic() - opened
+        for row in got.values():
+            assert row["layerReason"] == "codec", row
+            assert row["layer"] == f"{row['frameHeight']}p", row  # the layer's own height
+        # through the meeting's transcoder: one route (decoder) per camera, one H.264 output
+        # each, whose one leg is h's
+        routed = routes(base)
+        assert sorted(r["participant"] for r in routed) == PUBLISHERS, routed
+        assert all([(o["codec"], o["height"], o["legs"]) for o in r["rungs"]]
+                   == [("video/h264", got[r["participant"]]["frameHeight"], 1)]
+                   for r in routed), routed
+        frames = {p: r["framesDecoded"] for p, r in got.items()}
+        until(h264, PUBLISHERS, lambda r: r["framesDecoded"] >= frames[r["participant"]] + 20,
+              20, "h still decoding its H.264 rungs")
+        assert {m["codec"] for m in transcoded_moves(h264)} == {"video/h264"}
+        assert {m["participant"] for m in transcoded_moves(h264)} == set(PUBLISHERS)
+        deadline = time.monotonic() + 5
+        while badges(h264) != dict.fromkeys(PUBLISHERS, "transcoded"):
+            assert time.monotonic() < deadline, ("h's badges", badges(h264))
+            time.sleep(0.2)
+        print(f"\nH.264-only page: both cameras decoded as H.264 {decoding:.1f} s after it "
+              f"opened (transcoder process started on that need); " + "; ".join(
+                  f"{r['participant']}: {r['rungs'][0]['height']}p H.264 from layer "
+                  f"{r['layer']} ({r['sourceHeight']} lines), {r['rungs'][0]['kbps']} kbit/s, "
+                  f"transcoder {r['cpuPercent']} % of a core" for r in routes(base)))
+
+        # the publishers send VP8 in two layers and get each other's VP8 layers, never a rung
+        for me, page in zip(PUBLISHERS, pubs, strict=True):
+            other = [o for o in PUBLISHERS if o != me]
+            assert {e["rid"] for e in stats(page)["callServer"]["outbound"]
+                    if e["source"] == "camera"} == {"h", "f"}
+            row = until(page, other, lambda r: r["codec"] == "VP8" and r["layer"] in ("h", "f"),
+                        10, f"{me} on the VP8 original")[other[0]]
+            assert not row["transcoded"], row
+            assert transcoded_moves(page) == [], transcoded_moves(page)
+            assert badges(page)[other[0]] in ("HD", "SD"), badges(page)
+    finally:
+        close(*pages)
