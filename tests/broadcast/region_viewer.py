@@ -50,6 +50,12 @@ class RegionViewer:
         self._collect()
         return sum(1 for at, e in self.frames if at >= t and (edge is None or e == edge))
 
+    def first_frame_after(self, t: float, not_from: str) -> tuple[float, str] | None:
+        """(arrival, edge) of the first frame decoded after ``t`` from an edge other than
+        ``not_from`` (frames an edge sent before it died can still arrive after ``t``)."""
+        self._collect()
+        return next(((at, e) for at, e in self.frames if at > t and e != not_from), None)
+
     def _collect(self) -> None:
         """Move the current session's newly decoded frames into ``frames``, tagged by edge."""
         if self.session is not None:

@@ -151,8 +151,7 @@ async def test_edges_scaled_1_3_1_and_one_killed_under_viewers(role: Start) -> N
         killed = time.monotonic()
         b_proc.kill()
         async def moved() -> tuple[float, str] | None:
-            # frames edge b sent before it died can still arrive after `killed`: not a move
-            return next(((t, e) for t, e in on_b.frames if t > killed and e != b), None)
+            return on_b.first_frame_after(killed, b)
         at, edge = await eventually(moved, 30, "edge b's viewer decoding from another edge")
         await decoding([on_b], at, edge=edge)
         assert edge in (a, c) and at - killed < MOVE_S, (at - killed, on_b.lost)
