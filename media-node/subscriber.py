@@ -333,6 +333,13 @@ class DownTrack:
             if pid >= 0:
                 payload = vp8_rewrite(payload, (pid + self.pid_offset) & 0x7FFF,
                                       (tl0 + self.tl0_offset) & 0xFF if tl0 >= 0 else -1)
+        self.resend(out, ts, marker, payload)
+
+    def resend(self, out: int, ts: int, marker: int, payload: bytes) -> None:
+        """Send outgoing packet ``out`` again with the timestamp, marker and payload it went out
+        with, as RTX when negotiated (RFC 4588 section 4: original sequence number first in the
+        payload)."""
+        link = self.link
         if self.rtx_pt is not None:
             self.rtx_seq = (self.rtx_seq + 1) & 0xFFFF
             data = (pack_header(0x80, (marker << 7) | self.rtx_pt, self.rtx_seq, ts,

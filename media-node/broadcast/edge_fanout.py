@@ -18,6 +18,19 @@ its picture starts on that keyframe instead of after the next one (up to a GOP, 
 cut keyframes on the programme timeline and do not answer PLIs). The cached frames go out with
 timestamps one tick apart ending at the newest frame's own, so the viewer decodes them in a burst
 and plays at live latency, not one GOP behind.
+
+Such a viewer's leg is an ``EdgeLeg``. The burst's timestamps are the leg's own, not the layer
+history's, so the leg keeps what it sent for a few seconds and answers a NACK for a burst packet
+with exactly that header (same sequence number and timestamp): from the history, a lost packet
+came back with its frame's original timestamp, another frame to the viewer's jitter buffer, and
+the frame it belonged to broke. The viewer's PLI in its first second is dropped: it has just been
+sent the keyframe (browsers and aiortc ask for one as they start anyway), and sent upstream it
+made every joining viewer a keyframe request to the source. A later PLI (real loss) goes upstream
+as on the call server, coalesced to one request per 0.5 s per layer: a transcoder ignores it and
+the viewer recovers on the next GOP boundary, at most 2 s, like the transcoder's own viewers; an
+edge pulling the ingest's programme reaches the camera, which answers. Replaying the cache instead
+would show the viewer frames it already saw (a rewind) and put a GOP at once on the downlink that
+just lost packets.
 """
 
 from __future__ import annotations
@@ -28,6 +41,7 @@ from typing import Any
 
 from aiortc import RTCPeerConnection
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
+from aiortc.rtp import RTCP_PSFB_FIR, RTCP_PSFB_PLI, RtcpPsfbPacket
 
 from ..link import Link
 from ..publisher import Layer, UpTrack
@@ -36,7 +50,10 @@ from ..subscriber import DownTrack
 
 GOP_LIMIT = 4096  # packets: a longer GOP (about 4 MB) is not cached; viewers wait for a keyframe
 TICK_S = 0.5  # sender reports, and keyframe requests for legs still waiting
+START_QUIET_S = 1.0  # a viewer started from the cache: its PLIs are dropped this long
+BURST_KEEP_S = 3.0  # how long a leg answers NACKs for its burst (NACKs stop within about 1 s)
 _MASK = 0xFFFFFFFF
+_perf = time.perf_counter
 
 
 class GopCache:
@@ -73,21 +90,61 @@ class GopCache:
             self.frame = 0
         packets.append((seq, ts, marker, payload))
 
-    def replay(self, layer: Layer, leg: DownTrack) -> None:
-        """Send the GOP to ``leg`` (waiting on ``layer``), the frames one tick apart."""
+    def replay(self, layer: Layer, leg: DownTrack) -> dict[int, tuple[int, int, bytes]]:
+        """Send the GOP to ``leg`` (waiting on ``layer``), the frames one tick apart. Returns what
+        went out: outgoing sequence number -> (timestamp, marker, payload) as sent; it stops at
+        a packet the leg could not send (its socket buffer full: it waits for a keyframe)."""
         order: dict[int, int] = {}
         for p in self.packets:
             order.setdefault(p[1], len(order))
-        newest = len(order) - 1
+        base = self.ts - len(order) + 1
+        sent: dict[int, tuple[int, int, bytes]] = {}
         first = True
         for seq, ts, marker, payload in self.packets:
-            leg.forward(layer, seq, (self.ts - newest + order[ts]) & _MASK, marker, payload,
-                        first)
+            ts = (base + order[ts]) & _MASK
+            before = leg.packets
+            leg.forward(layer, seq, ts, marker, payload, first)
+            if leg.packets == before:
+                break
+            sent[(seq + leg.seq_offset) & 0xFFFF] = ((ts + leg.ts_offset) & _MASK, marker,
+                                                      payload)
             first = False
+        return sent
 
     def close(self) -> None:
         self.packets = []
         self.valid = False
+
+
+class EdgeLeg(DownTrack):
+    """A viewer's leg at an edge: a ``DownTrack`` that may have started from the cached GOP."""
+
+    __slots__ = ("burst", "started")
+
+    def __init__(self, up: UpTrack, subscriber: str, link: Link) -> None:
+        super().__init__(up, subscriber, link)
+        self.burst: dict[int, tuple[int, int, bytes]] | None = None  # GopCache.replay's answer
+        self.started = 0.0  # perf_counter() of its start from the cache (0: it did not)
+
+    def retransmit(self, out: int) -> None:
+        """A burst packet again exactly as the viewer first got it; others from the history."""
+        burst = self.burst
+        if burst is not None:
+            sent = burst.get(out)
+            if sent is not None:
+                if self.link.ready:
+                    self.resend(out, *sent)
+                return
+        super().retransmit(out)
+
+    async def on_rtcp(self, packet: Any) -> None:
+        """The viewer's feedback, but not its keyframe requests (RFC 4585 6.3.1 PLI, RFC 5104
+        4.3.1 FIR) in the first moments after its start from the cache: it has the keyframe."""
+        if (self.started and isinstance(packet, RtcpPsfbPacket)
+                and packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR)
+                and _perf() - self.started < START_QUIET_S):
+            return
+        await super().on_rtcp(packet)
 
 
 class EdgeViewer:
@@ -99,7 +156,7 @@ class EdgeViewer:
         self.id = sid
         self.pc = pc
         self.link = Link()
-        self.legs: dict[str, DownTrack] = {}
+        self.legs: dict[str, EdgeLeg] = {}
 
 
 class PacketFeed:
@@ -161,7 +218,7 @@ class PacketFeed:
             up = self.ups.get(t.kind)
             if up is None or t.kind in viewer.legs:
                 continue
-            leg = DownTrack(up, viewer.id, viewer.link)
+            leg = EdgeLeg(up, viewer.id, viewer.link)
             leg.target = None
             leg.bind(t)
             viewer.legs[t.kind] = leg
@@ -170,8 +227,9 @@ class PacketFeed:
                 leg.target = layer  # as Layer.add, without a keyframe request
                 layer.downtracks = [*layer.downtracks, leg]
                 layer.waiting += 1
-                self.gop.replay(layer, leg)
+                sent = self.gop.replay(layer, leg)
                 if leg.layer is not None:
+                    leg.burst, leg.started = sent, _perf()
                     self.cached_starts += 1
                     continue
             leg.aim(layer)
@@ -185,12 +243,16 @@ class PacketFeed:
 
     async def _ticks(self) -> None:
         """What the call server's tick does for its legs: true sender reports (RFC 3550 6.4.1)
-        and a keyframe request again for a leg still waiting (a lost PLI must not hold it)."""
+        and a keyframe request again for a leg still waiting (a lost PLI must not hold it); a
+        burst kept past the time NACKs for it can come is let go."""
         while True:
             await asyncio.sleep(TICK_S)
+            old = _perf() - BURST_KEEP_S
             for viewer in self.viewing:
                 for leg in viewer.legs.values():
                     leg.sync_sender_report()
+                    if leg.burst is not None and leg.started < old:
+                        leg.burst = None
                     if leg.target is not None and leg.sender is not None:
                         leg.target.request_keyframe()
 
