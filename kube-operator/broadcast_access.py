@@ -1,8 +1,10 @@
 """The apiserver identities of a Broadcast's pods, least privilege, in the Broadcast's namespace.
 
-Only two roles talk to the apiserver: the ingest follows its own Broadcast (``spec.program``,
+Few roles talk to the apiserver: the ingest follows its own Broadcast (``spec.program``,
 ``spec.sources``: media-node/broadcast/spec_watch.py) and reports its sources
-(ingest_report.py), the edges report their viewers (edge_report.py); reports are Leases.
+(ingest_report.py), the edges report their viewers (edge_report.py); reports are Leases (the
+recorder's identity, ``{broadcast}-recorder`` with the edges' Lease rule, is made only when
+recording is on: broadcast_recorder.py).
 Each gets a ServiceAccount, a Role and a RoleBinding named
 ``{broadcast}-ingest`` / ``{broadcast}-edge``, owned by the Broadcast (deleted with it); every
 other broadcast pod keeps running without a token. The chart cannot own these (as it owns the

@@ -22,7 +22,12 @@ from kubernetes.client.rest import ApiException
 
 from parley.operator import broadcast_access as access
 from parley.operator import kube, metrics, reports, resources
-from parley.operator.broadcast_recorder import recorder_object, recording_condition
+from parley.operator.broadcast_recorder import (
+    recorder_objects,
+    recording_condition,
+    recording_patch,
+    recording_status,
+)
 from parley.operator.config import (
     BROADCAST_LABEL,
     COMPONENT,
@@ -201,9 +206,8 @@ class BroadcastController:
                           "replicas": want,
                           "readyReplicas": (cur.status.ready_replicas or 0) if cur else 0,
                           **self._edge_url(b, rname)})
-        recorder = recorder_object(b, self.config, image)  # spec.recording.enabled
-        if recorder is not None:
-            apply(recorder, "recorder")
+        for obj in recorder_objects(b, self.config, image):  # spec.recording.enabled
+            apply(obj, "recorder")
         for dname in set(existing) - wanted:
             if self.applier.delete("Deployment", ns, dname):
                 kube.event(b, "Deleted", f"deleted Deployment {dname}: no longer in the spec")
@@ -297,6 +301,8 @@ class BroadcastController:
         viewers = counts.viewers.get(f"{ns}/{name}", 0)
         ready = not missing
         sources, on_air, live = self._sources(b, counts.sources.get(f"{ns}/{name}"))
+        reported = recording_status(counts.recordings.get(f"{ns}/{name}"), None)
+        recording = recording_status(reported, old.get("recording"))
         playback_base = self.config.broadcast_url or self.config.public_url
         status = {
             "phase": ("Live" if viewers else "Ready") if ready else "Pending",
@@ -315,13 +321,15 @@ class BroadcastController:
             "edges": edges,
             "sources": sources,
             "onAir": on_air,
+            # the recorder's own report (recorder_report.py); a finished one stays shown
+            "recording": recording_patch(recording, old.get("recording")),
             "conditions": [
                 condition(conds, "OnAir", *live, gen),
                 condition(conds, "Ready", ready, "Available" if ready else "Starting",
                           "ingest, ladder, relay and edges are available" if ready
                           else f"waiting for {', '.join(sorted(missing))}", gen),
                 recording_condition(b, self.config, available(
-                    resources.broadcast_recorder_name(name)), conds, gen),
+                    resources.broadcast_recorder_name(name)), reported, conds, gen),
             ],
         }
         if not differs(old, status):

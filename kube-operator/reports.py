@@ -31,6 +31,9 @@ class Reports:
     # the ingest's: broadcast -> {"connected": [{name, sending}], "onAir": {video, audio},
     # "meetings": {source: {meeting, callServer, joined, onAir, error}}}
     sources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # the recorder's: broadcast -> {"state", "id", "segments", "seconds", "lastSegmentAt",
+    # "location", "error"} (media-node/broadcast/recorder_report.py)
+    recordings: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def collect(namespace: str, ttl_seconds: float) -> Reports:
@@ -74,6 +77,9 @@ def collect(namespace: str, ttl_seconds: float) -> Reports:
         for key, snap in (report.get("sources") or {}).items():
             if isinstance(snap, dict):
                 out.sources[key] = snap
+        for key, rec in (report.get("recordings") or {}).items():
+            if isinstance(rec, dict):
+                out.recordings[key] = rec
         out.viewers_by_pod[lease.spec.holder_identity or ""] = pod_viewers
     out.participants = dict(participants)
     out.viewers = dict(viewers)

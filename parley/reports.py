@@ -6,7 +6,9 @@ Each media node (call server, edge relay) owns one ``coordination.k8s.io/v1`` Le
 "broadcasts": {"<ns>/<name>": viewers}}``; an edge relay adds ``"transports": {"<ns>/<name>":
 {"whep": n, "hls": n}}`` and ``"renditions": {"<ns>/<name>": [renditions producing]}``; a
 broadcast's ingest reports ``"sources": {"<ns>/<name>": {"connected", "onAir", "meetings"}}``
-(media-node/broadcast/ingest_report.py). A
+(media-node/broadcast/ingest_report.py); a broadcast's recorder reports ``"recordings":
+{"<ns>/<name>": {"state", "id", "segments", "seconds", "lastSegmentAt", "location", "error"}}``
+(media-node/broadcast/recorder_report.py). A
 Lease needs no CRD, media nodes only need ``create``/``update`` on leases in their own
 namespace (not ``patch`` on pods), an owner reference to the pod garbage-collects it, and a
 stale heartbeat means "no longer counted".
@@ -45,7 +47,8 @@ def publish(namespace: str, pod: str, *, role: str, region: str,
             ttl_seconds: int = 30, pod_uid: str | None = None,
             transports: dict[str, dict[str, int]] | None = None,
             renditions: dict[str, list[str]] | None = None,
-            sources: dict[str, dict[str, Any]] | None = None) -> None:
+            sources: dict[str, dict[str, Any]] | None = None,
+            recordings: dict[str, dict[str, Any]] | None = None) -> None:
     """Write (create or replace) this media node's report; idempotent. Blocking: media nodes
     call it from a worker thread."""
     report: dict[str, Any] = {"meetings": meetings or {}, "broadcasts": broadcasts or {}}
@@ -55,6 +58,8 @@ def publish(namespace: str, pod: str, *, role: str, region: str,
         report["renditions"] = renditions
     if sources is not None:
         report["sources"] = sources
+    if recordings is not None:
+        report["recordings"] = recordings
     body: dict[str, Any] = {
         "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
         "metadata": {

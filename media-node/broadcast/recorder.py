@@ -276,6 +276,8 @@ class BroadcastRecorder:
         self.finished: list[dict[str, Any]] = []
         self.stopping = asyncio.Event()
         self.error: str | None = None  # the last failure (shown in the status)
+        self.error_at: float | None = None
+        self.archived_at: float | None = None  # wall time of this process's last copy
         self._task: asyncio.Task[None] | None = None
 
     # ---- the recording's manifest ------------------------------------------------------
@@ -327,7 +329,7 @@ class BroadcastRecorder:
                         await self._finish(http)
                 except Exception as exc:  # the store or upstream failing: retry, never die
                     log.exception("broadcast %s: recording failed, retrying", self.broadcast)
-                    self.error = f"{type(exc).__name__}: {exc}"
+                    self.error, self.error_at = f"{type(exc).__name__}: {exc}", time.time()
                     await self._wait(asyncio.sleep(1))
 
     async def _fetch(self, http: httpx.AsyncClient, rendition: str) -> Upstream | None:
@@ -365,7 +367,8 @@ class BroadcastRecorder:
                 for r, u in ups.items():
                     if u is not None:
                         try:
-                            await self.archives[r].copy(http, u, self.after.get(r))
+                            if await self.archives[r].copy(http, u, self.after.get(r)):
+                                self.archived_at = time.time()
                         except httpx.HTTPError as exc:
                             log.warning("broadcast %s %s: %s", self.broadcast, r, exc)
                 quiet_since = time.monotonic()
@@ -517,10 +520,21 @@ async def serve_recorder(args: argparse.Namespace) -> None:
     app = node_app(live)
     app.add_api_route("/v1/status", rec.status, methods=["GET"])
 
+    from .recorder_report import RecorderReport
+
     rec.start()
+    report = RecorderReport.from_env(rec, key)  # in a pod: what it archives, to the operator
+    if report is not None:
+        report.start()
     print(f"recorder for {key} into {rec.store.url}: {', '.join(urls.values())}", flush=True)
+
+    async def close() -> None:
+        await rec.close()
+        if report is not None:
+            await report.stop()  # the last report: the recording ready
+
     # SIGTERM ends the recording (serving.py); a failed start-up: it resumes next time
-    await serve_role(app, args.host, args.port, rec.close)
+    await serve_role(app, args.host, args.port, close)
 
 
 def embed(live: Any, ingest: Any, ladder: list[Any], app: Any) -> None:

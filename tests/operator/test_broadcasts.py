@@ -152,8 +152,10 @@ def test_recording_runs_a_recorder_deployment_and_the_condition_follows_it(
         kube: Kube, namespace: str, crds: None, tmp_path: Path, redis_url: str) -> None:
     """spec.recording.enabled: `{name}-recorder` (--role recorder) pulls the top rendition's
     LL-HLS from its transcoder Service into the operator's recording store, S3 keys from the
-    recorder Secret, the link secret from the broadcast Secret; Recording is True once it is
-    available, Disabled after it is turned off.
+    recorder Secret, the link secret from the broadcast Secret, as its own ServiceAccount (its
+    report Lease) with its pod's identity; Recording is not True for an available Deployment
+    alone (kwok pods run no recorder: NoReport; test_broadcast_recording.py runs a real one),
+    Disabled after it is turned off.
     The operator's Kafka settings reach the ingest (its broadcast.* events), not the recorder."""
     store = "s3://parley-broadcasts/archive"
     kafka = "parley-kafka.parley.svc:9092"
@@ -168,24 +170,33 @@ def test_recording_runs_a_recorder_deployment_and_the_condition_follows_it(
 
         def recording() -> dict | None:
             b = get(kube, namespace, "bcast", "keynote")
-            return b if cond(b, "Recording").get("status") == "True" else None
+            return b if cond(b, "Recording").get("reason") == "NoReport" else None
 
-        b = wait_until(recording, 90, 0.5, what="Recording True")
-        assert cond(b, "Recording")["reason"] == "Recording"
+        b = wait_until(recording, 90, 0.5, what="Recording NoReport (available, no report)")
+        assert cond(b, "Recording")["status"] == "False" and "recording" not in b["status"]
         [dep] = _deployments(kube, namespace, "recorder").values()
         assert dep["metadata"]["name"] == "keynote-recorder"
         assert dep["spec"]["strategy"]["type"] == "Recreate" and dep["spec"]["replicas"] == 1
         c = dep["spec"]["template"]["spec"]["containers"][0]
         assert c["args"] == ["media-node", "--role", "recorder"]
-        env = {e["name"]: e.get("value") or e["valueFrom"]["secretKeyRef"] for e in c["env"]}
+        env = {e["name"]: e.get("value") or e["valueFrom"].get("secretKeyRef") or
+               e["valueFrom"]["fieldRef"]["fieldPath"] for e in c["env"]}
         bkey = f"{namespace}.keynote"
         assert env == {
             "PARLEY_BROADCAST": bkey, "PARLEY_RECORD_RENDITIONS": "1080p",
             "PARLEY_RECORDING_STORE": store, "PARLEY_PUBLIC_URL": "http://localhost:8080",
             "PARLEY_UPSTREAM_URL": f"http://keynote-tx-{{rendition}}.{namespace}.svc:8080"
                                    f"/live/{bkey}/{{rendition}}.m3u8",
-            "PARLEY_TOKEN_SECRET": {"name": "parley-secrets", "key": "token-secret"}}
+            "PARLEY_TOKEN_SECRET": {"name": "parley-secrets", "key": "token-secret"},
+            "POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace",
+            "POD_UID": "metadata.uid"}
         assert c["envFrom"] == [{"secretRef": {"name": "parley-recorder"}}]
+        pod = dep["spec"]["template"]["spec"]
+        assert (pod["serviceAccountName"], pod["automountServiceAccountToken"]) == (
+            "keynote-recorder", True)
+        role = get(kube, namespace, "role", "keynote-recorder")
+        assert role["rules"] == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                                  "verbs": ["get", "create", "update", "patch"]}]
         [ingest] = _deployments(kube, namespace, "ingest").values()
         ienv = {e["name"]: e["value"]
                 for e in ingest["spec"]["template"]["spec"]["containers"][0]["env"]
