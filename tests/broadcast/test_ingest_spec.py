@@ -138,6 +138,9 @@ async def test_kubectl_patch_cuts_to_another_camera_live(
         assert (await viewer.play()).status_code == 201
         await eventually(lambda: showing("cam1"), 20,
                          "cam1 (spec.program.video) on air")
+        # cam2's first keyframe may beat cam1's publish (a loaded machine): then cam2 was on
+        # air first and cam1's arrival was a cut of its own
+        before = (await http.get(f"/live/{b}")).json()["cuts"]
         cut_at = await patch({"video": "cam2"})
         await eventually(lambda: showing("cam2"), 10,
                          "cam2 on air after kubectl patch")
@@ -145,7 +148,7 @@ async def test_kubectl_patch_cuts_to_another_camera_live(
         gap = viewer.max_gap(cut_at - 1.0)
         status = (await http.get(f"/live/{b}")).json()
         assert status["program"]["video"] == "cam2" and status["onAir"]["video"] == "cam2"
-        assert status["cuts"] == 1, status
+        assert status["cuts"] == before + 1, status
         print(f"kubectl patch -> cam2 at the viewer {took * 1000:.0f} ms (kubectl included), "
               f"largest frame gap {gap * 1000:.0f} ms")
         assert gap < 0.5, f"the viewer's video stalled {gap:.2f}s around the cut"
