@@ -184,10 +184,10 @@ class Rendition:
         resume = self._pending[-1].dts + self._frame_ticks
         cut = dts - resume
         if cut > 0:  # audio in the window left out is dropped, later audio moves back with it
-            def to_audio(t: int) -> int:
-                return t * cmaf.AUDIO_TIMESCALE // cmaf.VIDEO_TIMESCALE
-            self._audio_gaps.append((to_audio(resume + self._shift), to_audio(dts + self._shift),
-                                     to_audio(self._shift + cut)))
+            start, end = (t * cmaf.AUDIO_TIMESCALE // cmaf.VIDEO_TIMESCALE
+                          for t in (resume + self._shift, dts + self._shift))
+            before = self._audio_gaps[-1][2] if self._audio_gaps else self._audio_shift
+            self._audio_gaps.append((start, end, before + end - start))  # exactly the window
         self._shift += cut
         self.gaps += 1
         return resume

@@ -166,12 +166,13 @@ async def _check_media(base: str, seen: dict[str, Seen], tmp_path: Path) -> None
                 if a:
                     lags.append(a[-1] / 48000 - v[-1] / 90000)
             # AAC arrives a little after the video of the same instant, so a part closes with
-            # the sound it has; that lag is the same after both gaps as before them: the audio
-            # left out was exactly the video's gap, sound still in step with the picture
+            # the sound it has; that lag is about the same after both gaps as before them: the
+            # audio left out was the video's gap, not the 3.2 s of sound that went on meanwhile
+            # (the exact accounting is the packager-alone test's; the lag moves with the load)
             before, after = sorted(lags[:6])[3], sorted(lags[-6:])[3]
             print(f"{rung}: audio end - video end per part, median of 6: before the gaps "
                   f"{before * 1000:.0f} ms, after them {after * 1000:.0f} ms")
-            assert abs(after - before) < 0.1, (rung, lags)
+            assert abs(after - before) < 0.25, (rung, lags)
 
 
 
