@@ -31,6 +31,10 @@ class LocalDirectory:
             return None
         return Placement(url=s.url, node=s.id, extra={"region": s.region})
 
+    async def alive(self, node: str) -> bool:
+        """The in-process call server lives as long as this process does."""
+        return node == self.server.id
+
 
 class RedisDirectory:
     """Power-of-two-choices placement over the nodes registered in Redis."""

@@ -182,8 +182,13 @@ class SfuRelay:
             else:
                 r = await self.http.post(f"{url}/publish", json={"kinds": msg["kinds"]})
         except httpx.HTTPError as exc:
-            self._lose(leg, "node_lost")
-            raise ProtocolError("sfu_session", f"call server unreachable: {exc}", msg.id) from None
+            # one failed request (a keep-alive connection the node dropped, a stall) is not a
+            # dead node: a node still alive gives the client a fresh session (the same node
+            # may take it); only a dead one is left behind
+            alive = await self._node_alive(leg.placement.node)
+            self._lose(leg, "closed" if alive else "node_lost")
+            raise ProtocolError("sfu_session", f"call server unreachable: {exc!r}",
+                                msg.id) from None
         if r.status_code >= 400:
             raise ProtocolError("sfu_session", f"call server said {r.status_code}: "
                                 f"{r.text[:120]}", msg.id)
@@ -342,6 +347,16 @@ class SfuRelay:
                 if not ok:
                     for leg in [x for x in self.legs.values() if x.placement.node == node]:
                         self._lose(leg, "node_lost")
+
+    async def _node_alive(self, node: str) -> bool:
+        """The directory's word on a node (its heartbeat); False when it has none or fails."""
+        alive = getattr(self.hub.directory, "alive", None)
+        if alive is None:
+            return False
+        try:
+            return bool(await alive(node))
+        except Exception:
+            return False
 
     # -- helpers --------------------------------------------------------------------------
     async def _store_sources(self, room: str, sources: dict[str, str] | None) -> None:
