@@ -10,6 +10,15 @@ the receiver's page, same clock) per camera, and the repetition's time is the la
 then the throttle is lifted and the time until every camera is on its full layer again is
 recorded too (informative: it waits on the estimate's hold, not on a switch).
 
+Where the time goes, per camera, on the same clock (the receiver page's own timestamps: its
+peer connection's inbound-rtp stats polled every 50 ms, and the node's ``sfu.layer`` message as
+the page gets it): *nack* the first NACK the receiver sent (tbf's queue is full and drops),
+*told* the node's move to the low layer reaching the page (loss judged, estimate cut, layer
+chosen; an upper bound: the relay through signaling's long poll lags the move by up to about
+0.25 s, so a camera's message sometimes comes after its first low frame), *key* the low layer's
+first keyframe decoded (the PLI, the publisher's keyframe, its way through the throttled queue),
+*shown* its first presented frame.
+
 No Janus figure: Janus VideoRoom switches a subscriber's simulcast layer only when told
 (``configure`` with a substream), it has no per-subscriber downlink estimate to compare.
 
@@ -52,6 +61,95 @@ RESULTS = ROOT / "bench" / "results"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/lib/chromium/chromium")
 PUBLISHERS = ["b1", "b2"]
 RECEIVER = "rx"
+# Before the page's scripts: keep its peer connections (for inbound-rtp stats) and the time each
+# sfu.layer message arrives.
+TIMELINE = """(() => {
+  const pcs = window.__pcs = [];
+  const Base = window.RTCPeerConnection;
+  window.RTCPeerConnection = class extends Base {
+    constructor(...args) { super(...args); pcs.push(this); }
+  };
+  const told = window.__told = [];
+  window.addEventListener("parley:message", (e) => {
+    const m = e.detail;
+    if (m && m.type === "sfu.layer") {
+      told.push([performance.timeOrigin + performance.now(), m.participant, m.rid, m.reason,
+                 m.estimateKbps]);
+    }
+  });
+})();"""
+# From now on: per remote camera, when its inbound-rtp stats first show a NACK sent, a packet
+# lost, and a keyframe decoded at a low layer's height (``LOW``), polled every 50 ms.
+WATCH = """(low) => {
+  clearInterval(window.__watchTimer);
+  const W = window.__watch = {base: {}, at: {}};
+  const owners = () => {
+    const m = {};
+    for (const tile of document.querySelectorAll(".tile[data-source=camera]")) {
+      const v = tile.querySelector("video");
+      const t = v && v.srcObject && v.srcObject.getVideoTracks()[0];
+      if (t) m[t.id] = tile.dataset.participant;
+    }
+    return m;
+  };
+  window.__watchTimer = setInterval(async () => {
+    const who = owners();
+    for (const pc of window.__pcs) {
+      if (pc.connectionState === "closed") continue;
+      const report = await pc.getStats();
+      const now = performance.timeOrigin + performance.now();
+      report.forEach((s) => {
+        const p = s.type === "inbound-rtp" && s.kind === "video" && who[s.trackIdentifier];
+        if (!p) return;
+        const cur = {nack: s.nackCount || 0, lost: s.packetsLost || 0,
+                     key: s.keyFramesDecoded || 0, h: s.frameHeight || 0};
+        const b = W.base[p];
+        if (!b) { W.base[p] = cur; W.at[p] = {}; return; }
+        const a = W.at[p];
+        if (!a.nack && cur.nack > b.nack) a.nack = now;
+        if (!a.lost && cur.lost > b.lost) a.lost = now;
+        if (!a.key && cur.key > b.key && cur.h > 0 && cur.h <= low) a.key = now;
+      });
+    }
+  }, 50);
+  return true;
+}"""
+TIMES = """() => { clearInterval(window.__watchTimer);
+  return {at: (window.__watch || {}).at || {}, told: window.__told || []}; }"""
+
+
+def timeline(rx: Any, t_drop: float, shown: dict[str, float]) -> dict[str, dict[str, Any]]:
+    """Per camera: ms from the throttle to the first NACK, the node's move (and its reason and
+    estimate), the low keyframe decoded and the first low frame shown."""
+    got = rx.evaluate(TIMES)
+    out: dict[str, dict[str, Any]] = {}
+    for who, at_shown in shown.items():
+        at = got["at"].get(who, {})
+        told = next((m for m in got["told"] if m[0] >= t_drop and m[1] == who and m[2] != "f"),
+                    None)
+        row: dict[str, Any] = {k: round(at[k] - t_drop) if at.get(k) else None
+                               for k in ("nack", "lost")}
+        row["told"] = round(told[0] - t_drop) if told else None
+        row["key"] = round(at["key"] - t_drop) if at.get("key") else None
+        row["shown"] = round(at_shown)
+        row["reason"], row["estimate_kbps"] = (told[3], told[4]) if told else (None, None)
+        out[who] = row
+    return out
+
+
+def stages(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """p50/p95 of each stage's time from the throttle and of each step between two."""
+    cams = [c for r in rows for c in r["timeline_ms"].values()]
+    out: dict[str, Any] = {}
+    for k in ("nack", "told", "key", "shown"):
+        got = [c[k] for c in cams if c[k] is not None]
+        if got:
+            out[f"{k}_from_drop_ms"] = summary(got)
+    for a, b in (("nack", "told"), ("told", "key"), ("key", "shown")):
+        got = [c[b] - c[a] for c in cams if c[a] is not None and c[b] is not None]
+        if got:
+            out[f"{a}_to_{b}_ms"] = summary(got)
+    return out
 
 
 def summary(samples: list[float]) -> dict[str, float]:
@@ -63,6 +161,8 @@ def repetition(rx: Any, ns: Any, rate_kbit: int, n: int) -> dict[str, Any]:
     until(lambda: all(r["frameHeight"] >= FULL for r in cameras(rx).values()), 90,
           "every camera on its full layer at the receiver", lambda: cameras(rx))
     rx.evaluate(MARK)
+    rx.evaluate(WATCH, LOW)
+    time.sleep(0.3)  # the watch's first poll: the counters before the throttle
     t_drop = time.time() * 1000
     ns.throttle(rate_kbit)
     t_drop = (t_drop + time.time() * 1000) / 2  # tc's own run time halved
@@ -78,6 +178,7 @@ def repetition(rx: Any, ns: Any, rate_kbit: int, n: int) -> dict[str, Any]:
 
     per_camera = until(landed, 30, "the low layer at the receiver", lambda: frames(rx))
     gaps = {who: round(s["gap"]) for who, s in frames(rx).items()}
+    steps = timeline(rx, t_drop, per_camera)
     ns.lift()
     t_lift = time.monotonic()
     until(lambda: all(r["frameHeight"] >= FULL for r in cameras(rx).values()), 90,
@@ -85,9 +186,12 @@ def repetition(rx: Any, ns: Any, rate_kbit: int, n: int) -> dict[str, Any]:
     climb = time.monotonic() - t_lift
     row = {"drop_to_low_ms": round(max(per_camera.values())),
            "per_camera_ms": {k: round(v) for k, v in per_camera.items()},
-           "longest_gap_ms": gaps, "climb_back_s": round(climb, 2)}
+           "longest_gap_ms": gaps, "climb_back_s": round(climb, 2), "timeline_ms": steps}
     print(f"  {n}: low after {row['drop_to_low_ms']} ms {row['per_camera_ms']}, gaps {gaps}, "
           f"back to full in {row['climb_back_s']} s", flush=True)
+    for who, st in steps.items():
+        print(f"     {who}: nack {st['nack']} told {st['told']} ({st['reason']}, "
+              f"{st['estimate_kbps']} kbit/s) key {st['key']} shown {st['shown']}", flush=True)
     return row
 
 
@@ -116,7 +220,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for n in PUBLISHERS:  # publishers: their pages stay open until the browser closes
                 open_client(host, f"{base}/m/drop?name={n}&user={n}&topology=sfu&{CAM}")
             rx = open_behind(behind, base, origin,
-                             f"/m/drop?name={RECEIVER}&user={RECEIVER}&topology=sfu&video=0")
+                             f"/m/drop?name={RECEIVER}&user={RECEIVER}&topology=sfu&video=0",
+                             init_script=TIMELINE)
             wait_media(rx, [(p, "video", "camera") for p in PUBLISHERS], timeout=60)
             probe(rx, RECEIVER, PUBLISHERS)
             for n in range(1, args.repetitions + 1):
@@ -143,6 +248,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "drop_to_low_ms": summary(drops),
         "drop_to_low_per_camera_ms": summary(cams),
         "climb_back_s": summary([r["climb_back_s"] for r in rows]),
+        "stages": stages(rows),
         "goal": {"drop_to_low_p50_ms": 2000},
         "janus": "not comparable: VideoRoom has no per-subscriber downlink estimate",
         "samples": rows,

@@ -94,11 +94,15 @@ def netns_browser(browser: Any, ns: Netns, chromium: str, folder: Path, origin: 
         args=[*CHROMIUM_ARGS, f"--unsafely-treat-insecure-origin-as-secure={origin}"])
 
 
-def open_behind(ns_browser: Any, base: str, origin: str, path: str) -> Any:
+def open_behind(ns_browser: Any, base: str, origin: str, path: str,
+                init_script: str | None = None) -> Any:
     """Open ``base + path`` (a ``?user=`` URL, token minted at ``base``) at ``origin`` in the
-    namespace's Chromium."""
+    namespace's Chromium; ``init_script`` runs before the page's own (bench/layer_drop.py's
+    timeline)."""
     url = as_user(f"{base}{path}").replace(base, origin, 1)
     context = ns_browser.new_context(permissions=["camera", "microphone"])
+    if init_script is not None:
+        context.add_init_script(init_script)
     page = context.new_page()
     page.goto(url)
     page.wait_for_function("window.parley && window.parley.state.identity", timeout=15000)
