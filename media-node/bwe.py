@@ -25,18 +25,8 @@ section 6):
   the subscriber's legs that it NACKed (each number once, and only numbers the node did send:
   a gap the publisher's uplink made is not this downlink's, and on a starved machine the
   node's own socket drops incoming packets; tests/sfu/test_throttled.py);
-- the NACK share is counted over the shortest recent window (from one of the last updates, up
-  to ``WINDOW_S`` back, to now) in which 20 packets were sent: one 10 frames/s leg sends about 6
-  per update, too few to judge alone, while the link is shared. The window slides: judged "since
-  the share was last judged", a loss that began just after a judgement waited for 20 more
-  packets and was diluted by the clean ones before it (0.5 s more to the cut in one traced
-  drop of bench/layer_drop.py);
-- loss is judged when it is reported, not only on the 0.25 s update: a NACK with fresh numbers
-  calls ``react``, and a share over ``LOSS_CUT`` cuts at once and has the legs re-chosen
-  (LiveKit's StreamAllocator reallocates on each feedback signal the same way, "react as quickly
-  as possible to mitigate congestion"). The thresholds, margins, holds and gaps are the update's,
-  so a cut only comes sooner: bench/layer_drop.py's drop to the low layer, p50 2.17 s before,
-  1.88 s after (same window, docs/benchmarks.md);
+- the NACK share is counted over as many 0.25 s updates as it takes to send 20 packets: one
+  10 frames/s leg sends about 6 per update, too few to judge alone, while the link is shared;
 - after a cut, loss is not judged for ``SETTLE_S``: the queue the cut legs filled drains, the
   new layers' keyframes come in a burst, and what the receiver NACKs then says nothing about
   the narrower rate (counted, it cut a throttled receiver's 270 kbit/s link to 98 kbit/s, below
@@ -58,13 +48,9 @@ section 6):
 from __future__ import annotations
 
 import time
-from collections import deque
-from collections.abc import Callable
 from typing import Any
 
-NACK_MIN_PACKETS = 20  # video packets a window needs before its NACK share counts
-WINDOW_S = 2.0  # the longest window a NACK share is counted over
-LOSS_CUT = 0.10  # a loss fraction over this cuts
+NACK_MIN_PACKETS = 20  # video packets an update needs before its NACK share counts
 START_BPS = 4_000_000.0  # optimistic: a strong receiver gets every top layer at once
 FLOOR_BPS = 60_000.0  # keeps audio and the lowest video layer
 REMB_FRESH_S = 3.0
@@ -90,39 +76,26 @@ class Downlink:
         self.reason = "start"
         self.legs: set[Any] = set()  # the subscriber's video DownTracks (their packet counters)
         self.nacks = 0  # fresh NACKed sequence numbers over those legs
-        # (time, packets, nacks) at each update of the last WINDOW_S: where NACK windows start
-        self._marks: deque[tuple[float, int, int]] = deque()
-        # called when a NACK brings fresh numbers (the participant's ``react``), or None
-        self.alert: Callable[[], None] | None = None
+        self._marks = (0, 0)  # (packets, nacks) at the last update
         self.sent: float | None = None  # bits/s sent, averaged over about a second
         self.cut_at = -1e9
 
     def nack_share(self) -> float:
-        """Share of the video packets sent over the shortest recent window holding at least
-        ``NACK_MIN_PACKETS`` that the subscriber NACKed (three 10 frames/s legs send about 18
-        an update, so a share that needed 20 in one update never counted); 0 when even the
-        ``WINDOW_S`` one holds fewer."""
+        """Share of the video packets sent since the share was last judged that the subscriber
+        NACKed; 0 until at least ``NACK_MIN_PACKETS`` were sent (three 10 frames/s legs send
+        about 18 an update, so a share that waited for 20 in one update never counted)."""
         packets = sum(dt.packets for dt in self.legs)
-        for _, p, n in reversed(self._marks):
-            if packets - p >= NACK_MIN_PACKETS:
-                return min(1.0, (self.nacks - n) / (packets - p))
-        return 0.0
-
-    def _mark(self, now: float) -> None:
-        """Where the next windows may start: this update's counters."""
-        packets = sum(dt.packets for dt in self.legs)
-        marks = self._marks
-        if marks and packets < marks[-1][1]:  # a leg left: its packets left the sum
-            marks.clear()
-        marks.append((now, packets, self.nacks))
-        while now - marks[0][0] > WINDOW_S:
-            marks.popleft()
+        sent, nacked = packets - self._marks[0], self.nacks - self._marks[1]
+        if sent < NACK_MIN_PACKETS:
+            return 0.0  # keep counting into the next update
+        self._marks = (packets, self.nacks)
+        return min(1.0, nacked / sent)
 
     def settling(self, now: float) -> bool:
-        """Within ``SETTLE_S`` of a cut: losses are not counted (NACK windows restart after)."""
+        """Within ``SETTLE_S`` of a cut: losses are not counted (the NACK share restarts after)."""
         if now - self.cut_at >= SETTLE_S:
             return False
-        self._marks.clear()
+        self._marks = (sum(dt.packets for dt in self.legs), self.nacks)
         return True
 
     def on_remb(self, bps: float) -> None:
@@ -135,13 +108,16 @@ class Downlink:
         ``floor``: what the subscriber's lowest layers and audio cost."""
         now = time.monotonic() if now is None else now
         loss = 0.0 if self.settling(now) else max(loss, self.nack_share())
-        self._mark(now)
         self.sent = sent_bps if self.sent is None else (
             self.sent + SENT_SMOOTHING * (sent_bps - self.sent))
         remb = self.remb if self.remb is not None and now - self.remb_at < REMB_FRESH_S else None
         self.congested = False
-        if loss > LOSS_CUT:  # packets are being dropped
-            self._lossy(loss, now, floor)
+        if loss > 0.10:  # packets are being dropped
+            if now - self.cut_at >= CUT_GAP_S:
+                lowest = floor if self.estimate > floor else FLOOR_BPS
+                self._cut(max(lowest, CUT_MARGIN * self.sent * (1 - loss)), now,
+                          f"loss {loss:.0%}")
+            self.congested = True
         elif loss < 0.02 and (now >= self.hold_until
                               or (remb is not None and remb > 1.2 * self.estimate)):
             grown = max(self.estimate, sent_bps) * GROWTH
@@ -149,25 +125,6 @@ class Downlink:
                 self.estimate = grown
                 self.reason = "probe"
         return self.estimate
-
-    def react(self, now: float, floor: float = FLOOR_BPS) -> bool:
-        """A NACK just brought fresh numbers: judge the NACK share now rather than at the next
-        update; True when it cut (the caller re-chooses the legs, which stop their layers at
-        once: ``congested``)."""
-        if self.sent is None or now - self.cut_at < CUT_GAP_S:  # (past SETTLE_S too)
-            return False
-        loss = self.nack_share()
-        if loss <= LOSS_CUT:
-            return False
-        self._lossy(loss, now, floor)
-        return self.cut_at == now
-
-    def _lossy(self, loss: float, now: float, floor: float) -> None:
-        """Loss over ``LOSS_CUT``: cut (unless a cut is too recent), and the link is congested."""
-        if now - self.cut_at >= CUT_GAP_S and self.sent is not None:
-            lowest = floor if self.estimate > floor else FLOOR_BPS
-            self._cut(max(lowest, CUT_MARGIN * self.sent * (1 - loss)), now, f"loss {loss:.0%}")
-        self.congested = True
 
     def _cut(self, to: float, now: float, reason: str) -> None:
         if to >= self.estimate:

@@ -1,6 +1,5 @@
 """The downlink estimate's rules (media-node/bwe.py) on the numbers the node feeds it every
-0.25 s and on each NACK (``react``); the throttled link end to end is
-tests/sfu/test_throttled.py, its timing bench/layer_drop.py."""
+0.25 s; the throttled link end to end is tests/sfu/test_throttled.py."""
 
 from __future__ import annotations
 
@@ -92,48 +91,3 @@ def test_a_cut_stops_at_the_lowest_layers_until_loss_lasts_there() -> None:
     assert down.update(400_000, 0.7, now=0.25, floor=220_000) == 220_000
     later = 0.25 + CUT_GAP_S
     assert down.update(220_000, 0.5, now=later, floor=220_000) < 220_000
-
-
-def test_a_loss_that_begins_after_a_clean_window_is_not_diluted_by_it() -> None:
-    """The NACK share slides over the last updates: loss that began just after 24 clean packets
-    were judged cuts on the next update whose window (the last 24 packets) holds it; counted
-    from the last judgement it waited for 20 new packets, an update later."""
-    down = Downlink(start_bps=2_000_000)
-    legs = [Leg(), Leg()]
-    down.legs.update(legs)
-    down.update(460_000, 0.0, now=0.0)
-    for n in (1, 2):  # 12 packets an update, none NACKed
-        for leg in legs:
-            leg.packets += 6
-        down.update(460_000, 0.0, now=0.25 * n)
-    assert not down.congested
-    for leg in legs:
-        leg.packets += 6
-    down.nacks += 3  # 3 of the last 24 packets
-    assert down.update(460_000, 0.0, now=0.75) < 460_000
-    assert down.congested and down.reason == "loss 12%"
-
-
-def test_loss_is_judged_when_the_nack_comes_not_at_the_next_update() -> None:
-    """``react``: a share over 10 % cuts between two updates with the update's margin, and
-    the gap after a cut holds for it too (the thresholds are the update's: only sooner)."""
-    down = Downlink(start_bps=2_000_000)
-    legs = [Leg(), Leg()]
-    down.legs.update(legs)
-    down.update(460_000, 0.0, now=0.0)
-    for leg in legs:
-        leg.packets += 10
-    down.nacks += 1
-    assert not down.react(0.1)  # 1 of 20: 5 %
-    assert down.estimate > 460_000
-    down.nacks += 4
-    assert down.react(0.12)  # 5 of 20
-    assert round(down.estimate) == round(CUT_MARGIN * 460_000 * (1 - 0.25))
-    assert down.congested and down.reason == "loss 25%"
-    cut = down.estimate
-    for leg in legs:
-        leg.packets += 10
-    down.nacks += 10
-    assert not down.react(0.12 + CUT_GAP_S / 2)
-    assert down.estimate == cut
-
