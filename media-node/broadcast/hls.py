@@ -9,16 +9,6 @@ published the moment its last frame is known (when the next frame arrives), as o
 (video + the audio up to the part's end, muxed); a segment is the concatenation of its parts'
 fragments, so nothing is muxed twice.
 
-Source gaps: a frame interval longer than the part target (a camera or uplink that stopped, a
-transcoder that stalled) cannot be a sample's duration, since the part holding that sample would
-exceed PART-TARGET (RFC 8216bis 4.4.4.9) and its segment TARGETDURATION (4.4.3.1). The gap is
-left out of the media timeline instead: the frame before it lasts one frame interval and every
-later video and audio timestamp moves back by the rest, so parts, segments and tfdt stay
-continuous (section 3: timestamps continue in sequence) and no EXT-X-DISCONTINUITY is needed.
-Audio the gap's window held (the microphone may go on while the camera stops) is dropped, so
-sound stays in step with the picture; EXT-X-PROGRAM-DATE-TIME keeps the wall clock, so it shows
-the gap. docs/broadcast.md has the reasoning.
-
 Window: the playlist keeps the last ``WINDOW`` segments; parts are listed (and kept) only for the
 last ``PART_SEGMENTS`` segments (more than three target durations, as the spec asks) and the open
 one. Older bytes are dropped from memory.
@@ -59,7 +49,6 @@ PLAYLIST = "application/vnd.apple.mpegurl"
 CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Expose-Headers": "Age, Date"}
 IMMUTABLE = "public, max-age=31536000, immutable"
 _WRAP = 1 << 32
-FRAME_TICKS = 3000  # a frame interval (30 fps) until the source has shown its own
 _FILE = re.compile(r"^(?:init-(\d{1,6})\.mp4|(\d{1,9})\.m4s|(\d{1,9})\.(\d{1,4})\.m4s)$")
 
 
@@ -120,12 +109,6 @@ class Rendition:
         self._sequence = 0
         self._last_ts: int | None = None
         self._epoch = 0
-        self._shift = 0  # video ticks of source gaps left out of the media timeline so far
-        self._frame_ticks = FRAME_TICKS  # the last frame interval that was not a gap
-        self._audio_shift = 0  # 48 kHz ticks left out before the gaps still listed below
-        self._audio_gaps: deque[tuple[int, int, int]] = deque(maxlen=64)  # start, end, shift
-        self._audio_end: int | None = None  # where the last packaged audio sample ended
-        self.gaps = 0  # source gaps left out
         self._changed = asyncio.Event()
 
     # ---- input -------------------------------------------------------------------------
@@ -141,56 +124,25 @@ class Rendition:
         if self.open is not None or self._pending:
             self._audio.append((pts, data))
 
-    def _audio_out(self, pts: int) -> int | None:
-        """An AAC frame's time on the media timeline; None inside a gap left out of it."""
-        shift = self._audio_shift
-        for start, end, after in self._audio_gaps:
-            if pts < start:
-                break
-            if pts < end:
-                return None
-            shift = after
-        return pts - shift
-
     def video(self, annexb: bytes, ts: int, key: bool, size: tuple[int, int]) -> None:
         """An encoded frame of this rung (90 kHz timestamp, possibly wrapped)."""
-        dts = self._unwrap(ts) - self._shift
+        dts = self._unwrap(ts)
         if not self._pending and self.open is None and not key:
             return  # start on a keyframe
         au = cmaf.to_avcc(annexb)
         if self._pending:
-            step = dts - self._pending[-1].dts
-            if 0 < step <= self.target_ticks:
-                self._frame_ticks = step
-            else:
-                dts = self._leave_out(dts, step)
-            if dts - self._pending[0].dts > self.target_ticks and len(self._pending) > 1:
-                last = self._pending.pop()  # it would overshoot: it starts the next part
-                self._close_part(self._pending, last.dts)
-                self._pending = [last]
+            start = self._pending[0].dts
             if key:
                 self._close_part(self._pending, dts, end_segment=True)
-            elif dts - self._pending[0].dts >= self.target_ticks - max(
-                    1, dts - self._pending[-1].dts) // 2:
+            elif dts - start > self.target_ticks and len(self._pending) > 1:
+                last = self._pending.pop()
+                self._close_part(self._pending, last.dts)
+                self._pending = [last]
+            elif dts - start >= self.target_ticks - max(1, dts - self._pending[-1].dts) // 2:
                 self._close_part(self._pending, dts)
         if key:
             self._start_segment(au, size)
         self._pending.append(_Video(dts, au, key))
-
-    def _leave_out(self, dts: int, step: int) -> int:
-        """A frame ``step`` ticks after the previous one, too far for a sample's duration (or
-        not after it at all): the previous frame lasts one frame interval and the rest of the
-        step leaves the timeline, for this frame and everything after it. Returns its time."""
-        resume = self._pending[-1].dts + self._frame_ticks
-        cut = dts - resume
-        if cut > 0:  # audio in the window left out is dropped, later audio moves back with it
-            start, end = (t * cmaf.AUDIO_TIMESCALE // cmaf.VIDEO_TIMESCALE
-                          for t in (resume + self._shift, dts + self._shift))
-            before = self._audio_gaps[-1][2] if self._audio_gaps else self._audio_shift
-            self._audio_gaps.append((start, end, before + end - start))  # exactly the window
-        self._shift += cut
-        self.gaps += 1
-        return resume
 
     def _start_segment(self, au: cmaf.AccessUnit, size: tuple[int, int]) -> None:
         init = max(self.inits, default=0)
@@ -216,25 +168,16 @@ class Rendition:
         limit = end * cmaf.AUDIO_TIMESCALE // cmaf.VIDEO_TIMESCALE
         first_video = frames[0].dts * cmaf.AUDIO_TIMESCALE // cmaf.VIDEO_TIMESCALE
         audio: list[tuple[int, bytes]] = []
-        while self._audio:
-            pts = self._audio_out(self._audio[0][0])
-            if pts is not None and pts >= limit:
-                break
-            data = self._audio.popleft()[1]
-            if pts is not None and (self._audio_started or pts >= first_video):
-                audio.append((pts, data))  # nothing before the first frame, nor in a gap
+        while self._audio and self._audio[0][0] < limit:
+            pts, data = self._audio.popleft()
+            if self._audio_started or pts >= first_video:  # nothing before the first frame
+                audio.append((pts, data))
                 self._audio_started = True
-        while self._audio_gaps and self._audio and self._audio[0][0] >= self._audio_gaps[0][1]:
-            self._audio_shift = self._audio_gaps.popleft()[2]  # every later frame is past it
-        base = audio[0][0] if audio else 0
-        if audio and self._audio_end is not None and abs(base - self._audio_end) < cmaf.AAC_SAMPLES:
-            base = self._audio_end  # the frame after a gap left out, on the frame before it
-        if audio:
-            self._audio_end = base + len(audio) * cmaf.AAC_SAMPLES
         self._sequence += 1
         data = cmaf.fragment(self._sequence, [
             (cmaf.VIDEO_TRACK, frames[0].dts, video),
-            (cmaf.AUDIO_TRACK, base, [cmaf.Sample(d, cmaf.AAC_SAMPLES) for _, d in audio])])
+            (cmaf.AUDIO_TRACK, audio[0][0] if audio else 0,
+             [cmaf.Sample(d, cmaf.AAC_SAMPLES) for _, d in audio])])
         duration = (end - frames[0].dts) / cmaf.VIDEO_TIMESCALE
         seg.parts.append(Part(seg.msn, len(seg.parts), duration, frames[0].key, data))
         seg.duration += duration
@@ -248,6 +191,7 @@ class Rendition:
         seg.data = b"".join(p.data for p in seg.parts)
         seg.complete = True
         self.peak = max(self.peak, int(len(seg.data) * 8 / max(seg.duration, 0.1)))
+        self.target_duration = max(self.target_duration, round(seg.duration))
         self.segments.append(seg)
         self.open = None
         while len(self.segments) > WINDOW:
