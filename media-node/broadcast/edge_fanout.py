@@ -193,6 +193,13 @@ class PacketFeed:
             elif viewer.link.ready:
                 self._start(viewer)
 
+    def upstream_ended(self) -> None:
+        """The upstream session is gone (silent, failed or closed): its cached GOP is history.
+        A viewer joining before the next session must wait for its keyframe, not be shown
+        seconds of a dead upstream's past as if live (and a tier below that reconnects here
+        would take that replay for the new upstream's media)."""
+        self.gop.close()
+
     def join(self, sid: str, pc: RTCPeerConnection) -> EdgeViewer:
         """A viewer whose answer is set (every m-line sendonly with a SilentTrack): its legs
         start when its connection is up."""

@@ -126,6 +126,8 @@ class Pull:
                 await self._until_ended_or_silent(ended)
             finally:
                 await pc.close()
+                if isinstance(self.feed, PacketFeed):
+                    self.feed.upstream_ended()
                 if location:
                     with contextlib.suppress(httpx.HTTPError):
                         await http.delete(str(httpx.URL(self.url).join(location)))
