@@ -38,31 +38,39 @@ Role = tuple[str, subprocess.Popen[bytes]]
 Start = Callable[..., Awaitable[Role]]
 
 
+def start_role(procs: list[subprocess.Popen[bytes]], tmp_path: Path, name: str,
+               env: dict[str, str], port: int | None = None) -> Role:
+    """A role process with the operator's environment, once it listens (appended to ``procs``)."""
+    port = port or free_port()
+    log = tmp_path / f"{name}-{port}.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "parley.cli", "media-node", "--role", name, "--host",
+         "127.0.0.1", "--port", str(port)], stdout=log.open("ab"), stderr=subprocess.STDOUT,
+        env={**os.environ, "PARLEY_BROADCAST": BROADCAST, "PARLEY_TOKEN_SECRET": SECRET,
+             "PARLEY_WATCH_BROADCAST": "0", "PARLEY_X264_PRESET": "ultrafast", **env})
+    procs.append(proc)
+    wait_until(lambda: port_open(port) or proc.poll() is not None, 30, what=name)
+    assert proc.poll() is None, log.read_text()
+    return f"http://127.0.0.1:{port}", proc
+
+
+def stop_roles(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
 @pytest.fixture
 async def role(tmp_path: Path) -> AsyncIterator[Start]:
     """Start a role process (from a thread: the event loop keeps the camera sending)."""
     procs: list[subprocess.Popen[bytes]] = []
 
-    def run(name: str, env: dict[str, str], port: int) -> Role:
-        log = tmp_path / f"{name}-{port}.log"
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "parley.cli", "media-node", "--role", name, "--host",
-             "127.0.0.1", "--port", str(port)], stdout=log.open("ab"), stderr=subprocess.STDOUT,
-            env={**os.environ, "PARLEY_BROADCAST": BROADCAST, "PARLEY_TOKEN_SECRET": SECRET,
-                 "PARLEY_WATCH_BROADCAST": "0", "PARLEY_X264_PRESET": "ultrafast", **env})
-        procs.append(proc)
-        wait_until(lambda: port_open(port) or proc.poll() is not None, 30, what=name)
-        assert proc.poll() is None, log.read_text()
-        return f"http://127.0.0.1:{port}", proc
-
     async def start(name: str, env: dict[str, str], port: int | None = None) -> Role:
-        return await asyncio.to_thread(run, name, env, port or free_port())
+        return await asyncio.to_thread(start_role, procs, tmp_path, name, env, port)
 
     yield start
-    for p in procs:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
+    stop_roles(procs)
 
 
 def edge_env(relay: str) -> dict[str, str]:

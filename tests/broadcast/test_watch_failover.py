@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,9 +15,8 @@ from typing import Any
 import pytest
 
 from tests.broadcast.test_parley_up import SECRET, key
-from tests.broadcast.test_resilience import BROADCAST, MOVE_S, RUNG, B, edge_env
+from tests.broadcast.test_resilience import MOVE_S, RUNG, B, edge_env, start_role, stop_roles
 from tests.broadcast.test_whip_independent import AUDIO, VIDEO
-from tests.conftest import free_port, port_open, wait_until
 
 Role = tuple[str, subprocess.Popen[bytes]]
 
@@ -26,25 +24,8 @@ Role = tuple[str, subprocess.Popen[bytes]]
 @pytest.fixture
 def role(tmp_path: Path) -> Iterator[Callable[[str, dict[str, str]], Role]]:
     procs: list[subprocess.Popen[bytes]] = []
-
-    def start(name: str, env: dict[str, str]) -> Role:
-        port = free_port()
-        log = tmp_path / f"{name}-{port}.log"
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "parley.cli", "media-node", "--role", name, "--host",
-             "127.0.0.1", "--port", str(port)], stdout=log.open("ab"), stderr=subprocess.STDOUT,
-            env={**os.environ, "PARLEY_BROADCAST": BROADCAST, "PARLEY_TOKEN_SECRET": SECRET,
-                 "PARLEY_WATCH_BROADCAST": "0", "PARLEY_X264_PRESET": "ultrafast", **env})
-        procs.append(proc)
-        wait_until(lambda: port_open(port) or proc.poll() is not None, 30, what=name)
-        assert proc.poll() is None, log.read_text()
-        return f"http://127.0.0.1:{port}", proc
-
-    yield start
-    for p in procs:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
+    yield lambda name, env: start_role(procs, tmp_path, name, env)
+    stop_roles(procs)
 
 
 def test_the_watch_page_moves_to_another_edge_when_its_edge_is_killed(
