@@ -1,16 +1,18 @@
 """The apiserver identities of a Broadcast's pods, least privilege, in the Broadcast's namespace.
 
 Few roles talk to the apiserver: the ingest follows its own Broadcast (``spec.program``,
-``spec.sources``: media-node/broadcast/spec_watch.py) and reports its sources
-(ingest_report.py), the edges report their viewers (edge_report.py); reports are Leases (the
-recorder's identity, ``{broadcast}-recorder`` with the edges' Lease rule, is made only when
-recording is on: broadcast_recorder.py).
+``spec.sources``: media-node/broadcast/spec_watch.py), asks whether it may broadcast a meeting
+source (get the Meeting: meeting_access.py) and reports its sources (ingest_report.py), the edges
+report their viewers (edge_report.py); reports are Leases (the recorder's identity,
+``{broadcast}-recorder`` with the edges' Lease rule, is made only when recording is on:
+broadcast_recorder.py).
 Each gets a ServiceAccount, a Role and a RoleBinding named
 ``{broadcast}-ingest`` / ``{broadcast}-edge``, owned by the Broadcast (deleted with it); every
 other broadcast pod keeps running without a token. The chart cannot own these (as it owns the
 call servers' ``{release}-media``): Broadcasts live in any watched namespace and the ingest's
 rule names its one Broadcast. The operator holds each permission it grants (RBAC forbids
-granting more than one has): broadcasts get/watch, leases get/create/update/patch.
+granting more than one has): broadcasts get/watch, leases get/create/update/patch, meetings
+get.
 """
 
 from __future__ import annotations
@@ -63,7 +65,10 @@ def access_objects(b: dict[str, Any]) -> list[dict[str, Any]]:
             {"apiGroups": [GROUP], "resources": ["broadcasts"], "resourceNames": [name],
              "verbs": list(INGEST_RULES)},
             {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],  # its report
-             "verbs": LEASE_VERBS}]),
+             "verbs": LEASE_VERBS},
+            # meeting sources of this namespace (media-node/broadcast/meeting_access.py);
+            # another namespace's owners grant theirs with a RoleBinding of their own
+            {"apiGroups": [GROUP], "resources": ["meetings"], "verbs": ["get"]}]),
         *_identity(b, edge_account(name), "edge-relay", [
             {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
              "verbs": LEASE_VERBS}]),

@@ -46,8 +46,10 @@ from .programme import Programme, Source
 from .sessions import close_quietly, ice_config
 
 CallServerLocator = Callable[[str], Awaitable[str | None]]  # meeting -> control API URL
+Authorize = Callable[[str], Awaitable[None]]  # meeting -> raises unless it may be broadcast
 H264, VP8 = "video/h264", "video/vp8"
 RETRY_S = 2.0
+RECHECK_S = 30.0  # authorization asked again while joined
 log = logging.getLogger("parley.broadcast.meeting")
 
 
@@ -68,12 +70,18 @@ class MeetingSource:
     """One ``spec.sources[]`` entry with a ``meeting``, as a source of ``programme``."""
 
     def __init__(self, programme: Programme, name: str, meeting: str, participant: str | None,
-                 locate: CallServerLocator, control_key: str) -> None:
+                 locate: CallServerLocator, control_key: str,
+                 authorize: Authorize | None = None) -> None:
+        """``authorize``: asked before each join and every ``RECHECK_S`` while joined (in
+        Kubernetes, the apiserver's RBAC: meeting_access.py); None where the process is the
+        whole deployment (``parley up``)."""
         self.programme = programme
         self.name = name
         self.meeting = meeting
         self.participant = participant
         self.locate = locate
+        self.authorize = authorize
+        self._authorized_at = 0.0
         self.control_key = control_key
         self.label = f"broadcast:{programme.broadcast}/{name}"
         self.source = Source(name, {"video", "audio"}, self._request_keyframe)
@@ -129,7 +137,13 @@ class MeetingSource:
             await self._leave()
             await asyncio.sleep(RETRY_S)
 
+    async def _check(self) -> None:
+        if self.authorize is not None:
+            await self.authorize(self.meeting)
+            self._authorized_at = time.monotonic()
+
     async def _join(self) -> None:
+        await self._check()
         self.url = await self.locate(self.meeting)
         if self.url is None:
             raise RuntimeError(f"no call server has meeting {self.meeting}")
@@ -162,6 +176,9 @@ class MeetingSource:
         after = 0
         me = f"{self.url}/v1/meetings/{self.meeting}/participants/{self.pid}"
         while self._pc is not None:
+            if (self.authorize is not None
+                    and time.monotonic() - self._authorized_at >= RECHECK_S):
+                await self._check()  # a grant withdrawn ends the source (it rejoins when back)
             r = await self._http.get(f"{me}/events", params={"after": after, "wait": 20})
             r.raise_for_status()
             for event in r.json()["events"]:
@@ -305,9 +322,11 @@ class MeetingSource:
 class MeetingSources:
     """The meeting sources of every broadcast of one ingest, kept as the spec says."""
 
-    def __init__(self, locate: CallServerLocator, control_key: str) -> None:
+    def __init__(self, locate: CallServerLocator, control_key: str,
+                 authorize: Authorize | None = None) -> None:
         self.locate = locate
         self.control_key = control_key
+        self.authorize = authorize
         self.running: dict[tuple[str, str], MeetingSource] = {}
 
     async def apply(self, programme: Programme, entries: list[dict[str, Any]]) -> None:
@@ -323,7 +342,7 @@ class MeetingSources:
         for name, e in wanted.items():
             if (b, name) not in self.running:
                 ms = MeetingSource(programme, name, e["meeting"], e.get("participant"),
-                                   self.locate, self.control_key)
+                                   self.locate, self.control_key, self.authorize)
                 self.running[(b, name)] = ms
                 ms.start()
 

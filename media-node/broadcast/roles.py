@@ -27,6 +27,7 @@ from .hls_proxy import HlsProxy, add_proxy_routes
 from .ingest_report import IngestReport
 from .ladder import DEFAULT_LADDER, Rung, parse_ladder
 from .live import create_app as live_app
+from .meeting_access import authorize as authorize_meeting
 from .meeting_source import MeetingSources
 from .pull import Pull
 from .serving import serve_role
@@ -177,6 +178,8 @@ async def serve_ingest(args: argparse.Namespace) -> None:
     spec = SpecWatch(broadcast_key(key), ingest) if key and watch_wanted() else None
     if spec is not None:  # spec.program / spec.sources live from the apiserver
         spec.start(asyncio.get_running_loop())
+        if ingest.meetings is not None:  # and the apiserver's RBAC says which Meetings
+            ingest.meetings.authorize = authorize_meeting
     report = IngestReport.from_env(  # in a pod: sources and what is on air, to the operator
         lambda: ingest.programme(broadcast_key(key)) if key else None,
         lambda: ingest.meetings.status(broadcast_key(key)) if key and ingest.meetings else {},

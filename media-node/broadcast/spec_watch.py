@@ -115,10 +115,11 @@ class SpecWatch:
         audio = [a for a in program.get("audio") or [] if isinstance(a, str)]
         sources = sorted(s["name"] for s in spec.get("sources") or []
                          if isinstance(s, dict) and isinstance(s.get("name"), str))
-        # a Meeting of this namespace: its call-server room is ``{namespace}.{name}``, as
-        # signaling and the operator's directory entries name it
-        meetings = [{"name": s["name"], "meeting": f"{self.namespace}.{s['meeting']}",
-                     "participant": s.get("participant")}
+        # a Meeting's call-server room is ``{namespace}.{name}``, as signaling and the
+        # operator's directory entries name it; its namespace is this one unless
+        # meetingNamespace names another (whose owners grant it: meeting_access.py)
+        meetings = [{"name": s["name"], "participant": s.get("participant"),
+                     "meeting": f"{s.get('meetingNamespace') or self.namespace}.{s['meeting']}"}
                     for s in spec.get("sources") or [] if isinstance(s, dict)
                     and isinstance(s.get("name"), str) and isinstance(s.get("meeting"), str)]
         state = (video, tuple(audio), tuple(sources),

@@ -31,8 +31,10 @@ class Operator:
     """One `parley operator` process (restartable) with its own log file."""
 
     def __init__(self, kube: Kube, namespace: str, tmp: Path, identity: str = "op-0",
-                 env: dict[str, str] | None = None):
+                 env: dict[str, str] | None = None, also: tuple[str, ...] = ()):
+        """``also``: more namespaces it watches (its leases stay in ``namespace``)."""
         self.kube, self.namespace, self.tmp, self.identity = kube, namespace, tmp, identity
+        self.also = also
         self.extra_env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
         self.metrics_port = 0
@@ -52,6 +54,7 @@ class Operator:
         log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "parley.cli", "operator", "--namespace", self.namespace,
+             *(a for ns in self.also for a in ("--namespace", ns)),
              "--metrics-port", str(self.metrics_port)],
             env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         return self

@@ -3,9 +3,9 @@ by the test-bed apiserver's real RBAC authorizer (it runs ``--authorization-mode
 
 The operator itself runs as a ServiceAccount bound to the chart's own operator ClusterRole, so
 this also proves the chart lets it create those Roles (RBAC refuses granting what one lacks).
-The ingest's token (TokenRequest API) may get and watch its own Broadcast and write its report
-Lease, nothing else; the edges' token may write Leases (their viewer reports) and read no
-Broadcast."""
+The ingest's token (TokenRequest API) may get and watch its own Broadcast, get the Meetings of
+its namespace (meeting sources) and write its report Lease, nothing else; the edges' token may
+write Leases (their viewer reports) and read no Broadcast."""
 
 from __future__ import annotations
 
@@ -63,7 +63,8 @@ def chart_operator(kube: Kube, namespace: str, crds: None, tmp_path: Path
     """`parley operator` with the chart's ClusterRole and nothing more."""
     docs = yaml.safe_load_all(kube.helm("template", "t", CHART, "-n", namespace,
                                         "--show-only", "templates/operator.yaml").stdout)
-    role = next(d for d in docs if d and d["kind"] == "ClusterRole")
+    role = next(d for d in docs if d and d["kind"] == "ClusterRole"
+                and d["metadata"]["name"].endswith("-operator"))
     name = f"parley-op-{namespace}"
     role["metadata"] = {"name": name}
     binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
@@ -122,6 +123,12 @@ def test_ingest_reads_only_its_broadcast_and_reports_edges_write_only_leases(
         watch=True, timeout_seconds=1)) == 403
     assert status_of(lambda: crd.list_namespaced_custom_object(
         GROUP, VERSION, namespace, "broadcasts")) == 403
+    # a meeting source of its namespace (meeting_access.py): it may get a Meeting (so a
+    # missing one is 404, not 403), not list them
+    assert status_of(lambda: crd.get_namespaced_custom_object(
+        GROUP, VERSION, namespace, "meetings", "no-such-meeting")) == 404
+    assert status_of(lambda: crd.list_namespaced_custom_object(
+        GROUP, VERSION, namespace, "meetings")) == 403
     # the ingest's report Lease (ingest_report.py), server-side applied; no pods
     ingest_api = api_as(kube, token(kube, namespace, "show-ingest"))
     own = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
@@ -145,3 +152,5 @@ def test_ingest_reads_only_its_broadcast_and_reports_edges_write_only_leases(
     assert status_of(lambda: client.CustomObjectsApi(edge_api).get_namespaced_custom_object(
         GROUP, VERSION, namespace, "broadcasts", "show")) == 403
     assert status_of(lambda: client.CoreV1Api(edge_api).list_namespaced_pod(namespace)) == 403
+    assert status_of(lambda: client.CustomObjectsApi(edge_api).get_namespaced_custom_object(
+        GROUP, VERSION, namespace, "meetings", "no-such-meeting")) == 403

@@ -11,6 +11,7 @@ report, which sources are connected and what is on air."""
 from __future__ import annotations
 
 import base64
+import json
 import os
 import signal
 import subprocess
@@ -28,6 +29,7 @@ from tests.broadcast.test_meeting_source import RED, ColourViewer, Participant
 from tests.conftest import ROOT, Kube, eventually, free_port, port_open, wait_until
 from tests.operator.conftest import Operator, apply, cond, get, make_pool, meeting
 from tests.operator.test_broadcast_access import token
+from tests.operator.test_chart import CHART
 
 pytestmark = [pytest.mark.k8s, pytest.mark.redis]
 SECRET = "broadcast-wiring-secret-of-32-bytes-or-more"
@@ -38,19 +40,32 @@ def directory_url(redis_url: str) -> str:
     return redis_url.rsplit("/", 1)[0] + "/13"
 
 
-@pytest.fixture
-def wired_operator(kube: Kube, namespace: str, crds: None, tmp_path: Path,
-                   directory_url: str) -> Iterator[Operator]:
+def start_wired(kube: Kube, namespace: str, tmp_path: Path, directory_url: str,
+                also: tuple[str, ...] = ()) -> Operator:
     """The operator as the chart runs it: the directory, and the broadcast Secret's name (the
     chart's ``{release}-secrets``, here one of the test's own with the same keys)."""
     kube.kubectl("create", "secret", "generic", "parley-secrets", "-n", namespace,
                  f"--from-literal=token-secret={SECRET}",
                  f"--from-literal=control-key={control_key(SECRET)}",
                  f"--from-literal=redis-url={directory_url}")
-    op = Operator(kube, namespace, tmp_path, env={
+    return Operator(kube, namespace, tmp_path, also=also, env={
         "PARLEY_REDIS_URL": directory_url, "PARLEY_BROADCAST_SECRET": "parley-secrets"}).start()
+
+
+@pytest.fixture
+def wired_operator(kube: Kube, namespace: str, crds: None, tmp_path: Path,
+                   directory_url: str) -> Iterator[Operator]:
+    op = start_wired(kube, namespace, tmp_path, directory_url)
     yield op
     op.stop()
+
+
+@pytest.fixture
+def team_b(kube: Kube) -> Iterator[str]:
+    """A second namespace: the Meeting's owners."""
+    name = kube.namespace("wiring-team-b")
+    yield name
+    kube.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 @pytest.fixture
@@ -192,3 +207,98 @@ async def test_a_meeting_source_is_wired_to_its_call_server_and_reported_in_stat
 
 async def _async(value: bool) -> bool:
     return value
+
+
+async def test_a_meeting_of_another_namespace_needs_its_owners_grant(
+        kube: Kube, namespace: str, team_b: str, crds: None, directory_url: str,
+        processes: Callable[[str, list[str], dict[str, str]], str], tmp_path: Path) -> None:
+    """spec.sources[].meetingNamespace: the ingest asks the apiserver, with its own token,
+    for the Meeting of team B; without a grant there the source reports Forbidden (in the
+    ingest and in the Broadcast's status) and never joins; once team B binds the chart's
+    ``meeting-source`` ClusterRole to the Broadcast's ingest ServiceAccount, it joins the
+    meeting on team B's call server and its video is on air."""
+    op = start_wired(kube, namespace, tmp_path, directory_url, also=(team_b,))
+    rendered = yaml.safe_load_all(kube.helm("template", "t", CHART, "--show-only",
+                                            "templates/operator.yaml").stdout)
+    grant = next(d for d in rendered if d and d["kind"] == "ClusterRole"
+                 and d["metadata"]["name"] == "t-parley-meeting-source")
+    grant["metadata"] = {"name": f"meeting-source-{namespace}"}
+    kube.kubectl("apply", "-f", "-", input=json.dumps(grant))
+    control = httpx.AsyncClient(timeout=20, headers={
+        "Authorization": f"Bearer {control_key(SECRET)}"})
+    alice: Participant | None = None
+    viewer: ColourViewer | None = None
+    try:
+        make_pool(kube, team_b, per_pod=50, headroom=0, region="bx")
+        apply(kube, team_b, meeting("standup", region="bx", maxParticipants=10))
+        placed = wait_until(lambda: get(kube, team_b, "mtg", "standup") if cond(
+            get(kube, team_b, "mtg", "standup"), "Ready").get("status") == "True" else None,
+            60, 0.5, what=f"team B's Meeting placed\n{op.logs()[-2000:]}")
+        apply(kube, namespace, {
+            "apiVersion": "parley.dev/v1alpha1", "kind": "Broadcast",
+            "metadata": {"name": "show"},
+            "spec": {"sources": [{"name": "stage", "meeting": "standup",
+                                  "meetingNamespace": team_b}],
+                     "program": {"video": "stage"},
+                     "renditions": [{"name": "360p", "height": 360, "bitrateKbps": 800}],
+                     "edge": {"regions": [{"name": "eu"}]}}})
+        pod = wait_until(lambda: kube.json("get", "pods", "-n", namespace, "-l",
+                                           "parley.dev/workload=show-ingest")["items"],
+                         60, 0.5, what=f"the ingest pod\n{op.logs()[-2000:]}")[0]
+        spec = get(kube, namespace, "deployment", "show-ingest")["spec"]["template"]["spec"]
+        env = resolve(kube, namespace, spec["containers"][0], pod)
+        node = processes("call-server", [
+            "media-node", "--role", "call-server", "--node-id",
+            placed["status"]["callServer"]["pod"], "--region", "bx",
+            "--redis-url", directory_url],
+            {"PARLEY_CONTROL_KEY": control_key(SECRET), "PARLEY_DRAIN_DEADLINE_S": "1"})
+        alice = Participant(node, f"{team_b}.standup", "alice", RED, loud=True)
+        alice.url = f"{node}/v1/meetings/{team_b}.standup/participants"
+        await alice.join(control)
+        bearer = token(kube, namespace, spec["serviceAccountName"])
+        ingest = processes("ingest", ["media-node", "--role", "ingest"], {
+            **env, "PARLEY_REPORT_INTERVAL": "0.5",
+            "KUBECONFIG": kubeconfig_for(kube, bearer, tmp_path / "ingest.kubeconfig")})
+        http = httpx.AsyncClient(base_url=ingest, timeout=10)
+
+        async def stage() -> dict[str, Any] | None:
+            r = await http.get(f"/live/{namespace}.show")
+            return r.json().get("meetings", {}).get("stage") if r.status_code == 200 else None
+
+        async def refused() -> dict[str, Any] | None:
+            s = await stage()
+            return s if s and (s["error"] or "").startswith("forbidden") else None
+        s = await eventually(refused, 30, "the source refused by the apiserver")
+        assert not s["joined"] and s["meeting"] == f"{team_b}.standup", s
+        assert f"Meeting {team_b}/standup" in s["error"], s
+
+        def reported() -> dict[str, Any] | None:
+            st = get(kube, namespace, "broadcast", "show").get("status") or {}
+            by = {x["name"]: x for x in st.get("sources") or []}
+            m = by.get("stage", {}).get("meeting") or {}
+            return m if (m.get("error") or "").startswith("forbidden") else None
+        m = wait_until(reported, 30, 0.5, what="Forbidden in the Broadcast's status")
+        assert m["joined"] is False, m
+
+        kube.kubectl("create", "rolebinding", "show-from-team-a", "-n", team_b,
+                     f"--clusterrole=meeting-source-{namespace}",
+                     f"--serviceaccount={namespace}:{spec['serviceAccountName']}")
+
+        async def on_air() -> dict[str, Any] | None:
+            s = await stage()
+            return s if s and s["joined"] and s["onAir"] == "alice" else None
+        s = await eventually(on_air, 30, "team B's meeting joined once granted, alice on air")
+        assert (s["callServer"], s["error"]) == (node, None), s
+        viewer = ColourViewer(f"{ingest}/live/{namespace}.show/whep")
+        assert (await viewer.play()).status_code == 201
+        await eventually(lambda: _async(viewer.showing(RED)), 20, "alice's red on the programme")
+        await http.aclose()
+    finally:
+        if viewer is not None:
+            await viewer.close()
+        if alice is not None:
+            await alice.pc.close()
+        await control.aclose()
+        op.stop()
+        kube.kubectl("delete", "clusterrole", f"meeting-source-{namespace}", "--wait=false",
+                     check=False)

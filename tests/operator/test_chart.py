@@ -71,7 +71,8 @@ def test_rendered_pods_are_hardened(kube: Kube) -> None:
     pool = next(d for d in docs if d["metadata"]["name"] == "t-parley-call-server-default")
     assert "replicas" not in pool["spec"]  # the operator owns the size
     assert pool["metadata"]["labels"]["app.kubernetes.io/component"] == "call-server"
-    role = next(d for d in docs if d["kind"] == "ClusterRole")
+    role = next(d for d in docs if d["kind"] == "ClusterRole"
+                and d["metadata"]["name"] == "t-parley-operator")
     verbs = {(g, r): set(rule["verbs"]) for rule in role["rules"]
              for g in rule["apiGroups"] for r in rule["resources"]}
     assert "*" not in {v for vs in verbs.values() for v in vs}
@@ -130,7 +131,8 @@ def test_recording_store_turns_on_file_creator_jobs(kube: Kube, namespace: str) 
                 and d["kind"] == "Role")
     assert role["rules"] == [{"apiGroups": ["batch"], "resources": ["jobs"],
                               "verbs": ["create", "get", "list", "watch"]}]
-    cluster = next(d for d in docs if d["kind"] == "ClusterRole")
+    cluster = next(d for d in docs if d["kind"] == "ClusterRole"
+                   and d["metadata"]["name"] == "t-parley-operator")
     assert all("batch" not in r["apiGroups"] for r in cluster["rules"])
     res = kube.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-",
                        input=kube.helm("template", "t", CHART, "-n", namespace,

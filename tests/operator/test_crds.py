@@ -112,6 +112,12 @@ INVALID = [
      'spec.edge.regions[1]: Duplicate value: {"name":"eu"}'),
     ("source-without-name", _broadcast(sources=[{"protocol": "rtmp"}]),
      "spec.sources[0].name: Required value"),
+    ("meeting-namespace-without-meeting", _broadcast(sources=[
+        {"name": "stage", "meetingNamespace": "team-b"}]),
+     "sources[].meetingNamespace is where sources[].meeting lives: set meeting too"),
+    ("bad-meeting-namespace", _broadcast(sources=[
+        {"name": "stage", "meeting": "standup", "meetingNamespace": "Team B"}]),
+     "spec.sources[0].meetingNamespace in body should match"),
 ]
 
 
