@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,8 +21,9 @@ import pytest
 
 from parley import kubeapi, reports
 from tests.broadcast.clients import Publisher, Viewer
-from tests.broadcast.test_parley_up import SECRET, key
-from tests.conftest import Kube, eventually, free_port, port_open, wait_until
+from tests.broadcast.test_parley_up import key
+from tests.broadcast.test_resilience import start_role, stop_roles
+from tests.conftest import Kube, eventually
 
 pytestmark = pytest.mark.k8s
 EXIT_S = 8.0  # SIGTERM -> exit; measured: see docs/broadcast.md ("Stopping a role")
@@ -33,26 +33,14 @@ Role = Callable[[str, dict[str, str]], tuple[str, subprocess.Popen[bytes]]]
 
 @pytest.fixture
 def role(tmp_path: Path, kube: Kube) -> Iterator[Role]:
+    """test_resilience's role launcher, with the test bed's apiserver (the edge's Lease)."""
     procs: list[subprocess.Popen[bytes]] = []
 
     def start(name: str, env: dict[str, str]) -> tuple[str, subprocess.Popen[bytes]]:
-        port = free_port()
-        log = tmp_path / f"{name}.log"
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "parley.cli", "media-node", "--role", name, "--host",
-             "127.0.0.1", "--port", str(port)], stdout=log.open("wb"), stderr=subprocess.STDOUT,
-            env={**os.environ, "KUBECONFIG": kube.kubeconfig, "PARLEY_TOKEN_SECRET": SECRET,
-                 "PARLEY_WATCH_BROADCAST": "0", **env})
-        procs.append(proc)
-        wait_until(lambda: port_open(port) or proc.poll() is not None, 30, what=name)
-        assert proc.poll() is None, log.read_text()
-        return f"http://127.0.0.1:{port}", proc
+        return start_role(procs, tmp_path, name, {"KUBECONFIG": kube.kubeconfig, **env})
 
     yield start
-    for p in procs:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
+    stop_roles(procs)
 
 
 def lease_report(ns: str, pod: str) -> dict[str, Any] | None:
