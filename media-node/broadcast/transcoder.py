@@ -472,7 +472,7 @@ class Transcoder:
             shown = self._shown
             if shown is not None:
                 newest = shown.source_ts + self._repeated * FRAME_TICKS
-                if self._repeated and newest - _FILL_MAX < source <= newest:
+                if shown.source_ts < source <= newest:
                     continue  # later than the repeats made live in its place: left out
                 if _GAP < source - shown.source_ts <= _FILL_MAX:
                     out += self._repeats(source - FRAME_TICKS // 2, arrived)
