@@ -27,6 +27,19 @@ dropped (alignment). Only when the decoder itself is starved does the intake dro
 keyframe (``INTAKE_LIMIT_S``). How far behind: per rendition
 ``parley_transcoder_rendition_behind_seconds`` (arrival of the source frame to its encoded output,
 last frame) and ``parley_transcoder_rendition_dropped_frames_total``.
+
+Source gaps (a camera or uplink that stops for a while, a cut to a camera whose keyframe comes
+late, this process stalling): the programme's timeline goes on, so the ladder's does too. Across a
+programme step longer than ``GAP_S`` the last decoded picture is shown again every frame interval
+of the ladder (30 fps), as broadcast encoders repeat frames: every repeat's timestamp is the last
+real frame's programme timestamp plus a whole number of frame intervals, so every rung, and every
+transcoder process, repeats on the same timestamps and forces its GOP boundaries on the same
+(repeated) frames; no sample is longer than ``GAP_S`` and so no LL-HLS part longer than its target
+(RFC 8216bis 4.4.4.9). Live, the repeats are made as the gap goes on, ``HOLD_S`` behind the
+programme clock (a late frame is not mistaken for a gap), for at most ``BRIDGE_S`` (a source that
+stays away is gone: the stream stalls instead); the rest of a gap is filled when the next frame
+comes. The AAC for LL-HLS is padded with silence the same way (aac.py). A rung's own drops (its
+queue, above) are not gaps: its previous frame lasts longer, nothing moves.
 """
 
 from __future__ import annotations
@@ -80,6 +93,12 @@ _WRAP = 1 << 32
 RUNG_LIMIT_S = 0.25
 RUNG_QUEUE = 8  # at most this many decoded pictures wait per rung (memory: 25 MB at 1080p)
 INTAKE_LIMIT_S = 0.5  # source frames waiting longer than this to be decoded: drop to a keyframe
+FRAME_TICKS = VIDEO_CLOCK // 30  # the ladder's frame interval (the encoders' 30 fps)
+GAP_S = 0.1  # a programme step longer than this is a gap, filled with repeats (3 frames at 30 fps)
+HOLD_S = 0.25  # live repeats trail the programme clock by this much (arrival jitter)
+BRIDGE_S = 4.0  # repeats made live for at most this long after the last frame (then: source gone)
+FILL_MAX_S = 30.0  # a longer step (an ingest restarted, a clock jump) is not filled
+_GAP, _FILL_MAX = int(GAP_S * VIDEO_CLOCK), int(FILL_MAX_S * VIDEO_CLOCK)
 
 
 class Picture(NamedTuple):
@@ -90,13 +109,18 @@ class Picture(NamedTuple):
     key: bool  # a GOP boundary of the programme timeline: every rung makes an IDR here
     source_ts: int  # the programme timestamp
     arrived: float  # monotonic, when the encoded source frame reached the transcoder
+    repeats: tuple[tuple[int, bool, int], ...] = ()  # the same picture again: (pts, key, source)
+
+    def times(self) -> tuple[tuple[int, bool, int], ...]:
+        """Every (pts, key, source_ts) this picture is encoded at, in order."""
+        return ((self.pts, self.key, self.source_ts), *self.repeats)
 
 
 class RungQueue:
     """The pictures waiting for one rung's encoder thread. ``put`` never blocks: while the oldest
     waiting picture arrived over ``limit_s`` ago, or ``depth`` pictures wait, it drops the oldest
     that is not a GOP boundary (a boundary kept is an IDR on the same source frame in every rung
-    and process)."""
+    and process) nor a gap's repeats (they keep the rung's timeline at the ladder's pace)."""
 
     def __init__(self, limit_s: float = RUNG_LIMIT_S, depth: int = RUNG_QUEUE) -> None:
         self.limit_s = limit_s
@@ -115,12 +139,12 @@ class RungQueue:
                 return 0
             while self.waiting and (len(self.waiting) >= self.depth
                                     or now - self.waiting[0].arrived > self.limit_s):
-                old = next((p for p in self.waiting if not p.key), None)
+                old = next((p for p in self.waiting if not p.key and not p.repeats), None)
                 if old is None:
                     break
                 self.waiting.remove(old)
                 dropped += 1
-            if len(self.waiting) >= self.depth and not item.key:
+            if len(self.waiting) >= self.depth and not item.key and not item.repeats:
                 dropped += 1  # only boundaries wait: this one goes
             else:
                 self.waiting.append(item)
@@ -167,13 +191,14 @@ class SourceVideo(FrameTrack):
         self.waiting.append((frame, now))
         self._ready.set()
 
-    async def take(self) -> tuple[Frame, float] | None:
-        """The next frame and its arrival time; None once stopped."""
+    async def take(self, within: float | None = None) -> tuple[Frame, float] | None:
+        """The next frame and its arrival time; None once stopped; TimeoutError when none came
+        within ``within`` seconds."""
         while not self.waiting:
             if self.readyState == "ended":
                 return None
             self._ready.clear()
-            await self._ready.wait()
+            await asyncio.wait_for(self._ready.wait(), within)
         return self.waiting.popleft()
 
     def stop(self) -> None:
@@ -270,6 +295,9 @@ class Transcoder:
         self._origin = object()
         self._decoder = av.CodecContext.create("h264", "r")
         self._next_key = 0
+        self._shown: Picture | None = None  # the last real (decoded) picture queued
+        self._repeated = 0  # how many times it was repeated since (a gap's frames)
+        self.repeated = 0  # repeats made in all (status)
         self._epoch = 0
         self._last_ts: int | None = None
         self._source_shift = 0  # programme timestamp - this feed's timestamp, from the stamps
@@ -279,7 +307,7 @@ class Transcoder:
         self._tasks: list[asyncio.Task[None]] = []
         self._tracks: list[FrameTrack] = []
         self._threads: list[threading.Thread] = []
-        self.aac = AacEncoder(AUDIO_BITRATE) if hls else None
+        self.aac = AacEncoder(AUDIO_BITRATE, FILL_MAX_S) if hls else None
         self.hls = Ladder([(r.name, r.bitrate_kbps) for r in rungs], keyframe_interval_s,
                           self.aac.config) if self.aac is not None else None
 
@@ -320,7 +348,23 @@ class Transcoder:
         return ts + self._epoch
 
     async def _audio(self, track: FrameTrack) -> None:
-        while (frame := await track.queue.get()) is not None:
+        heard = time.monotonic()  # when the last Opus packet came
+        while True:
+            silent = time.monotonic() - heard
+            if self.aac is None or not track.queue.empty() or silent > BRIDGE_S + HOLD_S:
+                frame = await track.queue.get()
+            else:  # LL-HLS: a gap in the programme's sound is silence, made as it goes on
+                try:
+                    frame = await asyncio.wait_for(track.queue.get(),
+                                                   max(GAP_S + HOLD_S - silent, 1 / 30))
+                except TimeoutError:
+                    silent = time.monotonic() - heard
+                    if silent >= GAP_S + HOLD_S:
+                        self._pad_audio(min(silent - HOLD_S, BRIDGE_S))
+                    continue
+            if frame is None:
+                return
+            heard = time.monotonic()
             for feed in self.feeds.values():
                 feed.push(frame, self._origin)
             if self.aac is not None and self.hls is not None:
@@ -330,10 +374,22 @@ class Transcoder:
                 except av.FFmpegError as exc:  # a damaged Opus packet: skip it
                     log.warning("transcoder %s: audio decode error %s", self.broadcast, exc)
 
+    def _pad_audio(self, seconds: float) -> None:
+        if self.aac is not None and self.hls is not None:
+            for pts, data in self.aac.pad(seconds):
+                self.hls.audio(pts, data)
+
     async def _video(self, track: SourceVideo) -> None:
         loop = asyncio.get_running_loop()
         intake_dropped = 0
-        while (item := await track.take()) is not None:
+        while True:
+            try:
+                item = await track.take(self._next_repeat_due())
+            except TimeoutError:  # a programme gap going on: its repeats, as it goes on
+                self._queue(self.repeat_until(time.monotonic()))
+                continue
+            if item is None:
+                return
             frame, arrived = item
             if track.dropped != intake_dropped:
                 INTAKE_DROPPED.labels(self.broadcast).inc(track.dropped - intake_dropped)
@@ -347,17 +403,21 @@ class Transcoder:
                 track.gated = True
                 track.ask()
                 continue
-            for picture in pictures:
-                for name, q in self.queues.items():
-                    if dropped := q.put(picture):
-                        RUNG_DROPPED.labels(self.broadcast, name).inc(dropped)
+            self._queue(pictures)
+
+    def _queue(self, pictures: list[Picture]) -> None:
+        for picture in pictures:
+            for name, q in self.queues.items():
+                if dropped := q.put(picture):
+                    RUNG_DROPPED.labels(self.broadcast, name).inc(dropped)
 
     def _encode_rung(self, name: str, loop: asyncio.AbstractEventLoop) -> None:
         """One rung's thread: encode what its queue holds, hand the frames to the event loop."""
         enc, q = self.encoders[name], self.queues[name]
         while (p := q.take()) is not None:
             try:
-                frames = enc.encode(p.picture, p.pts, p.key, p.source_ts)
+                frames = [f for pts, key, source in p.times()
+                          for f in enc.encode(p.picture, pts, key, source)]
             except av.FFmpegError as exc:
                 log.warning("transcoder %s/%s: encode error %s", self.broadcast, name, exc)
                 continue
@@ -394,7 +454,8 @@ class Transcoder:
     def decode(self, frame: Frame, arrived: float = 0.0) -> list[Picture]:
         """Decode thread: the frame's pictures, each marked when it starts a GOP on every rung
         (the first frame at or after each boundary of the programme timeline, a size change, or
-        a programme that jumped back: an ingest restarted)."""
+        a programme that jumped back: an ingest restarted), after a gap preceded by the repeats
+        that fill it (one Picture carrying them all)."""
         ts = self._unwrap(frame.ts)
         stamped = timeline.read(frame.data)
         if stamped is not None:
@@ -408,13 +469,65 @@ class Transcoder:
             size = (picture.width, picture.height)
             pts = ts if picture.pts is None else int(picture.pts)
             source = pts + self._source_shift
-            key = (source >= self._next_key or source < self._next_key - self.interval
-                   or size != self.source_size)
-            if key:
-                self._next_key = (source // self.interval + 1) * self.interval
-            self.source_size = size
-            out.append(Picture(picture, pts, key, source, arrived))
+            shown = self._shown
+            if shown is not None:
+                newest = shown.source_ts + self._repeated * FRAME_TICKS
+                if shown.source_ts < source <= newest:
+                    continue  # later than the repeats made live in its place: left out
+                if _GAP < source - shown.source_ts <= _FILL_MAX:
+                    out += self._repeats(source - FRAME_TICKS // 2, arrived)
+            key = self._boundary(source, size)
+            self._shown, self._repeated = Picture(picture, pts, key, source, arrived), 0
+            out.append(self._shown)
         return out
+
+    def _boundary(self, source: int, size: tuple[int, int]) -> bool:
+        """Does the frame at programme time ``source`` start a GOP (on every rung)?"""
+        key = (source >= self._next_key or source < self._next_key - self.interval
+               or size != self.source_size)
+        if key:
+            self._next_key = (source // self.interval + 1) * self.interval
+        self.source_size = size
+        return key
+
+    def _repeats(self, until: int, arrived: float) -> list[Picture]:
+        """The last picture again every frame interval after it, up to programme time ``until``:
+        one Picture holding them all (or none)."""
+        shown = self._shown
+        if shown is None:
+            return []
+        size = (shown.picture.width, shown.picture.height)
+        times = []
+        while (k := self._repeated + 1) * FRAME_TICKS <= until - shown.source_ts:
+            source = shown.source_ts + k * FRAME_TICKS
+            times.append((shown.pts + k * FRAME_TICKS, self._boundary(source, size), source))
+            self._repeated = k
+        if not times:
+            return []
+        self.repeated += len(times)
+        (pts, key, source), *rest = times
+        return [Picture(shown.picture, pts, key, source, arrived, tuple(rest))]
+
+    def _next_repeat_due(self) -> float | None:
+        """Seconds until the next live repeat of a gap going on is due (None: none will be)."""
+        shown = self._shown
+        if shown is None:
+            return None
+        k = self._repeated + 1
+        if k * FRAME_TICKS > BRIDGE_S * VIDEO_CLOCK:
+            return None
+        due = shown.arrived + max(k * FRAME_TICKS / VIDEO_CLOCK, GAP_S) + HOLD_S + 0.001
+        return max(0.0, due - time.monotonic())
+
+    def repeat_until(self, now: float) -> list[Picture]:
+        """A programme gap going on at ``now`` (monotonic): the repeats due by then, each
+        ``HOLD_S`` after its time on the programme clock (anchored on the last frame's arrival),
+        for at most ``BRIDGE_S`` after that frame."""
+        shown = self._shown
+        if shown is None or now - shown.arrived < GAP_S + HOLD_S:
+            return []
+        behind = min(now - shown.arrived - HOLD_S, BRIDGE_S)
+        return self._repeats(shown.source_ts + int(behind * VIDEO_CLOCK), now)
 
     def _unwrap_stamp(self, ts: int) -> int:
         """The stamped programme timestamp (32 bits) made monotonic across its wrap."""
@@ -430,6 +543,7 @@ class Transcoder:
                 "source": {"width": w, "height": h} if self.source_size else None,
                 "keyframeIntervalS": self.interval / VIDEO_CLOCK,
                 "decoded": self.decoded, "decodeErrors": self.errors,
+                "repeated": self.repeated,
                 "intakeDropped": self._tracks[0].dropped if self._tracks else 0,
                 "behindSeconds": round(self.behind, 4),
                 "renditions": [{**self.encoders[r.name].status(),

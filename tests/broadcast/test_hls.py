@@ -170,9 +170,18 @@ async def test_ll_hls_bad_requests(parley_server: Callable[..., str]) -> None:
             assert r.status_code == 400 and r.json()["detail"]["code"] == "hls_bad_request"
 
             # the source stalls (gone): a blocking reload for the hinted part is answered after
-            # the hold with the playlist as it is (200, not cacheable), not a 503
+            # the hold with the playlist as it is (200, not cacheable), not a 503. First the
+            # transcoder bridges the pause with repeats (transcoder.BRIDGE_S), then it stops:
+            # the hint stays the same for a second
             await cam.stop()
-            before = m3u8.loads((await http.get("/live/final/120p.m3u8")).text)
+            hints: list[tuple[float, str]] = []
+
+            async def stopped() -> m3u8.M3U8 | None:
+                pl = m3u8.loads((await http.get("/live/final/120p.m3u8")).text)
+                if not hints or hints[-1][1] != pl.preload_hint.uri:
+                    hints.append((time.monotonic(), pl.preload_hint.uri))
+                return pl if time.monotonic() - hints[-1][0] > 1.0 else None
+            before = await eventually(stopped, 20, "the bridge over a gone source to end")
             hint = before.preload_hint.uri
             msn, idx = (int(x) for x in hint.rsplit("/", 1)[1][:-4].split("."))
             for skip in ({}, {"_HLS_skip": "YES"}):
