@@ -22,6 +22,7 @@ from . import extmap, metrics
 from .allocation import allocate, rate, view_cap
 from .bwe import Downlink
 from .link import Link
+from .pacer import Pacer
 from .publisher import UpTrack
 from .simulcast import describe, offered_layers, route_by_mid
 from .subscriber import DownTrack, SilentTrack
@@ -109,6 +110,7 @@ class Participant:
         self.publishes = publishes  # False: subscribe-only, every m-line it sends is inactive
         self.pc = RTCPeerConnection(config)
         self.link = Link()
+        self.pacer = Pacer(self.link)  # paces what it is sent after a congested move down
         self.downlink = Downlink()
         self.downlink.alert = self.react
         self.views: dict[str, int] = {}  # track id -> tile height the client renders it at
@@ -144,6 +146,7 @@ class Participant:
     async def _state_changed(self) -> None:
         state = self.pc.connectionState
         if state == "connected":
+            self.pacer.stop()  # a new pair (ICE restart): the link is resolved again
             self.link.resolve(self.pc)
             for dt in self.downtracks.values():  # keyframes that came before the link was up
                 if dt.target is not None and dt.sender is not None:
@@ -372,12 +375,14 @@ class Participant:
             self._short = self._short + 1 if fresh else 0
         if fresh and self._short < TRANSCODE_AFTER:
             rungs = {dt: r for dt, r in rungs.items() if known(dt)}
+        stopped = False  # a leg's layer stopped at once: the link's queue is full
         for dt, index in choice.items():
             before_layer = dt.current
             route = self._route(dt, index, rungs.get(dt)) if usable else None
             layer = tx.output(self.meeting_id, dt.up, *route) if tx and route else None
             if layer is not None:
                 if dt.aim(layer, congested=self.downlink.congested):
+                    stopped = stopped or self.downlink.congested
                     metrics.LAYER_SWITCHES.labels("down").inc()
                     metrics.TRANSCODE_DECISIONS.labels(layer.rung.name).inc()
                     self.needs[dt.up.track_id] = layer.rung.name
@@ -396,6 +401,7 @@ class Participant:
                 continue
             down = before_layer is not None and index < before_layer.index
             if dt.select(index, congested=down and self.downlink.congested):
+                stopped = stopped or (down and self.downlink.congested)
                 tile = index >= view_cap(dt, self.views.get(dt.up.track_id))
                 reason = ("tile" if tile else self.downlink.reason) if down else "fits"
                 metrics.LAYER_SWITCHES.labels("down" if down else "up").inc()
@@ -409,6 +415,8 @@ class Participant:
                        "rid": layer.rid, "index": index, "layers": len(dt.up.layers),
                        "height": max(layer.height, 0), "reason": reason,
                        "estimateKbps": round(estimate / 1000)})
+        if stopped:  # the new layers' keyframes must not meet the full queue in a burst
+            self.pacer.start(estimate, frozenset(dt.pt for dt in legs if dt.kind == "audio"))
 
     def _route(self, dt: DownTrack, index: int,
                rung: Any) -> tuple[int, Any, str] | None:
@@ -478,6 +486,7 @@ class Participant:
         if self.closed:
             return
         self.closed = True
+        self.pacer.stop()
         self.link.close()
         for up in self.uptracks:
             up.close()
