@@ -354,7 +354,7 @@ class Participant:
         estimate = self.downlink.estimate
         if self.max_bps is not None:
             estimate = min(estimate, self.max_bps)
-        choice = allocate(legs, estimate, self.views)
+        choice = allocate(legs, estimate, self.views, self.downlink.congested)
         tx = self.transcoding
         self._fall_back()
         usable = tx is not None and tx.available(self.meeting_id, now)
