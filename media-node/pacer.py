@@ -24,8 +24,13 @@ from .link import Link
 
 DRAIN_S = 0.2  # what a full access-link queue holds (tbf / modem buffers: hundreds of ms)
 PACE_S = 1.5  # how long after the move: the new keyframes, their repairs and first frames
-MAX_QUEUE_S = 1.0  # packets beyond this much at the rate are dropped (the receiver NACKs)
-BURST_S = 0.01  # catch-up the bucket allows after a late timer
+MAX_QUEUE_S = 2.0  # packets beyond this much at the rate are dropped (the receiver NACKs)
+# catch-up the bucket allows after a late timer: on a loaded machine the loop runs timers tens
+# of milliseconds late, and a bucket that forgave each delay paced well under its rate, its
+# queue overflowed and the drops read as the link's loss (a second cut under the low layers,
+# to a transcoded rung: tests/sfu/test_throttled.py, 1 run in 6 at load 10). 0.1 s at the
+# rate is half a full access-link queue.
+BURST_S = 0.1
 
 
 class Pacer:
