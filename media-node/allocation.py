@@ -44,10 +44,10 @@ def allocate(legs: Iterable[DownTrack], estimate: float, views: dict[str, int],
              congested: bool = False) -> dict[DownTrack, int]:
     """Layer index per video leg of one subscriber; ``views``: rendered tile height per track id
     (from the client). A screen share has one layer, so it is always in (first in line).
-    ``congested`` (the choice right after a cut): a layer costs the more of its average and its
-    last 0.25 s, since the layers just sent were too much for the link; a full layer whose
-    encoder was still ramping up averaged low, stayed on through the cut and took a second cut
-    2 s later to leave (tests/sfu/test_throttled.py, past 5 s)."""
+    ``congested`` (right after a cut and through its hold): a layer costs the more of its
+    average and its last 0.25 s, since the layers just sent were too much for the link; a full
+    layer whose encoder was still ramping up averaged low, stayed on through the cut and took a
+    second cut 2 s later to leave (tests/sfu/test_throttled.py, past 5 s)."""
     price = (lambda layer: max(rate(layer), layer.bitrate)) if congested else rate
     video: list[DownTrack] = []
     budget = estimate

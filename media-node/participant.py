@@ -354,7 +354,11 @@ class Participant:
         estimate = self.downlink.estimate
         if self.max_bps is not None:
             estimate = min(estimate, self.max_bps)
-        choice = allocate(legs, estimate, self.views, self.downlink.congested)
+        # right after a cut and through its hold, a layer costs what it sends now if that is more:
+        # priced at its average again the tick after, a full layer that a cut had just stopped
+        # fitted and came back, and went down again (test_throttled: a 1.5 s freeze)
+        careful = self.downlink.congested or now < self.downlink.hold_until
+        choice = allocate(legs, estimate, self.views, careful)
         tx = self.transcoding
         self._fall_back()
         usable = tx is not None and tx.available(self.meeting_id, now)
