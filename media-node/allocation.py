@@ -40,10 +40,15 @@ def view_cap(dt: DownTrack, height: int | None) -> int:
     return len(layers) - 1
 
 
-def allocate(legs: Iterable[DownTrack], estimate: float,
-             views: dict[str, int]) -> dict[DownTrack, int]:
+def allocate(legs: Iterable[DownTrack], estimate: float, views: dict[str, int],
+             congested: bool = False) -> dict[DownTrack, int]:
     """Layer index per video leg of one subscriber; ``views``: rendered tile height per track id
-    (from the client). A screen share has one layer, so it is always in (first in line)."""
+    (from the client). A screen share has one layer, so it is always in (first in line).
+    ``congested`` (right after a cut and through its hold): a layer costs the more of its
+    average and its last 0.25 s, since the layers just sent were too much for the link; a full
+    layer whose encoder was still ramping up averaged low, stayed on through the cut and took a
+    second cut 2 s later to leave (tests/sfu/test_throttled.py, past 5 s)."""
+    price = (lambda layer: max(rate(layer), layer.bitrate)) if congested else rate
     video: list[DownTrack] = []
     budget = estimate
     for dt in legs:
@@ -52,7 +57,7 @@ def allocate(legs: Iterable[DownTrack], estimate: float,
         elif dt.sender is not None:
             video.append(dt)
     choice = {dt: 0 for dt in video}
-    spent = sum(rate(dt.up.layers[0]) for dt in video)
+    spent = sum(price(dt.up.layers[0]) for dt in video)
     caps = {dt: view_cap(dt, views.get(dt.up.track_id)) for dt in video}
     order = sorted(video, key=lambda dt: -(views.get(dt.up.track_id) or 10_000))
     raised = True
@@ -63,7 +68,7 @@ def allocate(legs: Iterable[DownTrack], estimate: float,
             if i >= caps[dt]:
                 continue
             layers = dt.up.layers
-            extra = rate(layers[i + 1]) - rate(layers[i])
+            extra = price(layers[i + 1]) - price(layers[i])
             # hysteresis: keeping the layer a leg has needs the budget, going past it 15 % more,
             # so layer rates that wobble with every keyframe do not flip a leg back and forth
             current = dt.current.index if dt.current is not None else 0

@@ -27,6 +27,16 @@ section 6):
   node's own socket drops incoming packets; tests/sfu/test_throttled.py);
 - the NACK share is counted over as many 0.25 s updates as it takes to send 20 packets: one
   10 frames/s leg sends about 6 per update, too few to judge alone, while the link is shared;
+  these windows are disjoint (each packet judged once);
+- the first loss of a good link is judged when it is reported, not only on the update: outside
+  a hold (the estimate was growing: the link had room) a NACK with fresh numbers calls
+  ``react``, which judges the shortest window from one of the last updates' marks that holds
+  20 packets, and cuts at once (LiveKit's StreamAllocator reallocates on each feedback signal
+  the same way). Only there: inside a hold (after a cut) loss is judged on the update alone.
+  Judged at each NACK, a window always ends on a loss and sliding windows count a packet more
+  than once, so they read high; on a link the low layers nearly fill that made a second cut
+  under the low layers (the reverted ab3bc42: tests/sfu/test_throttled.py failed 1 run in 5),
+  while for the first drop of a good link the cut is floored at the lowest layers anyway;
 - after a cut, loss is not judged for ``SETTLE_S``: the queue the cut legs filled drains, the
   new layers' keyframes come in a burst, and what the receiver NACKs then says nothing about
   the narrower rate (counted, it cut a throttled receiver's 270 kbit/s link to 98 kbit/s, below
@@ -48,6 +58,8 @@ section 6):
 from __future__ import annotations
 
 import time
+from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 NACK_MIN_PACKETS = 20  # video packets an update needs before its NACK share counts
@@ -61,6 +73,8 @@ CUT_GAP_S = 2.0  # a second cut waits for feedback about the first
 SENT_SMOOTHING = 0.3  # per update: the sent rate averaged over about a second
 CUT_MARGIN = 0.85  # a cut lands this far under what got through
 SETTLE_S = 1.0  # after a cut: the filled queue drains and the new keyframes pass, unjudged
+REACT_WINDOW_S = 1.0  # the longest window ``react`` judges (its start: an update's mark)
+LOSS_CUT = 0.10  # a loss fraction over this cuts
 
 
 class Downlink:
@@ -76,7 +90,11 @@ class Downlink:
         self.reason = "start"
         self.legs: set[Any] = set()  # the subscriber's video DownTracks (their packet counters)
         self.nacks = 0  # fresh NACKed sequence numbers over those legs
-        self._marks = (0, 0)  # (packets, nacks) at the last update
+        self._marks = (0, 0)  # (packets, nacks) where the update's next window starts
+        # (time, packets, nacks) of each update in the last REACT_WINDOW_S: ``react``'s windows
+        self._ticks: deque[tuple[float, int, int]] = deque()
+        # called when a NACK brings fresh numbers (the participant's ``react``), or None
+        self.alert: Callable[[], None] | None = None
         self.sent: float | None = None  # bits/s sent, averaged over about a second
         self.cut_at = -1e9
 
@@ -96,7 +114,18 @@ class Downlink:
         if now - self.cut_at >= SETTLE_S:
             return False
         self._marks = (sum(dt.packets for dt in self.legs), self.nacks)
+        self._ticks.clear()
         return True
+
+    def _tick(self, now: float) -> None:
+        """Where ``react``'s windows may start: this update's counters."""
+        packets = sum(dt.packets for dt in self.legs)
+        ticks = self._ticks
+        if ticks and packets < ticks[-1][1]:  # a leg left: its packets left the sum
+            ticks.clear()
+        ticks.append((now, packets, self.nacks))
+        while now - ticks[0][0] > REACT_WINDOW_S:
+            ticks.popleft()
 
     def on_remb(self, bps: float) -> None:
         self.remb = float(bps)
@@ -108,16 +137,13 @@ class Downlink:
         ``floor``: what the subscriber's lowest layers and audio cost."""
         now = time.monotonic() if now is None else now
         loss = 0.0 if self.settling(now) else max(loss, self.nack_share())
+        self._tick(now)
         self.sent = sent_bps if self.sent is None else (
             self.sent + SENT_SMOOTHING * (sent_bps - self.sent))
         remb = self.remb if self.remb is not None and now - self.remb_at < REMB_FRESH_S else None
         self.congested = False
-        if loss > 0.10:  # packets are being dropped
-            if now - self.cut_at >= CUT_GAP_S:
-                lowest = floor if self.estimate > floor else FLOOR_BPS
-                self._cut(max(lowest, CUT_MARGIN * self.sent * (1 - loss)), now,
-                          f"loss {loss:.0%}")
-            self.congested = True
+        if loss > LOSS_CUT:  # packets are being dropped
+            self._lossy(loss, now, floor)
         elif loss < 0.02 and (now >= self.hold_until
                               or (remb is not None and remb > 1.2 * self.estimate)):
             grown = max(self.estimate, sent_bps) * GROWTH
@@ -125,6 +151,36 @@ class Downlink:
                 self.estimate = grown
                 self.reason = "probe"
         return self.estimate
+
+    def reacts(self, now: float) -> bool:
+        """Whether a NACK is judged when it comes: outside a hold, long enough after a cut."""
+        return (self.sent is not None and now >= self.hold_until
+                and now - self.cut_at >= CUT_GAP_S and bool(self._ticks))
+
+    def react(self, now: float, floor: float = FLOOR_BPS) -> bool:
+        """A NACK just brought fresh numbers: outside a hold, judge the NACK share now rather
+        than at the next update; True when it cut (the caller re-chooses the legs, which stop
+        their layers at once: ``congested``)."""
+        if not self.reacts(now):
+            return False
+        packets = sum(dt.packets for dt in self.legs)
+        for _, p, n in reversed(self._ticks):
+            if packets - p >= NACK_MIN_PACKETS:
+                loss = min(1.0, (self.nacks - n) / (packets - p))
+                break
+        else:
+            return False
+        if loss <= LOSS_CUT:
+            return False
+        self._lossy(loss, now, floor)
+        return self.cut_at == now
+
+    def _lossy(self, loss: float, now: float, floor: float) -> None:
+        """Loss over ``LOSS_CUT``: cut (unless a cut is too recent); the link is congested."""
+        if now - self.cut_at >= CUT_GAP_S and self.sent is not None:
+            lowest = floor if self.estimate > floor else FLOOR_BPS
+            self._cut(max(lowest, CUT_MARGIN * self.sent * (1 - loss)), now, f"loss {loss:.0%}")
+        self.congested = True
 
     def _cut(self, to: float, now: float, reason: str) -> None:
         if to >= self.estimate:

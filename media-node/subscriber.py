@@ -279,8 +279,10 @@ class DownTrack:
             fresh = [s for s in packet.lost if s not in self.nack_seen and self.was_sent(s)]
             self.nacked.update(fresh)
             self.nack_seen.update(fresh)
-            if self.downlink is not None:
+            if self.downlink is not None and fresh:
                 self.downlink.nacks += len(fresh)
+                if self.downlink.alert is not None:  # judge the loss now, not at the next tick
+                    self.downlink.alert()
             if len(self.nack_seen) > 4096:
                 self.nack_seen.clear()
             for out in packet.lost:

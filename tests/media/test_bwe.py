@@ -1,5 +1,6 @@
 """The downlink estimate's rules (media-node/bwe.py) on the numbers the node feeds it every
-0.25 s; the throttled link end to end is tests/sfu/test_throttled.py."""
+0.25 s and on each NACK (``react``); the throttled link end to end is
+tests/sfu/test_throttled.py, its timing bench/layer_drop.py."""
 
 from __future__ import annotations
 
@@ -91,3 +92,43 @@ def test_a_cut_stops_at_the_lowest_layers_until_loss_lasts_there() -> None:
     assert down.update(400_000, 0.7, now=0.25, floor=220_000) == 220_000
     later = 0.25 + CUT_GAP_S
     assert down.update(220_000, 0.5, now=later, floor=220_000) < 220_000
+
+
+def test_a_good_links_first_loss_is_judged_when_the_nack_comes() -> None:
+    """``react``: outside a hold, a share over 10 % of the last updates' 20+ packets cuts
+    between two updates, with the update's margin."""
+    down = Downlink(start_bps=2_000_000)
+    legs = [Leg(), Leg()]
+    down.legs.update(legs)
+    down.update(460_000, 0.0, now=0.0)
+    for leg in legs:
+        leg.packets += 10
+    down.nacks += 1
+    assert not down.react(0.1)  # 1 of 20: 5 %
+    assert down.estimate > 460_000
+    down.nacks += 4
+    assert down.react(0.12)  # 5 of 20
+    assert round(down.estimate) == round(CUT_MARGIN * 460_000 * (1 - 0.25))
+    assert down.congested and down.reason == "loss 25%"
+
+
+def test_inside_a_hold_a_nack_waits_for_the_update() -> None:
+    """After a cut, NACKs do not cut on arrival while the hold lasts: judged at each NACK a
+    window reads high, and on a link the low layers nearly fill that made a second cut under
+    them (the reverted ab3bc42); the update's disjoint windows judge them instead."""
+    down = Downlink(start_bps=2_000_000)
+    legs = [Leg(), Leg()]
+    down.legs.update(legs)
+    down.update(460_000, 0.0, now=0.0)
+    cut = down.update(460_000, 0.5, now=0.25)
+    t = 0.25 + CUT_GAP_S + 0.25  # past the gap and the settle, inside the hold
+    assert t < 0.25 + HOLD_MIN_S
+    for leg in legs:
+        leg.packets += 10
+    down.update(cut, 0.0, now=t)  # a clean update: where the next windows start
+    for leg in legs:
+        leg.packets += 10
+    down.nacks += 10  # half of the 20 packets since
+    assert not down.react(t + 0.1)
+    assert down.estimate == cut
+    assert down.update(cut, 0.0, now=t + 0.25) < cut  # the update judges them

@@ -1,0 +1,131 @@
+"""A subscriber's recovery pacer: after a congested move to lower layers, what the call server
+sends that subscriber leaves at the cut estimate, after the bottleneck's queue had time to drain.
+
+Why: when loss shows, the narrow link's queue is full (a tail-drop queue loses only when full)
+with packets of the layers just stopped. The lower layers start on keyframes, 5-20x a delta
+frame, asked for at once and sent by the publishers within the same 30-160 ms; forwarded as
+they come, two keyframes (and their repairs) landed on that full queue together and were lost
+in it, NACKed, lost again and asked for again: the throttled receiver of
+tests/sfu/test_throttled.py froze 1.25-1.8 s after every switch. Paced, the keyframes pass
+whole. LiveKit's pkg/sfu/pacer paces every packet (leaky bucket); here only the recovery is
+paced, so the steady forwarding path stays one synchronous ``sendto`` per packet: the pacer
+swaps the connection's ``Link.sendto`` for its queue while it runs and puts the socket's back
+after (``DownTrack.forward`` does not change). Audio is not held: it is small, and a gap in it
+is heard; it counts against the rate all the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Any
+
+from .link import Link
+
+DRAIN_S = 0.2  # what a full access-link queue holds (tbf / modem buffers: hundreds of ms)
+PACE_S = 1.5  # how long after the move: the new keyframes, their repairs and first frames
+MAX_QUEUE_S = 2.0  # packets beyond this much at the rate are dropped (the receiver NACKs)
+# catch-up the bucket allows after a late timer: on a loaded machine the loop runs timers tens
+# of milliseconds late, and a bucket that forgave each delay paced well under its rate, its
+# queue overflowed and the drops read as the link's loss (a second cut under the low layers,
+# to a transcoded rung: tests/sfu/test_throttled.py, 1 run in 6 at load 10). 0.1 s at the
+# rate is half a full access-link queue.
+BURST_S = 0.1
+
+
+class Pacer:
+    """Leaky bucket in front of one subscriber's ``Link`` while it recovers."""
+
+    def __init__(self, link: Link) -> None:
+        self.link = link
+        self.raw: Any = None  # the socket's sendto while pacing, else None
+        self.queue: deque[tuple[bytes, Any]] = deque()
+        self.queued = 0  # bytes in the queue
+        self.rate = 0.0  # bytes per second
+        self.next_at = 0.0  # loop time the next packet may leave
+        self.until = 0.0
+        self.audio: frozenset[int] = frozenset()  # payload types sent at once
+        self.timer: asyncio.TimerHandle | None = None
+        self.runs = 0
+        self.dropped = 0
+
+    @property
+    def pacing(self) -> bool:
+        return self.raw is not None
+
+    def start(self, bps: float, audio_pts: frozenset[int], drain_s: float = DRAIN_S) -> None:
+        """Hold video ``drain_s`` (the queue the stopped layers filled), then send at ``bps``
+        for ``PACE_S``; a second start while pacing takes the new rate and extends the time."""
+        link = self.link
+        if not link.ready or bps <= 0:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if self.raw is None:
+            self.raw = link.sendto
+            link.sendto = self.send
+            self.next_at = now + drain_s
+            self.runs += 1
+        self.rate = bps / 8
+        self.audio = audio_pts
+        self.until = now + PACE_S
+        self._schedule(loop)
+
+    def send(self, data: bytes, addr: Any) -> None:
+        """``Link.sendto`` while pacing: audio at once, video queued."""
+        if data[1] & 0x7F in self.audio:
+            self.next_at += len(data) / self.rate
+            self.raw(data, addr)
+            return
+        if self.queued + len(data) > self.rate * MAX_QUEUE_S:
+            self.dropped += 1
+            return
+        queue = self.queue
+        queue.append((data, addr))
+        self.queued += len(data)
+        if len(queue) == 1:  # the timer waited for the end, or for nothing
+            self._schedule(asyncio.get_running_loop())
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        at = self.next_at if self.queue else self.until
+        self.timer = loop.call_at(max(at, loop.time()), self._drain)
+
+    def _drain(self) -> None:
+        self.timer = None
+        if self.raw is None:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        queue, raw = self.queue, self.raw
+        while queue and self.next_at <= now:
+            data, addr = queue.popleft()
+            self.queued -= len(data)
+            self.next_at = max(self.next_at, now - BURST_S) + len(data) / self.rate
+            try:
+                raw(data, addr)
+            except OSError:  # a full socket buffer or a closed pair: the packet is lost
+                self.dropped += 1
+        if queue or now < self.until:
+            self._schedule(loop)
+        else:
+            self.stop()
+
+    def stop(self) -> None:
+        """Back to sending at once (whatever is queued goes now)."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        raw, self.raw = self.raw, None
+        if raw is None:
+            return
+        if self.link.sendto == self.send:  # not re-resolved meanwhile (an ICE restart)
+            self.link.sendto = raw
+        while self.queue:
+            data, addr = self.queue.popleft()
+            try:
+                raw(data, addr)
+            except OSError:
+                self.dropped += 1
+        self.queued = 0
