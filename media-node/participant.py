@@ -295,7 +295,7 @@ class Participant:
     def subscribe(self, up: UpTrack) -> None:
         if self.closed or not self.subscribes or id(up) in self.downtracks:
             return
-        dt = DownTrack(up, self.id, self.link, self.downlink)
+        dt = DownTrack(up, self.id, self.link, self.downlink, layer=up.flowing())
         if not self.decodes(up):
             dt.target = None  # never the original: it starts on the transcoder's output
         self.downtracks[id(up)] = dt
@@ -403,6 +403,8 @@ class Participant:
                 continue  # nothing it can decode until the meeting's transcoder answers
             if not dt.up.simulcast and not isinstance(before_layer, RungLayer):
                 continue
+            if dt.layer is None and not dt.packets and not isinstance(dt.target, RungLayer):
+                continue  # a new leg keeps the flowing layer it starts on until its keyframe
             down = before_layer is not None and index < before_layer.index
             if dt.select(index, congested=down and self.downlink.congested):
                 stopped = stopped or (down and self.downlink.congested)

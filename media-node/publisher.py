@@ -229,6 +229,15 @@ class UpTrack:
         for layer in self.layers:
             layer.request_keyframe()
 
+    def flowing(self) -> int:
+        """Index of the highest layer the publisher sends now (bits in the last sample), where
+        a new leg starts: its keyframe is one PLI away, while a layer dynacast paused waits for
+        the next allocation, the ``layers`` event, the publisher's encoder and its keyframe
+        (300+ ms, docs/benchmarks.md "Join time"). The allocation raises the leg after its first
+        keyframe. Nothing sampled yet (a new publisher sends every layer): the top one."""
+        return max((layer.index for layer in self.layers if layer.bitrate > 0),
+                   default=len(self.layers) - 1)
+
     def wanted_rids(self) -> list[str]:
         """Dynacast: the layers somebody receives or waits for, plus always the lowest (a new
         subscriber or a falling one lands there at once) and the top one while recording."""
