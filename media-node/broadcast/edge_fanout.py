@@ -51,6 +51,7 @@ from ..subscriber import DownTrack
 GOP_LIMIT = 4096  # packets: a longer GOP (about 4 MB) is not cached; viewers wait for a keyframe
 TICK_S = 0.5  # sender reports, and keyframe requests for legs still waiting
 START_QUIET_S = 1.0  # a viewer started from the cache: its PLIs are dropped this long
+STALL_S = 0.1  # a tick this late counts as a stall of the event loop (status)
 BURST_KEEP_S = 3.0  # how long a leg answers NACKs for its burst (NACKs stop within about 1 s)
 _MASK = 0xFFFFFFFF
 _perf = time.perf_counter
@@ -170,6 +171,8 @@ class PacketFeed:
         self.cached_starts = 0  # viewers started from the cache (status)
         self._earlier = {"video": 0, "audio": 0}  # packets of earlier upstream sessions
         self._tick: asyncio.Task[None] | None = None
+        self.stalls = 0  # ticks at least STALL_S late, and their lateness summed (seconds)
+        self.stalled = 0.0
 
     def attach(self, kind: str, receiver: RTCRtpReceiver, codecs: list[Any]) -> None:
         """A new upstream session's receiver of ``kind`` (negotiated ``codecs``): its packets
@@ -252,9 +255,16 @@ class PacketFeed:
         """What the call server's tick does for its legs: true sender reports (RFC 3550 6.4.1)
         and a keyframe request again for a leg still waiting (a lost PLI must not hold it); a
         burst kept past the time NACKs for it can come is let go."""
+        due = _perf() + TICK_S
         while True:
             await asyncio.sleep(TICK_S)
-            old = _perf() - BURST_KEEP_S
+            now = _perf()
+            late = now - due  # the event loop's lag: a stall holds every viewer's packets
+            due = now + TICK_S
+            if late >= STALL_S:
+                self.stalls += 1
+                self.stalled += late
+            old = now - BURST_KEEP_S
             for viewer in self.viewing:
                 for leg in viewer.legs.values():
                     leg.sync_sender_report()
@@ -282,6 +292,20 @@ class PacketFeed:
 
     def viewers(self) -> int:
         return len(self.viewing)
+
+    def forwarding(self) -> dict[str, int]:
+        """Totals over the viewers' legs (status; bench/broadcast_edge.py reads them): packets
+        sent, dropped at a full socket buffer (the leg then waits for a keyframe) and resent."""
+        legs = [leg for v in self.viewing for leg in v.legs.values()]
+        lost = {k: sum(max(0, layer.stats.packets_expected - layer.stats.packets_received)
+                       for layer in up.layers if layer.stats is not None)
+                for k, up in self.ups.items()}
+        return {"packets": sum(leg.packets for leg in legs),
+                "dropped": sum(leg.dropped for leg in legs),
+                "retransmitted": sum(leg.retransmitted for leg in legs),
+                "upstream_lost_video": lost.get("video", 0),
+                "upstream_lost_audio": lost.get("audio", 0),
+                "loop_stalls": self.stalls, "loop_stalled_ms": round(self.stalled * 1000)}
 
     def close(self) -> None:
         if self._tick is not None:
