@@ -244,7 +244,7 @@ async def serve_edge(args: argparse.Namespace) -> None:
         return {"rendition": r, "upstream": pull.url, "connected": pull.connected,
                 "upstreamSessions": pull.sessions, "viewers": feed.viewers(),
                 "packets": feed.packets, "cachedStarts": feed.cached_starts,
-                "forwarding": feed.forwarding()}
+                "forwarding": feed.forwarding(), "cacheStarts": feed.starts}
 
     def status(broadcast: str) -> dict[str, Any] | None:
         if broadcast != key:
