@@ -306,22 +306,64 @@ class ViewerProcs:
 
 
 def loss_of(rows: list[dict[str, Any]], window: float, audio_pps: float) -> dict[str, Any]:
+    """Mean and worst loss over the viewers, and the mean of each of its parts (which one
+    decides says where packets went: whole frames, sequence gaps or audio)."""
     frames_sent = window * FPS
     worst, total = 0.0, 0.0
+    parts = {"frames": 0.0, "seq_video": 0.0, "seq_audio": 0.0, "audio": 0.0}
     for r in rows:
-        seq_loss = 0.0
+        seq = {"video": 0.0, "audio": 0.0}
         for kind, (first, last, _) in r["seq"].items():
             span = last - first + 1
-            seq_loss = max(seq_loss, 1 - r["packets"][kind] / span if span > 0 else 1.0)
-        loss = max(0.0, 1 - r["frames"] / frames_sent, seq_loss,
-                   1 - r["packets"]["audio"] / (window * audio_pps))
+            seq[kind] = 1 - r["packets"][kind] / span if span > 0 else 1.0
+        mine = {"frames": 1 - r["frames"] / frames_sent, "seq_video": seq["video"],
+                "seq_audio": seq["audio"],
+                "audio": 1 - r["packets"]["audio"] / (window * audio_pps)}
+        for k, v in mine.items():
+            parts[k] += v
+        loss = max(0.0, *mine.values())
         worst = max(worst, loss)
         total += loss
-    return {"mean": round(total / max(1, len(rows)), 4), "worst": round(worst, 4)}
+    n = max(1, len(rows))
+    return {"mean": round(total / n, 4), "worst": round(worst, 4),
+            "parts": {k: round(v / n, 4) for k, v in parts.items()}}
+
+
+def udp_drops(pids: list[int]) -> int:
+    """Datagrams the kernel dropped at the UDP sockets of these processes (their receive
+    buffers full: /proc/net/udp's drops column), so far."""
+    inodes: set[str] = set()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                    if target.startswith("socket:["):
+                        inodes.add(target[8:-1])
+    drops = 0
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        with contextlib.suppress(OSError), open(table) as f:
+            for line in f.readlines()[1:]:
+                cols = line.split()
+                if len(cols) > 12 and cols[9] in inodes:
+                    drops += int(cols[-1])
+    return drops
+
+
+async def forwarding(status: str | None) -> dict[str, int] | None:
+    """The edge's forwarding counters (its status document), or None (Janus)."""
+    if status is None:
+        return None
+    async with httpx.AsyncClient(timeout=10) as http:
+        doc = (await http.get(status)).json()
+    return {**doc.get("forwarding", {}), "upstream_sessions": doc.get("upstreamSessions", 0)}
 
 
 async def measure(system: str, pid: int, target: str, feed: int, steps: list[int],
-                  window: float, warm: float, procs: int) -> list[dict[str, Any]]:
+                  window: float, warm: float, procs: int, status: str | None = None,
+                  upstream: tuple[int, ...] = ()) -> list[dict[str, Any]]:
+    """``upstream``: the processes feeding the system (ingest, this process's publisher), whose
+    kernel drops are counted too."""
     vp = ViewerProcs(system, target, feed, procs)
     rows: list[dict[str, Any]] = []
     try:
@@ -333,9 +375,14 @@ async def measure(system: str, pid: int, target: str, feed: int, steps: list[int
             have = step
             await asyncio.sleep(warm)
             spy = profile_start(pid, window) if step == steps[-1] and PY_SPY else None
+            vpids = [p.pid for p in vp.procs]
+            d0, e0, u0 = udp_drops(vpids), udp_drops([pid]), udp_drops([*upstream, os.getpid()])
+            f0 = await forwarding(status)
             c0, v0, w0 = cpu_seconds(pid), vp.cpu(), time.monotonic()
             res = await vp.ask([f"window {window}"] * procs, window + 30)
             w1 = time.monotonic()
+            d1, e1, u1 = udp_drops(vpids), udp_drops([pid]), udp_drops([*upstream, os.getpid()])
+            f1 = await forwarding(status)
             cpu = (cpu_seconds(pid) - c0) / (w1 - w0)
             per = [r for part in res for r in part]
             loss = loss_of(per, window, 1000 / AUDIO_MS)
@@ -345,7 +392,11 @@ async def measure(system: str, pid: int, target: str, feed: int, steps: list[int
                    "cpu_us_per_packet": round(cpu * 1e6 / pps, 2) if pps else None,
                    "loss_mean": loss["mean"], "loss_worst": loss["worst"],
                    "viewer_procs_cpu_cores": round((vp.cpu() - v0) / (w1 - w0), 3),
+                   "loss_parts": loss["parts"], "udp_drops_viewers": d1 - d0,
+                   "udp_drops_system": e1 - e0, "udp_drops_upstream": u1 - u0,
                    "loadavg": machine_load()}
+            if f0 and f1:  # the edge's own counters over the window
+                row["edge"] = {k: f1[k] - f0.get(k, 0) for k in f1}
             ok = loss["mean"] <= LOSS_LIMIT and cpu > 0
             row["viewers_per_core"] = round(step / cpu) if ok else None
             if rows:
@@ -359,7 +410,10 @@ async def measure(system: str, pid: int, target: str, feed: int, steps: list[int
                   f"cpu={row['cpu_cores']:.3f} pps={row['packets_out_per_s']} "
                   f"us/pkt={row['cpu_us_per_packet']} loss mean={loss['mean']} "
                   f"worst={loss['worst']} viewers/core={row['viewers_per_core']} "
-                  f"load={row['loadavg'][0]}", flush=True)
+                  f"load={row['loadavg'][0]} parts={loss['parts']} "
+                  f"udp drops viewers={d1 - d0} system={e1 - e0} upstream={u1 - u0} "
+                  f"edge={row.get('edge')}",
+                  flush=True)
     finally:
         vp.stop()
     return rows
@@ -387,7 +441,11 @@ async def run_parley(media: tuple[list[bytes], list[bytes]], args: argparse.Name
                     raise RuntimeError("the edge is not receiving")
                 await asyncio.sleep(0.2)
         rows = await measure("parley-edge", chain.pid("edge"), f"{edge}/live/{BROADCAST}/whep",
-                             0, args.steps, args.window, args.warm, args.procs)
+                             0, args.steps, args.window, args.warm, args.procs,
+                             f"{edge}/live/{BROADCAST}", (chain.pid("ingest"),))
+        warnings = [ln for ln in chain.log("edge").splitlines() if "WARNING" in ln or "pull" in ln]
+        if warnings:  # e.g. the upstream pulled again: say so next to the figures
+            rows[-1]["edge_log"] = warnings[-20:]
         import aiortc
         return {"system": "parley-edge", "version": f"parley edge-relay (aiortc "
                 f"{aiortc.__version__})", "steps": rows}

@@ -23,9 +23,10 @@ Such a viewer's leg is an ``EdgeLeg``. The burst's timestamps are the leg's own,
 history's, so the leg keeps what it sent for a few seconds and answers a NACK for a burst packet
 with exactly that header (same sequence number and timestamp): from the history, a lost packet
 came back with its frame's original timestamp, another frame to the viewer's jitter buffer, and
-the frame it belonged to broke. The viewer's PLI in its first second is dropped: it has just been
-sent the keyframe (browsers and aiortc ask for one as they start anyway), and sent upstream it
-made every joining viewer a keyframe request to the source. A later PLI (real loss) goes upstream
+the frame it belonged to broke. The viewer's PLI is dropped until its receiver report covers the
+burst's last packet: it has been sent the keyframe (browsers and aiortc ask for one as they start
+anyway), and sent upstream it made every joining viewer a keyframe request to the source. A later
+PLI (the burst's keyframe did not decode, or real loss) goes upstream
 as on the call server, coalesced to one request per 0.5 s per layer: a transcoder ignores it and
 the viewer recovers on the next GOP boundary, at most 2 s, like the transcoder's own viewers; an
 edge pulling the ingest's programme reaches the camera, which answers. Replaying the cache instead
@@ -41,7 +42,7 @@ from typing import Any
 
 from aiortc import RTCPeerConnection
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
-from aiortc.rtp import RTCP_PSFB_FIR, RTCP_PSFB_PLI, RtcpPsfbPacket
+from aiortc.rtp import RTCP_PSFB_FIR, RTCP_PSFB_PLI, RtcpPsfbPacket, RtcpRrPacket, RtcpSrPacket
 
 from ..link import Link
 from ..publisher import Layer, UpTrack
@@ -50,7 +51,9 @@ from ..subscriber import DownTrack
 
 GOP_LIMIT = 4096  # packets: a longer GOP (about 4 MB) is not cached; viewers wait for a keyframe
 TICK_S = 0.5  # sender reports, and keyframe requests for legs still waiting
-START_QUIET_S = 1.0  # a viewer started from the cache: its PLIs are dropped this long
+STARTS_KEPT = 32  # cache starts the status describes
+START_PLIS = 8  # a viewer's keyframe requests recorded after its start from the cache
+STALL_S = 0.1  # a tick this late counts as a stall of the event loop (status)
 BURST_KEEP_S = 3.0  # how long a leg answers NACKs for its burst (NACKs stop within about 1 s)
 _MASK = 0xFFFFFFFF
 _perf = time.perf_counter
@@ -119,12 +122,19 @@ class GopCache:
 class EdgeLeg(DownTrack):
     """A viewer's leg at an edge: a ``DownTrack`` that may have started from the cached GOP."""
 
-    __slots__ = ("burst", "started")
+    __slots__ = ("burst", "burst_end", "confirmed", "received", "start_plis", "started")
 
     def __init__(self, up: UpTrack, subscriber: str, link: Link) -> None:
         super().__init__(up, subscriber, link)
         self.burst: dict[int, tuple[int, int, bytes]] | None = None  # GopCache.replay's answer
         self.started = 0.0  # perf_counter() of its start from the cache (0: it did not)
+        # the burst's last outgoing sequence number until a receiver report covers it, else -1
+        self.burst_end = -1
+        self.received = -1  # highest sequence number in the viewer's last receiver report
+        self.confirmed = -1.0  # seconds from the start to the report that covered the burst
+        # the viewer's keyframe requests while its burst is kept: (seconds after the start, went
+        # upstream), for the status
+        self.start_plis: list[tuple[float, bool]] = []
 
     def retransmit(self, out: int) -> None:
         """A burst packet again exactly as the viewer first got it; others from the history."""
@@ -137,13 +147,33 @@ class EdgeLeg(DownTrack):
                 return
         super().retransmit(out)
 
+    def covered(self) -> bool:
+        """The viewer's last receiver report (RFC 3550 6.4.2: extended highest sequence number
+        received) reaches the burst's last packet."""
+        return self.received >= 0 and ((self.received - self.burst_end) & 0xFFFF) < 0x8000
+
     async def on_rtcp(self, packet: Any) -> None:
         """The viewer's feedback, but not its keyframe requests (RFC 4585 6.3.1 PLI, RFC 5104
-        4.3.1 FIR) in the first moments after its start from the cache: it has the keyframe."""
-        if (self.started and isinstance(packet, RtcpPsfbPacket)
-                and packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR)
-                and _perf() - self.started < START_QUIET_S):
-            return
+        4.3.1 FIR) while the keyframe it was started on is still on its way: until a receiver
+        report of the viewer covers the burst's last packet (a browser sends its PLI in a
+        compound packet after its receiver report, RFC 4585 3.1), or the burst is let go. A
+        request after that is a real one (the burst's keyframe did not decode) and goes upstream,
+        coalesced; one before it is the request every starting receiver makes, answered by the
+        burst already (and NACKs repair it)."""
+        if isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
+            for report in packet.reports:
+                if report.ssrc == self.ssrc:
+                    self.received = report.highest_sequence & 0xFFFF
+            if self.burst_end >= 0 and self.covered():
+                self.burst_end = -1
+                self.confirmed = round(_perf() - self.started, 3)
+        elif (self.started and isinstance(packet, RtcpPsfbPacket)
+              and packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR)):
+            quiet = self.burst_end >= 0
+            if self.burst is not None and len(self.start_plis) < START_PLIS:
+                self.start_plis.append((round(_perf() - self.started, 3), not quiet))
+            if quiet:
+                return
         await super().on_rtcp(packet)
 
 
@@ -168,8 +198,13 @@ class PacketFeed:
         self.viewing: list[EdgeViewer] = []
         self.gop = GopCache()
         self.cached_starts = 0  # viewers started from the cache (status)
+        # the last viewers started from the cache: when their receiver report covered the burst
+        # and their keyframe requests meanwhile (EdgeLeg.confirmed, start_plis), for the status
+        self.starts: list[dict[str, Any]] = []
         self._earlier = {"video": 0, "audio": 0}  # packets of earlier upstream sessions
         self._tick: asyncio.Task[None] | None = None
+        self.stalls = 0  # ticks at least STALL_S late, and their lateness summed (seconds)
+        self.stalled = 0.0
 
     def attach(self, kind: str, receiver: RTCRtpReceiver, codecs: list[Any]) -> None:
         """A new upstream session's receiver of ``kind`` (negotiated ``codecs``): its packets
@@ -237,6 +272,7 @@ class PacketFeed:
                 sent = self.gop.replay(layer, leg)
                 if leg.layer is not None:
                     leg.burst, leg.started = sent, _perf()
+                    leg.burst_end = next(reversed(sent)) if sent else -1
                     self.cached_starts += 1
                     continue
             leg.aim(layer)
@@ -252,14 +288,24 @@ class PacketFeed:
         """What the call server's tick does for its legs: true sender reports (RFC 3550 6.4.1)
         and a keyframe request again for a leg still waiting (a lost PLI must not hold it); a
         burst kept past the time NACKs for it can come is let go."""
+        due = _perf() + TICK_S
         while True:
             await asyncio.sleep(TICK_S)
-            old = _perf() - BURST_KEEP_S
+            now = _perf()
+            late = now - due  # the event loop's lag: a stall holds every viewer's packets
+            due = now + TICK_S
+            if late >= STALL_S:
+                self.stalls += 1
+                self.stalled += late
+            old = now - BURST_KEEP_S
             for viewer in self.viewing:
                 for leg in viewer.legs.values():
                     leg.sync_sender_report()
                     if leg.burst is not None and leg.started < old:
-                        leg.burst = None
+                        self.starts = [*self.starts[-STARTS_KEPT + 1:], {
+                            "confirmedS": leg.confirmed if leg.confirmed >= 0 else None,
+                            "plis": leg.start_plis}]
+                        leg.burst, leg.burst_end = None, -1  # no report: PLIs pass now
                     if leg.target is not None and leg.sender is not None:
                         leg.target.request_keyframe()
 
@@ -282,6 +328,22 @@ class PacketFeed:
 
     def viewers(self) -> int:
         return len(self.viewing)
+
+    def forwarding(self) -> dict[str, int]:
+        """Totals over the viewers' legs (status; bench/broadcast_edge.py reads them): packets
+        sent, dropped at a full socket buffer (the leg then waits for a keyframe) and resent."""
+        legs = [leg for v in self.viewing for leg in v.legs.values()]
+        lost = {k: sum(max(0, layer.stats.packets_expected - layer.stats.packets_received)
+                       for layer in up.layers if layer.stats is not None)
+                for k, up in self.ups.items()}
+        return {"packets": sum(leg.packets for leg in legs),
+                "dropped": sum(leg.dropped for leg in legs),
+                "retransmitted": sum(leg.retransmitted for leg in legs),
+                "upstream_lost_video": lost.get("video", 0),
+                "upstream_lost_audio": lost.get("audio", 0),
+                "loop_stalls": self.stalls, "loop_stalled_ms": round(self.stalled * 1000),
+                "keyframe_requests": sum(layer.keyframes.sent for up in self.ups.values()
+                                         for layer in up.layers)}
 
     def close(self) -> None:
         if self._tick is not None:

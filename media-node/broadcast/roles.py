@@ -246,7 +246,8 @@ async def serve_edge(args: argparse.Namespace) -> None:
         pull = pulls[r]
         return {"rendition": r, "upstream": pull.url, "connected": pull.connected,
                 "upstreamSessions": pull.sessions, "viewers": feed.viewers(),
-                "packets": feed.packets, "cachedStarts": feed.cached_starts}
+                "packets": feed.packets, "cachedStarts": feed.cached_starts,
+                "forwarding": feed.forwarding(), "cacheStarts": feed.starts}
 
     def status(broadcast: str) -> dict[str, Any] | None:
         if broadcast != key:

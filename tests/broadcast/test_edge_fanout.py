@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from aiortc.rtp import RtpPacket
+from aiortc.rtp import RtcpRrPacket, RtpPacket
 
 from parley.media.broadcast import edge_fanout
 from parley.media.broadcast.edge_fanout import GopCache
@@ -96,10 +96,13 @@ class WireViewer(Viewer):
     """A WHEP viewer that sees its video RTP as it arrives (after SRTP, RTX unwrapped to the
     sequence number it repairs): the header of each packet's first copy and of every repair, the
     PLIs it sends; with ``drop``, it loses the first copy of the first packet of the burst's second
-    frame (timestamp one tick after the first), as a lossy downlink would."""
+    frame (timestamp one tick after the first), as a lossy downlink would. While ``holding``, its
+    receiver reports (RFC 3550 6.4.2) are not sent: the edge cannot know yet what it received."""
 
-    def __init__(self, url: str, drop: bool = False) -> None:
+    def __init__(self, url: str, drop: bool = False, holding: bool = False) -> None:
         super().__init__(url)
+        self.holding = holding
+        self.reports: list[float] = []  # when receiver reports went out
         self.first: dict[int, int] = {}  # sequence number -> timestamp of its first copy
         self.repairs: list[tuple[int, int]] = []  # (sequence number, timestamp) of each repair
         self.dropped: tuple[int, int] | None = None
@@ -107,6 +110,7 @@ class WireViewer(Viewer):
         receiver = next(t for t in self.pc.getTransceivers() if t.kind == "video").receiver
         self.receiver = receiver
         handle, send_pli = receiver._handle_rtp_packet, receiver._send_rtcp_pli
+        send_rtcp = receiver._send_rtcp
         start: list[int] = []
 
         async def tap(packet: RtpPacket, arrival_time_ms: int = 0) -> None:
@@ -132,8 +136,16 @@ class WireViewer(Viewer):
             self.plis.append(time.monotonic())
             await send_pli(media_ssrc)
 
+        async def rtcp(packet: Any) -> None:
+            if isinstance(packet, RtcpRrPacket) and packet.reports:
+                if self.holding:
+                    return
+                self.reports.append(time.monotonic())
+            await send_rtcp(packet)
+
         receiver._handle_rtp_packet = tap  # type: ignore[method-assign]
         receiver._send_rtcp_pli = pli  # type: ignore[method-assign]
+        receiver._send_rtcp = rtcp  # type: ignore[method-assign]
 
     async def send_pli(self) -> None:
         """A PLI (RFC 4585 6.3.1) for the stream it receives, as a decoder that lost a picture."""
@@ -189,15 +201,16 @@ async def test_a_burst_packet_lost_on_the_way_is_resent_with_the_header_it_first
 
 async def test_a_viewer_started_from_the_cache_asks_upstream_for_no_keyframe_at_first(
         parley_server: Callable[..., str], edge_relay: Start) -> None:  # noqa: F811
-    """Viewers joining from the cached GOP, each sending a PLI as it starts, reach the source with
-    no keyframe request; a PLI after the start window goes upstream."""
+    """Viewers joining from the cached GOP, each sending a PLI as it starts (before any receiver
+    report of theirs covers the burst), reach the source with no keyframe request; a PLI after
+    the viewer reported the burst received goes upstream (its keyframe did not decode)."""
     base = parley_server({"PARLEY_TOKEN_SECRET": SECRET})
     cam = Publisher(base, "final", key("final", "cam1"), (256, 144))
     asked = _camera_keyframe_requests(cam)
     assert (await cam.publish()).status_code == 201
     edge, _ = edge_relay(f"{base}/live/final/whep", "edge")
     first = Viewer(f"{edge}/live/final/whep")
-    joiners = [WireViewer(f"{edge}/live/final/whep") for _ in range(3)]
+    joiners = [WireViewer(f"{edge}/live/final/whep", holding=True) for _ in range(3)]
     try:
         assert (await first.play()).status_code == 201
         await _decoding(first, 30, "the first viewer decoding")
@@ -208,8 +221,13 @@ async def test_a_viewer_started_from_the_cache_asks_upstream_for_no_keyframe_at_
             await viewer.send_pli()
         await asyncio.sleep(0.5)  # two of the edge's and the ingest's coalescing intervals
         assert len(asked) == before, [round(t - asked[0], 2) for t in asked]
-        await asyncio.sleep(edge_fanout.START_QUIET_S)
-        await joiners[0].send_pli()  # real loss, later: a keyframe is asked for upstream
+        reporter = joiners[0]
+        reporter.holding = False  # its next receiver report covers the burst
+
+        async def reported() -> bool:
+            return bool(reporter.reports)
+        await eventually(reported, 5, "a receiver report of the viewer")
+        await reporter.send_pli()  # real loss: a keyframe is asked for upstream
 
         async def asked_again() -> bool:
             return len(asked) > before
