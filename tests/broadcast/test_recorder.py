@@ -7,6 +7,7 @@ ffprobe (Debian ffmpeg) on the VOD playlist and on programme.mp4, Python's ``m3u
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import os
 import signal
@@ -22,7 +23,12 @@ import m3u8
 import pytest
 
 from parley import reports
-from parley.media.broadcast.recorder import Archived, RenditionArchive
+from parley.media.broadcast.recorder import (
+    Archived,
+    BroadcastRecorder,
+    RenditionArchive,
+    parse_playlist,
+)
 from parley.recorder import state, webhook
 from parley.recorder.store import LocalStore, S3Store, Store
 from tests.broadcast.test_hls import probe
@@ -383,3 +389,37 @@ async def test_a_recorder_frozen_past_its_idle_time_keeps_one_recording(
     assert abs(float(fmt["duration"]) - done["duration"]) < 1.0, (fmt, done["duration"])
     print(f"frozen after msn {frozen_at}, resumed from {resumed_from}: {len(segs)} segments, "
           f"missing {missing}, {done['duration']} s")
+
+
+def test_a_new_run_is_told_by_the_upstreams_own_clock(tmp_path: Path) -> None:
+    """After a recorder could not watch (frozen, cut off), the upstream's program date-times
+    tell whether the broadcast went on (same recording, missed segments allowed a target
+    duration each) or stopped for longer than the idle time and started again (a new one)."""
+    t0 = 1_800_000_000.0
+
+    def upstream(*segs: tuple[str, int, float]) -> str:
+        lines = ["#EXTM3U", "#EXT-X-TARGETDURATION:2"]
+        for run, msn, started in segs:
+            stamp = dt.datetime.fromtimestamp(started, dt.UTC).isoformat(
+                timespec="milliseconds").replace("+00:00", "Z")
+            lines += [f'#EXT-X-MAP:URI="180p/{run}/init-0.mp4"',
+                      f"#EXT-X-PROGRAM-DATE-TIME:{stamp}", "#EXTINF:2.00000,",
+                      f"180p/{run}/{msn}.m4s"]
+        return "\n".join(lines) + "\n"
+
+    archive = RenditionArchive(LocalStore(tmp_path), "r1", "180p", "http://unused/180p.m3u8")
+    archive.segments = [Archived(0, "aa", 7, 0, 2_000_000)]
+    archive.last_end = t0 + 2  # segment 7 started at t0
+    rec = BroadcastRecorder(LocalStore(tmp_path), "b", {"180p": "http://unused/180p.m3u8"},
+                            idle_s=3)
+    rec.archives = {"180p": archive}
+    cases = [((("aa", 7, t0), ("aa", 8, t0 + 2)), 0.0, False),  # the next segment
+             ((("aa", 20, t0 + 26), ("aa", 21, t0 + 28)), 0.0, False),  # 12 missed, went on
+             ((("aa", 8, t0 + 30),), 28.0, True),  # the source paused 28 s: a new run
+             ((("bb", 0, t0 + 3),), 1.0, False),  # a restarted packager, 1 s later
+             ((("aa", 7, t0),), None, False)]  # nothing newer: nothing to tell
+    for segs, idle, restarted in cases:
+        up = parse_playlist(upstream(*segs))
+        assert archive.idle_before(up, 2.0) == pytest.approx(idle) if idle is not None \
+            else archive.idle_before(up, 2.0) is None, segs
+        assert rec._restarted(up) is restarted, segs
