@@ -50,7 +50,7 @@ def router(rec: Recordings) -> APIRouter:
             links.check(secret, recording, name, expires, sig)
         except links.LinkError as exc:
             raise HTTPException(403, {"code": exc.code, "message": str(exc)}) from None
-        if not playback.FILE.fullmatch(name):
+        if not playback.file_name(name):
             raise HTTPException(404, {"code": "not_found", "message": "no such file"})
         try:
             manifest = await asyncio.to_thread(state.load, rec.store, recording)

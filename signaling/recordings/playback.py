@@ -15,8 +15,14 @@ from urllib.parse import quote
 
 from parley.recorder import links
 
-# What a recording's files/ folder holds: a name, or one rung's folder and a name in it
-FILE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}(/[A-Za-z0-9_-][A-Za-z0-9._-]{0,127})?")
+
+def file_name(name: str) -> bool:
+    """A name a recording's ``files/`` folder can hold: a file (a meeting's
+    ``<participant>~<track>.webm``, ``composite.mp4``), or one rung's folder and a file in it;
+    never a dot-name (``..``), a backslash or a control character."""
+    parts = name.split("/")
+    return 0 < len(name) <= 512 and len(parts) <= 2 and all(
+        p and not p.startswith(".") and "\\" not in p and p.isprintable() for p in parts)
 _URI_ATTR = re.compile(r'URI="([^"]*)"')
 TYPES = {".m3u8": "application/vnd.apple.mpegurl",  # RFC 8216 4
          ".m4s": "video/iso.segment",  # an fMP4 media segment (IANA)
@@ -45,7 +51,7 @@ def signed_playlist(text: str, secret: str, recording: str, name: str, expires: 
 
     def signed(uri: str) -> str:
         target = posixpath.normpath(posixpath.join(folder, uri))
-        if "://" in uri or uri.startswith("/") or not FILE.fullmatch(target):
+        if "://" in uri or uri.startswith("/") or not file_name(target):
             raise ValueError(f"{name}: unexpected URI {uri!r}")
         sig = links.signature(secret, recording, target, expires)
         return (f"/api/v1/recordings/{quote(recording)}/files/{quote(target)}"
