@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from parley import reports
 from parley.operator import broadcast_access as access
 from parley.operator import kube, resources
 from parley.operator.config import OperatorConfig
@@ -29,7 +30,6 @@ from parley.operator.status import condition
 # recorder's last segment is at most ~7 s old when the operator reads it; 15 s is two more
 # segments missed past that.
 STALLED_AFTER_S = 15.0
-FIELDS = ("state", "id", "rendition", "segments", "seconds", "lastSegmentAt", "location", "error")
 
 
 def recorder_account(b: str) -> str:
@@ -39,6 +39,14 @@ def recorder_account(b: str) -> str:
 def top_rendition(b: dict[str, Any]) -> dict[str, Any]:
     """The programme as recorded: the tallest rung (the CRD's "top rendition")."""
     return max(b["spec"]["renditions"], key=lambda r: int(r["height"]))
+
+
+def recorded(b: dict[str, Any]) -> list[str]:
+    """The rungs the recorder archives, the programme (tallest) first: ``spec.recording.
+    renditions`` ``top`` (the default) or ``all`` (every rung, tallest to shortest)."""
+    rungs = sorted(b["spec"]["renditions"], key=lambda r: -int(r["height"]))
+    which = (b["spec"].get("recording") or {}).get("renditions") or "top"
+    return [r["name"] for r in (rungs if which == "all" else rungs[:1])]
 
 
 def recorder_objects(b: dict[str, Any], config: OperatorConfig, image: str
@@ -63,8 +71,7 @@ def recorder_object(b: dict[str, Any], config: OperatorConfig, image: str
         return None
     ns, name = b["metadata"]["namespace"], b["metadata"]["name"]
     bkey = f"{ns}.{name}"
-    top = top_rendition(b)["name"]
-    env = {"PARLEY_BROADCAST": bkey, "PARLEY_RECORD_RENDITIONS": top,
+    env = {"PARLEY_BROADCAST": bkey, "PARLEY_RECORD_RENDITIONS": ",".join(recorded(b)),
            "PARLEY_RECORDING_STORE": config.recording_store,
            "PARLEY_PUBLIC_URL": config.public_url,  # the links in its notification
            "PARLEY_UPSTREAM_URL": f"http://{name}-tx-{{rendition}}.{ns}.svc:"
@@ -89,7 +96,7 @@ def recording_status(report: dict[str, Any] | None, old: dict[str, Any] | None
     is no longer claimed."""
     if report is None:
         return old if old and old.get("state") in ("ready", "failed") else None
-    return {k: report[k] for k in FIELDS if report.get(k) not in (None, "")}
+    return reports.recording_view(report)
 
 
 def recording_patch(new: dict[str, Any] | None, old: dict[str, Any] | None

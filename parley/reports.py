@@ -7,7 +7,8 @@ Each media node (call server, edge relay) owns one ``coordination.k8s.io/v1`` Le
 {"whep": n, "hls": n}}`` and ``"renditions": {"<ns>/<name>": [renditions producing]}``; a
 broadcast's ingest reports ``"sources": {"<ns>/<name>": {"connected", "onAir", "meetings"}}``
 (media-node/broadcast/ingest_report.py); a broadcast's recorder reports ``"recordings":
-{"<ns>/<name>": {"state", "id", "segments", "seconds", "lastSegmentAt", "location", "error"}}``
+{"<ns>/<name>": {"state", "id", "rendition", "segments", "seconds", "renditions",
+"lastSegmentAt", "location", "error"}}``
 (media-node/broadcast/recorder_report.py). A
 Lease needs no CRD, media nodes only need ``create``/``update`` on leases in their own
 namespace (not ``patch`` on pods), an owner reference to the pod garbage-collects it, and a
@@ -27,6 +28,18 @@ REPORT_LABEL = "parley.dev/report"
 REPORT_ANNOTATION = "parley.dev/report"
 ROLE_LABEL = "parley.dev/role"
 REGION_LABEL = "parley.dev/region"
+
+
+# A Broadcast's ``status.recording``: what its recorder reports (media-node/broadcast/recorder.py
+# ``BroadcastRecorder.report``), as the operator shows it and `parley up` answers
+# ``GET /live/{b}/recording``.
+RECORDING_FIELDS = ("state", "id", "rendition", "segments", "seconds", "renditions",
+                    "lastSegmentAt", "location", "error")
+
+
+def recording_view(report: dict[str, Any]) -> dict[str, Any]:
+    """A recorder's report as ``status.recording``: the known fields that have a value."""
+    return {k: report[k] for k in RECORDING_FIELDS if report.get(k) not in (None, "")}
 
 
 def lease_name(pod: str) -> str:

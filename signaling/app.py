@@ -66,6 +66,11 @@ def create_app(settings: Settings, hub: Hub | None = None) -> FastAPI:
             raise HTTPException(404, "room names are letters, digits and _.:@+-")
         return FileResponse(STATIC / "room.html")
 
+    @app.get("/recordings", include_in_schema=False)
+    async def recordings_page() -> FileResponse:
+        """A room's (or ``broadcast:<name>``'s) recordings, played through the API."""
+        return FileResponse(STATIC / "recordings.html")
+
     @app.get("/favicon.ico")
     async def favicon() -> Response:
         return Response(status_code=204)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import math
 import os
@@ -40,6 +41,7 @@ from urllib.parse import urljoin
 
 import httpx
 
+from parley import reports
 from parley.recorder import state, webhook
 from parley.recorder.store import LocalStore, S3Store, Store, default_store_url, open_store
 from parley.tokens import broadcast_room
@@ -89,15 +91,20 @@ class Upstream:
 
     segments: list[tuple[str, int, float, str]]  # (run, msn, duration, init uri)
     parts: list[tuple[str, int, int, float, str]]  # (run, msn, index, duration, init uri)
+    started: dict[tuple[str, int], float]  # (run, msn) -> EXT-X-PROGRAM-DATE-TIME (unix s)
 
 
 def parse_playlist(text: str) -> Upstream:
     segments: list[tuple[str, int, float, str]] = []
     parts: list[tuple[str, int, int, float, str]] = []
-    init, duration = "", 0.0
+    started: dict[tuple[str, int], float] = {}
+    init, duration, stamp = "", 0.0, None
     for line in text.splitlines():
         if line.startswith("#EXT-X-MAP:"):
             init = line.split('URI="', 1)[1].split('"', 1)[0]
+        elif line.startswith("#EXT-X-PROGRAM-DATE-TIME:"):
+            with contextlib.suppress(ValueError):
+                stamp = dt.datetime.fromisoformat(line[25:].replace("Z", "+00:00")).timestamp()
         elif line.startswith("#EXTINF:"):
             duration = float(line[8:].split(",", 1)[0])
         elif line.startswith("#EXT-X-PART:"):
@@ -111,7 +118,10 @@ def parse_playlist(text: str) -> Upstream:
             if m is not None:
                 segments.append((m.group(1), int(m.group(2)), duration, init))
                 parts = [p for p in parts if (p[0], p[1]) != (m.group(1), int(m.group(2)))]
-    return Upstream(segments, parts)
+                if stamp is not None:
+                    started[(m.group(1), int(m.group(2)))] = stamp
+            stamp = None
+    return Upstream(segments, parts, started)
 
 
 class RenditionArchive:
@@ -125,6 +135,9 @@ class RenditionArchive:
         self.upstream_inits: dict[str, int] = {}  # upstream init URL -> archive init
         self.sizes: dict[int, int] = {}  # archive number -> bytes (this process's copies)
         self.gaps = 0
+        # the upstream's wall clock at the end of the last segment this process copied
+        # (EXT-X-PROGRAM-DATE-TIME + duration): how long the upstream was really idle after it
+        self.last_end: float | None = None
 
     def load(self) -> None:
         """What an earlier run of this recording (a killed recorder) left in the store."""
@@ -178,6 +191,8 @@ class RenditionArchive:
             if self.last is not None and not a.follows(self.last):
                 self.gaps += 1
             self.segments.append(a)
+            stamp = up.started.get((run, msn))
+            self.last_end = None if stamp is None else stamp + duration
             last = a
             copied += 1
         return copied
@@ -203,6 +218,25 @@ class RenditionArchive:
         await asyncio.to_thread(self.store.put, self.prefix + a.key, data)
         self.sizes[a.n] = len(data)
         self.segments.append(a)
+
+    def idle_before(self, up: Upstream, target_s: float) -> float | None:
+        """How long the upstream made nothing between the last segment this process copied and
+        the first newer one ``up`` lists, by the upstream's own clock (its segments' program
+        date-times), so a recorder that was frozen or cut off does not count its own absence:
+        segments it missed (slid out of the window) are allowed ``target_s`` each. None when
+        nothing tells (no newer segment, no date-time, nothing copied by this process)."""
+        last = self.last
+        if last is None or self.last_end is None:
+            return None
+        newer = [s for s in up.segments if s[0] != last.run or s[1] > last.msn]
+        if not newer:
+            return None
+        run, msn = newer[0][:2]
+        stamp = up.started.get((run, msn))
+        if stamp is None:
+            return None
+        missed = msn - last.msn - 1 if run == last.run else 0
+        return stamp - self.last_end - missed * target_s
 
     def vod_playlist(self) -> str:
         """RFC 8216bis VOD playlist over what is archived (URIs relative to the playlist)."""
@@ -324,9 +358,9 @@ class BroadcastRecorder:
         async with httpx.AsyncClient(timeout=15, transport=self.transport) as http:
             while not self.stopping.is_set():
                 try:
-                    await self._record(http)
+                    restarted = await self._record(http)
                     if self.manifest is not None:
-                        await self._finish(http)
+                        await self._finish(http, copy_rest=not restarted)
                 except Exception as exc:  # the store or upstream failing: retry, never die
                     log.exception("broadcast %s: recording failed, retrying", self.broadcast)
                     self.error, self.error_at = f"{type(exc).__name__}: {exc}", time.time()
@@ -349,14 +383,21 @@ class BroadcastRecorder:
             return None
         return parse_playlist(r.text) if r.status_code == 200 else None
 
-    async def _record(self, http: httpx.AsyncClient) -> None:
-        """Copy segments until the upstream is idle for ``idle_s`` or we are stopped."""
+    async def _record(self, http: httpx.AsyncClient) -> bool:
+        """Copy segments until this broadcast run ends or we are stopped. The run ends when
+        the upstream made nothing for ``idle_s``: by this process's clock, confirmed by a fresh
+        read (the clock also ran while the recorder was frozen or cut off, and the broadcast may
+        have gone on meanwhile: then the same recording goes on, the missed stretch behind an
+        EXT-X-DISCONTINUITY); or by the upstream's own clock, when the next segment's program
+        date-time is more than ``idle_s`` after the last one archived (the broadcast stopped and
+        started again while the recorder was not watching). True in that last case: the new
+        segments are the next recording's."""
         quiet_since = time.monotonic()
         first = next(iter(self.urls))
         while not self.stopping.is_set():
             up = await self._wait(self._fetch(http, first))
             if up is None and self.stopping.is_set():
-                return
+                return False
             ups = {first: up}
             for r in list(self.urls)[1:]:
                 ups[r] = await self._fetch(http, r)
@@ -364,6 +405,8 @@ class BroadcastRecorder:
             if fresh:
                 if self.manifest is None:
                     await asyncio.to_thread(self._open)
+                elif up is not None and self._restarted(up):
+                    return True
                 for r, u in ups.items():
                     if u is not None:
                         try:
@@ -373,9 +416,33 @@ class BroadcastRecorder:
                             log.warning("broadcast %s %s: %s", self.broadcast, r, exc)
                 quiet_since = time.monotonic()
             elif time.monotonic() - quiet_since > self.idle_s and self.manifest is not None:
-                return
+                if not await self._wait(self._went_on(http, first)):
+                    return False
+                quiet_since = time.monotonic()  # it did: the next round copies
             elif up is None or not fresh:
                 await self._wait(asyncio.sleep(0.5))
+        return False
+
+    async def _went_on(self, http: httpx.AsyncClient, rendition: str) -> bool:
+        """A fresh, plain read of the upstream: does it have segments newer than ours?"""
+        try:
+            r = await http.get(self.urls[rendition], timeout=5)
+        except httpx.HTTPError:
+            return False
+        return r.status_code == 200 and self._new(rendition, parse_playlist(r.text))
+
+    def _restarted(self, up: Upstream) -> bool:
+        """The programme's next segment starts a new broadcast run (see :meth:`_record`)."""
+        a = self.archives.get(next(iter(self.urls)))
+        if a is None or not a.segments:
+            return False
+        target = max(x.duration_us for x in a.segments) / 1e6
+        idle = a.idle_before(up, target)
+        if idle is None or idle <= self.idle_s:
+            return False
+        log.info("broadcast %s: the upstream was idle %.1f s before its next segment: a new "
+                 "run, a new recording", self.broadcast, idle)
+        return True
 
     def _new(self, rendition: str, up: Upstream) -> bool:
         a = self.archives.get(rendition)
@@ -395,11 +462,12 @@ class BroadcastRecorder:
             await task
         return None
 
-    async def _finish(self, http: httpx.AsyncClient) -> None:
-        """The last parts, the VOD playlists, programme.mp4, the manifest ready, the webhook."""
+    async def _finish(self, http: httpx.AsyncClient, copy_rest: bool = True) -> None:
+        """The last parts (unless the upstream's next segments are another run's), the VOD
+        playlists, programme.mp4, the manifest ready, the webhook."""
         m = self.manifest
         assert m is not None
-        for r, a in self.archives.items():
+        for r, a in self.archives.items() if copy_rest else ():
             with contextlib.suppress(httpx.HTTPError):
                 r_ = await http.get(self.urls[r], timeout=3)
                 if r_.status_code == 200:
@@ -419,6 +487,7 @@ class BroadcastRecorder:
                      hls={r: f"{r}/playlist.m3u8" for r in self.archives},
                      hlsIndex=INDEX_FILE,
                      segments={r: len(a.segments) for r, a in self.archives.items()},
+                     seconds={r: round(a.duration(), 3) for r, a in self.archives.items()},
                      discontinuities={r: sum(1 for x, y in zip(a.segments, a.segments[1:],
                                                                strict=False) if not y.follows(x))
                                       for r, a in self.archives.items()},
@@ -459,13 +528,43 @@ class BroadcastRecorder:
                                                          self.link_ttl_s)}
         await webhook.send(self.webhook.url, self.webhook.secret, body)
 
-    def status(self) -> dict[str, Any]:
-        m = self.manifest
-        return {"broadcast": self.broadcast, "recording": m["id"] if m else None,
-                "renditions": {r: {"segments": len(a.segments), "gaps": a.gaps,
-                                   "seconds": round(a.duration(), 3)}
-                               for r, a in self.archives.items()},
-                "finished": [x["id"] for x in self.finished], "lastError": self.error}
+    def report(self) -> dict[str, Any]:
+        """What this recorder archives, in the shape of the Broadcast's ``status.recording``
+        (:func:`parley.reports.recording_view`): ``state`` ``waiting`` (nothing archived yet
+        by this recorder), ``recording``, or the last finished recording's ``ready``/``failed``;
+        ``id``, ``segments`` and ``seconds`` of the programme rung, ``renditions`` (each rung's,
+        when several are recorded), ``location`` (the recording's files in the store),
+        ``lastSegmentAt`` and ``error`` (a failure newer than the last segment copied)."""
+        programme = next(iter(self.urls))
+        out: dict[str, Any] = {"state": "waiting", "rendition": programme}
+        counts: dict[str, tuple[int, float]] = {}
+        if self.manifest is not None:
+            counts = {r: (len(a.segments), round(a.duration(), 3))
+                      for r, a in self.archives.items()}
+            out.update(state="recording", id=self.manifest["id"])
+        elif self.finished:
+            done = self.finished[-1]
+            seconds = done.get("seconds") or {programme: float(done.get("duration") or 0.0)}
+            counts = {r: (int((done.get("segments") or {}).get(r, 0)), float(seconds.get(r, 0)))
+                      for r in self.urls}
+            out.update(state=done["state"], id=done["id"])
+            if done.get("error"):
+                out["error"] = str(done["error"])
+        if "id" in out:
+            out["segments"], out["seconds"] = counts.get(programme, (0, 0.0))
+            if len(self.urls) > 1:
+                out["renditions"] = [{"name": r, "segments": n, "seconds": sec}
+                                     for r, (n, sec) in counts.items()]
+            out["location"] = f"{self.store.url.rstrip('/')}/recordings/{out['id']}/files/"
+        if self.archived_at is not None:
+            out["lastSegmentAt"] = rfc3339(self.archived_at)
+        if self.error and (self.archived_at is None or (self.error_at or 0) > self.archived_at):
+            out.setdefault("error", self.error)
+        return out
+
+
+def rfc3339(t: float) -> str:
+    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def urls_from_env(broadcast: str) -> dict[str, str]:
@@ -516,9 +615,9 @@ async def serve_recorder(args: argparse.Namespace) -> None:
     urls = urls_from_env(key)
     rec = recorder_from_env(key, urls)
     live = FastAPI()
-    live.add_api_route("/" + key, rec.status, methods=["GET"])
+    live.add_api_route("/" + key, rec.report, methods=["GET"])
     app = node_app(live)
-    app.add_api_route("/v1/status", rec.status, methods=["GET"])
+    app.add_api_route("/v1/status", rec.report, methods=["GET"])
 
     from .recorder_report import RecorderReport
 
@@ -557,9 +656,9 @@ def embed(live: Any, ingest: Any, ladder: list[Any], app: Any) -> None:
         return rec.store if rec is not None else store_from_env()
 
     def view(b: str) -> JSONResponse:
+        """The Broadcast's ``status.recording`` shape (``{}``: no recorder ever ran here)."""
         r = recorders.get(b)
-        return JSONResponse({"enabled": r is not None and not r.stopping.is_set(),
-                             **(r.status() if r is not None else {"broadcast": b})},
+        return JSONResponse(reports.recording_view(r.report()) if r is not None else {},
                             headers={"Cache-Control": "no-store"})
 
     @live.put("/{broadcast}/recording")

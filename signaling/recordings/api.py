@@ -10,7 +10,7 @@ from fastapi import APIRouter, Body, Header, HTTPException
 from fastapi.responses import FileResponse, Response
 
 from parley.recorder import links, state
-from parley.signaling.recordings import access
+from parley.signaling.recordings import access, playback
 from parley.signaling.recordings.lifecycle import Recordings
 
 
@@ -38,16 +38,20 @@ def router(rec: Recordings) -> APIRouter:
             raise access.not_a_participant(room)
         return {"recordings": [rec.public(m) for m in found]}
 
-    @api.get("/api/v1/recordings/{recording}/files/{name}", response_model=None)
+    @api.get("/api/v1/recordings/{recording}/files/{name:path}", response_model=None)
     async def download(recording: str, name: str, expires: int = 0, sig: str = "",
                        token: str | None = None,
                        authorization: str | None = Header(None)) -> Response:
         """A signed link from the API or ``recording.ready``, fetched with the token of
-        someone who may see the recording (header, or ``token=`` for a plain link)."""
+        someone who may see the recording (header, or ``token=`` for a plain link). A
+        broadcast archive's HLS playlists come back with every URI in them signed likewise
+        (``playback.py``), so a player plays it through this API and nothing else."""
         try:
             links.check(secret, recording, name, expires, sig)
         except links.LinkError as exc:
             raise HTTPException(403, {"code": exc.code, "message": str(exc)}) from None
+        if not playback.file_name(name):
+            raise HTTPException(404, {"code": "not_found", "message": "no such file"})
         try:
             manifest = await asyncio.to_thread(state.load, rec.store, recording)
         except KeyError:
@@ -58,16 +62,25 @@ def router(rec: Recordings) -> APIRouter:
         if not access.may_view(who, manifest):
             raise access.not_a_participant(manifest["room"])
         key = f"recordings/{recording}/files/{name}"
-        media = "video/mp4" if name.endswith(".mp4") else "video/webm"
+        media, cache = playback.content_type(name), playback.cache_control(name)
+        if name.endswith(".m3u8"):
+            try:
+                text = (await asyncio.to_thread(rec.store.get, key)).decode()
+            except KeyError:
+                raise HTTPException(404, {"code": "not_found",
+                                          "message": "no such file"}) from None
+            body = playback.signed_playlist(text, secret, recording, name, expires, token)
+            return Response(body, media_type=media, headers={"Cache-Control": cache})
         path = rec.store.local_path(key)
         if path is not None:
             if not path.is_file():
                 raise HTTPException(404, {"code": "not_found", "message": "no such file"})
-            return FileResponse(path, media_type=media, filename=name)
+            return FileResponse(path, media_type=media, headers={"Cache-Control": cache},
+                                filename=name.rsplit("/", 1)[-1])
         try:
             data = await asyncio.to_thread(rec.store.get, key)
         except KeyError:
             raise HTTPException(404, {"code": "not_found", "message": "no such file"}) from None
-        return Response(data, media_type=media)
+        return Response(data, media_type=media, headers={"Cache-Control": cache})
 
     return api

@@ -18,7 +18,11 @@ def public_view(m: dict[str, Any], secret: str, base: str, link_ttl_s: int) -> d
     out = {k: m.get(k) for k in ("id", "room", "state", "startedAt", "stoppedAt",
                                  "progress", "error", "duration")}
     out["compositeUrl"], out["tracks"], out["expiresAt"] = None, [], None
+    out["kind"] = m.get("kind") or "meeting"
+    out["hlsUrl"] = None  # a broadcast archive: its multivariant VOD playlist (playback.py)
     files = m.get("files")
+    if files and m.get("hlsIndex"):
+        out["hlsUrl"] = links.link(secret, m["id"], m["hlsIndex"], link_ttl_s, base=base)[0]
     if files:
         url, exp = links.link(secret, m["id"], files["composite"], link_ttl_s, base=base)
         out["compositeUrl"], out["expiresAt"] = url, exp

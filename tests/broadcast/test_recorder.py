@@ -7,6 +7,7 @@ ffprobe (Debian ffmpeg) on the VOD playlist and on programme.mp4, Python's ``m3u
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import os
 import signal
@@ -21,7 +22,13 @@ import httpx
 import m3u8
 import pytest
 
-from parley.media.broadcast.recorder import Archived, RenditionArchive
+from parley import reports
+from parley.media.broadcast.recorder import (
+    Archived,
+    BroadcastRecorder,
+    RenditionArchive,
+    parse_playlist,
+)
 from parley.recorder import state, webhook
 from parley.recorder.store import LocalStore, S3Store, Store
 from tests.broadcast.test_hls import probe
@@ -245,18 +252,29 @@ async def test_parley_up_records_a_broadcast_listed_with_the_meeting_recordings(
             r = await http.put("/live/nope/recording", json={"enabled": True},
                                headers={"Authorization": f"Bearer {key('nope', 'd', 'admin')}"})
             assert r.status_code == 404 and r.json()["detail"]["code"] == "broadcast_unknown"
+            assert (await http.get("/live/final/recording")).json() == {}  # none ran yet
             r = await http.put("/live/final/recording", json={"enabled": True}, headers=admin)
-            assert r.status_code == 200 and r.json()["enabled"], r.text
+            assert r.status_code == 200 and r.json()["state"] in ("waiting", "recording"), r.text
 
-            async def two() -> bool:
+            async def two() -> dict | None:
                 s = (await http.get("/live/final/recording")).json()
-                return (s.get("renditions") or {}).get("180p", {}).get("segments", 0) >= 2
-            await eventually(two, 30, "two segments recorded in parley up")
+                return s if s.get("segments", 0) >= 2 else None
+            status = await eventually(two, 30, "two segments recorded in parley up")
+            # the operator's status.recording shape (kube-operator/broadcast_recorder.py)
+            assert set(status) <= set(reports.RECORDING_FIELDS), status
+            assert (status["state"], status["rendition"]) == ("recording", "180p"), status
+            store = LocalStore(Path(status["location"].removeprefix("file://")).parents[2])
+            prefix = f"recordings/{status['id']}/files/180p/"
+            assert len([k for k in store.list(prefix) if k.endswith(".m4s")]) >= \
+                status["segments"]
             await cam.stop()  # the source leaves: no new segment for 2 s ends the recording
 
-            async def finished() -> list[str]:
-                return (await http.get("/live/final/recording")).json()["finished"]
-            await eventually(finished, 20, "the recording ended by the source leaving")
+            async def finished() -> dict | None:
+                s = (await http.get("/live/final/recording")).json()
+                return s if s["state"] == "ready" else None
+            status = await eventually(finished, 20, "the recording ended by the source leaving")
+            assert status["segments"] == len([k for k in store.list(prefix)
+                                              if k.endswith(".m4s")]), status
             r = await http.get("/api/v1/recordings", params={"room": ROOM}, headers=admin)
             assert r.status_code == 200, r.text
             [listed] = r.json()["recordings"]
@@ -269,8 +287,9 @@ async def test_parley_up_records_a_broadcast_listed_with_the_meeting_recordings(
             streams = probe(tmp_path / "p.mp4", "-show_entries stream=codec_name,height")
             assert sorted((s["codec_name"], s.get("height")) for s in streams["streams"]) == [
                 ("aac", None), ("h264", 180)]
+            assert listed["id"] == status["id"] and listed["duration"] == status["seconds"]
             r = await http.put("/live/final/recording", json={"enabled": False}, headers=admin)
-            assert r.status_code == 200 and not r.json()["enabled"], r.text
+            assert r.status_code == 200 and r.json() == status, r.text
     finally:
         await cam.stop()
 
@@ -296,3 +315,111 @@ def test_the_store_is_the_state_gaps_and_a_new_run_are_discontinuities(tmp_path:
     assert [s.discontinuity for s in pl.segments] == [False, False, True, True]
     assert [s.init_section.uri for s in pl.segments] == ["init-0.mp4"] * 3 + ["init-1.mp4"]
     assert [s.uri for s in pl.segments] == [a.key for a in kept]
+
+
+async def test_a_recorder_frozen_past_its_idle_time_keeps_one_recording(
+        parley_server: Callable[..., str], recorder: Callable[..., object],
+        s3: dict[str, str], tmp_path: Path) -> None:
+    """SIGSTOP longer than PARLEY_RECORDER_IDLE_S, and long enough that the segment after the
+    last archived one leaves the upstream's window; SIGCONT: the broadcast went on meanwhile
+    (its segments' program date-times say so), so the same recording goes on: one recording,
+    one archive numbering, the frozen time missing behind one EXT-X-DISCONTINUITY, playable."""
+    base = parley_server({"PARLEY_TOKEN_SECRET": SECRET, "PARLEY_BROADCAST_LADDER": "180p:200",
+                          "PARLEY_X264_PRESET": "ultrafast"})
+    cam = await _publish(base)
+    bucket = S3Store(f"parley-brec-{uuid.uuid4().hex[:8]}", "archive", endpoint=s3["endpoint"],
+                     access_key=s3["access_key"], secret_key=s3["secret_key"],
+                     region=s3["region"])
+    bucket.ensure_bucket()
+    env = {**s3_env(s3), "PARLEY_RECORDING_STORE": bucket.url, "PARLEY_RECORDER_IDLE_S": "3",
+           "PARLEY_UPSTREAM_URL": f"{base}/live/final/{{rendition}}.m3u8",
+           "PARLEY_RECORD_RENDITIONS": "180p", "PARLEY_TOKEN_SECRET": SECRET}
+    playlist = f"{base}/live/final/180p.m3u8"
+
+    async def upstream() -> m3u8.M3U8:
+        async with httpx.AsyncClient(timeout=10) as http:
+            return m3u8.loads((await http.get(playlist)).text)
+
+    try:
+        rec = recorder(env)
+
+        async def two() -> dict | None:
+            found = await asyncio.to_thread(state.for_room, bucket, ROOM)
+            return found[0] if found and len(_archived(bucket, found[0]["id"], "180p")) >= 2 \
+                else None
+        m = await eventually(two, 30, "two segments archived")
+        rec.send_signal(signal.SIGSTOP)  # type: ignore[attr-defined]
+        frozen_at = _archived(bucket, m["id"], "180p")[-1][2]
+
+        async def slid_out() -> bool:  # what the frozen recorder missed is gone upstream
+            return (await upstream()).media_sequence > frozen_at + 1
+        await eventually(slid_out, 60, "the segment after the archived one out of the window")
+        resumed_from = (await upstream()).media_sequence
+        rec.send_signal(signal.SIGCONT)  # type: ignore[attr-defined]
+
+        def archived_msns() -> list[int]:
+            return [msn for f in state.for_room(bucket, ROOM)
+                    for _, _, msn in _archived(bucket, f["id"], "180p")]
+
+        async def went_on() -> bool:
+            return max(await asyncio.to_thread(archived_msns)) >= resumed_from + 2
+        await eventually(went_on, 30, "segments archived after SIGCONT")
+        rec.send_signal(signal.SIGTERM)  # type: ignore[attr-defined]
+        await asyncio.to_thread(rec.wait, 30)  # type: ignore[attr-defined]
+    finally:
+        await cam.stop()
+    found = state.for_room(bucket, ROOM)
+    assert [f["id"] for f in found] == [m["id"]], [(f["id"], f["state"]) for f in found]
+    [done] = found
+    assert done["state"] == "ready" and done["discontinuities"] == {"180p": 1}, done
+    segs = _archived(bucket, m["id"], "180p")
+    assert [n for n, _, _ in segs] == list(range(len(segs)))
+    msns = [msn for _, _, msn in segs]
+    missing = sorted(set(range(msns[0], msns[-1] + 1)) - set(msns))
+    # exactly the frozen stretch is missing: from after the last segment copied before the
+    # freeze to before the oldest one the upstream still held at SIGCONT
+    assert missing and missing[0] == frozen_at + 1 and missing[-1] < resumed_from, (
+        frozen_at, resumed_from, msns)
+    assert missing == list(range(missing[0], missing[-1] + 1))
+    pl = _check_vod(_download(bucket, m["id"], "180p", tmp_path / "180p"), 180)
+    assert [i for i, s in enumerate(pl.segments) if s.discontinuity] == [
+        msns.index(missing[-1] + 1)]
+    assert abs(sum(s.duration for s in pl.segments) - done["duration"]) < 0.01
+    fmt = probe(tmp_path / "180p" / "playlist.m3u8", "-show_entries format=duration")["format"]
+    assert abs(float(fmt["duration"]) - done["duration"]) < 1.0, (fmt, done["duration"])
+    print(f"frozen after msn {frozen_at}, resumed from {resumed_from}: {len(segs)} segments, "
+          f"missing {missing}, {done['duration']} s")
+
+
+def test_a_new_run_is_told_by_the_upstreams_own_clock(tmp_path: Path) -> None:
+    """After a recorder could not watch (frozen, cut off), the upstream's program date-times
+    tell whether the broadcast went on (same recording, missed segments allowed a target
+    duration each) or stopped for longer than the idle time and started again (a new one)."""
+    t0 = 1_800_000_000.0
+
+    def upstream(*segs: tuple[str, int, float]) -> str:
+        lines = ["#EXTM3U", "#EXT-X-TARGETDURATION:2"]
+        for run, msn, started in segs:
+            stamp = dt.datetime.fromtimestamp(started, dt.UTC).isoformat(
+                timespec="milliseconds").replace("+00:00", "Z")
+            lines += [f'#EXT-X-MAP:URI="180p/{run}/init-0.mp4"',
+                      f"#EXT-X-PROGRAM-DATE-TIME:{stamp}", "#EXTINF:2.00000,",
+                      f"180p/{run}/{msn}.m4s"]
+        return "\n".join(lines) + "\n"
+
+    archive = RenditionArchive(LocalStore(tmp_path), "r1", "180p", "http://unused/180p.m3u8")
+    archive.segments = [Archived(0, "aa", 7, 0, 2_000_000)]
+    archive.last_end = t0 + 2  # segment 7 started at t0
+    rec = BroadcastRecorder(LocalStore(tmp_path), "b", {"180p": "http://unused/180p.m3u8"},
+                            idle_s=3)
+    rec.archives = {"180p": archive}
+    cases = [((("aa", 7, t0), ("aa", 8, t0 + 2)), 0.0, False),  # the next segment
+             ((("aa", 20, t0 + 26), ("aa", 21, t0 + 28)), 0.0, False),  # 12 missed, went on
+             ((("aa", 8, t0 + 30),), 28.0, True),  # the source paused 28 s: a new run
+             ((("bb", 0, t0 + 3),), 1.0, False),  # a restarted packager, 1 s later
+             ((("aa", 7, t0),), None, False)]  # nothing newer: nothing to tell
+    for segs, idle, restarted in cases:
+        up = parse_playlist(upstream(*segs))
+        assert archive.idle_before(up, 2.0) == pytest.approx(idle) if idle is not None \
+            else archive.idle_before(up, 2.0) is None, segs
+        assert rec._restarted(up) is restarted, segs

@@ -2,11 +2,13 @@
 operator makes `{name}-recorder` (a kwok pod); a real `parley media-node --role recorder` process
 runs with that Deployment's environment resolved as the kubelet would (downward-API pod fields,
 its ServiceAccount's token as its only apiserver credential) and archives a real broadcast
-(`parley up`: WHIP ingest from an aiortc publisher and its 180p LL-HLS) into the operator's
-recording store, a local folder here. It reports what it archives in its Lease; the operator's
-``status.recording`` and ``Recording`` condition follow: NoReport while only the Deployment is
+(`parley up`: WHIP ingest from an aiortc publisher and its 180p and 144p LL-HLS, both recorded:
+``spec.recording.renditions: all``) into the operator's recording store, a local folder here.
+It reports what it archives in its Lease; the operator's ``status.recording`` (each rung's
+counts) and ``Recording`` condition follow: NoReport while only the Deployment is
 available, True while segments arrive, Stalled while the recorder is frozen (SIGSTOP, as on a
-hung store write), True again after SIGCONT, Finished after SIGTERM (the recording ready). The
+hung store write) longer than its idle time, True again after SIGCONT with the same recording
+going on, Finished after SIGTERM (the recording ready). The
 numbers in status are checked against the store's own files; the test writes none."""
 
 from __future__ import annotations
@@ -35,18 +37,19 @@ from tests.operator.test_broadcast_wiring import kubeconfig_for, resolve
 
 pytestmark = pytest.mark.k8s
 STALLED_AFTER_S = 15.0  # kube-operator/broadcast_recorder.py
-# The recorder's idle clock runs while it is frozen: a freeze longer than this ends its
-# recording on SIGCONT (and the next segments start another): longer than the ~17 s freeze here.
-IDLE_S = 30
+# Shorter than the ~17 s freeze below: the recorder's own clock runs while it is frozen, yet the
+# upstream went on meanwhile, so the same recording goes on after SIGCONT (one archive per run).
+IDLE_S = 5
 
 
 def broadcast() -> dict[str, Any]:
     return {"apiVersion": "parley.dev/v1alpha1", "kind": "Broadcast",
             "metadata": {"name": "show"},
             "spec": {"sources": [{"name": "cam1"}],
-                     "renditions": [{"name": "180p", "height": 180, "bitrateKbps": 200}],
+                     "renditions": [{"name": "144p", "height": 144, "bitrateKbps": 100},
+                                    {"name": "180p", "height": 180, "bitrateKbps": 200}],
                      "edge": {"regions": [{"name": "eu", "minReplicas": 1, "maxReplicas": 1}]},
-                     "recording": {"enabled": True}}}
+                     "recording": {"enabled": True, "renditions": "all"}}}
 
 
 @pytest.fixture
@@ -128,8 +131,10 @@ async def test_a_real_recorder_reports_what_it_archives_and_the_operator_shows_i
     env = resolve(kube, ns, spec["containers"][0], pod)
     assert (env["POD_NAME"], env["POD_NAMESPACE"]) == (pod["metadata"]["name"], ns)
     assert env["PARLEY_RECORDING_STORE"] == store.url and env["PARLEY_TOKEN_SECRET"] == SECRET
+    assert env["PARLEY_RECORD_RENDITIONS"] == "180p,144p"  # every rung, the programme first
 
-    base = parley_server({"PARLEY_TOKEN_SECRET": SECRET, "PARLEY_BROADCAST_LADDER": "180p:200",
+    base = parley_server({"PARLEY_TOKEN_SECRET": SECRET,
+                          "PARLEY_BROADCAST_LADDER": "180p:200,144p:100",
                           "PARLEY_X264_PRESET": "ultrafast"})
     cam = Publisher(base, bkey, key(bkey, "cam1"), (320, 240))
     assert (await cam.publish()).status_code == 201
@@ -166,6 +171,13 @@ async def test_a_real_recorder_reports_what_it_archives_and_the_operator_shows_i
         # the store holds at least what was reported, and the reported seconds are its files'
         assert len(durations) >= r["segments"], (durations, r)
         assert abs(sum(durations[:r["segments"]]) - r["seconds"]) < 0.01, (durations, r)
+        assert [x["name"] for x in r["renditions"]] == ["180p", "144p"], r
+        assert (r["renditions"][0]["segments"], r["renditions"][0]["seconds"]) == (
+            r["segments"], r["seconds"])
+        for x in r["renditions"]:  # each rung's count is its own files'
+            theirs = archived(store, r["id"], x["name"])
+            assert len(theirs) >= x["segments"] > 0, (x, theirs)
+            assert abs(sum(theirs[:x["segments"]]) - x["seconds"]) < 0.01, (x, theirs)
         last = calendar.timegm(time.strptime(r["lastSegmentAt"], "%Y-%m-%dT%H:%M:%SZ"))
         assert -1 <= time.time() - last < STALLED_AFTER_S, r["lastSegmentAt"]
 
@@ -200,6 +212,11 @@ async def test_a_real_recorder_reports_what_it_archives_and_the_operator_shows_i
         assert (done["state"], done["id"], m["state"]) == ("ready", r["id"], "ready"), done
         assert done["segments"] == m["segments"]["180p"] == len(archived(store, r["id"], "180p"))
         assert done["seconds"] == m["duration"], (done, m)
+        assert done["renditions"] == [
+            {"name": n, "segments": len(archived(store, r["id"], n)),
+             "seconds": m["seconds"][n]} for n in ("180p", "144p")], (done, m)
+        for x in done["renditions"]:
+            assert abs(sum(archived(store, r["id"], x["name"])) - x["seconds"]) < 0.01, x
         assert store.get(f"recordings/{r['id']}/files/programme.mp4")
         print(f"Recording True {t_true:.1f} s after the recorder started; Stalled "
               f"{t_stalled:.1f} s after SIGSTOP; True again {t_again:.1f} s after SIGCONT; "

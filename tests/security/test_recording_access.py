@@ -1,5 +1,6 @@
 """Attacks on issue 9, item 3 (recordings): listing and downloading needs the ``record`` or
-``admin`` grant, or having been in the recorded meeting. Signaling runs on a real port with
+``admin`` grant, or having been in the recorded meeting; a broadcast archive's HLS (issue 11)
+behind the same checks. Signaling runs on a real port with
 its real store; the recordings are written into that store as the file creator leaves them."""
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import httpx
 import pytest
 
 from parley import tokens
-from parley.recorder import state
+from parley.recorder import links, state
 from tests.recording.conftest import FixedDirectory, Stack, signaling
 from tests.signaling.helpers import Client as WsClient
 
@@ -121,3 +122,48 @@ async def test_who_joins_a_running_recording_was_in_the_meeting(stack: Stack) ->
             running["id"]], r.text
     finally:
         await ws.close()
+
+
+async def test_a_broadcast_archive_is_played_only_by_who_may_see_it(stack: Stack) -> None:
+    """A broadcast archive's playlists hand out signed links into the API (each file its own
+    signature), and every one still needs a token of someone who may see the recording."""
+    store = stack.hub.recordings.store  # type: ignore[attr-defined]
+    room = f"broadcast:show-{uuid.uuid4().hex[:6]}"
+    m = {**state.new(room, "recorder"), "state": "ready", "kind": "broadcast",
+         "files": {"composite": "programme.mp4", "tracks": []}, "hlsIndex": "index.m3u8"}
+    seg = "00000000_ab12cd34_7_0_2000000.m4s"
+    for name, data in (("index.m3u8", b'#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1,CODECS="avc1'
+                        b'.42c01e,mp4a.40.2"\n180p/playlist.m3u8\n'),
+                       ("180p/playlist.m3u8", f'#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MAP:'
+                        f'URI="init-0.mp4"\n#EXTINF:2.0,\n{seg}\n#EXT-X-ENDLIST\n'.encode()),
+                       ("180p/init-0.mp4", b"init"), (f"180p/{seg}", b"moof"),
+                       ("programme.mp4", COMPOSITE)):
+        await asyncio.to_thread(store.put, f"recordings/{m['id']}/files/{name}", data)
+    await asyncio.to_thread(state.save, store, m)
+    hls = stack.hub.recordings.public(m)["hlsUrl"]  # type: ignore[attr-defined]
+    auditor = tokens.mint(stack.secret, identity="auditor", room=room, grants=("record",))
+    index = await _get(stack, hls, auditor)
+    assert index.status_code == 200, index.text
+    [rung] = [line for line in index.text.splitlines() if not line.startswith("#")]
+    playlist = await _get(stack, rung, auditor)
+    assert playlist.headers["content-type"].startswith("application/vnd.apple.mpegurl")
+    init = playlist.text.split('URI="', 1)[1].split('"', 1)[0]
+    [segment] = [line for line in playlist.text.splitlines() if not line.startswith("#")]
+    got = await _get(stack, segment, auditor)
+    assert (got.status_code, got.content, got.headers["content-type"]) == (
+        200, b"moof", "video/iso.segment")
+    assert (await _get(stack, init, auditor)).content == b"init"
+
+    viewer = tokens.mint(stack.secret, identity="viewer", room=room, grants=("subscribe",))
+    for url in (hls, rung, init, segment):
+        _refused(await _get(stack, url, viewer), 403, "not_a_participant")
+        _refused(await _get(stack, url), 401, "token_invalid")
+    # a signature is for its own recording and file
+    other = await _recorded(stack, room, ["auditor"])
+    _refused(await _get(stack, segment.replace(m["id"], other["id"]), auditor), 403,
+             "link_invalid")
+    # a name outside a recording's files, even signed with the deployment's secret
+    for name in ("180p/x/y.m4s", ".hidden", "180p/../../x"):
+        url, _ = links.link(stack.secret, m["id"], name, 60)
+        r = await _get(stack, url, auditor)
+        assert r.status_code == 404, (name, r.status_code, r.text)
