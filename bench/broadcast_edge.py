@@ -419,27 +419,34 @@ async def measure(system: str, pid: int, target: str, feed: int, steps: list[int
     return rows
 
 
+async def edge_on_air(chain: Chain, pc: RTCPeerConnection, packets: int) -> str:
+    """Ingest and edge role processes of ``chain``, ``pc`` publishing over WHIP: the edge's
+    URL once it has forwarded ``packets`` video packets from its upstream."""
+    ingest = chain.ingest()
+    edge = chain.start("edge", "edge-relay", {
+        "PARLEY_UPSTREAM_URL": f"{ingest}/live/{BROADCAST}/whep", "PARLEY_TIER": "edge"})
+    await pc.setLocalDescription(await pc.createOffer())
+    async with httpx.AsyncClient(timeout=20) as http:
+        r = await http.post(f"{ingest}/live/{BROADCAST}/whip", content=pc.localDescription.sdp,
+                            headers={"Content-Type": "application/sdp",
+                                     "Authorization": f"Bearer {stream_key()}"})
+        if r.status_code != 201:
+            raise RuntimeError(f"WHIP {r.status_code}: {r.text}")
+        await pc.setRemoteDescription(RTCSessionDescription(r.text, "answer"))
+        deadline = time.monotonic() + 20
+        while (await http.get(f"{edge}/live/{BROADCAST}")).json()["packets"]["video"] < packets:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the edge is not receiving")
+            await asyncio.sleep(0.2)
+    return edge
+
+
 async def run_parley(media: tuple[list[bytes], list[bytes]], args: argparse.Namespace
                      ) -> dict[str, Any]:
     chain = Chain()
     pc = publisher_pc(*media)
     try:
-        ingest = chain.ingest()
-        edge = chain.start("edge", "edge-relay", {
-            "PARLEY_UPSTREAM_URL": f"{ingest}/live/{BROADCAST}/whep", "PARLEY_TIER": "edge"})
-        await pc.setLocalDescription(await pc.createOffer())
-        async with httpx.AsyncClient(timeout=20) as http:
-            r = await http.post(f"{ingest}/live/{BROADCAST}/whip", content=pc.localDescription.sdp,
-                                headers={"Content-Type": "application/sdp",
-                                         "Authorization": f"Bearer {stream_key()}"})
-            if r.status_code != 201:
-                raise RuntimeError(f"WHIP {r.status_code}: {r.text}")
-            await pc.setRemoteDescription(RTCSessionDescription(r.text, "answer"))
-            deadline = time.monotonic() + 20
-            while (await http.get(f"{edge}/live/{BROADCAST}")).json()["packets"]["video"] < 30:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the edge is not receiving")
-                await asyncio.sleep(0.2)
+        edge = await edge_on_air(chain, pc, 30)
         rows = await measure("parley-edge", chain.pid("edge"), f"{edge}/live/{BROADCAST}/whep",
                              0, args.steps, args.window, args.warm, args.procs,
                              f"{edge}/live/{BROADCAST}", (chain.pid("ingest"),))

@@ -32,8 +32,8 @@ from typing import Any
 import httpx
 from aiortc import RTCRtpSender, RTCSessionDescription
 
-from .broadcast_chain import BROADCAST, Chain, machine_load, stream_key
-from .broadcast_edge import make_media, publisher_pc
+from .broadcast_chain import BROADCAST, Chain, machine_load
+from .broadcast_edge import edge_on_air, make_media, publisher_pc
 from .join_time import ARGS, CHROMIUM
 from .sfus import new_pc
 
@@ -132,22 +132,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                            "loadavg_start": machine_load(), "viewers": []}
     try:
-        ingest = chain.ingest()
-        edge = chain.start("edge", "edge-relay", {
-            "PARLEY_UPSTREAM_URL": f"{ingest}/live/{BROADCAST}/whep", "PARLEY_TIER": "edge"})
-        await pc.setLocalDescription(await pc.createOffer())
+        edge = await edge_on_air(chain, pc, 90)
         async with httpx.AsyncClient(timeout=20) as http:
-            r = await http.post(f"{ingest}/live/{BROADCAST}/whip", content=pc.localDescription.sdp,
-                                headers={"Content-Type": "application/sdp",
-                                         "Authorization": f"Bearer {stream_key()}"})
-            if r.status_code != 201:
-                raise RuntimeError(f"WHIP {r.status_code}: {r.text}")
-            await pc.setRemoteDescription(RTCSessionDescription(r.text, "answer"))
-            deadline = time.monotonic() + 20
-            while (await http.get(f"{edge}/live/{BROADCAST}")).json()["packets"]["video"] < 90:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the edge is not receiving")
-                await asyncio.sleep(0.2)
             async with async_playwright() as pw:
                 browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True,
                                                    args=ARGS)
