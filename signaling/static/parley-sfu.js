@@ -307,15 +307,19 @@ class SfuSession {
     return views;
   }
 
-  // What our video senders encode now (rid, active, resolution), for stats() and the tests.
+  // What our video senders encode now (rid, active, resolution, codec, scalability mode), for
+  // stats() and the tests.
   async outbound() {
     const out = [];
     for (const tr of this.pc.getTransceivers()) {
       if (tr.sender.track?.kind !== "video") continue;
-      (await tr.sender.getStats()).forEach((s) => {
+      const report = await tr.sender.getStats();
+      report.forEach((s) => {
         if (s.type !== "outbound-rtp") return;
         out.push({ rid: s.rid || null, active: s.active !== false, frameHeight: s.frameHeight || 0,
-                   framesEncoded: s.framesEncoded || 0, source: this.hooks.sourceOf(tr.sender.track) });
+                   framesEncoded: s.framesEncoded || 0, source: this.hooks.sourceOf(tr.sender.track),
+                   codec: report.get(s.codecId)?.mimeType?.split("/")[1] || null,
+                   scalabilityMode: s.scalabilityMode || null });
       });
     }
     return out;
