@@ -47,6 +47,7 @@ from .meeting_transcoder_wire import (
     is_control,
     parse_control,
     parse_rtp,
+    source_codec,
 )
 from .rtp import pack_header
 
@@ -162,8 +163,10 @@ class Output:
 class Source:
     """One routed source (a call server's track layer): decoded once, encoded per output."""
 
-    def __init__(self, service: MeetingTranscoder, addr: tuple[str, int], ssrc: int) -> None:
+    def __init__(self, service: MeetingTranscoder, addr: tuple[str, int], ssrc: int,
+                 codec: str = "video/vp8") -> None:
         self.service = service
+        self.codec = codec
         self.addr = addr
         self.ssrc = ssrc
         self.outputs: dict[int, Output] = {}
@@ -172,8 +175,9 @@ class Source:
         self.cpu_s = 0.0
         self.started = time.monotonic()
         self.width = self.height = 0
-        self._decoder = av.CodecContext.create("vp8", "r")
-        self._depacketizer = Depacketizer("video/vp8", self._frame, self.ask_keyframe)
+        # FFmpeg's own decoders (vp8, vp9): RFC 7741 / RFC 9628 frames from the depacketizer
+        self._decoder = av.CodecContext.create(codec.split("/")[1], "r")
+        self._depacketizer = Depacketizer(codec, self._frame, self.ask_keyframe)
         self._queue: asyncio.Queue[SourceFrame] = asyncio.Queue()
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="meeting-transcode")
         self._task = asyncio.ensure_future(self._run())
@@ -246,7 +250,8 @@ class Source:
 
     def status(self) -> dict[str, Any]:
         age = max(1e-3, time.monotonic() - self.started)
-        return {"source": self.ssrc, "width": self.width, "height": self.height,
+        return {"source": self.ssrc, "codec": self.codec, "width": self.width,
+                "height": self.height,
                 "decoded": self.decoded, "dropped": self.dropped, "errors": self.errors,
                 "cpuPercent": round(100 * self.cpu_s / age, 1),
                 "outputs": [{"id": o.spec.id, "codec": o.spec.codec, "height": o.spec.height,
@@ -300,10 +305,11 @@ class MeetingTranscoder(asyncio.DatagramProtocol):
         if kind == "want":
             ssrc = int(message["source"]) & 0xFFFFFFFF
             specs = [OutputSpec.from_list(o) for o in message["outputs"]]
+            codec = source_codec(message)
             source = self.sources.get((addr, ssrc))
             if source is None:
-                source = self.sources[(addr, ssrc)] = Source(self, addr, ssrc)
-                log.info("source %08x from %s:%d", ssrc, *addr)
+                source = self.sources[(addr, ssrc)] = Source(self, addr, ssrc, codec)
+                log.info("source %08x (%s) from %s:%d", ssrc, codec, *addr)
             source.want(specs)
             self._gauges()
         elif kind == "drop":

@@ -16,7 +16,8 @@ Media: RTP (RFC 3550 header, no extensions). Towards the transcoder the SSRC nam
 (one track layer), towards the call server the *output* (one encoder). Control: a datagram whose
 first byte is ``{`` holds one JSON object with ``t``:
 
-- call server -> transcoder: ``want`` (a source and the outputs it needs, repeated every
+- call server -> transcoder: ``want`` (a source, its ``codec``: ``video/vp8`` when absent, or
+  ``video/vp9``, and the outputs it needs, repeated every
   allocation, 4 per second: the lease; a source not wanted for ``STALE_S`` is dropped),
   ``drop`` (a source nobody needs), ``key`` (an output's next frame must be a keyframe),
   ``hello`` (is anyone there; sent when no source is routed).
@@ -32,6 +33,7 @@ from typing import Any
 
 PT_SOURCE = 96  # the payload type carried towards the transcoder (the call server ignores it)
 PT_VP8, PT_H264 = 96, 97
+SOURCE_CODECS = ("video/vp8", "video/vp9")  # what the transcoder decodes (FFmpeg's vp8, vp9)
 STALE_S = 2.0  # the transcoder drops a source not wanted for this long
 DEAD_AFTER_S = 1.0  # the call server gives up on a transcoder silent this long
 MAX_DATAGRAM = 1500
@@ -60,6 +62,14 @@ class OutputSpec:
         if not (0 < int(height) <= 4320 and 0 < int(kbps) <= 20_000):
             raise ValueError("output height or bitrate out of range")
         return cls(int(oid) & 0xFFFFFFFF, str(codec), int(height), int(kbps))
+
+
+def source_codec(message: dict[str, Any]) -> str:
+    """The codec of a ``want``'s source; ValueError for one the transcoder cannot decode."""
+    codec = str(message.get("codec", "video/vp8")).lower()
+    if codec not in SOURCE_CODECS:
+        raise ValueError(f"cannot decode source codec {codec!r}")
+    return codec
 
 
 def control(message: dict[str, Any]) -> bytes:

@@ -18,6 +18,7 @@ from typing import Any
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription, sdp
 
+from . import codecs as _codecs  # noqa: F401  (VP9 in aiortc's codec table)
 from . import extmap, metrics
 from .allocation import allocate, rate, view_cap
 from .bwe import Downlink
@@ -55,11 +56,13 @@ def sending_mlines(offer: str) -> int:
 
 
 def _restrict_codecs(transceiver: Any) -> list[Any]:
-    """Keep one media codec (VP8 / Opus when offered) and its RTX, so every packet a publisher
-    sends has one payload type the subscribers negotiated too."""
+    """Keep one media codec and its RTX, so every packet a publisher sends has one payload type
+    the subscribers negotiated too: for video the first of the client's offer that the node
+    forwards (VP8, VP9, H.264; an offer lists codecs in its preference order, RFC 3264 section
+    5.1, and a camera forced to VP9 lists it first), for audio Opus when offered."""
     codecs = transceiver._codecs
     media = [c for c in codecs if not c.mimeType.lower().endswith("/rtx")]
-    want = PREFERRED.get(transceiver.kind, "")
+    want = PREFERRED.get(transceiver.kind, "") if transceiver.kind != "video" else ""
     main = next((c for c in media if c.mimeType.lower() == want), media[0])
     rtx = [c for c in codecs
            if c.mimeType.lower().endswith("/rtx") and c.parameters.get("apt") == main.payloadType]

@@ -21,7 +21,7 @@ from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtpPacket, pack_remb_fci, 
 
 from . import metrics
 from .keyframes import KeyframeRequests
-from .rtp import keyframe_detector, vp8_height
+from .rtp import height_reader, keyframe_detector
 from .tasks import spawn
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ class Layer:
         self.bytes_mark = (0.0, 0)  # (time, bytes) at the last bitrate sample
         self.bitrate = 0.0  # bits/s over the last sample (control loop, not the hot path)
         self.known = 0.0  # the last non-zero bitrate: what a paused layer costs when resumed
-        self.height = 0 if video else -1  # from the first keyframe seen (VP8); -1: unknowable
+        self.height = 0 if video else -1  # from the first keyframe (VP8, VP9); -1: unknowable
         self.lost = 0.0  # fraction lost on the way in (after repairs), over about a second
         self.lost_mark = (0, 0)  # (expected, received) at the last sample
 
@@ -130,6 +130,7 @@ class UpTrack:
             (c.payloadType for c in codecs
              if c.mimeType.lower().endswith("/rtx") and c.parameters.get("apt") == self.pt), None)
         self.is_keyframe = keyframe_detector(self.codec.mimeType)
+        self.height_of = height_reader(self.codec.mimeType)
         # rids as the publisher listed them in a=simulcast, lowest first; None: one plain stream
         self.layers = [Layer(self, i, rid) for i, rid in enumerate(rids or [None])]
         self.simulcast = rids is not None and len(rids) > 1
@@ -168,7 +169,7 @@ class UpTrack:
         payload = packet.payload
         key = (layer.waiting > 0 or not layer.height) and self.is_keyframe(payload)
         if key and not layer.height and self.kind == "video":
-            layer.height = vp8_height(payload) or -1
+            layer.height = self.height_of(payload) or -1
         ast = _pack_ast(int(t0 * 262144) & 0xFFFFFF)[1:]  # abs-send-time: 6.18 s, 24 bits
         for dt in layer.downtracks:
             dt.forward(layer, seq, ts, marker, payload, key, ast)

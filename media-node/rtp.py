@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import struct
 
+from parley.recorder.depacketize import vp9_descriptor
+
 _HEADER = struct.Struct("!BBHII")
 pack_header = _HEADER.pack
 """(0x80, marker << 7 | payload type, sequence, timestamp, SSRC) -> 12 header bytes.
@@ -90,6 +92,50 @@ def vp8_rewrite(payload: bytes, pid: int, tl0: int) -> bytes:
     return bytes(b)
 
 
+def vp9_keyframe(payload: bytes) -> bool:
+    """True when ``payload`` starts a VP9 keyframe (RFC 9628 section 4.2): B=1 (a frame starts),
+    P=0 (no inter-picture reference) and, when layer indices are present, spatial layer 0."""
+    if not payload or (payload[0] & 0x48) != 0x08:
+        return False
+    b0 = payload[0]
+    if not b0 & 0x20:  # L
+        return True
+    i = (3 if payload[1] & 0x80 else 2) if b0 & 0x80 and len(payload) > 1 else 1
+    return i < len(payload) and not payload[i] & 0x0E  # SID
+
+
+def vp9_height(payload: bytes) -> int:
+    """The top spatial layer's height from the scalability structure (RFC 9628 section 4.2.1:
+    a sender puts it on keyframes), or 0 when the packet has none."""
+    ss = vp9_descriptor(payload)[1]
+    if ss < 0 or not payload[ss] & 0x10:  # no SS, or no sizes in it (Y=0)
+        return 0
+    top = ss + 1 + 4 * (payload[ss] >> 5)
+    return (payload[top + 2] << 8) | payload[top + 3]
+
+
+def vp9_ids(payload: bytes) -> tuple[int, int]:
+    """(15-bit PictureID, TL0PICIDX) of a VP9 payload descriptor (RFC 9628 section 4.2), -1 for
+    a field that is absent (or a 7-bit PictureID, which is left as it is). TL0PICIDX exists in
+    non-flexible mode only (F=0, L=1)."""
+    if len(payload) < 3 or not payload[0] & 0x80 or not payload[1] & 0x80:
+        return -1, -1
+    pid = ((payload[1] & 0x7F) << 8) | payload[2]
+    tl0 = payload[4] if (payload[0] & 0x30) == 0x20 and len(payload) > 4 else -1
+    return pid, tl0
+
+
+def vp9_rewrite(payload: bytes, pid: int, tl0: int) -> bytes:
+    """``payload`` with its 15-bit PictureID and (when ``tl0`` >= 0) TL0PICIDX replaced, for the
+    same reason as ``vp8_rewrite``: RFC 9628 receivers order frames by PictureID."""
+    b = bytearray(payload)
+    b[1] = 0x80 | (pid >> 8)
+    b[2] = pid & 0xFF
+    if tl0 >= 0 and (b[0] & 0x30) == 0x20:
+        b[4] = tl0
+    return bytes(b)
+
+
 def h264_keyframe(payload: bytes) -> bool:
     """True when ``payload`` carries an IDR slice or SPS (RFC 6184 sections 5.6-5.8)."""
     if not payload:
@@ -115,11 +161,25 @@ def always_keyframe(payload: bytes) -> bool:
     return True
 
 
-KEYFRAME_DETECTORS = {"video/vp8": vp8_keyframe, "video/h264": h264_keyframe}
+def no_height(payload: bytes) -> int:
+    """A codec whose frame size the call server does not read (H.264: it sits in the SPS)."""
+    return 0
+
+
+KEYFRAME_DETECTORS = {"video/vp8": vp8_keyframe, "video/vp9": vp9_keyframe,
+                      "video/h264": h264_keyframe}
+HEIGHT_READERS = {"video/vp8": vp8_height, "video/vp9": vp9_height}
+# codecs whose PictureID / TL0PICIDX a leg continues across layer switches: (read, rewrite)
+PICTURE_IDS = {"video/vp8": (vp8_ids, vp8_rewrite), "video/vp9": (vp9_ids, vp9_rewrite)}
 
 
 def keyframe_detector(mime_type: str):  # type: ignore[no-untyped-def]
     return KEYFRAME_DETECTORS.get(mime_type.lower(), always_keyframe)
+
+
+def height_reader(mime_type: str):  # type: ignore[no-untyped-def]
+    """The function that reads a keyframe packet's frame height for ``mime_type`` (0: unknown)."""
+    return HEIGHT_READERS.get(mime_type.lower(), no_height)
 
 
 def seq_add(a: int, b: int) -> int:

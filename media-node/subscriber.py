@@ -31,7 +31,7 @@ from aiortc.rtp import (
 
 from . import metrics
 from .link import Link
-from .rtp import pack_header, vp8_ids, vp8_rewrite
+from .rtp import PICTURE_IDS, pack_header, vp8_ids
 
 if TYPE_CHECKING:
     from .publisher import Layer, UpTrack
@@ -64,12 +64,11 @@ class DownTrack:
     plus the wall-clock time since, so the receiver sees one continuous stream (the technique of
     mediasoup's and LiveKit's simulcast forwarders)."""
 
-    __slots__ = ("bytes", "clock_rate", "downlink", "dropped", "ext", "flushed", "kind",
+    __slots__ = ("bytes", "clock_rate", "downlink", "dropped", "ext", "flushed", "ids", "kind",
                  "last_pid", "last_sent", "last_seq", "last_tl0", "last_ts", "layer", "link",
                  "loss", "marks", "munge", "nack_seen", "nacked", "packets", "pid_offset", "pt",
-                 "reported",
-                 "retransmitted", "rtx_pt", "rtx_seq", "rtx_ssrc", "sender", "seq_offset",
-                 "ssrc", "subscriber", "switch_seq", "target", "tl0_offset",
+                 "reported", "retransmitted", "rewrite", "rtx_pt", "rtx_seq", "rtx_ssrc", "sender",
+                 "seq_offset", "ssrc", "subscriber", "switch_seq", "target", "tl0_offset",
                  "transceiver", "ts_offset", "up")
 
     def __init__(self, up: UpTrack, subscriber: str, link: Link, downlink: Any = None,
@@ -101,7 +100,10 @@ class DownTrack:
         self.last_ts = 0
         self.last_sent = 0.0
         self.switch_seq = 0  # first outgoing sequence number of the current layer
-        self.munge = up.simulcast and up.codec.mimeType.lower() == "video/vp8"
+        # VP8 / VP9 of a simulcast track: PictureID and TL0PICIDX continued across switches
+        mime = up.codec.mimeType.lower()
+        self.munge = up.simulcast and mime in PICTURE_IDS
+        self.ids, self.rewrite = PICTURE_IDS.get(mime, PICTURE_IDS["video/vp8"])
         self.pid_offset = self.tl0_offset = 0
         self.last_pid = self.last_tl0 = 0
         self.reported = False  # the subscriber was told which layer it gets
@@ -175,8 +177,9 @@ class DownTrack:
         self.bytes += len(data)
 
     def _continue_ids(self, payload: bytes) -> bytes:
-        """VP8 of a simulcast track: PictureID and TL0PICIDX continued across layer switches."""
-        pid, tl0 = vp8_ids(payload)
+        """VP8 / VP9 of a simulcast track: PictureID and TL0PICIDX continued across layer
+        switches (RFC 7741 section 4.2, RFC 9628 section 4.2)."""
+        pid, tl0 = self.ids(payload)
         if pid < 0:
             return payload
         pid = (pid + self.pid_offset) & 0x7FFF
@@ -184,7 +187,7 @@ class DownTrack:
             tl0 = (tl0 + self.tl0_offset) & 0xFF
             self.last_tl0 = tl0
         self.last_pid = pid
-        return vp8_rewrite(payload, pid, tl0)
+        return self.rewrite(payload, pid, tl0)
 
     def _switch(self, layer: Layer, seq: int, ts: int, payload: bytes) -> None:
         """Start forwarding ``layer`` at this keyframe packet (RFC 3550 translator numbering)."""
@@ -200,7 +203,7 @@ class DownTrack:
             gap = max(1, int((time.perf_counter() - self.last_sent) * self.clock_rate))
             self.ts_offset = (self.last_ts + gap - ts) & 0xFFFFFFFF
             if self.munge:
-                pid, tl0 = vp8_ids(payload)
+                pid, tl0 = self.ids(payload)
                 if pid >= 0:
                     self.pid_offset = (self.last_pid + 1 - pid) & 0x7FFF
                 if tl0 >= 0:
@@ -331,10 +334,10 @@ class DownTrack:
         _, ts, marker, payload = entry
         ts = (ts + self.ts_offset) & 0xFFFFFFFF
         if self.munge:
-            pid, tl0 = vp8_ids(payload)
+            pid, tl0 = self.ids(payload)
             if pid >= 0:
-                payload = vp8_rewrite(payload, (pid + self.pid_offset) & 0x7FFF,
-                                      (tl0 + self.tl0_offset) & 0xFF if tl0 >= 0 else -1)
+                payload = self.rewrite(payload, (pid + self.pid_offset) & 0x7FFF,
+                                       (tl0 + self.tl0_offset) & 0xFF if tl0 >= 0 else -1)
         self.resend(out, ts, marker, payload)
 
     def resend(self, out: int, ts: int, marker: int, payload: bytes) -> None:

@@ -131,8 +131,9 @@ class SourceRoute:
             pass
 
     def want(self) -> None:
-        self.transcoding.send(control({"t": "want", "source": self.ssrc, "outputs": [
-            o.output.as_list() for o in self.outputs.values()]}), self.addr)
+        self.transcoding.send(control({
+            "t": "want", "source": self.ssrc, "codec": self.up.codec.mimeType.lower(),
+            "outputs": [o.output.as_list() for o in self.outputs.values()]}), self.addr)
 
     def close(self, dead: bool = False) -> None:
         """Stop sending (nobody needs it, the publisher left, or its transcoder was lost)."""
@@ -152,7 +153,9 @@ class SourceRoute:
         return {"participant": self.up.owner, "track": self.up.track_id,
                 "layer": self.layer.index, "sourceHeight": self.layer.height,
                 "transcoder": f"{self.addr[0]}:{self.addr[1]}",
+                "sourceCodec": self.up.codec.mimeType.lower(),
                 "decoded": remote.get("decoded", 0), "dropped": remote.get("dropped", 0),
+                "errors": remote.get("errors", 0),
                 "cpuPercent": remote.get("cpuPercent", 0.0),
                 "rungs": [{"rung": r.rung.name, "codec": r.codec, "height": r.height,
                            "legs": len(r.downtracks), "kbps": round(r.bitrate / 1000)}
@@ -383,6 +386,9 @@ def rung_rate(rung: Rung) -> float:
 
 
 def transcodable(up: UpTrack) -> bool:
+    """Whether a budget rung (VP8) can replace ``up`` on a leg: VP8 sources only, since the
+    leg keeps the payload type it negotiated for the source's codec (a VP9 source's legs stay
+    on its lowest layer; a subscriber that cannot decode VP9 gets H.264 from ``codec_rung``)."""
     return up.kind == "video" and up.codec.mimeType.lower() == VP8
 
 

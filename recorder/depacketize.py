@@ -1,7 +1,9 @@
-"""RTP payloads back into codec frames, without decoding (RFC 7741 for VP8, RFC 7587 for Opus).
+"""RTP payloads back into codec frames, without decoding (RFC 7741 for VP8, RFC 9628 for VP9,
+RFC 7587 for Opus).
 
-The tap sees the packets the call server forwards; a file needs whole frames. VP8 frames span
-packets (the payload descriptor says where one starts, the marker bit where it ends); an Opus
+The tap sees the packets the call server forwards, and the meeting transcoder the ones routed to
+it; both need whole frames. VP8 and VP9 frames span packets (the payload descriptor says where
+one starts, the marker bit where it ends); an Opus
 RTP payload is exactly one Opus packet. A frame with a sequence gap is dropped, and video then
 waits for the next keyframe (asking for one), because later frames reference the broken one.
 """
@@ -42,6 +44,53 @@ def vp8_descriptor_size(payload: bytes) -> int:
     return i if i <= n else -1
 
 
+def vp9_descriptor(payload: bytes) -> tuple[int, int]:
+    """(length of the VP9 payload descriptor, offset of its scalability structure or -1), RFC
+    9628 section 4.2: ``|I|P|L|F|B|E|V|Z|``, then PictureID (I; 15 bits when M), layer indices
+    (L) and TL0PICIDX (L in non-flexible mode), reference indices (P in flexible mode, at most 3)
+    and the scalability structure (V). (-1, -1) when the payload is shorter than its fields."""
+    n = len(payload)
+    if n < 1:
+        return -1, -1
+    b0 = payload[0]
+    i = 1
+    if b0 & 0x80:  # I: PictureID, M bit selects 15 bits
+        if i >= n:
+            return -1, -1
+        i += 2 if payload[i] & 0x80 else 1
+    flexible = b0 & 0x10
+    if b0 & 0x20:  # L: TID/U/SID/D, and TL0PICIDX in non-flexible mode
+        i += 1 if flexible else 2
+    if flexible and b0 & 0x40:  # P_DIFF octets, N set while one more follows
+        for _ in range(3):
+            if i >= n:
+                return -1, -1
+            i += 1
+            if not payload[i - 1] & 0x01:
+                break
+        else:
+            return -1, -1
+    ss = -1
+    if b0 & 0x02:  # V: N_S|Y|G, then sizes per spatial layer and the picture group
+        if i >= n:
+            return -1, -1
+        ss = i
+        v = payload[i]
+        i += 1
+        if v & 0x10:
+            i += 4 * ((v >> 5) + 1)
+        if v & 0x08:
+            if i >= n:
+                return -1, -1
+            groups = payload[i]
+            i += 1
+            for _ in range(groups):
+                if i >= n:
+                    return -1, -1
+                i += 1 + ((payload[i] >> 2) & 0x03)
+    return (i, ss) if i <= n else (-1, -1)
+
+
 def vp8_size(frame: bytes) -> tuple[int, int] | None:
     """Width and height from a VP8 keyframe header (RFC 6386 section 9.1)."""
     if len(frame) < 10 or frame[0] & 0x01 or frame[3:6] != b"\x9d\x01\x2a":
@@ -57,8 +106,9 @@ class Depacketizer:
                  want_keyframe: Callable[[], None] = lambda: None) -> None:
         self.codec = codec.lower()
         self.video = self.codec.startswith("video/")
-        if self.codec not in ("video/vp8", "audio/opus"):
-            raise ValueError(f"cannot record {codec}: VP8 and Opus only")
+        if self.codec not in ("video/vp8", "video/vp9", "audio/opus"):
+            raise ValueError(f"cannot depacketize {codec}: VP8, VP9 and Opus only")
+        self.vp9 = self.codec == "video/vp9"
         self.on_frame = on_frame
         self.want_keyframe = want_keyframe
         self.last_seq: int | None = None
@@ -67,6 +117,7 @@ class Depacketizer:
         self._parts: list[bytes] = []
         self._frame_ts: int | None = None
         self._broken = False
+        self._key = False  # VP9: the frame being assembled is a keyframe (its descriptor's P)
         self.need_keyframe = self.video
         self.frames = 0
         self.dropped = 0
@@ -93,11 +144,20 @@ class Depacketizer:
             return
         if gap:
             self._broken = True
-        d = vp8_descriptor_size(payload)
-        if d < 0:
+        if self.vp9:  # B: the packet starts a frame; P clear on it: a keyframe
+            d = vp9_descriptor(payload)[0]
+            start = d >= 0 and bool(payload[0] & 0x08)
+        else:
+            d = vp8_descriptor_size(payload)
+            start = d >= 0 and bool(payload[0] & 0x10) and (payload[0] & 0x07) == 0
+        if d < 0:  # malformed: the frame it belongs to is broken (and ends here on a marker)
+            self._broken = True
+            if marker:
+                self._parts = []
+                self._drop()
             return
-        start = bool(payload[0] & 0x10) and (payload[0] & 0x07) == 0
         if start:
+            self._key = not (payload[0] & 0x40) if self.vp9 else False
             self._parts = []
             self._frame_ts = uts
             self._broken = False
@@ -111,7 +171,7 @@ class Depacketizer:
         if self._broken or self._frame_ts is None or not data:
             self._drop()
             return
-        key = not (data[0] & 0x01)  # RFC 6386 9.1: inverse keyframe flag
+        key = self._key if self.vp9 else not (data[0] & 0x01)  # RFC 6386 9.1: inverse flag
         if self.need_keyframe and not key:
             self.dropped += 1
             return

@@ -30,18 +30,23 @@ function forCallServer(sdp) {
 // Camera layers for the call server (simulcast, RFC 8853), lowest first: as many as the capture
 // height carries (Chromium's own table: 3 from 540 lines, 2 from 270, else none). The call server
 // forwards each receiver the one that fits its link and tile (docs/call-server.md, "Simulcast").
-function simulcastEncodings(track) {
+// In VP9 each layer is its own stream too, asked for with scalabilityMode L1T1 (one spatial, one
+// temporal layer per rid; without it Chromium sends one SVC stream instead): the call server
+// switches and numbers VP9 layers exactly as VP8 ones, and the transcoder decodes one of them.
+function simulcastEncodings(track, codec) {
   const h = track.getSettings().height || 0;
   const n = h >= 540 ? 3 : h >= 270 ? 2 : 1;
   if (n < 2) return null;
-  return ["q", "h", "f"].slice(3 - n).map((rid, i) => ({ rid, scaleResolutionDownBy: 2 ** (n - 1 - i) }));
+  const mode = codec === "vp9" ? { scalabilityMode: "L1T1" } : {};
+  return ["q", "h", "f"].slice(3 - n).map((rid, i) => ({ rid, scaleResolutionDownBy: 2 ** (n - 1 - i), ...mode }));
 }
 const SCREEN_FPS = 5;  // a screen share: one full-resolution layer, few frames
 
 class SfuSession {
-  // hooks: {iceServers, relay, videoCodecs, sourceOf(track), onTrack(participant, source, track),
-  //         onState(connectionState), onFailed()}; videoCodecs (e.g. ["h264"]): the only video
-  //         codecs this page announces (a device that decodes nothing else), else VP8 first
+  // hooks: {iceServers, relay, videoCodecs, sendCodec, sourceOf(track), onTrack(participant,
+  //         source, track), onState(connectionState), onFailed()}; videoCodecs (e.g. ["h264"]):
+  //         the only video codecs this page announces (a device that decodes nothing else), else
+  //         VP8 first; sendCodec ("vp9"): the codec the camera is published in (default VP8)
   constructor(generation, hooks) {
     this.generation = generation; this.hooks = hooks;
     this.remote = {};        // mid -> {participant (stream), track id, kind, direction}
@@ -69,7 +74,7 @@ class SfuSession {
     for (const s of streams) {
       for (const t of s.getTracks()) {
         const source = t.kind === "video" ? this.hooks.sourceOf(t) : null;
-        const enc = source === "camera" ? simulcastEncodings(t)
+        const enc = source === "camera" ? simulcastEncodings(t, this.hooks.sendCodec)
           : source === "screen" ? [{ maxFramerate: SCREEN_FPS }] : null;
         const tr = this.pc.addTransceiver(t, { direction: "sendonly", streams: [s], ...(enc ? { sendEncodings: enc } : {}) });
         if (enc && source === "camera") {
@@ -103,7 +108,10 @@ class SfuSession {
       try { tr.setCodecPreferences(keep); } catch (err) { console.log("[parley] codecs", err); }
       return;
     }
-    const rank = (c) => (c.mimeType === "video/VP8" ? 0 : c.mimeType === "video/rtx" ? 1 : 2);
+    // the camera's own codec first (the call server takes an offer's first codec it forwards)
+    const send = tr.sender.track && this.hooks.sourceOf(tr.sender.track) === "camera" && this.hooks.sendCodec
+      ? `video/${this.hooks.sendCodec}`.toLowerCase() : "video/vp8";
+    const rank = (c) => (c.mimeType.toLowerCase() === send ? 0 : c.mimeType === "video/VP8" ? 1 : c.mimeType === "video/rtx" ? 2 : 3);
     try { tr.setCodecPreferences([...caps].sort((a, b) => rank(a) - rank(b))); } catch { /* */ }
   }
 
@@ -184,6 +192,8 @@ class SfuSession {
   samePayloadTypes(sdp) {
     const key = (c) => {
       const base = `${c.name.toLowerCase()}/${c.rate}/${c.channels || 1}`;
+      // VP9 profiles are distinct codecs (RFC 9628 section 6): profile 0 never takes profile 2's type
+      if (c.name.toLowerCase() === "vp9") return `${base}/${/profile-id=(\d)/.exec(c.fmtp || "")?.[1] || 0}`;
       if (c.name.toLowerCase() !== "h264") return base;
       const f = c.fmtp || "";
       return `${base}/${/packetization-mode=(\d)/.exec(f)?.[1] || 0}`
@@ -297,15 +307,19 @@ class SfuSession {
     return views;
   }
 
-  // What our video senders encode now (rid, active, resolution), for stats() and the tests.
+  // What our video senders encode now (rid, active, resolution, codec, scalability mode), for
+  // stats() and the tests.
   async outbound() {
     const out = [];
     for (const tr of this.pc.getTransceivers()) {
       if (tr.sender.track?.kind !== "video") continue;
-      (await tr.sender.getStats()).forEach((s) => {
+      const report = await tr.sender.getStats();
+      report.forEach((s) => {
         if (s.type !== "outbound-rtp") return;
         out.push({ rid: s.rid || null, active: s.active !== false, frameHeight: s.frameHeight || 0,
-                   framesEncoded: s.framesEncoded || 0, source: this.hooks.sourceOf(tr.sender.track) });
+                   framesEncoded: s.framesEncoded || 0, source: this.hooks.sourceOf(tr.sender.track),
+                   codec: report.get(s.codecId)?.mimeType?.split("/")[1] || null,
+                   scalabilityMode: s.scalabilityMode || null });
       });
     }
     return out;

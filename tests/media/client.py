@@ -86,6 +86,8 @@ class Client:
         # set: the join offer has a recvonly video m-line listing only these codecs (what a
         # client that decodes nothing else announces); the server's offers are kept
         self.video_codecs: list[str] | None = None
+        # set: the extra video tracks are offered in these codecs only (a camera forced to VP9)
+        self.send_codecs: list[str] | None = None
         self.offers: list[str] = []
 
     @property
@@ -110,7 +112,11 @@ class Client:
         if self.audio:
             pc.addTransceiver(ToneAudio(f"{self.name}-mic"), "sendonly")
         for t in self.extra:
-            pc.addTransceiver(t, "sendonly")
+            sending = pc.addTransceiver(t, "sendonly")
+            if self.send_codecs and t.kind == "video":
+                caps = RTCRtpSender.getCapabilities("video").codecs
+                sending.setCodecPreferences([c for c in caps
+                                             if c.mimeType.lower() in self.send_codecs])
         if self.video_codecs:
             caps = RTCRtpSender.getCapabilities("video").codecs
             pc.addTransceiver("video", "recvonly").setCodecPreferences(

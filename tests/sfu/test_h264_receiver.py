@@ -103,3 +103,64 @@ def test_h264_only_receiver_decodes_every_camera_through_the_transcoder(
             assert badges(page)[other[0]] in ("HD", "SD"), badges(page)
     finally:
         close(*pages)
+
+
+def test_h264_only_receiver_in_a_vp8_vp9_meeting(
+        browser: Any, parley_server: Callable[..., str]) -> None:
+    """Issue 12's test with VP9 in it: publisher ``a`` sends VP8, ``b`` VP9 (``sendCodec=vp9``:
+    simulcast, L1T1 per rid). The H.264-only page decodes both through the transcoder (one
+    route per camera, each decoding its own codec); ``a`` decodes ``b``'s VP9 layers as sent and
+    ``b`` decodes ``a``'s VP8 ones, never a rung."""
+    base = parley_server()
+    room = f"{base}/m/vp9mix"
+    codec = {"a": "VP8", "b": "VP9"}
+    pubs = [open_client(browser, f"{room}?name={n}&user={n}&topology=sfu&{CAM}"
+                        + ("&sendCodec=vp9" if n == "b" else "")) for n in PUBLISHERS]
+    pages = list(pubs)
+    try:
+        for me, page in zip(PUBLISHERS, pubs, strict=True):
+            wait_media(page, [(o, "video", "camera") for o in PUBLISHERS if o != me], timeout=30)
+        # each publisher encodes its camera in its own codec, in two simulcast layers
+        for me, page in zip(PUBLISHERS, pubs, strict=True):
+            deadline = time.monotonic() + 10
+            while True:
+                out = [e for e in stats(page)["callServer"]["outbound"] if e["source"] == "camera"]
+                if {(e["rid"], e["codec"]) for e in out if e["framesEncoded"]} == {
+                        ("h", codec[me]), ("f", codec[me])}:
+                    break
+                assert time.monotonic() < deadline, (me, out)
+                time.sleep(0.2)
+            if me == "b":
+                assert {e["scalabilityMode"] for e in out} == {"L1T1"}, out
+
+        h264 = open_client(browser, f"{room}?name=h&user=h&topology=sfu&video=0&videoCodecs=h264")
+        pages.append(h264)
+        got = until(h264, PUBLISHERS, lambda r: r["codec"] == "H264" and r["transcoded"]
+                    and r["framesDecoded"] > 0, 30, "h decoding H.264 rungs of VP8 and VP9")
+        for row in got.values():
+            assert row["layerReason"] == "codec", row
+        routed = {r["participant"]: r for r in routes(base)}
+        assert {p: r["sourceCodec"] for p, r in routed.items()} == {
+            "a": "video/vp8", "b": "video/vp9"}, routed
+        assert all([(o["codec"], o["legs"]) for o in r["rungs"]] == [("video/h264", 1)]
+                   for r in routed.values()), routed
+        assert routed["b"]["sourceHeight"] > 0, routed  # read from VP9's scalability structure
+        frames = {p: r["framesDecoded"] for p, r in got.items()}
+        until(h264, PUBLISHERS, lambda r: r["framesDecoded"] >= frames[r["participant"]] + 20,
+              20, "h still decoding its H.264 rungs")
+        assert {m["participant"] for m in transcoded_moves(h264)} == set(PUBLISHERS)
+
+        # the publishers get each other's originals: VP9 layers for a, VP8 layers for b
+        for me, page in zip(PUBLISHERS, pubs, strict=True):
+            other = next(o for o in PUBLISHERS if o != me)
+            row = until(page, [other], lambda r, o=other: r["codec"] == codec[o]
+                        and r["layer"] in ("h", "f") and r["framesDecoded"] > 0,
+                        15, f"{me} on {other}'s {codec[other]} original")[other]
+            assert not row["transcoded"], row
+            assert transcoded_moves(page) == [], transcoded_moves(page)
+        print("\nVP8/VP9 meeting, H.264-only page: " + "; ".join(
+            f"{p} ({r['sourceCodec']}): {r['rungs'][0]['height']}p H.264 from layer {r['layer']} "
+            f"({r['sourceHeight']} lines), transcoder {r['cpuPercent']} % of a core"
+            for p, r in routed.items()))
+    finally:
+        close(*pages)

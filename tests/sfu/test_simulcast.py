@@ -68,16 +68,20 @@ def encodings(page: Any) -> dict[str | None, dict[str, Any]]:
             if e["source"] == "camera"}
 
 
+@pytest.mark.parametrize("codec", ["vp8", "vp9"])
 def test_each_receiver_gets_the_layer_its_tile_takes_and_unwatched_layers_pause(
-        browser: Any, parley_server: Callable[..., str]) -> None:
+        browser: Any, parley_server: Callable[..., str], codec: str) -> None:
+    """In VP8 and in VP9 (``sendCodec=vp9``: L1T1 per rid; the node continues VP9's PictureID
+    and TL0PICIDX across switches as VP8's, RFC 9628)."""
     base = parley_server()
     names = ["a", "b", "c"]
-    pages = [open_client(browser, f"{base}/m/layers?name={n}&user={n}&topology=sfu&{CAM}")
-             for n in names]
+    pages = [open_client(browser, f"{base}/m/layers-{codec}?name={n}&user={n}&topology=sfu&"
+                                  f"{CAM}&sendCodec={codec}") for n in names]
     a, b, c = pages
     try:
         for me, page in zip(names, pages, strict=True):
             wait_media(page, [(o, "video", "camera") for o in names if o != me], timeout=45)
+        assert {r["codec"] for r in cameras(c).values()} == {codec.upper()}, cameras(c)
         # every publisher sends both layers; every receiver takes the full one into its tile
         assert set(encodings(a)) == {"h", "f"}, encodings(a)
         for me, page in zip(names, pages, strict=True):

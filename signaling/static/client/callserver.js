@@ -46,7 +46,7 @@ export async function startSfu(reason) {
                 startedAt: performance.now(), moves: (state.sfu?.moves || 0) + 1,
                 reasons: [...(state.sfu?.reasons || []), reason] };
   const session = server.sfu = new SfuSession(++server.generation, {
-    iceServers: state.iceServers, relay: opts.relay, videoCodecs: opts.videoCodecs,
+    iceServers: state.iceServers, relay: opts.relay, videoCodecs: opts.videoCodecs, sendCodec: opts.sendCodec,
     sourceOf: (track) => (local.screen?.getTracks().includes(track) ? "screen" : "camera"),
     onTrack: (identity, source, track) => session === server.sfu && sfuTrack(identity, source, track),
     onState: (s) => {

@@ -1,0 +1,41 @@
+"""The video codecs the call server negotiates beyond aiortc's own (VP8, H.264): VP9.
+
+aiortc (1.16) offers and answers only the codecs in its table, ``aiortc.codecs.CODECS``, so a
+browser whose camera sends VP9 alone found no common codec and its join failed. The call server
+never decodes nor encodes a forwarded track (publisher.py intercepts RTP before aiortc's jitter
+buffer and decoder; subscriber legs write RTP themselves), so VP9 needs only a table entry: a
+payload type, its RTX (RFC 4588) and the feedback the legs use (NACK, PLI, REMB). Its RTP is read
+where the node must (rtp.py: keyframes, the frame height, PictureID continuity, RFC 9628), and
+the meeting transcoder decodes it with FFmpeg's vp9 decoder for subscribers that cannot.
+
+Appended after aiortc's own codecs, so an aiortc peer in the same process (a test client) still
+offers VP8 first; profile 0 only (8-bit 4:2:0, what Chromium encodes a camera in).
+"""
+
+from __future__ import annotations
+
+from aiortc.codecs import CODECS
+from aiortc.rtcrtpparameters import RTCRtcpFeedback, RTCRtpCodecParameters
+
+VP9_PT = 103  # after aiortc's 97-102 (VP8, two H.264 profiles, each with its RTX)
+
+
+def _register_vp9() -> None:
+    video = CODECS["video"]
+    if any(c.mimeType.lower() == "video/vp9" for c in video):
+        return
+    used = {c.payloadType for c in video}
+    pt = next(p for p in range(VP9_PT, 128, 2) if p not in used and p + 1 not in used)
+    video += [
+        RTCRtpCodecParameters(
+            mimeType="video/VP9", clockRate=90000, payloadType=pt,
+            rtcpFeedback=[RTCRtcpFeedback(type="nack"),
+                          RTCRtcpFeedback(type="nack", parameter="pli"),
+                          RTCRtcpFeedback(type="goog-remb")],
+            parameters={"profile-id": "0"}),
+        RTCRtpCodecParameters(mimeType="video/rtx", clockRate=90000, payloadType=pt + 1,
+                              parameters={"apt": pt}),
+    ]
+
+
+_register_vp9()

@@ -1,0 +1,260 @@
+"""VP9 publishers on the call server (RFC 9628): the node reads VP9 payload descriptors
+(keyframes, the frame height, PictureID continuity) and never decodes; a subscriber that decodes
+VP9 gets the publisher's payloads byte for byte, one that decodes H.264 only gets them through a
+real meeting transcoder process (FFmpeg's vp9 decoder); malformed descriptors in the stream kill
+neither. The publisher is an aiortc peer that negotiated VP9 alone and writes real libvpx-vp9
+frames as RTP itself (aiortc has no VP9 encoder); the Chromium case is
+tests/sfu/test_h264_receiver.py."""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import secrets
+from typing import Any
+
+import av
+import pytest
+from aiortc import MediaStreamTrack
+
+from parley.media.node import CallServer
+from parley.media.rtp import vp9_height, vp9_ids, vp9_keyframe, vp9_rewrite
+from parley.media.transcoding import RungLayer
+from parley.recorder.depacketize import Depacketizer, Frame, vp9_descriptor
+
+from .client import Client, wait_for
+from .test_transcoding import Transcoder, Viewer, call_server, transcoder  # noqa: F401
+
+SIZE = (320, 240)
+GOP = 15  # frames per keyframe in the looped VP9 source
+MALFORMED = [
+    b"",
+    b"\x80",  # I set, no PictureID
+    b"\x80\x80",  # 15-bit PictureID cut short... then nothing: a frame with no data
+    b"\xa8\x80\x01",  # I, L, B: no layer indices
+    b"\xba\x80\x01\x00\x00\x10\x01",  # I, L, B, V: N_S=0, Y, sizes cut off
+    b"\xda\x80\x01\x00\xff\xff\xff\xff",  # I, P, F, B, V: four chained P_DIFFs (3 allowed)
+    b"\x0a\xf8",  # B, V: N_S=7 with sizes and no room for them
+    b"\x0b\x18\x00\x00",  # B, V, Z: picture groups announced, none there
+    b"\xff" * 40,
+]
+
+
+def encode_gop(size: tuple[int, int] = SIZE) -> list[tuple[bytes, bool]]:
+    """One GOP of real VP9 (libvpx-vp9, profile 0): (frame, keyframe) pairs, keyframe first."""
+    ctx = av.CodecContext.create("libvpx-vp9", "w")
+    ctx.width, ctx.height = size
+    ctx.pix_fmt = "yuv420p"
+    ctx.time_base = fractions.Fraction(1, 15)
+    ctx.bit_rate = 300_000
+    ctx.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
+    out: list[tuple[bytes, bool]] = []
+    for n in range(GOP):
+        frame = av.VideoFrame(*size, "yuv420p")
+        frame.planes[0].update(bytes(((x * 3 + y + n * 5) & 0xFF) for y in range(size[1])
+                                     for x in range(size[0])))
+        for plane in frame.planes[1:]:
+            plane.update(bytes([128]) * plane.buffer_size)
+        frame.pts = n
+        frame.pict_type = av.video.frame.PictureType.I if n == 0 else \
+            av.video.frame.PictureType.NONE
+        out += [(bytes(p), p.is_keyframe) for p in ctx.encode(frame)]
+    out += [(bytes(p), p.is_keyframe) for p in ctx.encode(None)]
+    assert out[0][1] and len(out) == GOP
+    return out
+
+
+def packetize(frame: bytes, key: bool, pid: int, tl0: int,
+              size: tuple[int, int] = SIZE, mtu: int = 900) -> list[bytes]:
+    """RFC 9628 payloads of one frame as Chromium sends an L1T1 layer: non-flexible mode, 15-bit
+    PictureID, layer indices and TL0PICIDX; a keyframe's first packet has the scalability
+    structure with the frame size."""
+    chunks = [frame[i:i + mtu] for i in range(0, len(frame), mtu)]
+    out = []
+    for i, chunk in enumerate(chunks):
+        b0 = 0xA0 | (0 if key else 0x40) | (0x08 if i == 0 else 0) | (
+            0x04 if i == len(chunks) - 1 else 0)
+        head = bytes([b0, 0x80 | (pid >> 8), pid & 0xFF, 0x00, tl0])
+        if key and i == 0:
+            head = bytes([head[0] | 0x02]) + head[1:] + bytes([0x10]) + size[0].to_bytes(
+                2, "big") + size[1].to_bytes(2, "big")
+        out.append(head + chunk)
+    return out
+
+
+def test_vp9_descriptor_fields() -> None:
+    gop = encode_gop()
+    key = packetize(*gop[0], pid=0x1234, tl0=7)
+    delta = packetize(*gop[1], pid=0x1235, tl0=8)
+    assert vp9_keyframe(key[0]) and not vp9_keyframe(delta[0])
+    assert len(key) > 1 and not vp9_keyframe(key[1])  # B=0: not where a frame starts
+    assert vp9_height(key[0]) == SIZE[1] and vp9_height(delta[0]) == 0
+    assert vp9_descriptor(key[0]) == (10, 5) and vp9_descriptor(delta[0]) == (5, -1)
+    assert vp9_ids(delta[0]) == (0x1235, 8)
+    moved = vp9_rewrite(delta[0], 0x0042, 200)
+    assert vp9_ids(moved) == (0x0042, 200) and moved[5:] == delta[0][5:]
+    assert moved[0] == delta[0][0] and moved[3] == delta[0][3]
+    # flexible mode (F=1) has no TL0PICIDX: it is neither read nor written
+    flexible = bytes([0xB8, 0x80, 0x05, 0x00]) + b"data"
+    assert vp9_ids(flexible) == (5, -1) and vp9_rewrite(flexible, 9, 3)[3:] == flexible[3:]
+    # a spatial layer above 0 is no starting point even without inter-picture prediction
+    assert not vp9_keyframe(bytes([0xA8, 0x80, 0x01, 0x02, 0x00]) + b"x")
+
+
+def test_malformed_vp9_descriptors_are_read_without_error() -> None:
+    for payload in MALFORMED + [bytes([b]) + bytes(range(n)) for b in range(256)
+                                for n in (0, 1, 2, 5)]:
+        vp9_keyframe(payload)
+        vp9_height(payload)
+        pid, tl0 = vp9_ids(payload)
+        if pid >= 0:
+            vp9_rewrite(payload, pid, tl0)
+        size, ss = vp9_descriptor(payload)
+        assert size <= len(payload) and ss < max(size, 1)
+
+
+def test_depacketized_vp9_decodes_and_damage_waits_for_a_keyframe() -> None:
+    """The transcoder's path: RFC 9628 packets -> whole frames -> FFmpeg's vp9 decoder; a frame
+    with a malformed packet or a gap is dropped and decoding resumes on the next keyframe."""
+    gop = encode_gop()
+    frames: list[Frame] = []
+    asked = []
+    d = Depacketizer("video/vp9", frames.append, lambda: asked.append(1))
+    seq, sent = 100, 0
+    for loop in range(2):
+        for n, (data, key) in enumerate(gop):
+            packets = packetize(data, key, pid=loop * GOP + n, tl0=(loop * GOP + n) & 0xFF,
+                                mtu=200)
+            if loop == 0 and n == 5:  # a malformed packet inside a delta frame
+                packets.insert(1, MALFORMED[3])
+            for i, p in enumerate(packets):
+                d.push(seq, 3000 * (loop * GOP + n), i == len(packets) - 1, p)
+                seq += 1
+            sent += 1
+    assert asked == [1] and d.dropped >= 1
+    assert [f.keyframe for f in frames] == [True] * 1 + [False] * 4 + [True] + [False] * 14
+    decoder = av.CodecContext.create("vp9", "r")
+    pictures = [p for f in frames for p in decoder.decode(av.Packet(f.data))]
+    assert len(pictures) == len(frames) and {(p.width, p.height) for p in pictures} == {SIZE}
+
+
+class SilentVideo(MediaStreamTrack):
+    """The VP9 publisher's track: it never yields, the test writes the RTP itself."""
+
+    kind = "video"
+
+    def __init__(self, track_id: str) -> None:
+        super().__init__()
+        self._id = track_id
+
+    async def recv(self) -> Any:
+        await asyncio.Event().wait()
+
+
+class Vp9Viewer(Viewer):
+    """A subscriber that announces VP9 only and keeps the payloads it receives (aiortc cannot
+    decode VP9: they are compared with what the publisher sent)."""
+
+    def __init__(self, name: str, meeting: str) -> None:
+        super().__init__(name, meeting)
+        self.video_codecs = ["video/vp9"]
+        self.payloads: list[bytes] = []
+
+    async def _consume(self, track: MediaStreamTrack) -> None:
+        if track.kind != "video" or self.pc is None:
+            return
+        for t in self.pc.getTransceivers():
+            if t.receiver.track is track:
+                async def keep(packet: Any, arrival_time_ms: int = 0) -> None:
+                    self.payloads.append(packet.payload)
+                t.receiver._handle_rtp_packet = keep  # type: ignore[method-assign]
+
+
+async def send_vp9(pub: Client, stop: asyncio.Event, sent: list[bytes]) -> None:
+    """Write the looped GOP as RTP on the publisher's VP9 sender, 15 frames a second, with a
+    malformed packet in every third frame (its own sequence number: the frame it sits in is
+    then broken for a depacketizer)."""
+    assert pub.pc is not None
+    sender = next(t.sender for t in pub.pc.getTransceivers() if t.kind == "video")
+    await wait_for(lambda: pub.pc is not None and pub.pc.connectionState == "connected", 20,
+                   "the VP9 publisher connected")
+    codec = next(t._codecs[0] for t in pub.pc.getTransceivers() if t.sender is sender)
+    assert codec.mimeType.lower() == "video/vp9", codec
+    transport = sender.transport
+    gop = encode_gop()
+    seq, n = 1000, 0
+    while not stop.is_set():
+        data, key = gop[n % GOP]
+        packets = packetize(data, key, pid=n & 0x7FFF, tl0=n & 0xFF)
+        if n % 3 == 2:
+            packets.insert(1, MALFORMED[(n // 3) % len(MALFORMED)])
+        for i, payload in enumerate(packets):
+            marker = 0x80 if i == len(packets) - 1 else 0
+            header = bytes([0x80, marker | codec.payloadType]) + seq.to_bytes(2, "big") + (
+                (n * 6000) & 0xFFFFFFFF).to_bytes(4, "big") + sender._ssrc.to_bytes(4, "big")
+            await transport._send_rtp(header + payload)
+            sent.append(payload)
+            seq = (seq + 1) & 0xFFFF
+        n += 1
+        await asyncio.sleep(1 / 15)
+
+
+@pytest.mark.redis
+async def test_vp9_camera_forwarded_to_vp9_and_transcoded_for_h264_despite_bad_descriptors(
+        call_server: tuple[CallServer, str], transcoder: Transcoder) -> None:  # noqa: F811
+    server, url = call_server
+    meeting = f"vp9-{secrets.token_hex(4)}"
+    pub = Client("a", meeting, video=False, audio=False)
+    pub.extra = [SilentVideo("a-camera")]
+    pub.send_codecs = ["video/vp9"]
+    h264, vp9 = Viewer("h264", meeting), Vp9Viewer("vp9", meeting)
+    h264.video_codecs = ["video/h264"]
+    clients = [pub, h264, vp9]
+    stop = asyncio.Event()
+    sent: list[bytes] = []
+    writer: asyncio.Task[None] | None = None
+    try:
+        for c in clients:
+            await c.join(url)
+        writer = asyncio.ensure_future(send_vp9(pub, stop, sent))
+        await wait_for(lambda: len(h264.seen["a-camera"]) >= 30 and len(vp9.payloads) >= 200,
+                       40, "H.264 frames of the VP9 camera and VP9 packets forwarded")
+        assert not writer.done(), writer
+        up = next(u for p in server.participants.values() for u in p.uptracks)
+        assert up.codec.mimeType.lower() == "video/vp9" and up.layers[0].height == SIZE[1]
+        # the VP9 subscriber: the original, untranscoded, every payload as the publisher sent
+        # it (the malformed ones too: the node forwards what it cannot read as it is)
+        leg = server.participants[vp9.pid].downtracks[id(up)]
+        assert leg.layer is up.layers[0] and not leg.munge
+        assert not any(e["type"] == "layer" and e.get("transcoded")
+                       for e in server.participants[vp9.pid].events)
+        got = set(vp9.payloads)
+        assert got <= set(sent) and any(m in got for m in MALFORMED if m)
+        # the H.264 subscriber: decoded once by the transcoder, encoded once at the source height
+        me = server.participants[h264.pid]
+        dt = me.downtracks[id(up)]
+        assert isinstance(dt.layer, RungLayer) and dt.layer.codec == "video/h264"
+        assert h264.height("a-camera") == SIZE[1]
+        remote = (await transcoder.status())["sources"]
+        assert [(s["codec"], s["height"], [o["codec"] for o in s["outputs"]])
+                for s in remote] == [("video/vp9", SIZE[1], ["video/h264"])], remote
+        assert remote[0]["decoded"] >= 30
+        route = server.transcoding.routes[(id(up), 0)].status(None)
+        assert route["sourceCodec"] == "video/vp9"
+        assert transcoder.proc.poll() is None
+        # and the node goes on: a later joiner still gets the camera
+        late = Viewer("late", meeting)
+        late.video_codecs = ["video/h264"]
+        clients.append(late)
+        await late.join(url)
+        await wait_for(lambda: len(late.seen["a-camera"]) >= 10, 20, "a late H.264 joiner")
+        print(f"\nVP9 camera: {len(vp9.payloads)} packets forwarded as sent, "
+              f"{len(h264.seen['a-camera'])} H.264 frames via the transcoder "
+              f"({remote[0]['decoded']} decoded, {remote[0]['errors']} decoder errors, "
+              f"{remote[0]['cpuPercent']} % of a core)")
+    finally:
+        stop.set()
+        if writer is not None:
+            await asyncio.gather(writer, return_exceptions=True)
+        for c in clients:
+            await c.close()
