@@ -40,14 +40,22 @@ def view_cap(dt: DownTrack, height: int | None) -> int:
     return len(layers) - 1
 
 
+def aimed(dt: DownTrack) -> int:
+    """Index of the layer ``dt`` is moving to, or is on (a transcoded rung counts as the
+    lowest layer): after a cut the layer it leaves is no longer the one it keeps."""
+    layer = dt.target or dt.layer
+    return max(layer.index, 0) if layer is not None else 0
+
+
 def allocate(legs: Iterable[DownTrack], estimate: float, views: dict[str, int],
-             congested: bool = False) -> dict[DownTrack, int]:
+             congested: bool = False, hold: bool = False) -> dict[DownTrack, int]:
     """Layer index per video leg of one subscriber; ``views``: rendered tile height per track id
     (from the client). A screen share has one layer, so it is always in (first in line).
     ``congested`` (right after a cut and through its hold): a layer costs the more of its
     average and its last 0.25 s, since the layers just sent were too much for the link; a full
     layer whose encoder was still ramping up averaged low, stayed on through the cut and took a
-    second cut 2 s later to leave (tests/sfu/test_throttled.py, past 5 s)."""
+    second cut 2 s later to leave (tests/sfu/test_throttled.py, past 5 s). ``hold``
+    (``Downlink.holding``): no leg goes above the layer it is aimed at."""
     price = (lambda layer: max(rate(layer), layer.bitrate)) if congested else rate
     video: list[DownTrack] = []
     budget = estimate
@@ -59,6 +67,8 @@ def allocate(legs: Iterable[DownTrack], estimate: float, views: dict[str, int],
     choice = {dt: 0 for dt in video}
     spent = sum(price(dt.up.layers[0]) for dt in video)
     caps = {dt: view_cap(dt, views.get(dt.up.track_id)) for dt in video}
+    if hold:
+        caps = {dt: min(cap, aimed(dt)) for dt, cap in caps.items()}
     order = sorted(video, key=lambda dt: -(views.get(dt.up.track_id) or 10_000))
     raised = True
     while raised:
@@ -71,8 +81,7 @@ def allocate(legs: Iterable[DownTrack], estimate: float, views: dict[str, int],
             extra = price(layers[i + 1]) - price(layers[i])
             # hysteresis: keeping the layer a leg has needs the budget, going past it 15 % more,
             # so layer rates that wobble with every keyframe do not flip a leg back and forth
-            current = dt.current.index if dt.current is not None else 0
-            if spent + extra <= (budget if i + 1 <= current else RAISE_HEADROOM * budget):
+            if spent + extra <= (budget if i + 1 <= aimed(dt) else RAISE_HEADROOM * budget):
                 choice[dt] = i + 1
                 spent += extra
                 raised = True

@@ -97,6 +97,7 @@ class Downlink:
         self.alert: Callable[[], None] | None = None
         self.sent: float | None = None  # bits/s sent, averaged over about a second
         self.cut_at = -1e9
+        self.cut_to = 0.0  # the estimate the last cut set
 
     def nack_share(self) -> float:
         """Share of the video packets sent since the share was last judged that the subscriber
@@ -152,6 +153,13 @@ class Downlink:
                 self.reason = "probe"
         return self.estimate
 
+    def holding(self, now: float) -> bool:
+        """Within the hold after a cut and not grown since: no leg may go up. The estimate is
+        fixed then, so a layer that seems to fit again only shows its rate wobbling (a full
+        layer between keyframes), not a wider link; raised at the cut estimate, a camera went
+        back to full and was cut again (test_throttled: a 1.15 s freeze)."""
+        return now < self.hold_until and self.estimate <= self.cut_to
+
     def reacts(self, now: float) -> bool:
         """Whether a NACK is judged when it comes: outside a hold, long enough after a cut."""
         return (self.sent is not None and now >= self.hold_until
@@ -190,7 +198,7 @@ class Downlink:
             self.hold = min(HOLD_MAX_S, self.hold * 2)
         elif since > 4 * self.hold:  # stable for a while: forgive
             self.hold = HOLD_MIN_S
-        self.estimate = to
+        self.estimate = self.cut_to = to
         self.cut_at = now
         self.hold_until = now + self.hold
         self.reason = reason

@@ -361,7 +361,7 @@ class Participant:
         # priced at its average again the tick after, a full layer that a cut had just stopped
         # fitted and came back, and went down again (test_throttled: a 1.5 s freeze)
         careful = self.downlink.congested or now < self.downlink.hold_until
-        choice = allocate(legs, estimate, self.views, careful)
+        choice = allocate(legs, estimate, self.views, careful, self.downlink.holding(now))
         tx = self.transcoding
         self._fall_back()
         usable = tx is not None and tx.available(self.meeting_id, now)

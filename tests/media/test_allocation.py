@@ -18,7 +18,7 @@ class Leg:
                   for i, h in enumerate((180, 360))]
         self.kind, self.sender = "video", object()
         self.up = SimpleNamespace(layers=layers, track_id=track)
-        self.current = layers[1]
+        self.layer, self.target = layers[1], None  # flowing on the full layer
 
 
 def leg(track: str, known: tuple[float, float], bitrate: tuple[float, float]) -> Any:
@@ -35,3 +35,23 @@ def test_right_after_a_cut_a_layer_costs_what_it_sends_now() -> None:
     assert sorted(allocate(legs, 240_000, {}, congested=True).values()) == [0, 0]
     # on a link with room both stay full either way
     assert sorted(allocate(legs, 600_000, {}, congested=True).values()) == [1, 1]
+
+
+def test_after_a_cut_a_leg_is_not_raised_back_while_the_estimate_holds() -> None:
+    """The cut aimed both legs low while their full layers still flowed to them (they stop on
+    the low layers' keyframes). Later ticks at the same estimate price the full layer on its
+    average again: it must not count as the layer the leg keeps (no hysteresis credit) and,
+    within the hold, not go up at all (a camera went back to full at the cut estimate and was
+    cut again: a 1.15 s freeze in test_throttled)."""
+    legs = [leg("a", (70_000, 150_000), (70_000, 190_000)),
+            leg("b", (70_000, 150_000), (70_000, 190_000))]
+    for dt in legs:
+        dt.target = dt.up.layers[0]
+    # 70 + 150 = 220 fits 240 but not 0.85 x 240 = 204: the leg left full, raising it is a raise
+    assert sorted(allocate(legs, 240_000, {}).values()) == [0, 0]
+    # at 270 it fits the raise headroom; within the hold it still stays low
+    assert sorted(allocate(legs, 270_000, {}).values()) == [0, 1]
+    assert sorted(allocate(legs, 270_000, {}, hold=True).values()) == [0, 0]
+    # the hold keeps what a leg has: one already on its full layer stays there
+    legs[1].target = None
+    assert sorted(allocate(legs, 270_000, {}, hold=True).values()) == [0, 1]

@@ -132,3 +132,16 @@ def test_inside_a_hold_a_nack_waits_for_the_update() -> None:
     assert not down.react(t + 0.1)
     assert down.estimate == cut
     assert down.update(cut, 0.0, now=t + 0.25) < cut  # the update judges them
+
+
+def test_legs_hold_their_layers_until_the_estimate_grows_after_a_cut() -> None:
+    down = Downlink(start_bps=2_000_000)
+    assert not down.holding(0.0)  # no cut yet: layers go up as the estimate allows
+    down.update(1_000_000, 0.0, now=0.0)
+    cut = down.update(1_000_000, 0.3, now=0.25)
+    assert down.holding(0.5) and down.holding(0.25 + HOLD_MIN_S - 0.1)
+    assert not down.holding(0.25 + HOLD_MIN_S)
+    # a receiver's REMB well over the estimate grows it within the hold: the hold is over
+    down.on_remb(2 * cut)
+    assert down.update(cut, 0.0, now=2.0) > cut
+    assert not down.holding(2.0)
