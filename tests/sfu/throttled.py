@@ -12,7 +12,7 @@ from typing import Any
 
 from tests.conftest import CHROMIUM_ARGS
 from tests.netshape import Netns
-from tests.signaling.browser import as_user, stats
+from tests.signaling.browser import as_user, goto_identity, stats
 
 CAM = "w=640&h=360&fps=10"  # two layers: h (320x180) and f (640x360)
 FULL, LOW = 360, 180
@@ -103,7 +103,4 @@ def open_behind(ns_browser: Any, base: str, origin: str, path: str,
     context = ns_browser.new_context(permissions=["camera", "microphone"])
     if init_script is not None:
         context.add_init_script(init_script)
-    page = context.new_page()
-    page.goto(url)
-    page.wait_for_function("window.parley && window.parley.state.identity", timeout=15000)
-    return page
+    return goto_identity(context.new_page(), url)

@@ -34,8 +34,23 @@ def open_client(browser: Any, url: str) -> Any:
     context = browser.new_context(permissions=["camera", "microphone"])
     page = context.new_page()
     page.on("console", lambda m: m.type == "error" and print("console:", m.text))
+    return goto_identity(page, url)
+
+
+def goto_identity(page: Any, url: str) -> Any:
+    """Load ``url`` and wait until the client has its identity (the server's welcome); on a
+    timeout, fail with what the page saw: its failed requests, errors and state."""
+    seen: list[str] = []
+    page.on("requestfailed", lambda r: seen.append(f"failed {r.url}: {r.failure}"))
+    page.on("console", lambda m: m.type == "error" and seen.append(f"console {m.text}"))
+    page.on("pageerror", lambda e: seen.append(f"pageerror {e}"))
     page.goto(url)
-    page.wait_for_function("window.parley && window.parley.state.identity", timeout=15000)
+    try:
+        page.wait_for_function("window.parley && window.parley.state.identity", timeout=15000)
+    except Exception as e:
+        state = page.evaluate("() => [document.readyState, !!window.parley, window.parley &&"
+                              " JSON.stringify(window.parley.state.messages?.slice(-5))]")
+        raise AssertionError(f"no identity within 15 s at {url}: {state}; {seen}") from e
     return page
 
 
