@@ -1,8 +1,9 @@
 // The head start of a join (docs/benchmarks.md, "Join time"): a meeting link that joins at once
-// (?name=) opens the WebSocket and camera and microphone as soon as this small module runs
-// (imported by session.js, so before the page's own start; not an async script in the head: as
-// one, a page without camera and microphone never fired "load" in Chromium 156); session.js
-// takes the socket over and handles what arrived before it, in order.
+// (?name=) opens the WebSocket and camera and microphone as soon as this small module runs, an
+// async module in room.html's head with only core.js and capture.js behind it, so while the rest
+// of the client still loads; session.js takes the socket over and handles what arrived before it,
+// in order. (The page's load event cannot wait on this early media: tiles.js gives a <video> its
+// source only once the page has loaded.)
 import { opts, params, pathRoom } from "./core.js";
 import { openCamera } from "./capture.js";
 
