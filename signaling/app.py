@@ -11,9 +11,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from fastapi import Body, FastAPI, Header, HTTPException, WebSocket
+from fastapi import Body, FastAPI, Header, HTTPException, Request, WebSocket
 from fastapi.responses import FileResponse, PlainTextResponse, Response
-from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from parley import __version__, tokens
@@ -21,6 +20,7 @@ from parley.analytics.report import router_for as analytics_report
 from parley.config import Settings
 from parley.signaling import broadcast_pages, guests
 from parley.signaling import protocol as p
+from parley.signaling.client_files import ClientFiles
 from parley.signaling.guard import Guard
 from parley.signaling.hub import Hub
 from parley.signaling.recordings import Recordings
@@ -49,18 +49,19 @@ def create_app(settings: Settings, hub: Hub | None = None) -> FastAPI:
     app = FastAPI(title="Parley signaling", version=__version__, lifespan=lifespan)
     app.state.settings = settings
     app.state.hub = hub
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    client = ClientFiles(STATIC)  # the web client, from memory (signaling/client_files.py)
+    app.mount("/static", client, name="static")
     broadcast_pages.add_routes(app, STATIC, settings.broadcast_url)  # /golive, /watch/{b}
 
     @app.get("/")
-    async def index() -> FileResponse:
-        return FileResponse(STATIC / "index.html")
+    async def index(request: Request) -> Response:
+        return client.response("index.html", request)
 
     @app.get("/m/{room}")
-    async def meeting(room: str) -> FileResponse:
+    async def meeting(room: str, request: Request) -> Response:
         if not guests.ID_RE.match(room):
             raise HTTPException(404, "room names are letters, digits and _.:@+-")
-        return FileResponse(STATIC / "room.html")
+        return client.response("room.html", request)
 
     @app.get("/recordings", include_in_schema=False)
     async def recordings_page() -> FileResponse:
