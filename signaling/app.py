@@ -4,8 +4,6 @@ and user-service APIs, metrics and the web client's pages."""
 from __future__ import annotations
 
 import json
-import re
-import secrets
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,16 +11,16 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from fastapi import Body, FastAPI, Header, HTTPException, WebSocket
+from fastapi import Body, FastAPI, Header, HTTPException, Request, WebSocket
 from fastapi.responses import FileResponse, PlainTextResponse, Response
-from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from parley import __version__, tokens
 from parley.analytics.report import router_for as analytics_report
 from parley.config import Settings
-from parley.signaling import broadcast_pages
+from parley.signaling import broadcast_pages, guests
 from parley.signaling import protocol as p
+from parley.signaling.client_files import ClientFiles
 from parley.signaling.guard import Guard
 from parley.signaling.hub import Hub
 from parley.signaling.recordings import Recordings
@@ -31,8 +29,6 @@ from parley.signaling.session import Session
 from parley.turn import ice_servers
 
 STATIC = Path(str(resources.files("parley.signaling").joinpath("static")))
-_NAME_RE = re.compile(r"^[^\x00-\x1f]{1,64}$")
-_ID_RE = re.compile(r"^[A-Za-z0-9_.:@+\-]{1,64}$")
 
 
 def create_app(settings: Settings, hub: Hub | None = None) -> FastAPI:
@@ -53,18 +49,19 @@ def create_app(settings: Settings, hub: Hub | None = None) -> FastAPI:
     app = FastAPI(title="Parley signaling", version=__version__, lifespan=lifespan)
     app.state.settings = settings
     app.state.hub = hub
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    client = ClientFiles(STATIC)  # the web client, from memory (signaling/client_files.py)
+    app.mount("/static", client, name="static")
     broadcast_pages.add_routes(app, STATIC, settings.broadcast_url)  # /golive, /watch/{b}
 
     @app.get("/")
-    async def index() -> FileResponse:
-        return FileResponse(STATIC / "index.html")
+    async def index(request: Request) -> Response:
+        return client.response("index.html", request)
 
     @app.get("/m/{room}")
-    async def meeting(room: str) -> FileResponse:
-        if not _ID_RE.match(room):
+    async def meeting(room: str, request: Request) -> Response:
+        if not guests.ID_RE.match(room):
             raise HTTPException(404, "room names are letters, digits and _.:@+-")
-        return FileResponse(STATIC / "room.html")
+        return client.response("room.html", request)
 
     @app.get("/recordings", include_in_schema=False)
     async def recordings_page() -> FileResponse:
@@ -107,30 +104,18 @@ def create_app(settings: Settings, hub: Hub | None = None) -> FastAPI:
                                "token (without Authorization) starts a new one"})
         else:
             room, name = body.get("room") or "lobby", body.get("name") or "Guest"
-            identity, since = await new_guest(), None
-        if not (isinstance(room, str) and _ID_RE.match(room) and isinstance(name, str)
-                and _NAME_RE.match(name)):
-            raise HTTPException(400, {"code": "bad_request",
-                                      "message": "room: 1-64 of [A-Za-z0-9_.:@+-]; "
-                                                 "name: 1-64 printable characters"})
-        if room.startswith("broadcast:"):  # a broadcast token is a stream key (docs/broadcast.md)
-            raise HTTPException(403, {"code": "broadcast_room", "message": (
-                "guests get no broadcast tokens: parley token --broadcast B --source S")})
-        ttl = settings.guest_ttl_s
-        token = tokens.mint(settings.token_secret, identity=identity, room=room, name=name,
-                            grants=settings.guest_grants, ttl_s=ttl, guest=True, since=since)
+            identity, since = "", None
+        try:
+            guests.check(settings, room, name)
+            identity = identity or await guests.new_identity(hub.users)
+        except guests.GuestRefused as exc:
+            raise HTTPException(exc.status, {"code": exc.code, "message": exc.message}) from None
+        token = guests.mint(settings, identity, room, name, since)
         return {"token": token, "identity": identity, "room": room, "name": name,
                 "grants": sorted(settings.guest_grants), "guest": True,
-                "expiresIn": ttl,
+                "expiresIn": settings.guest_ttl_s,
                 "iceServers": ice_servers(settings.stun_uris, settings.turn_uris,
                                           settings.turn_secret, identity)}
-
-    async def new_guest() -> str:
-        """``guest-<8 hex>``, never a registered user's identity."""
-        while True:
-            identity = f"{tokens.GUEST_PREFIX}{secrets.token_hex(4)}"
-            if not await hub.users.registered(identity):
-                return identity
 
     def bearer(authorization: str | None) -> tokens.AccessToken:
         token = (authorization or "").removeprefix("Bearer ").strip()

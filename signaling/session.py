@@ -19,7 +19,7 @@ from typing import Any
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from parley import tokens
-from parley.signaling import metrics
+from parley.signaling import guests, metrics
 from parley.signaling import protocol as p
 from parley.signaling.hub import Hub
 from parley.signaling.limits import BUDGET_OF, connection_buckets
@@ -39,6 +39,7 @@ class Session:
         self.identity = ""
         self.name = ""
         self.token: tokens.AccessToken
+        self.minted = ""  # a guest token this socket made (/ws?guest=1), for the welcome
         self.room: str | None = None
         self.caps = Caps()
         # what the client says it sends, and whether its hand is raised
@@ -169,8 +170,20 @@ class Session:
             return "\x00"  # not JSON: becomes a bad_json error
 
     async def _authenticate(self) -> bool:
-        """Token from ``?token=`` or a first ``auth`` message within the auth timeout."""
-        token = self.ws.query_params.get("token")
+        """Token from ``?token=`` or a first ``auth`` message within the auth timeout; or, with
+        ``?guest=1&room=&name=``, a new guest's token minted here (the same checks, grants and
+        lifetime as ``POST /api/v1/guest-token``; the welcome hands it to the page)."""
+        query = self.ws.query_params
+        token = query.get("token")
+        if token is None and query.get("guest") == "1":
+            try:
+                token = self.minted = await guests.new_guest(
+                    self.hub.settings, self.hub.users, query.get("room") or "lobby",
+                    query.get("name") or "Guest")
+            except guests.GuestRefused as exc:
+                self.send(p.error(exc.code, exc.message))
+                self.close(p.CLOSE_TOKEN_INVALID, exc.code)
+                return False
         if token is None:
             try:
                 raw = await asyncio.wait_for(self._receive_text(),
@@ -292,6 +305,7 @@ class Session:
                 "grants": sorted(self.token.grants), "expiresAt": self.token.expires_at,
                 "expiresIn": max(0, int(self.token.expires_at - time.time())),
                 "guest": self.token.guest,
+                **({"token": self.minted} if self.minted else {}),
                 "telemetryIntervalMs": self.telemetry.interval_ms,
                 "iceServers": ice_servers(s.stun_uris, s.turn_uris, s.turn_secret,
                                           self.identity)}

@@ -1,40 +1,23 @@
 // The head start of a join (docs/benchmarks.md, "Join time"): a meeting link that joins at once
-// (?name=) gets its token, opens the WebSocket and opens camera and microphone as soon as this
-// small module runs (imported by session.js, so before the page's own start; not an async script
-// in the head: as one, a page without camera and microphone never fired "load" in Chromium 156);
-// session.js takes the socket over and handles what arrived before it, in order.
+// (?name=) opens the WebSocket and camera and microphone as soon as this small module runs, an
+// async module in room.html's head with only core.js and capture.js behind it, so while the rest
+// of the client still loads; session.js takes the socket over and handles what arrived before it,
+// in order. (The page's load event cannot wait on this early media: tiles.js gives a <video> its
+// source only once the page has loaded.)
 import { opts, params, pathRoom } from "./core.js";
 import { openCamera } from "./capture.js";
 
-// A guest token (server-made identity) from signaling; with the current guest token as bearer,
-// a fresh one for the same guest (docs/signaling.md, "Token expiry and refresh").
-// Resolves to {token} or {code, message}.
-export async function guestToken(current) {
-  const headers = { "content-type": "application/json" };
-  if (current) headers.authorization = `Bearer ${current}`;
-  let resp;
-  try {
-    resp = await fetch("/api/v1/guest-token", {
-      method: "POST", headers,
-      body: JSON.stringify({ room: pathRoom || "lobby", name: opts.name }),
-    });
-  } catch (err) {
-    return { code: "network", message: `no token: ${err.message || err}` };
-  }
-  const body = await resp.json().catch(() => ({}));
-  if (!resp.ok) return { code: body.detail?.code || `http_${resp.status}`, message: body.detail?.message || "no token" };
-  return { token: body.token };
-}
-
-// The token (the deployment's from the fragment, else a guest token) and a WebSocket being opened,
-// whose messages (and close) wait until session.js takes it: {token, ws, queue, closed} or
-// {code, message}.
-export async function openSocket() {
-  const got = opts.token ? { token: opts.token } : await guestToken(null);
-  if (!got.token) return got;
+// A WebSocket being opened with the deployment's token (#token=) or, for a guest, asking the
+// server to make the guest identity itself (/ws?guest=1: no token round trip first; the welcome
+// carries the token, for the HTTP API and its refresh). Its messages (and close) wait until
+// session.js takes it: {ws, queue, closed}.
+export function openSocket() {
   const proto = location.protocol === "https:" ? "wss" : "ws";
-  const ws = new WebSocket(`${proto}://${location.host}/ws?token=${encodeURIComponent(got.token)}`);
-  const held = { token: got.token, ws, queue: [], closed: null };
+  const enc = encodeURIComponent;
+  const auth = opts.token ? `token=${enc(opts.token)}`
+    : `guest=1&room=${enc(pathRoom || "lobby")}&name=${enc(opts.name)}`;
+  const ws = new WebSocket(`${proto}://${location.host}/ws?${auth}`);
+  const held = { ws, queue: [], closed: null };
   ws.onmessage = (e) => held.queue.push(e);
   ws.onclose = (e) => { held.closed = e; };
   return held;

@@ -8,7 +8,7 @@ import { onCallMessage } from "./calls.js";
 import { clientInfo, telemetry } from "./telemetry.js";
 import { markMedia } from "./tiles.js";
 import { renderRoster } from "./people.js";
-import { early, guestToken, openSocket } from "./early.js";
+import { early, openSocket } from "./early.js";
 
 async function onMessage(msg) {
   emit("parley:message", msg);  // for add-ons (parley-chat.js, parley-recording.js)
@@ -18,6 +18,7 @@ async function onMessage(msg) {
   switch (msg.type) {
     case "welcome":
       state.identity = msg.identity; state.iceServers = msg.iceServers;
+      if (msg.token) state.token = msg.token;  // a guest the socket made (/ws?guest=1)
       state.expiresAt = msg.expiresAt; scheduleRefresh(msg.expiresIn, msg.guest);
       state.instance = msg.instance; state.guest = !!msg.guest;
       telemetry.intervalMs = msg.telemetryIntervalMs || 10000;
@@ -69,6 +70,23 @@ async function onMessage(msg) {
   }
 }
 
+// A fresh guest token for the same guest (docs/signaling.md, "Token expiry and refresh"), with
+// the current one as bearer: {token} or {code, message}.
+async function guestToken(current) {
+  let resp;
+  try {
+    resp = await fetch("/api/v1/guest-token", {
+      method: "POST", body: "{}",
+      headers: { "content-type": "application/json", authorization: `Bearer ${current}` },
+    });
+  } catch (err) {
+    return { code: "network", message: `no token: ${err.message || err}` };
+  }
+  const body = await resp.json().catch(() => ({}));
+  if (!resp.ok) return { code: body.detail?.code || `http_${resp.status}`, message: body.detail?.message || "no token" };
+  return { token: body.token };
+}
+
 // Refresh a guest session's token at two thirds of its remaining life; a deployment's token
 // (#token=) is refreshed by the deployment, so the page can only wait for it to end.
 let refreshTimer = null;
@@ -83,12 +101,11 @@ function scheduleRefresh(expiresIn, guest) {
 }
 
 export async function connect() {
-  setStatus("getting a token");
-  // early.js may have started it (a page that joins at once); else it starts now
-  const opened = await (early.socket || openSocket());
-  if (!opened.token) { showError(opened.code, opened.message); setStatus("refused"); return; }
-  state.token = opened.token;  // the page's own access token, for the HTTP API (recording)
-  const ws = socket.ws = opened.ws;
+  setStatus("connecting");
+  // early.js may have opened it (a page that joins at once); else it opens now
+  const opened = early.socket || openSocket();
+  state.token = opts.token;  // the page's own access token, for the HTTP API (recording);
+  const ws = socket.ws = opened.ws;  // a guest's comes with the welcome
   // Handle messages one at a time, in order: an ICE candidate must not overtake its offer.
   let chain = Promise.resolve();
   const handle = (e) => {

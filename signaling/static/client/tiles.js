@@ -13,6 +13,23 @@ function initials(name) {
   return (name || "?").split(/\s+/).filter(Boolean).slice(0, 2).map((w) => w[0].toUpperCase()).join("");
 }
 
+// A <video> whose source has no data yet delays the document's load event, for good if it never
+// gets any (a page without camera and microphone; a pair that never connects). The join may now
+// finish before the page's "load" (early.js), so a tile gets its source once the document has
+// loaded, never before: the page's load never waits for media.
+const unloaded = new Map();  // video -> the stream it gets at "load"
+window.addEventListener("load", () => {
+  for (const [video, stream] of unloaded) {
+    if (video.isConnected) { video.srcObject = stream; video.play().catch(() => {}); }
+  }
+  unloaded.clear();
+}, { once: true });
+function setSource(video, stream) {
+  if (document.readyState !== "complete") { unloaded.set(video, stream); return; }
+  if (video.srcObject !== stream) video.srcObject = stream;
+  video.play().catch(() => {});
+}
+
 export function addTile(identity, source, label, stream, muted) {
   let tile = document.getElementById(tileId(identity, source));
   if (!tile) {
@@ -33,11 +50,10 @@ export function addTile(identity, source, label, stream, muted) {
   tile.setAttribute("aria-label", label);
   const video = tile.querySelector("video");
   video.muted = !!muted;
-  if (video.srcObject !== stream) video.srcObject = stream;
+  setSource(video, stream);
   if (!muted && opts.devices.audiooutput && video.setSinkId) {
     video.setSinkId(opts.devices.audiooutput).catch(() => {});  // the speaker picked in prejoin
   }
-  video.play().catch(() => {});
   const p = identity === state.identity ? state.media : state.participants[identity];
   if (p) markMedia(identity, p);
   arrange();
