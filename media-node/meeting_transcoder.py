@@ -1,6 +1,8 @@
 """`parley media-node --role transcoder` for a meeting (``PARLEY_MEETING`` set): decodes each
 source a call server routes to it once and encodes it once per distinct output (codec, height,
-bitrate), never upward; the call server forwards the outputs to the subscribers that need them.
+bitrate), never upward: a budget rung in the source's own codec (VP8 or VP9, libvpx realtime),
+or H.264 for a subscriber that cannot decode the source; the call server forwards the outputs to
+the subscribers that need them.
 
 The operator runs it as the Deployment of a Meeting with ``spec.transcoding.enabled``
 (``PARLEY_MEETING=namespace/name``), where it announces its address in Redis for the meeting's
@@ -38,8 +40,10 @@ from parley.recorder.depacketize import Frame as SourceFrame
 
 from .broadcast.ladder import Rung
 from .meeting_transcoder_wire import (
+    OUTPUT_CODECS,
     PT_H264,
     PT_VP8,
+    PT_VP9,
     REGISTRY_KEY,
     STALE_S,
     OutputSpec,
@@ -53,7 +57,7 @@ from .rtp import pack_header
 
 log = logging.getLogger("parley.media.meeting_transcoder")
 QUEUE_LIMIT = 8  # source frames waiting for the worker; beyond that it fell behind
-VP8_PAYLOAD = 1200  # VP8 bytes per RTP packet
+VPX_PAYLOAD = 1200  # VP8 / VP9 bytes per RTP packet
 REGISTER_EVERY_S, REGISTER_TTL_S = 1.0, 3
 _TB = fractions.Fraction(1, 90000)
 
@@ -67,9 +71,15 @@ DROPPED = Counter("parley_meeting_transcoder_frames_dropped_total",
 
 class OutputEncoder:
     """One output's encoder: scales the decoded picture down to the output's height (never up,
-    ``Rung.size_for``), encodes it with libvpx VP8 (realtime, CBR) or libx264 H.264 (baseline,
-    zerolatency), keyframes only when asked (a leg switching to it, a subscriber's PLI); the
-    codec context is re-made when the source's size changes."""
+    ``Rung.size_for``), encodes it with libvpx VP8 or VP9 (realtime, CBR, no look-ahead) or
+    libx264 H.264 (baseline, zerolatency), keyframes only when asked (a leg switching to it, a
+    subscriber's PLI); the codec context is re-made when the source's size changes.
+
+    VP9 takes what WebRTC's own libvpx-vp9 wrapper sets for a one-layer camera: cyclic-refresh
+    adaptive quantization (aq-mode 3), one tile, no frame-parallel mode, and no error-resilient
+    mode (it gives up VP9's adaptive probability contexts; WebRTC sets it for SVC only), at the
+    same speed (cpu-used 8) as the VP8 encoder. No look-ahead: no alt-ref frames, so no
+    superframes and one RTP frame per picture."""
 
     def __init__(self, codec: str, rung: Rung, x264_preset: str = "veryfast") -> None:
         self.codec = codec
@@ -86,13 +96,19 @@ class OutputEncoder:
             ctx.options = {"preset": self.x264_preset, "tune": "zerolatency", "forced-idr": "1",
                            "x264-params": "keyint=100000:min-keyint=100000:scenecut=0"}
         else:
-            ctx = av.CodecContext.create("libvpx", "w")
+            vp9 = self.codec == "video/vp9"
+            ctx = av.CodecContext.create("libvpx-vp9" if vp9 else "libvpx", "w")
             ctx.gop_size = 100_000
             ctx.qmin, ctx.qmax = 4, 56
-            ctx.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0",
-                           "error-resilient": "1", "static-thresh": "1", "bufsize": str(bps),
-                           "minrate": str(bps), "maxrate": str(bps), "undershoot-pct": "100",
-                           "overshoot-pct": "15"}
+            options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0",
+                       "static-thresh": "1", "bufsize": str(bps), "minrate": str(bps),
+                       "maxrate": str(bps), "undershoot-pct": "100", "overshoot-pct": "15"}
+            if vp9:
+                options.update({"aq-mode": "3", "tile-columns": "0", "row-mt": "0",
+                                "frame-parallel": "0"})
+            else:
+                options["error-resilient"] = "1"
+            ctx.options = options
         ctx.width, ctx.height = size
         ctx.pix_fmt = "yuv420p"
         ctx.bit_rate = bps
@@ -102,8 +118,9 @@ class OutputEncoder:
         ctx.open()
         self.ctx, self.size = ctx, size
 
-    def encode(self, picture: av.VideoFrame, ts: int, key: bool) -> list[tuple[bytes, int]]:
-        """(encoded frame, 90 kHz timestamp) pairs for ``picture``; a keyframe when ``key``."""
+    def encode(self, picture: av.VideoFrame, ts: int,
+               key: bool) -> list[tuple[bytes, int, bool]]:
+        """(encoded frame, 90 kHz timestamp, keyframe) for ``picture``; a keyframe when ``key``."""
         size = self.rung.size_for(picture.width, picture.height)
         if size != self.size:
             self._open(size)
@@ -111,7 +128,7 @@ class OutputEncoder:
         out = picture.reformat(width=size[0], height=size[1], format="yuv420p")
         out.pts, out.time_base = ts, _TB
         out.pict_type = av.video.frame.PictureType.I if key else av.video.frame.PictureType.NONE
-        return [(bytes(p), int(p.pts)) for p in self.ctx.encode(out)]
+        return [(bytes(p), int(p.pts), bool(p.is_keyframe)) for p in self.ctx.encode(out)]
 
 
 def packetize_vp8(frame: bytes, picture_id: int) -> list[bytes]:
@@ -119,8 +136,33 @@ def packetize_vp8(frame: bytes, picture_id: int) -> list[bytes]:
     server's legs continue across switches)."""
     head = bytes([0x80, 0x80, 0x80 | (picture_id >> 8), picture_id & 0xFF])
     first = bytes([0x90]) + head[1:]
-    return [(first if i == 0 else head) + frame[i:i + VP8_PAYLOAD]
-            for i in range(0, len(frame), VP8_PAYLOAD)]
+    return [(first if i == 0 else head) + frame[i:i + VPX_PAYLOAD]
+            for i in range(0, len(frame), VPX_PAYLOAD)]
+
+
+def packetize_vp9(frame: bytes, picture_id: int, tl0: int, key: bool,
+                  size: tuple[int, int]) -> list[bytes]:
+    """RFC 9628 payloads of one VP9 frame as a one-layer WebRTC sender writes them (the form the
+    call server's legs continue across switches, and Chromium's non-flexible-mode reference
+    finder needs): I with a 15-bit PictureID, L with TID 0 / SID 0 and TL0PICIDX (every frame is
+    a base-layer frame, so it counts up by one per frame), P on inter frames, B and E on the
+    frame's first and last packet. A keyframe's first packet carries the scalability structure
+    (section 4.2.1): V with one spatial layer, its size (Y) and a one-frame picture group (G:
+    TID 0, one reference, P_DIFF 1)."""
+    flags = 0xA0 | (0 if key else 0x40)  # I, L (and P)
+    tail = bytes([0x80 | (picture_id >> 8), picture_id & 0xFF, 0x00, tl0 & 0xFF])
+    ss = (bytes([0x18]) + size[0].to_bytes(2, "big") + size[1].to_bytes(2, "big")
+          + bytes([1, 0x04, 1])) if key else b""
+    count = max(1, -(-len(frame) // VPX_PAYLOAD))
+    step = -(-len(frame) // count)  # equal parts, none a runt
+    out = []
+    for i in range(count):
+        b0 = flags | (0x08 if i == 0 else 0) | (0x04 if i == count - 1 else 0)
+        if i == 0 and ss:
+            out.append(bytes([b0 | 0x02]) + tail + ss + frame[:step])
+        else:
+            out.append(bytes([b0]) + tail + frame[i * step:(i + 1) * step])
+    return out
 
 
 def packetize_h264(access_unit: bytes) -> list[bytes]:
@@ -138,15 +180,21 @@ class Output:
         self.force_key = True
         self.seq = random.randint(0, 0xFFFF)
         self.picture_id = random.randint(0, 0x7FFF)
-        self.pt = PT_H264 if spec.codec == "video/h264" else PT_VP8
+        self.tl0 = random.randint(0, 0xFF)
+        self.pt = {"video/h264": PT_H264, "video/vp9": PT_VP9}.get(spec.codec, PT_VP8)
         self.frames = 0
         self.bytes = 0
 
-    def packets(self, data: bytes, ts: int) -> list[bytes]:
+    def packets(self, data: bytes, ts: int, key: bool) -> list[bytes]:
         """The RTP datagrams of one encoded frame (event loop, once per frame)."""
         if self.pt == PT_VP8:
             payloads = packetize_vp8(data, self.picture_id)
             self.picture_id = (self.picture_id + 1) & 0x7FFF
+        elif self.pt == PT_VP9:
+            payloads = packetize_vp9(data, self.picture_id, self.tl0, key,
+                                     self.encoder.size or (0, 0))
+            self.picture_id = (self.picture_id + 1) & 0x7FFF
+            self.tl0 = (self.tl0 + 1) & 0xFF
         else:
             payloads = packetize_h264(data)
         out = []
@@ -225,12 +273,12 @@ class Source:
                 self.ask_keyframe()
                 continue
             DECODED.inc()
-            for output, data, ts in out:
-                for datagram in output.packets(data, ts):
+            for output, data, ts, key in out:
+                for datagram in output.packets(data, ts, key):
                     self.service.send(datagram, self.addr)
 
     def _transcode(self, frame: SourceFrame,
-                   outputs: list[Output]) -> list[tuple[Output, bytes, int]]:
+                   outputs: list[Output]) -> list[tuple[Output, bytes, int, bool]]:
         """Worker thread: decode once, encode each output (a keyframe where one was asked)."""
         t0 = time.thread_time()
         out = []
@@ -239,8 +287,8 @@ class Source:
             self.width, self.height = picture.width, picture.height
             for output in outputs:
                 key, output.force_key = output.force_key, False
-                for data, ts in output.encoder.encode(picture, frame.rtp_ts, key):
-                    out.append((output, data, ts & 0xFFFFFFFF))
+                for data, ts, keyframe in output.encoder.encode(picture, frame.rtp_ts, key):
+                    out.append((output, data, ts & 0xFFFFFFFF, keyframe))
         self.cpu_s += time.thread_time() - t0
         return out
 
@@ -343,7 +391,7 @@ class MeetingTranscoder(asyncio.DatagramProtocol):
 
     def _gauges(self) -> None:
         SOURCES.set(len(self.sources))
-        for codec in ("video/vp8", "video/h264"):
+        for codec in OUTPUT_CODECS:
             OUTPUTS.labels(codec).set(sum(1 for s in self.sources.values()
                                           for o in s.outputs.values() if o.spec.codec == codec))
 

@@ -13,8 +13,9 @@ or loopback: a lost packet costs one frame, the transcoder asks for a keyframe (
 the subscriber's own NACKs are answered from the rung's history on the call server.
 
 Media: RTP (RFC 3550 header, no extensions). Towards the transcoder the SSRC names the *source*
-(one track layer), towards the call server the *output* (one encoder). Control: a datagram whose
-first byte is ``{`` holds one JSON object with ``t``:
+(one track layer), towards the call server the *output* (one encoder): VP8 (RFC 7741) or VP9
+(RFC 9628, non-flexible mode) with a 15-bit PictureID, or H.264 (RFC 6184). Control: a
+datagram whose first byte is ``{`` holds one JSON object with ``t``:
 
 - call server -> transcoder: ``want`` (a source, its ``codec``: ``video/vp8`` when absent, or
   ``video/vp9``, and the outputs it needs, repeated every
@@ -32,8 +33,11 @@ from dataclasses import dataclass
 from typing import Any
 
 PT_SOURCE = 96  # the payload type carried towards the transcoder (the call server ignores it)
-PT_VP8, PT_H264 = 96, 97
+PT_VP8, PT_H264, PT_VP9 = 96, 97, 98
 SOURCE_CODECS = ("video/vp8", "video/vp9")  # what the transcoder decodes (FFmpeg's vp8, vp9)
+# what it encodes: a budget rung in its source's codec (a leg keeps the payload type it
+# negotiated), H.264 for a subscriber that decodes neither source codec
+OUTPUT_CODECS = ("video/vp8", "video/vp9", "video/h264")
 STALE_S = 2.0  # the transcoder drops a source not wanted for this long
 DEAD_AFTER_S = 1.0  # the call server gives up on a transcoder silent this long
 MAX_DATAGRAM = 1500
@@ -43,8 +47,8 @@ REGISTRY_KEY = "parley:media:transcoder:{room}"
 
 @dataclass(frozen=True)
 class OutputSpec:
-    """One distinct output of a source: codec (``video/vp8`` or ``video/h264``), height (never
-    above the source's: the encoder scales down only) and bitrate."""
+    """One distinct output of a source: codec (``OUTPUT_CODECS``), height (never above the
+    source's: the encoder scales down only) and bitrate."""
 
     id: int  # the output's SSRC
     codec: str
@@ -57,7 +61,7 @@ class OutputSpec:
     @classmethod
     def from_list(cls, raw: Any) -> OutputSpec:
         oid, codec, height, kbps = raw
-        if codec not in ("video/vp8", "video/h264"):
+        if codec not in OUTPUT_CODECS:
             raise ValueError(f"unknown output codec {codec!r}")
         if not (0 < int(height) <= 4320 and 0 < int(kbps) <= 20_000):
             raise ValueError("output height or bitrate out of range")

@@ -28,7 +28,7 @@ from .publisher import UpTrack
 from .simulcast import describe, offered_layers, route_by_mid
 from .subscriber import DownTrack, SilentTrack
 from .tasks import spawn
-from .transcoding import H264, VP8, RungLayer, Transcoding, codec_rung, plan
+from .transcoding import H264, RungLayer, Transcoding, codec_rung, plan
 from .udpmux import UdpMux
 
 PREFERRED = {"video": "video/vp8", "audio": "audio/opus"}
@@ -433,7 +433,7 @@ class Participant:
         budget rung (``plan``) from the lowest layer, in the subscriber's codec; for a
         subscriber that cannot decode the track, H.264 at the chosen layer's height."""
         if self.decodes(dt.up):
-            return (0, rung, VP8) if rung is not None else None
+            return (0, rung, dt.up.codec.mimeType.lower()) if rung is not None else None
         if rung is not None:
             return 0, rung, H264
         for layer in reversed(dt.up.layers[:index + 1]):  # a layer whose height is known

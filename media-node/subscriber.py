@@ -31,7 +31,7 @@ from aiortc.rtp import (
 
 from . import metrics
 from .link import Link
-from .rtp import PICTURE_IDS, pack_header, vp8_ids
+from .rtp import PICTURE_IDS, pack_header
 
 if TYPE_CHECKING:
     from .publisher import Layer, UpTrack
@@ -232,23 +232,25 @@ class DownTrack:
                 self.target = None
                 return True
             self.layer = None  # stopped by a congested switch: start it again on a keyframe
-        if want.index < 0:  # a transcoded rung (``RungLayer``), in VP8 or, for a leg that
-            # cannot decode the source, H.264, which has no PictureID: nothing to continue
-            if not cast("RungLayer", want).vp8:
+        if want.index < 0:  # a transcoded rung (``RungLayer``): in the leg's codec (VP8, VP9),
+            # whose PictureID the leg continues, or H.264 for a leg that cannot decode the
+            # source, which has no PictureID: nothing to continue
+            if not cast("RungLayer", want).numbered:
                 self.munge = False
-            elif not self.munge and self.up.codec.mimeType.lower() == "video/vp8":
+            elif not self.munge:
                 self._start_munging()
         self.target = want
         want.add(self)
         return True
 
     def _start_munging(self) -> None:
-        """A plain VP8 leg about to switch to a transcoded rung: continue the PictureID from the
-        last one forwarded (the rung numbers its own), as a simulcast leg does from the start."""
+        """A plain VP8 / VP9 leg about to switch to a transcoded rung: continue the PictureID and
+        TL0PICIDX from the last ones forwarded (the rung numbers its own), as a simulcast leg
+        does from the start."""
         layer = self.layer
         entry = layer.lookup((self.last_seq - self.seq_offset) & 0xFFFF) if layer else None
         if entry is not None:
-            pid, tl0 = vp8_ids(entry[3])
+            pid, tl0 = self.ids(entry[3])
             if pid < 0:
                 return  # 7-bit or no PictureID: nothing to continue
             self.last_pid = pid

@@ -3,16 +3,18 @@ the routes that carry sources to the meeting's transcoder process and its output
 
 A subscriber gets an output of the meeting's transcoder (meeting_transcoder.py, a process of its
 own) when no layer of a track suits it: its budget (downlink estimate, capped by its own
-``maxBitrate``) cannot carry the track's lowest layer (``plan``: a VP8 *rung* of
-``MEETING_LADDER``), or it cannot decode the track's codec at all (a subscriber whose offer has
-no VP8: ``codec_rung``, H.264 at the height of the layer it would get, or the budget's rung).
+``maxBitrate``) cannot carry the track's lowest layer (``plan``: a *rung* of ``MEETING_LADDER``
+in the track's own codec, VP8 or VP9, since the leg keeps the payload type it negotiated), or it
+cannot decode the track's codec at all (a subscriber whose offer lacks it: ``codec_rung``, H.264
+at the height of the layer it would get, or the budget's rung).
 Never upward: a rung is below its source's height and rate; a source already at or below the
 subscriber's rung is forwarded as it is.
 
 A ``SourceRoute`` is one track layer sent to the transcoder: it sits on the layer as one more
 leg whose ``forward`` is one ``sendto`` per packet (not per subscriber); a ``RungLayer`` is one
 output coming back, fed to legs like a layer (``DownTrack.aim`` switches to it and back on
-keyframes, with SSRC, sequence numbers, timestamps and the VP8 PictureID continued). The
+keyframes, with SSRC, sequence numbers, timestamps and the VP8 / VP9 PictureID and TL0PICIDX
+continued). The
 transcoder decodes once per route and encodes once per distinct output; two subscribers on the
 same output share it. ``Transcoding`` finds each meeting's transcoder (a fixed address, or the
 one the operator's Deployment announces in Redis), sends the routes' ``want`` leases every
@@ -37,6 +39,7 @@ from .meeting_transcoder_wire import (
     DEAD_AFTER_S,
     PT_SOURCE,
     REGISTRY_KEY,
+    SOURCE_CODECS,
     OutputSpec,
     control,
     is_control,
@@ -44,7 +47,7 @@ from .meeting_transcoder_wire import (
     parse_rtp,
 )
 from .publisher import HISTORY, Layer, UpTrack
-from .rtp import keyframe_detector, pack_header
+from .rtp import PICTURE_IDS, keyframe_detector, pack_header
 from .tasks import spawn
 
 if TYPE_CHECKING:
@@ -53,7 +56,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("parley.media.transcoding")
 # The rungs a meeting's subscribers can get below a track's lowest layer (highest first).
 MEETING_LADDER = (Rung("180p", 180, 120), Rung("90p", 90, 50))
-VP8, H264 = "video/vp8", "video/h264"
+H264 = "video/h264"
 LOOKUP_EVERY_S = 1.0  # a meeting's transcoder address is read again from Redis this often
 _pack_ast = struct.Struct("!I").pack
 
@@ -63,14 +66,15 @@ class RungLayer(Layer):
     (a leg switching to it, a subscriber's PLI) asks the transcoder for one, coalesced like a
     PLI upstream; NACKs are answered from this layer's history."""
 
-    __slots__ = ("codec", "dead", "detect", "output", "route", "rung", "vp8")
+    __slots__ = ("codec", "dead", "detect", "numbered", "output", "route", "rung")
 
     def __init__(self, route: SourceRoute, rung: Rung, codec: str) -> None:
         super().__init__(route.up, -1, rung.name)
         self.route = route
         self.rung = rung
         self.codec = codec
-        self.vp8 = codec == VP8  # a plain VP8 leg continues PictureIDs once it aims here
+        # VP8 / VP9: PictureID and TL0PICIDX a leg continues from the source's layers
+        self.numbered = codec in PICTURE_IDS
         self.output = OutputSpec(random.getrandbits(32), codec, rung.height, rung.bitrate_kbps)
         self.detect = keyframe_detector(codec)
         self.dead = False  # its transcoder was lost: legs on it fall back
@@ -386,10 +390,9 @@ def rung_rate(rung: Rung) -> float:
 
 
 def transcodable(up: UpTrack) -> bool:
-    """Whether a budget rung (VP8) can replace ``up`` on a leg: VP8 sources only, since the
-    leg keeps the payload type it negotiated for the source's codec (a VP9 source's legs stay
-    on its lowest layer; a subscriber that cannot decode VP9 gets H.264 from ``codec_rung``)."""
-    return up.kind == "video" and up.codec.mimeType.lower() == VP8
+    """Whether a budget rung can replace ``up`` on a leg: a source the transcoder decodes (VP8,
+    VP9); the rung is made in the source's codec, the one the leg negotiated."""
+    return up.kind == "video" and up.codec.mimeType.lower() in SOURCE_CODECS
 
 
 def codec_rung(layer: Layer) -> Rung | None:

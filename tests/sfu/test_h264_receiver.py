@@ -3,7 +3,7 @@
 whose session announces H.264 only (``videoCodecs=h264``: setCodecPreferences on its video
 m-line) decodes every remote camera as H.264 made by the meeting's transcoder (the local one
 `parley up` starts on the first need), while the publishers receive each other's VP8 layers
-untouched."""
+untouched. And a receiver capped below a VP9 camera's lowest layer decodes a VP9 rung."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 
 from parley.tokens import control_key
 from tests.conftest import SERVER_SECRETS
-from tests.sfu.test_simulcast import until
+from tests.sfu.test_simulcast import TIMESTAMPS, until
 from tests.signaling.browser import close, open_client, stats, wait_media
 
 pytestmark = [pytest.mark.browser]
@@ -162,5 +162,68 @@ def test_h264_only_receiver_in_a_vp8_vp9_meeting(
             f"{p} ({r['sourceCodec']}): {r['rungs'][0]['height']}p H.264 from layer {r['layer']} "
             f"({r['sourceHeight']} lines), transcoder {r['cpuPercent']} % of a core"
             for p, r in routed.items()))
+    finally:
+        close(*pages)
+
+
+def cap(page: Any, bps: int) -> None:
+    """``sfu.view`` with ``maxBitrate`` (0 lifts the cap), the tile heights last reported kept."""
+    page.evaluate("""(bps) => window.parley.send({type: "sfu.view", maxBitrate: bps,
+        views: JSON.parse(window.parley.sfuViews() || "{}")})""", bps)
+
+
+def test_a_capped_receiver_gets_a_vp9_rung_of_a_vp9_camera(
+        browser: Any, parley_server: Callable[..., str]) -> None:
+    """Issue 12 item 3, budget rungs of a VP9 camera: ``b`` publishes VP9 simulcast
+    (``sendCodec=vp9``, h 320x180 and f 640x360, 30 frames/s); ``r`` caps what it receives
+    (``sfu.view`` maxBitrate 40 kbit/s, below b's lowest layer and audio) and decodes b's camera
+    as the 90p rung in VP9 (libvpx-vp9 in `parley up`'s transcoder; r's leg negotiated VP9, so a
+    VP8 rung would not do), then b's own layers when the cap is lifted. Chromium's VP9 decoder
+    takes both switches (PictureID and TL0PICIDX continued by the node, RFC 9628) and the
+    presented frames' RTP timestamps never go back."""
+    base = parley_server()
+    room = f"{base}/m/vp9rung"
+    b = open_client(browser, f"{room}?name=b&user=b&topology=sfu&w=640&h=360&fps=30"
+                             "&sendCodec=vp9")
+    pages = [b]
+    try:
+        r = open_client(browser, f"{room}?name=r&user=r&topology=sfu&video=0")
+        pages.append(r)
+        wait_media(r, [("b", "video", "camera")], timeout=30)
+        until(r, ["b"], lambda x: x["codec"] == "VP9" and x["layer"] in ("h", "f")
+              and x["framesDecoded"] > 0, 15, "r on b's VP9 layers")
+        r.evaluate(TIMESTAMPS)
+
+        capped = time.monotonic()
+        cap(r, 40_000)
+        got = until(r, ["b"], lambda x: x["codec"] == "VP9" and x["transcoded"]
+                    and x["layer"] == "90p" and x["frameHeight"] == 90, 30,
+                    "r decoding b's 90p VP9 rung")["b"]
+        down = time.monotonic() - capped
+        assert got["layerReason"] == "transcoded", got
+        until(r, ["b"], lambda x: x["framesDecoded"] >= got["framesDecoded"] + 30
+              and x["frameHeight"] == 90, 15, "r still decoding the rung")
+        routed = routes(base)
+        assert [(x["participant"], x["sourceCodec"], [(o["codec"], o["height"], o["legs"])
+                                                      for o in x["rungs"]]) for x in routed] \
+            == [("b", "video/vp9", [("video/vp9", 90, 1)])], routed
+        assert {(m["codec"], m["reason"]) for m in transcoded_moves(r)} == {
+            ("video/vp9", "transcoded")}
+        source_kbps = routed[0]["rungs"][0]["kbps"]
+
+        lifted = time.monotonic()
+        cap(r, 0)
+        back = until(r, ["b"], lambda x: x["codec"] == "VP9" and not x["transcoded"]
+                     and x["layer"] in ("h", "f") and x["frameHeight"] >= 180, 30,
+                     "r on b's layers again")["b"]
+        up = time.monotonic() - lifted
+        until(r, ["b"], lambda x: x["framesDecoded"] >= back["framesDecoded"] + 30, 15,
+              "r still decoding b's layers")
+        assert r.evaluate("window.__backwards") == {}
+        assert r.evaluate("window.__presented")["b"] > 60
+        print(f"\nVP9 rung in Chromium: 90p VP9 decoded {down:.1f} s after the cap (rung "
+              f"{source_kbps} kbit/s from layer {routed[0]['layer']}, transcoder "
+              f"{routed[0]['cpuPercent']} % of a core), layer {back['layer']} again "
+              f"{up:.1f} s after it was lifted; freezes {back['freezeCount']}")
     finally:
         close(*pages)
