@@ -328,9 +328,11 @@ class Transcoding:
     def output(self, meeting: str, up: UpTrack, index: int, rung: Rung,
                codec: str) -> RungLayer | None:
         """The output ``rung`` in ``codec`` of layer ``index`` of ``up`` (made on demand), or
-        None when the meeting has no live transcoder."""
+        None when the meeting has no live transcoder or it cannot decode ``up`` (an H.264
+        camera for a subscriber without H.264: routed, its ``want`` was refused and the route
+        made again every allocation)."""
         now = time.monotonic()
-        if not self.available(meeting, now):
+        if not transcodable(up) or not self.available(meeting, now):
             return None
         addr = self.address(meeting)
         assert addr is not None
