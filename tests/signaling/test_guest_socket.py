@@ -14,6 +14,7 @@ import websockets
 
 from parley import tokens
 from tests.conftest import SERVER_SECRETS
+from tests.security.signaling_attack import refused_with
 from tests.signaling.helpers import Client, guest_token, user_token
 
 
@@ -23,15 +24,8 @@ def guest_url(base: str, **query: str) -> str:
 
 async def refusal(base: str, **query: str) -> tuple[list[dict[str, Any]], int]:
     """What the server said before closing a guest socket it refused, and the close code."""
-    said: list[dict[str, Any]] = []
     async with websockets.connect(guest_url(base, **query)) as ws:
-        try:
-            async for frame in ws:
-                said.append(json.loads(frame))
-        except websockets.ConnectionClosed:
-            pass
-        assert ws.close_code is not None
-        return said, ws.close_code
+        return await refused_with(ws)
 
 
 async def test_a_socket_guest_is_a_guest_token_guest(parley_server: Callable[..., str]) -> None:
