@@ -12,6 +12,7 @@ import hashlib
 import mimetypes
 import os
 import posixpath
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,7 +49,7 @@ class ClientFiles:
             st = os.stat(path)
         except OSError:
             return None
-        if not path.is_file():
+        if not stat.S_ISREG(st.st_mode):  # the one stat answers it: no second call
             return None
         stamp = (st.st_mtime_ns, st.st_size)
         cached = self._files.get(name)
