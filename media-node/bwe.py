@@ -50,14 +50,15 @@ section 6):
   time, so a receiver on a fixed narrow link is probed with a bigger layer rarely (the first
   drop of a good link is not such a failure: the estimate grows all the time there);
 - after a cut, a raise is tried on padding first (``probe``): the estimate grows as above, but
-  a layer move that would send more than the link last carried without loss (``proven``) waits
+  a layer move that would send more than a probe showed the link carries (``proven``) waits
   while the subscriber is padded up to what the move would send (with the raise's own 15 %
   headroom), for ``PROBE_S``, with RTX copies of packets just sent (redundant payloads, as
   libwebrtc's ``RTPSender::GeneratePadding`` and LiveKit's probe clusters pad). Carried without
   loss until ``PROBE_FEEDBACK_S`` after the padding (a tail-drop queue loses only once full, and
   the NACK comes a queue's delay later), the move is made; loss on the real packets meanwhile
-  (over ``PROBE_LOSS`` of them NACKed) ends the probe at once, the estimate goes back to
-  ``proven``, its losses are not judged for ``SETTLE_S``, a hold starts, and no layer moved.
+  (over ``PROBE_LOSS`` of them NACKed) ends the probe at once, the estimate goes back to what
+  the link carried (the cut's estimate or the last passed probe's rate), its losses are not
+  judged for ``CUT_GAP_S``, a hold starts, and no layer moved.
   A raise of real layers that failed cost the receiver two switches (two keyframes on a full
   queue) and doubled the hold, up to 32 s (the layer_drop bench's 31-35 s climbs); a failed
   probe costs some padding and a few repaired packets, so it does not double the hold;
@@ -87,7 +88,7 @@ CUT_MARGIN = 0.85  # a cut lands this far under what got through
 SETTLE_S = 1.0  # after a cut: the filled queue drains and the new keyframes pass, unjudged
 REACT_WINDOW_S = 1.0  # the longest window ``react`` judges (its start: an update's mark)
 LOSS_CUT = 0.10  # a loss fraction over this cuts
-PROBE_S = 1.0  # how long a probe pads: a 200 ms queue overfilled by 100 kbit/s drops in 0.5 s
+PROBE_S = 1.5  # how long a probe pads: a 200 ms queue overfilled by 40 kbit/s drops in 1.4 s
 PROBE_FEEDBACK_S = 0.5  # then the NACKs of its last packets come back (the queue's delay, RTT)
 PROBE_HEADROOM = 0.85  # pads to the move's rate / this: a move needs that margin over averages
 PROBE_LOSS = 0.05  # NACKed share of the real packets sent in a probe that fails it
@@ -115,8 +116,12 @@ class Downlink:
         self.sent: float | None = None  # bits/s sent, averaged over about a second
         self.cut_at = -1e9
         self.cut_to = 0.0  # the estimate the last cut set
-        # the highest rate the link carried without loss since the last cut (unbounded before
-        # any cut: a link never seen losing is not probed), and the probe running, if any
+        self.cut_until = -1e9  # the end of the last cut's hold (a failed probe's hold is not)
+        # what a probe showed the link carries since the last cut: 0 after a cut (the layers'
+        # averages under-price what a raise sends, its keyframe first: a camera raised to a
+        # total under the cut's estimate met 25 % loss), each passed probe's rate after it;
+        # unbounded before any cut (a link never seen losing is not probed). Not the rate
+        # sent, which a keyframe burst inflates while a queue holds it. And the probe running.
         self.proven = float("inf")
         self.probe_bps = 0.0
         self.probe_until = -1e9
@@ -138,8 +143,9 @@ class Downlink:
         return min(1.0, nacked / sent)
 
     def settling(self, now: float) -> bool:
-        """Within ``SETTLE_S`` of a cut or of a failed probe: losses are not counted (the NACK
-        share restarts after); the queue the cut layers or the padding filled drains."""
+        """Within ``SETTLE_S`` of a cut or ``CUT_GAP_S`` of a failed probe: losses are not
+        counted (the NACK share restarts after); the queue the cut layers or the padding filled
+        drains."""
         if now - self.cut_at >= SETTLE_S and now >= self.quiet_until:
             return False
         self._marks = (sum(dt.packets for dt in self.legs), self.nacks)
@@ -184,16 +190,19 @@ class Downlink:
         nacked = self.nacks - self._probe_marks[1]
         if loss > LOSS_CUT or (nacked >= PROBE_MIN_NACKS and nacked > PROBE_LOSS * packets):
             self.probe_until = -1e9
-            # the layers did not move: back to what the link carried, a hold before the next
-            self.estimate = self.cut_to = min(self.estimate, max(self.proven, FLOOR_BPS))
+            # the layers did not move: back to what the link carried (the cut's estimate or
+            # the last probe's rate), a hold before the next try
+            self.estimate = self.cut_to = min(self.estimate, max(self.cut_to, self.proven))
             self.hold_until = now + HOLD_MIN_S
-            self.quiet_until = now + SETTLE_S
+            # a receiver report covers about the last second: the loss the padding caused
+            # still showed in the next one and cut the layers to a transcoded rung
+            self.quiet_until = now + CUT_GAP_S
             self.reason = "probe failed"
             self._told("failed")
             return True
         if now >= self.probe_until:
             self.probe_until = -1e9
-            self.proven = max(self.proven, self.probe_bps)
+            self.proven = max(self.proven, self.probe_bps / PROBE_HEADROOM)  # it carried that
             self.reason = "probe"
             self._told("passed")
         return False
@@ -225,7 +234,6 @@ class Downlink:
             self._lossy(loss, now, floor)
         elif loss < 0.02 and (now >= self.hold_until
                               or (remb is not None and remb > 1.2 * self.estimate)):
-            self.proven = max(self.proven, self.sent)  # carried without loss
             grown = max(self.estimate, sent_bps) * GROWTH
             if grown > self.estimate:
                 self.estimate = grown
@@ -280,7 +288,8 @@ class Downlink:
             self.hold = min(HOLD_MAX_S, self.hold * 2)
         elif since > 4 * self.hold:  # stable for a while: forgive
             self.hold = HOLD_MIN_S
-        self.estimate = self.cut_to = self.proven = to
+        self.estimate = self.cut_to = to
+        self.proven = 0.0  # every raise after a cut is probed first
         self.cut_at = now
-        self.hold_until = now + self.hold
+        self.hold_until = self.cut_until = now + self.hold
         self.reason = reason

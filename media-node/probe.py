@@ -13,6 +13,8 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
+from . import metrics
+
 if TYPE_CHECKING:
     from .bwe import Downlink
 
@@ -49,6 +51,7 @@ class Prober:
         self.due = min(self.due + (now - self.last) * self.rate, BURST_S * self.rate)
         self.last = now
         legs = [dt for dt in self.downlink.legs if dt.layer is not None]
+        before = self.sent
         while self.due > 0 and legs:
             for dt in list(legs):
                 size = dt.pad(self.back % BACK)
@@ -60,6 +63,8 @@ class Prober:
                 if self.due <= 0:
                     break
             self.back += 1
+        if self.sent > before:
+            metrics.BWE_PROBE_PADDING.inc(self.sent - before)
         self.timer = asyncio.get_running_loop().call_later(INTERVAL_S, self._pad)
 
     def stop(self) -> None:

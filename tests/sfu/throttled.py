@@ -60,12 +60,18 @@ MARK = "() => { for (const s of Object.values(window.__probe || {})) s.gap = 0; 
 
 
 def bwe_probes(base: str) -> dict[str, float]:
-    """The call server's probes so far by result (``parley_media_bwe_probes_total``, scraped
-    from `parley up`'s /metrics: the embedded call server shares its registry)."""
+    """The call server's probes so far by result (``parley_media_bwe_probes_total``) and the
+    padding they sent (``padding``, bytes), scraped from `parley up`'s /metrics: the embedded
+    call server shares its registry."""
     text = httpx.get(f"{base}/metrics", timeout=10).text
-    return {s.labels["result"]: s.value for family in text_string_to_metric_families(text)
-            if family.name == "parley_media_bwe_probes" for s in family.samples
-            if s.name.endswith("_total")}
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == "parley_media_bwe_probes_total":
+                out[s.labels["result"]] = s.value
+            elif s.name == "parley_media_bwe_probe_padding_bytes_total":
+                out["padding"] = s.value
+    return out
 
 
 def probe(page: Any, me: str, others: list[str]) -> None:
