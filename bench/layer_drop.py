@@ -61,7 +61,7 @@ RESULTS = ROOT / "bench" / "results"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/lib/chromium/chromium")
 PUBLISHERS = ["b1", "b2"]
 RECEIVER = "rx"
-RAMPED = 1.4  # the receiver's intake before a throttle, as a multiple of the throttle's rate
+RAMPED = 1.1  # the receiver's intake before a throttle, as a multiple of the throttle's rate
 # Before the page's scripts: keep its peer connections (for inbound-rtp stats) and the time each
 # sfu.layer message arrives.
 TIMELINE = """(() => {
