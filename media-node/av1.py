@@ -183,6 +183,9 @@ class Av1Depacketizer(Depacketizer):
             return  # late or duplicate packet: the unit it belonged to is already gone
         gap = self.last_seq is not None and seq != (self.last_seq + 1) & 0xFFFF
         self.last_seq = seq
+        if not payload and not marker:  # padding (a sender probing without RTX): no OBU lost
+            self._broken = self._broken or gap
+            return
         uts = self._unwrap(ts)
         elements = obu_elements(payload)
         if self._frame_ts != uts:  # a new temporal unit (the last one lost its marker packet)

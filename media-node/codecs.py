@@ -17,10 +17,19 @@ it has no PictureID to continue (a leg switches layers on a keyframe, which open
 video sequence), and the Dependency Descriptor extension a browser may send is not negotiated
 (a one-layer L1T1 stream per simulcast layer needs none). The meeting transcoder decodes it with
 libdav1d for subscribers that cannot.
+
+An answer keeps the offer's payload type for a codec only when aiortc deems it dynamic, 96-127;
+Chromium numbers codecs beyond those 32 in 35-63 too (AV1 is 45 in Chromium 156, some H.264
+profiles as well), which RFC 5761 section 4 leaves free beside RTCP. aiortc answered such a
+codec with its own number (105), the browser sent that until the call server's next offer, which
+the client maps back to the browser's own numbers: the browser then sent 45, which the
+publisher's layers do not take (and the RTX whose ``apt`` named 45 was never accepted). So
+35-63 count as dynamic here too.
 """
 
 from __future__ import annotations
 
+from aiortc import rtp
 from aiortc.codecs import CODECS
 from aiortc.rtcrtpparameters import RTCRtcpFeedback, RTCRtpCodecParameters
 
@@ -47,3 +56,4 @@ def _register(mime: str, parameters: dict[str, str | int]) -> None:
 
 _register("video/VP9", {"profile-id": "0"})
 _register("video/AV1", {"profile": "0"})
+rtp.DYNAMIC_PAYLOAD_TYPES = frozenset(range(35, 64)) | frozenset(range(96, 128))  # type: ignore[assignment]

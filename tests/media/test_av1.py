@@ -14,7 +14,11 @@ import random
 from pathlib import Path
 
 import av
+from aiortc.codecs import CODECS
+from aiortc.rtcpeerconnection import find_common_codecs
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
+from parley.media import codecs as _codecs  # noqa: F401  (AV1 in aiortc's table, 35-63 dynamic)
 from parley.media.av1 import (
     Av1Depacketizer,
     av1_height,
@@ -208,3 +212,15 @@ def test_malformed_payloads_are_read_safely() -> None:
         av1_keyframe(payload)
     for frame in got.frames:  # whatever came through is a unit in the low-overhead format
         assert frame.data[:2] == b"\x12\x00"
+
+
+def test_an_answer_keeps_chromiums_av1_payload_type() -> None:
+    """Chromium numbers AV1 45 (RTX 46): the call server's answer keeps both, or the browser
+    switches to 45 at the next offer under the publisher's feet and its RTX is refused."""
+    offer = [RTCRtpCodecParameters(mimeType="video/AV1", clockRate=90000, payloadType=45,
+                                   parameters={"level-idx": 5, "profile": 0, "tier": 0}),
+             RTCRtpCodecParameters(mimeType="video/rtx", clockRate=90000, payloadType=46,
+                                   parameters={"apt": 45})]
+    common = find_common_codecs(CODECS["video"], offer)
+    assert [(c.mimeType, c.payloadType, c.parameters.get("apt")) for c in common] == [
+        ("video/AV1", 45, None), ("video/rtx", 46, 45)]

@@ -105,17 +105,19 @@ def test_h264_only_receiver_decodes_every_camera_through_the_transcoder(
         close(*pages)
 
 
-def test_h264_only_receiver_in_a_vp8_vp9_meeting(
-        browser: Any, parley_server: Callable[..., str]) -> None:
-    """Issue 12's test with VP9 in it: publisher ``a`` sends VP8, ``b`` VP9 (``sendCodec=vp9``:
-    simulcast, L1T1 per rid). The H.264-only page decodes both through the transcoder (one
-    route per camera, each decoding its own codec); ``a`` decodes ``b``'s VP9 layers as sent and
-    ``b`` decodes ``a``'s VP8 ones, never a rung."""
+@pytest.mark.parametrize("second", ["vp9", "av1"])
+def test_h264_only_receiver_in_a_mixed_codec_meeting(
+        browser: Any, parley_server: Callable[..., str], second: str) -> None:
+    """Issue 12's test with VP9 or AV1 in it (item 3): publisher ``a`` sends VP8, ``b`` VP9 or
+    AV1 (``sendCodec``: simulcast, L1T1 per rid; AV1 from Chromium's libaom). The H.264-only page
+    decodes both through the transcoder (one route per camera, each decoding its own codec: AV1
+    with libdav1d from temporal units rebuilt out of Chromium's packets); ``a`` decodes ``b``'s
+    layers as sent and ``b`` decodes ``a``'s VP8 ones, never a rung."""
     base = parley_server()
-    room = f"{base}/m/vp9mix"
-    codec = {"a": "VP8", "b": "VP9"}
+    room = f"{base}/m/{second}mix"
+    codec = {"a": "VP8", "b": second.upper()}
     pubs = [open_client(browser, f"{room}?name={n}&user={n}&topology=sfu&{CAM}"
-                        + ("&sendCodec=vp9" if n == "b" else "")) for n in PUBLISHERS]
+                        + (f"&sendCodec={second}" if n == "b" else "")) for n in PUBLISHERS]
     pages = list(pubs)
     try:
         for me, page in zip(PUBLISHERS, pubs, strict=True):
@@ -136,15 +138,16 @@ def test_h264_only_receiver_in_a_vp8_vp9_meeting(
         h264 = open_client(browser, f"{room}?name=h&user=h&topology=sfu&video=0&videoCodecs=h264")
         pages.append(h264)
         got = until(h264, PUBLISHERS, lambda r: r["codec"] == "H264" and r["transcoded"]
-                    and r["framesDecoded"] > 0, 30, "h decoding H.264 rungs of VP8 and VP9")
+                    and r["framesDecoded"] > 0, 30, f"h decoding H.264 rungs of VP8 and {second}")
         for row in got.values():
             assert row["layerReason"] == "codec", row
         routed = {r["participant"]: r for r in routes(base)}
         assert {p: r["sourceCodec"] for p, r in routed.items()} == {
-            "a": "video/vp8", "b": "video/vp9"}, routed
+            "a": "video/vp8", "b": f"video/{second}"}, routed
         assert all([(o["codec"], o["legs"]) for o in r["rungs"]] == [("video/h264", 1)]
                    for r in routed.values()), routed
-        assert routed["b"]["sourceHeight"] > 0, routed  # read from VP9's scalability structure
+        # read from VP9's scalability structure, or AV1's sequence header
+        assert routed["b"]["sourceHeight"] in (180, 360), routed
         frames = {p: r["framesDecoded"] for p, r in got.items()}
         until(h264, PUBLISHERS, lambda r: r["framesDecoded"] >= frames[r["participant"]] + 20,
               20, "h still decoding its H.264 rungs")
@@ -158,7 +161,7 @@ def test_h264_only_receiver_in_a_vp8_vp9_meeting(
                         15, f"{me} on {other}'s {codec[other]} original")[other]
             assert not row["transcoded"], row
             assert transcoded_moves(page) == [], transcoded_moves(page)
-        print("\nVP8/VP9 meeting, H.264-only page: " + "; ".join(
+        print(f"\nVP8/{second} meeting, H.264-only page: " + "; ".join(
             f"{p} ({r['sourceCodec']}): {r['rungs'][0]['height']}p H.264 from layer {r['layer']} "
             f"({r['sourceHeight']} lines), transcoder {r['cpuPercent']} % of a core"
             for p, r in routed.items()))
