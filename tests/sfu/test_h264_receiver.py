@@ -16,7 +16,7 @@ import pytest
 
 from parley.tokens import control_key
 from tests.conftest import SERVER_SECRETS
-from tests.sfu.test_simulcast import TIMESTAMPS, until
+from tests.sfu.test_simulcast import TIMESTAMPS, cameras, until
 from tests.signaling.browser import close, open_client, stats, wait_media
 
 pytestmark = [pytest.mark.browser]
@@ -228,5 +228,55 @@ def test_a_capped_receiver_gets_a_vp9_rung_of_a_vp9_camera(
               f"{source_kbps} kbit/s from layer {routed[0]['layer']}, transcoder "
               f"{routed[0]['cpuPercent']} % of a core), layer {back['layer']} again "
               f"{up:.1f} s after it was lifted; freezes {back['freezeCount']}")
+    finally:
+        close(*pages)
+
+
+def test_capped_receivers_of_an_av1_camera(
+        browser: Any, parley_server: Callable[..., str]) -> None:
+    """Issue 12 item 3 with AV1: ``b`` publishes AV1 simulcast (``sendCodec=av1``, h 320x180 and
+    f 640x360); two receivers cap what they take at 40 kbit/s, below b's lowest layer. ``h``
+    decodes H.264 only: it gets the 90p budget rung in H.264, made from b's AV1 by the
+    transcoder (libdav1d, then libx264). ``r`` decodes AV1: no AV1 encoder runs in the
+    transcoder (libsvtav1 is the only one this PyAV has, and it hung in a test process), so it
+    stays on b's lowest AV1 layer, untranscoded (docs/call-server.md)."""
+    base = parley_server()
+    room = f"{base}/m/av1cap"
+    b = open_client(browser, f"{room}?name=b&user=b&topology=sfu&w=640&h=360&fps=30"
+                             "&sendCodec=av1")
+    pages = [b]
+    try:
+        r = open_client(browser, f"{room}?name=r&user=r&topology=sfu&video=0")
+        h = open_client(browser, f"{room}?name=h&user=h&topology=sfu&video=0&videoCodecs=h264")
+        pages += [r, h]
+        until(r, ["b"], lambda x: x["codec"] == "AV1" and x["layer"] in ("h", "f")
+              and x["framesDecoded"] > 0, 30, "r on b's AV1 layers")
+        until(h, ["b"], lambda x: x["codec"] == "H264" and x["transcoded"]
+              and x["framesDecoded"] > 0, 30, "h on H.264 from b's AV1")
+        r.evaluate(TIMESTAMPS)
+
+        capped = time.monotonic()
+        cap(h, 40_000)
+        cap(r, 40_000)
+        got = until(h, ["b"], lambda x: x["codec"] == "H264" and x["transcoded"]
+                    and x["layer"] == "90p" and x["frameHeight"] == 90, 30,
+                    "h decoding b's 90p H.264 rung")["b"]
+        down = time.monotonic() - capped
+        low = until(r, ["b"], lambda x: x["codec"] == "AV1" and x["layer"] == "h"
+                    and x["frameHeight"] == 180, 15, "r on b's lowest AV1 layer")["b"]
+        until(h, ["b"], lambda x: x["framesDecoded"] >= got["framesDecoded"] + 30
+              and x["frameHeight"] == 90, 15, "h still decoding the rung")
+        until(r, ["b"], lambda x: x["framesDecoded"] >= low["framesDecoded"] + 30, 15,
+              "r still decoding b's lowest layer")
+        routed = routes(base)
+        assert [(x["participant"], x["sourceCodec"], [(o["codec"], o["height"], o["legs"])
+                                                      for o in x["rungs"]]) for x in routed] \
+            == [("b", "video/av1", [("video/h264", 90, 1)])], routed
+        assert not cameras(r)["b"]["transcoded"]
+        assert transcoded_moves(r) == [], transcoded_moves(r)
+        assert r.evaluate("window.__backwards") == {}
+        print(f"\nAV1 camera, capped receivers: h decodes the 90p H.264 rung {down:.1f} s after "
+              f"the cap (from layer {routed[0]['layer']}, transcoder {routed[0]['cpuPercent']} "
+              f"% of a core); r stays on AV1 layer h ({low['frameHeight']} lines)")
     finally:
         close(*pages)
