@@ -164,6 +164,59 @@ def low_overhead(obus: list[bytes]) -> bytes | None:
     return b"".join(out) if len(out) > 1 else None
 
 
+def rtp_obus(unit: bytes) -> list[bytes]:
+    """The OBUs of a low-overhead temporal unit as RTP carries them (section 5): without
+    ``obu_size``, temporal delimiters left out; an OBU cut short ends the list."""
+    out, i = [], 0
+    while i < len(unit):
+        head = unit[i]
+        ext = 1 if head & 0x04 else 0
+        if head & 0x02:
+            size, j = read_leb128(unit, i + 1 + ext)
+            if size < 0:
+                break
+        else:  # no size: the OBU runs to the end of the unit
+            size, j = len(unit) - i - 1 - ext, i + 1 + ext
+        if (head >> 3) & 0x0F != OBU_TEMPORAL_DELIMITER:
+            out.append(bytes([head & ~0x02]) + unit[i + 1:i + 1 + ext] + unit[j:j + size])
+        i = j + size
+    return out
+
+
+def packetize(unit: bytes, key: bool, mtu: int = 1200) -> list[bytes]:
+    """RTP payloads of one temporal unit the way libwebrtc's AV1 packetizer writes them (what
+    Chromium sends; the benchmark's and tests' camera): OBUs packed into payloads of at most
+    ``mtu`` bytes, an OBU cut where a payload is full (Y on it, Z on the next), W = the element
+    count when at most 3 (the last element without a length) else 0 (each with one), N on a
+    keyframe's first payload."""
+    packets: list[list[bytes]] = [[]]
+    flags = [0]
+    room = mtu - 1
+    for obu in rtp_obus(unit):
+        rest = obu
+        while rest:
+            take = rest[:max(1, room - 2)]
+            rest = rest[len(take):]
+            packets[-1].append(take)
+            room -= len(take) + len(leb128(len(take)))
+            if rest or room < 3:
+                if rest:
+                    flags[-1] |= 0x40  # Y
+                packets.append([])
+                flags.append(0x80 if rest else 0)  # Z
+                room = mtu - 1
+    if not packets[-1]:
+        packets.pop()
+        flags.pop()
+    out = []
+    for k, (elements, flag) in enumerate(zip(packets, flags, strict=True)):
+        w = len(elements) if len(elements) <= 3 else 0
+        body = b"".join((leb128(len(e)) if w == 0 or i < w - 1 else b"") + e
+                        for i, e in enumerate(elements))
+        out.append(bytes([flag | (w << 4) | (0x08 if key and k == 0 else 0)]) + body)
+    return out
+
+
 class Av1Depacketizer(Depacketizer):
     """RTP payloads back into temporal units (low-overhead format), one ``Frame`` per RTP
     timestamp ended by the marker bit: OBU elements joined across packets (Z / Y), each OBU

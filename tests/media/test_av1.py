@@ -25,7 +25,8 @@ from parley.media.av1 import (
     av1_keyframe,
     leb128,
     obu_elements,
-    read_leb128,
+    packetize,
+    rtp_obus,
     sequence_header_height,
 )
 from parley.media.rtp import height_reader, keyframe_detector
@@ -39,53 +40,6 @@ def temporal_units() -> list[tuple[bytes, bool]]:
     """The clip's temporal units (low-overhead format) and keyframe flags, demuxed only."""
     with av.open(str(CLIP)) as clip:
         return [(bytes(p), bool(p.is_keyframe)) for p in clip.demux(video=0) if p.size]
-
-
-def rtp_obus(unit: bytes) -> list[bytes]:
-    """The OBUs of a temporal unit as RTP carries them: without ``obu_size``, the temporal
-    delimiter left out (section 5 of the payload format)."""
-    out, i = [], 0
-    while i < len(unit):
-        head = unit[i]
-        ext = 1 if head & 0x04 else 0
-        size, j = read_leb128(unit, i + 1 + ext)
-        if (head >> 3) & 0x0F != 2:
-            out.append(bytes([head & ~0x02]) + unit[i + 1:i + 1 + ext] + unit[j:j + size])
-        i = j + size
-    return out
-
-
-def packetize(unit: bytes, key: bool, mtu: int) -> list[bytes]:
-    """RTP payloads of one temporal unit as libwebrtc's RtpPacketizerAv1 writes them: OBUs packed
-    into packets of at most ``mtu`` bytes, an OBU cut where a packet is full (Y on it, Z on the
-    next), W = the element count when at most 3 (the last element without a length), else 0
-    (every element with one); N on a keyframe's first packet."""
-    packets: list[list[bytes]] = [[]]
-    flags: list[int] = [0]
-    room = mtu - 1
-    for obu in rtp_obus(unit):
-        rest = obu
-        while rest:
-            take = rest[:max(1, room - 2)]
-            rest = rest[len(take):]
-            packets[-1].append(take)
-            room -= len(take) + len(leb128(len(take)))
-            if rest or room < 3:
-                if rest:
-                    flags[-1] |= 0x40  # Y
-                packets.append([])
-                flags.append(0x80 if rest else 0)  # Z
-                room = mtu - 1
-    if not packets[-1]:
-        packets.pop()
-        flags.pop()
-    out = []
-    for k, (elements, flag) in enumerate(zip(packets, flags, strict=True)):
-        w = len(elements) if len(elements) <= 3 else 0
-        body = b"".join((leb128(len(e)) if w == 0 or i < w - 1 else b"") + e
-                        for i, e in enumerate(elements))
-        out.append(bytes([flag | (w << 4) | (0x08 if key and k == 0 else 0)]) + body)
-    return out
 
 
 def rtp_stream(mtu: int) -> list[tuple[int, int, bool, bytes]]:
