@@ -175,6 +175,18 @@ def cap(page: Any, bps: int) -> None:
         views: JSON.parse(window.parley.sfuViews() || "{}")})""", bps)
 
 
+def open_camera_and_viewer(browser: Any, room: str, codec: str) -> tuple[Any, Any]:
+    """``b`` publishing a 640x360 camera at 30 frames/s in ``codec`` (simulcast: h and f), and
+    ``r``, a page without a camera."""
+    b = open_client(browser, f"{room}?name=b&user=b&topology=sfu&w=640&h=360&fps=30"
+                             f"&sendCodec={codec}")
+    try:
+        return b, open_client(browser, f"{room}?name=r&user=r&topology=sfu&video=0")
+    except BaseException:
+        close(b)
+        raise
+
+
 def test_a_capped_receiver_gets_a_vp9_rung_of_a_vp9_camera(
         browser: Any, parley_server: Callable[..., str]) -> None:
     """Issue 12 item 3, budget rungs of a VP9 camera: ``b`` publishes VP9 simulcast
@@ -186,12 +198,9 @@ def test_a_capped_receiver_gets_a_vp9_rung_of_a_vp9_camera(
     presented frames' RTP timestamps never go back."""
     base = parley_server()
     room = f"{base}/m/vp9rung"
-    b = open_client(browser, f"{room}?name=b&user=b&topology=sfu&w=640&h=360&fps=30"
-                             "&sendCodec=vp9")
-    pages = [b]
+    b, r = open_camera_and_viewer(browser, room, "vp9")
+    pages = [b, r]
     try:
-        r = open_client(browser, f"{room}?name=r&user=r&topology=sfu&video=0")
-        pages.append(r)
         wait_media(r, [("b", "video", "camera")], timeout=30)
         until(r, ["b"], lambda x: x["codec"] == "VP9" and x["layer"] in ("h", "f")
               and x["framesDecoded"] > 0, 15, "r on b's VP9 layers")
@@ -242,13 +251,11 @@ def test_capped_receivers_of_an_av1_camera(
     stays on b's lowest AV1 layer, untranscoded (docs/call-server.md)."""
     base = parley_server()
     room = f"{base}/m/av1cap"
-    b = open_client(browser, f"{room}?name=b&user=b&topology=sfu&w=640&h=360&fps=30"
-                             "&sendCodec=av1")
-    pages = [b]
+    b, r = open_camera_and_viewer(browser, room, "av1")
+    pages = [b, r]
     try:
-        r = open_client(browser, f"{room}?name=r&user=r&topology=sfu&video=0")
         h = open_client(browser, f"{room}?name=h&user=h&topology=sfu&video=0&videoCodecs=h264")
-        pages += [r, h]
+        pages.append(h)
         until(r, ["b"], lambda x: x["codec"] == "AV1" and x["layer"] in ("h", "f")
               and x["framesDecoded"] > 0, 30, "r on b's AV1 layers")
         until(h, ["b"], lambda x: x["codec"] == "H264" and x["transcoded"]
