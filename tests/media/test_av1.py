@@ -10,10 +10,13 @@ the test process (SVT-AV1 hung in one)."""
 
 from __future__ import annotations
 
+import asyncio
 import random
+import secrets
 from pathlib import Path
 
 import av
+import pytest
 from aiortc.codecs import CODECS
 from aiortc.rtcpeerconnection import find_common_codecs
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
@@ -29,8 +32,14 @@ from parley.media.av1 import (
     rtp_obus,
     sequence_header_height,
 )
+from parley.media.node import CallServer
 from parley.media.rtp import height_reader, keyframe_detector
+from parley.media.transcoding import RungLayer
 from parley.recorder.depacketize import Frame
+
+from .client import Client, wait_for
+from .test_transcoding import Transcoder, Viewer, call_server, transcoder  # noqa: F401
+from .test_vp9 import SilentVideo, Vp9Viewer, send_camera
 
 CLIP = Path(__file__).parent / "data" / "av1-160x120.ivf"
 SIZE = (160, 120)
@@ -178,3 +187,79 @@ def test_an_answer_keeps_chromiums_av1_payload_type() -> None:
     common = find_common_codecs(CODECS["video"], offer)
     assert [(c.mimeType, c.payloadType, c.parameters.get("apt")) for c in common] == [
         ("video/AV1", 45, None), ("video/rtx", 46, 45)]
+
+
+MALFORMED = b"\x28\x05\x0a"  # W=2, a first element longer than the packet
+
+
+@pytest.mark.redis
+async def test_av1_camera_forwarded_to_av1_viewers_and_transcoded_for_h264(
+        call_server: tuple[CallServer, str], transcoder: Transcoder) -> None:  # noqa: F811
+    """An aiortc publisher that negotiated AV1 alone sends the clip (looped, 15 frames/s, a
+    malformed packet before each keyframe); an AV1 viewer gets every payload as sent from a
+    keyframe (N) on, and one joining mid-GOP starts on the next keyframe, both decodable with
+    libdav1d; an H.264-only viewer decodes the camera as H.264 made by the transcoder from
+    libdav1d's pictures (the malformed packet costs it the unit before a keyframe, never a
+    decoder error)."""
+    server, url = call_server
+    meeting = f"av1-{secrets.token_hex(4)}"
+    pub = Client("a", meeting, video=False, audio=False)
+    pub.extra = [SilentVideo("a-camera")]
+    pub.send_codecs = ["video/av1"]
+    first, h264 = Vp9Viewer("first", meeting, "video/av1"), Viewer("h264", meeting)
+    h264.video_codecs = ["video/h264"]
+    clients: list[Client] = [pub, first, h264]
+    units = temporal_units()
+    stop = asyncio.Event()
+    sent: list[bytes] = []
+    writer: asyncio.Task[None] | None = None
+
+    def payloads(n: int) -> list[bytes]:
+        unit, key = units[n % len(units)]
+        return packetize(unit, key, 300) + ([MALFORMED] if n % 12 == 11 else [])
+
+    try:
+        for c in clients:
+            await c.join(url)
+        writer = asyncio.ensure_future(send_camera(pub, stop, sent, "video/av1", payloads))
+        await wait_for(lambda: len(h264.seen["a-camera"]) >= 30 and len(first.payloads) >= 100
+                       and MALFORMED in first.payloads, 40,
+                       "H.264 frames of the AV1 camera and AV1 packets forwarded")
+        # a second AV1 viewer joins mid-GOP: its leg waits for the next keyframe (N)
+        await wait_for(lambda: len(sent) > 0 and not av1_keyframe(sent[-1]), 5, "mid-GOP")
+        late = Vp9Viewer("late", meeting, "video/av1")
+        clients.append(late)
+        await late.join(url)
+        await wait_for(lambda: len(late.payloads) >= 60 and MALFORMED in late.payloads, 30,
+                       "the late AV1 viewer, past a malformed packet")
+        assert not writer.done(), writer
+        up = next(u for p in server.participants.values() for u in p.uptracks)
+        assert up.codec.mimeType.lower() == "video/av1" and up.layers[0].height == SIZE[1]
+        for viewer in (first, late):
+            assert av1_keyframe(viewer.payloads[0]), viewer.payloads[0][:4]
+            assert set(viewer.payloads) <= set(sent) and MALFORMED in viewer.payloads
+            leg = server.participants[viewer.pid].downtracks[id(up)]
+            assert leg.layer is up.layers[0]
+            got = Collect()  # what the viewer got, rebuilt and decoded as a browser would
+            got.push(viewer.rtp)
+            assert got.frames[0].keyframe and len(got.frames) >= 4
+            assert len(decode([f.data for f in got.frames])) == len(got.frames)
+        # the H.264 subscriber: decoded once by the transcoder, encoded at the source height
+        dt = server.participants[h264.pid].downtracks[id(up)]
+        assert isinstance(dt.layer, RungLayer) and dt.layer.codec == "video/h264"
+        assert h264.height("a-camera") == SIZE[1]
+        remote = (await transcoder.status())["sources"]
+        assert [(s["codec"], s["height"], [o["codec"] for o in s["outputs"]])
+                for s in remote] == [("video/av1", SIZE[1], ["video/h264"])], remote
+        assert remote[0]["decoded"] >= 30 and remote[0]["errors"] == 0, remote
+        assert (await transcoder.status())["badDatagrams"] == 0
+        print(f"\nAV1 camera: {len(first.payloads)} + {len(late.payloads)} packets forwarded "
+              f"as sent, {len(h264.seen['a-camera'])} H.264 frames via the transcoder "
+              f"({remote[0]['decoded']} decoded with libdav1d, {remote[0]['cpuPercent']} % of "
+              "a core)")
+    finally:
+        stop.set()
+        if writer is not None:
+            await asyncio.gather(writer, return_exceptions=True)
+        for c in clients:
+            await c.close()
