@@ -39,7 +39,7 @@ from parley.recorder.depacketize import Frame
 
 from .client import Client, wait_for
 from .test_transcoding import Transcoder, Viewer, call_server, transcoder  # noqa: F401
-from .test_vp9 import SilentVideo, Vp9Viewer, send_camera
+from .test_vp9 import SilentVideo, Vp9Viewer, send_camera, stop_camera
 
 CLIP = Path(__file__).parent / "data" / "av1-160x120.ivf"
 SIZE = (160, 120)
@@ -258,8 +258,4 @@ async def test_av1_camera_forwarded_to_av1_viewers_and_transcoded_for_h264(
               f"({remote[0]['decoded']} decoded with libdav1d, {remote[0]['cpuPercent']} % of "
               "a core)")
     finally:
-        stop.set()
-        if writer is not None:
-            await asyncio.gather(writer, return_exceptions=True)
-        for c in clients:
-            await c.close()
+        await stop_camera(stop, writer, clients)

@@ -214,6 +214,16 @@ async def send_camera(pub: Client, stop: asyncio.Event, sent: list[bytes], mime:
         await asyncio.sleep(1 / 15)
 
 
+async def stop_camera(stop: asyncio.Event, writer: asyncio.Task[None] | None,
+                      clients: list[Client]) -> None:
+    """End a test's RTP writer (``send_camera``) and close its clients."""
+    stop.set()
+    if writer is not None:
+        await asyncio.gather(writer, return_exceptions=True)
+    for c in clients:
+        await c.close()
+
+
 async def send_vp9(pub: Client, stop: asyncio.Event, sent: list[bytes],
                    gop: list[tuple[bytes, bool]] | None = None, malformed: bool = True) -> None:
     """Write the looped GOP as RTP on the publisher's VP9 sender, with a malformed packet in
@@ -285,11 +295,7 @@ async def test_vp9_camera_forwarded_to_vp9_and_transcoded_for_h264_despite_bad_d
               f"({remote[0]['decoded']} decoded, {remote[0]['errors']} decoder errors, "
               f"{remote[0]['cpuPercent']} % of a core)")
     finally:
-        stop.set()
-        if writer is not None:
-            await asyncio.gather(writer, return_exceptions=True)
-        for c in clients:
-            await c.close()
+        await stop_camera(stop, writer, clients)
 
 
 def test_transcoder_vp9_output_is_one_layer_rfc9628_a_leg_can_continue() -> None:
@@ -486,8 +492,4 @@ async def test_a_capped_vp9_subscriber_gets_a_vp9_rung_and_back_in_one_continuou
               f"source {up.layers[0].known / 1000:.0f} kbit/s; transcoder {rung_cpu} % of a "
               f"core (decode 240p VP9, encode 180p VP9 + 180p H.264, 15 fps)")
     finally:
-        stop.set()
-        if writer is not None:
-            await asyncio.gather(writer, return_exceptions=True)
-        for c in clients:
-            await c.close()
+        await stop_camera(stop, writer, clients)
