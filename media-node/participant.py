@@ -20,10 +20,11 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSession
 
 from . import codecs as _codecs  # noqa: F401  (VP9 in aiortc's codec table)
 from . import extmap, metrics
-from .allocation import allocate, rate, view_cap
+from .allocation import aimed, allocate, planned, rate, view_cap
 from .bwe import Downlink
 from .link import Link
 from .pacer import Pacer
+from .probe import Prober
 from .publisher import UpTrack
 from .simulcast import describe, offered_layers, route_by_mid
 from .subscriber import DownTrack, SilentTrack
@@ -116,6 +117,8 @@ class Participant:
         self.pacer = Pacer(self.link)  # paces what it is sent after a congested move down
         self.downlink = Downlink()
         self.downlink.alert = self.react
+        self.downlink.probed = self._probed
+        self.prober = Prober(self.downlink)  # pads its downlink before a move up, after a cut
         self.views: dict[str, int] = {}  # track id -> tile height the client renders it at
         self.max_bps: float | None = None  # the client's own cap on what it receives (sfu.view)
         self.transcoding: Transcoding | None = None  # the node's, when it may transcode
@@ -362,6 +365,8 @@ class Participant:
         # fitted and came back, and went down again (test_throttled: a 1.5 s freeze)
         careful = self.downlink.congested or now < self.downlink.hold_until
         choice = allocate(legs, estimate, self.views, careful, self.downlink.holding(now))
+        if self._probe_first(legs, choice, now):  # the legs stay until the padding passed
+            choice = allocate(legs, estimate, self.views, careful, hold=True)
         tx = self.transcoding
         self._fall_back()
         usable = tx is not None and tx.available(self.meeting_id, now)
@@ -427,6 +432,29 @@ class Participant:
                        "estimateKbps": round(estimate / 1000)})
         if stopped:  # the new layers' keyframes must not meet the full queue in a burst
             self.pacer.start(estimate, frozenset(dt.pt for dt in legs if dt.kind == "audio"))
+
+    def _probe_first(self, legs: list[DownTrack], choice: dict[DownTrack, int],
+                     now: float) -> bool:
+        """Whether a move up in ``choice`` waits for a probe (``bwe.Downlink.needs_probe``): it
+        would send more than the link carried since its last cut. Starts the probe if none runs."""
+        up = [dt for dt, index in choice.items()
+              if dt.layer is not None and dt.up.simulcast and index > aimed(dt)]
+        if not up:
+            return False
+        down = self.downlink
+        want = planned(legs, choice)
+        if not down.needs_probe(want):
+            return False
+        if not down.probing(now):
+            self.prober.start(down.start_probe(want, now) - (down.sent or 0.0))
+        return True
+
+    def _probed(self, result: str) -> None:
+        """A probe ended (``Downlink.probed``): a metric (the move, if it passed, is the next
+        allocation's, with its own ``layer`` event)."""
+        metrics.BWE_PROBES.labels(result).inc()
+        if result == "failed":
+            self.prober.stop()
 
     def _route(self, dt: DownTrack, index: int,
                rung: Any) -> tuple[int, Any, str] | None:
@@ -497,6 +525,7 @@ class Participant:
             return
         self.closed = True
         self.pacer.stop()
+        self.prober.stop()
         self.link.close()
         for up in self.uptracks:
             up.close()
