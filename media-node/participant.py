@@ -371,7 +371,8 @@ class Participant:
         tx = self.transcoding
         self._fall_back()
         usable = tx is not None and tx.available(self.meeting_id, now)
-        rungs = plan(choice, legs, estimate, self.views) if tx and tx.enabled else {}
+        rungs = plan(choice, legs, estimate, self.views, self.decodes) if tx and tx.enabled \
+            else {}
         if tx and not usable and (rungs or any(not self.decodes(dt.up) for dt in choice)):
             tx.demand()  # `parley up`: its local transcoder starts on the first need
         if not usable:

@@ -68,11 +68,12 @@ def encodings(page: Any) -> dict[str | None, dict[str, Any]]:
             if e["source"] == "camera"}
 
 
-@pytest.mark.parametrize("codec", ["vp8", "vp9"])
+@pytest.mark.parametrize("codec", ["vp8", "vp9", "av1"])
 def test_each_receiver_gets_the_layer_its_tile_takes_and_unwatched_layers_pause(
         browser: Any, parley_server: Callable[..., str], codec: str) -> None:
-    """In VP8 and in VP9 (``sendCodec=vp9``: L1T1 per rid; the node continues VP9's PictureID
-    and TL0PICIDX across switches as VP8's, RFC 9628)."""
+    """In VP8, VP9 and AV1 (``sendCodec``: L1T1 per rid; the node continues VP9's PictureID
+    and TL0PICIDX across switches as VP8's, RFC 9628; AV1 has none, a switch lands on a
+    keyframe that opens a new coded video sequence)."""
     base = parley_server()
     names = ["a", "b", "c"]
     pages = [open_client(browser, f"{base}/m/layers-{codec}?name={n}&user={n}&topology=sfu&"
