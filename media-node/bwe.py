@@ -51,8 +51,8 @@ section 6):
   drop of a good link is not such a failure: the estimate grows all the time there);
 - after a cut, a raise is tried on padding first (``probe``): the estimate grows as above, but
   a layer move that would send more than a probe showed the link carries (``proven``) waits
-  while the subscriber is padded up to what the move would send (with the raise's own 15 %
-  headroom), for ``PROBE_S``, with RTX copies of packets just sent (redundant payloads, as
+  while the subscriber is padded up to 1 / ``PROBE_HEADROOM`` times what the move would send,
+  for ``PROBE_S``, with RTX copies of packets just sent (redundant payloads, as
   libwebrtc's ``RTPSender::GeneratePadding`` and LiveKit's probe clusters pad). Carried without
   loss until ``PROBE_FEEDBACK_S`` after the padding (a tail-drop queue loses only once full, and
   the NACK comes a queue's delay later), the move is made; loss on the real packets meanwhile
@@ -90,7 +90,10 @@ REACT_WINDOW_S = 1.0  # the longest window ``react`` judges (its start: an updat
 LOSS_CUT = 0.10  # a loss fraction over this cuts
 PROBE_S = 1.5  # how long a probe pads: a 200 ms queue overfilled by 40 kbit/s drops in 1.4 s
 PROBE_FEEDBACK_S = 0.5  # then the NACKs of its last packets come back (the queue's delay, RTT)
-PROBE_HEADROOM = 0.85  # pads to the move's rate / this: a move needs that margin over averages
+# pads to the move's rate / this: a probe 15 % over a move that nearly filled a 270 kbit/s link
+# overfilled its 200 ms queue too slowly to lose within the probe, passed, and the move met 15 %
+# loss (a 2.5 s freeze); 43 % over fails within about a second wherever the move would not fit
+PROBE_HEADROOM = 0.7
 PROBE_LOSS = 0.05  # NACKed share of the real packets sent in a probe that fails it
 PROBE_MIN_NACKS = 2  # one NACK can be a reordering under load, not the probe's loss
 
