@@ -110,6 +110,7 @@ class Participant:
         self.label = label or pid
         self.meeting_id = meeting_id
         self.subscribes = True  # False: publish-only (an ingest, a benchmark publisher)
+        self.offers_early = False  # the client takes offers before "connected" (a browser)
         self.publishes = publishes  # False: subscribe-only, every m-line it sends is inactive
         self.pc = RTCPeerConnection(config)
         self.link = Link()
@@ -240,9 +241,13 @@ class Participant:
         async with self._lock:
             if self.closed:
                 return
-            if self.pc.signalingState != "stable" or self.pc.connectionState != "connected":
+            if self.pc.signalingState != "stable" or (
+                    self.pc.connectionState != "connected" and not self.offers_early):
                 # Offer only on an established connection: aiortc (client side) never starts
                 # receivers added by a renegotiation that lands while DTLS is still connecting.
+                # A browser does (offers_early, from its sfu.join): the others' tracks are
+                # offered with the join's answer, negotiated while ICE and DTLS connect, and
+                # flow at "connected" (the keyframe request there), not one round trip later.
                 self._dirty = True
                 return
             self._dirty = False
