@@ -65,7 +65,9 @@ export class Peer {
     this.pc.onconnectionstatechange = () => {
       setConn(this.id, this.pc.connectionState); renderRoster(); this.watch();
     };
-    this.pc.onnegotiationneeded = () => this.negotiate();
+    // An offer being made (a newcomer's first, rooms.js) covers the change: the browser asks
+    // again on the return to stable if one is still needed.
+    this.pc.onnegotiationneeded = () => { if (!this.makingOffer) this.negotiate(); };
     // The connect deadline counts from the end of the first offer/answer (iceStarted), when
     // ICE checks can begin: a slow page or signaling round trip is not a blocked path. This
     // longer one only covers a negotiation that never completes.

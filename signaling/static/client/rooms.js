@@ -40,6 +40,7 @@ export async function onJoined(msg) {
     const peer = peerFor(p.identity, p.name);   // the newcomer offers to everyone present
     peer.tracksAdded = true;
     peer.addLocalTracks();
+    peer.negotiate();  // now, not a task later at negotiationneeded (it finds an offer made)
     markMedia(p.identity, p);
   }
   renderRoster();
