@@ -154,7 +154,9 @@ class Participant:
             self.link.resolve(self.pc)
             for dt in self.downtracks.values():  # keyframes that came before the link was up
                 if dt.target is not None and dt.sender is not None:
-                    dt.target.request_keyframe()
+                    # not deferred by the interval: a leg negotiated before "connected" (an
+                    # early offer) asked at its bind, and that keyframe may have been dropped
+                    dt.target.request_keyframe(urgent=True)
             if self._dirty or self._pending or self._publish_slots:
                 spawn(self.renegotiate())
         elif state in ("failed", "closed") and not self.closed:

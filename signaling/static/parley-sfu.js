@@ -55,10 +55,9 @@ class SfuSession {
     this.layerOf = {};       // "<participant>|<track id>" -> the node's last sfu.layer for it
     this.sentViews = null;   // the last sfu.view we sent (JSON), so only changes go out
     this.answered = false; this.closed = false; this.node = null; this.connectedAt = null;
-    // a pool of one: the candidates gather while the join offer is being made, not after it
     this.pc = new RTCPeerConnection({
       iceServers: hooks.iceServers, iceTransportPolicy: hooks.relay ? "relay" : "all",
-      bundlePolicy: "max-bundle", iceCandidatePoolSize: 1 });
+      bundlePolicy: "max-bundle" });
     this.pc.ontrack = (e) => this.onTrack(e);
     this.pc.onconnectionstatechange = () => {
       const s = this.pc.connectionState;
