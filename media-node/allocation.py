@@ -86,3 +86,15 @@ def allocate(legs: Iterable[DownTrack], estimate: float, views: dict[str, int],
                 spent += extra
                 raised = True
     return choice
+
+
+def planned(legs: Iterable[DownTrack], choice: dict[DownTrack, int]) -> float:
+    """Bits per second the subscriber is sent with ``choice``: its audio and each video leg's
+    chosen layer (what a probe pads up to before the move is made: ``bwe.Downlink``)."""
+    total = 0.0
+    for dt in legs:
+        if dt.kind == "audio":
+            total += dt.up.layers[0].known
+        elif dt in choice:
+            total += rate(dt.up.layers[min(choice[dt], len(dt.up.layers) - 1)])
+    return total

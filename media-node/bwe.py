@@ -49,6 +49,19 @@ section 6):
   passed: 8 s, doubling (up to 32 s) each time the growth after a hold met loss within a hold's
   time, so a receiver on a fixed narrow link is probed with a bigger layer rarely (the first
   drop of a good link is not such a failure: the estimate grows all the time there);
+- after a cut, a raise is tried on padding first (``probe``): the estimate grows as above, but
+  a layer move that would send more than a probe showed the link carries (``proven``) waits
+  while the subscriber is padded up to what the move would send (with the raise's own 15 %
+  headroom), for ``PROBE_S``, with RTX copies of packets just sent (redundant payloads, as
+  libwebrtc's ``RTPSender::GeneratePadding`` and LiveKit's probe clusters pad). Carried without
+  loss until ``PROBE_FEEDBACK_S`` after the padding (a tail-drop queue loses only once full, and
+  the NACK comes a queue's delay later), the move is made; loss on the real packets meanwhile
+  (over ``PROBE_LOSS`` of them NACKed) ends the probe at once, the estimate goes back to what
+  the link carried (the cut's estimate or the last passed probe's rate), its losses are not
+  judged for ``CUT_GAP_S``, a hold starts, and no layer moved.
+  A raise of real layers that failed cost the receiver two switches (two keyframes on a full
+  queue) and doubled the hold, up to 32 s (the layer_drop bench's 31-35 s climbs); a failed
+  probe costs some padding and a few repaired packets, so it does not double the hold;
 - a REMB above 1.2x the estimate (the receiver's own, delay-based estimate says the link widened)
   ends the hold at once. Delay alone never cuts (no REMB cut, no timeout as loss): measured on
   this 2-core machine with five Chromium pages, REMB dipped to a third of a loss-free rate
@@ -75,6 +88,11 @@ CUT_MARGIN = 0.85  # a cut lands this far under what got through
 SETTLE_S = 1.0  # after a cut: the filled queue drains and the new keyframes pass, unjudged
 REACT_WINDOW_S = 1.0  # the longest window ``react`` judges (its start: an update's mark)
 LOSS_CUT = 0.10  # a loss fraction over this cuts
+PROBE_S = 1.5  # how long a probe pads: a 200 ms queue overfilled by 40 kbit/s drops in 1.4 s
+PROBE_FEEDBACK_S = 0.5  # then the NACKs of its last packets come back (the queue's delay, RTT)
+PROBE_HEADROOM = 0.85  # pads to the move's rate / this: a move needs that margin over averages
+PROBE_LOSS = 0.05  # NACKed share of the real packets sent in a probe that fails it
+PROBE_MIN_NACKS = 2  # one NACK can be a reordering under load, not the probe's loss
 
 
 class Downlink:
@@ -98,6 +116,20 @@ class Downlink:
         self.sent: float | None = None  # bits/s sent, averaged over about a second
         self.cut_at = -1e9
         self.cut_to = 0.0  # the estimate the last cut set
+        self.cut_until = -1e9  # the end of the last cut's hold (a failed probe's hold is not)
+        # what a probe showed the link carries since the last cut: 0 after a cut (the layers'
+        # averages under-price what a raise sends, its keyframe first: a camera raised to a
+        # total under the cut's estimate met 25 % loss), each passed probe's rate after it;
+        # unbounded before any cut (a link never seen losing is not probed). Not the rate
+        # sent, which a keyframe burst inflates while a queue holds it. And the probe running.
+        self.proven = float("inf")
+        self.probe_bps = 0.0
+        self.probe_until = -1e9
+        self._probe_marks = (0, 0)  # (packets, nacks) at the probe's start
+        self.quiet_until = -1e9  # a failed probe's losses are not the layers': not counted
+        self.probes = {"passed": 0, "failed": 0}
+        # told the probe's result ("passed" or "failed"): the participant's event and metric
+        self.probed: Callable[[str], None] | None = None
 
     def nack_share(self) -> float:
         """Share of the video packets sent since the share was last judged that the subscriber
@@ -111,8 +143,10 @@ class Downlink:
         return min(1.0, nacked / sent)
 
     def settling(self, now: float) -> bool:
-        """Within ``SETTLE_S`` of a cut: losses are not counted (the NACK share restarts after)."""
-        if now - self.cut_at >= SETTLE_S:
+        """Within ``SETTLE_S`` of a cut or ``CUT_GAP_S`` of a failed probe: losses are not
+        counted (the NACK share restarts after); the queue the cut layers or the padding filled
+        drains."""
+        if now - self.cut_at >= SETTLE_S and now >= self.quiet_until:
             return False
         self._marks = (sum(dt.packets for dt in self.legs), self.nacks)
         self._ticks.clear()
@@ -127,6 +161,56 @@ class Downlink:
         ticks.append((now, packets, self.nacks))
         while now - ticks[0][0] > REACT_WINDOW_S:
             ticks.popleft()
+
+    # -- probing a raise with padding ------------------------------------------------------
+    def needs_probe(self, planned_bps: float) -> bool:
+        """Whether a move up to ``planned_bps`` must first be carried as padding."""
+        return planned_bps > self.proven
+
+    def probing(self, now: float) -> bool:
+        """A probe runs: padding, or waiting for the feedback about its last packets."""
+        return now < self.probe_until
+
+    def padding(self, now: float) -> bool:
+        """A probe runs and still pads."""
+        return now < self.probe_until - PROBE_FEEDBACK_S
+
+    def start_probe(self, planned_bps: float, now: float) -> float:
+        """Pad up to ``planned_bps`` / ``PROBE_HEADROOM`` for ``PROBE_S`` (``probe.Prober``
+        sends it), judged ``PROBE_FEEDBACK_S`` after; returns that rate."""
+        if not self.probing(now):
+            self.probe_bps = planned_bps
+            self.probe_until = now + PROBE_S + PROBE_FEEDBACK_S
+            self._probe_marks = (sum(dt.packets for dt in self.legs), self.nacks)
+        return self.probe_bps / PROBE_HEADROOM
+
+    def _judge_probe(self, now: float, loss: float) -> bool:
+        """During a probe: fail it on loss (True: it failed); pass it when it has run out."""
+        packets = sum(dt.packets for dt in self.legs) - self._probe_marks[0]
+        nacked = self.nacks - self._probe_marks[1]
+        if loss > LOSS_CUT or (nacked >= PROBE_MIN_NACKS and nacked > PROBE_LOSS * packets):
+            self.probe_until = -1e9
+            # the layers did not move: back to what the link carried (the cut's estimate or
+            # the last probe's rate), a hold before the next try
+            self.estimate = self.cut_to = min(self.estimate, max(self.cut_to, self.proven))
+            self.hold_until = now + HOLD_MIN_S
+            # a receiver report covers about the last second: the loss the padding caused
+            # still showed in the next one and cut the layers to a transcoded rung
+            self.quiet_until = now + CUT_GAP_S
+            self.reason = "probe failed"
+            self._told("failed")
+            return True
+        if now >= self.probe_until:
+            self.probe_until = -1e9
+            self.proven = max(self.proven, self.probe_bps / PROBE_HEADROOM)  # it carried that
+            self.reason = "probe"
+            self._told("passed")
+        return False
+
+    def _told(self, result: str) -> None:
+        self.probes[result] += 1
+        if self.probed is not None:
+            self.probed(result)
 
     def on_remb(self, bps: float) -> None:
         self.remb = float(bps)
@@ -143,6 +227,9 @@ class Downlink:
             self.sent + SENT_SMOOTHING * (sent_bps - self.sent))
         remb = self.remb if self.remb is not None and now - self.remb_at < REMB_FRESH_S else None
         self.congested = False
+        if self.probe_until > -1e9:  # no cut, no growth: the padding is the excess
+            self._judge_probe(now, loss)
+            return self.estimate
         if loss > LOSS_CUT:  # packets are being dropped
             self._lossy(loss, now, floor)
         elif loss < 0.02 and (now >= self.hold_until
@@ -170,6 +257,9 @@ class Downlink:
         than at the next update; True when it cut (the caller re-chooses the legs, which stop
         their layers at once: ``congested``)."""
         if not self.reacts(now):
+            return False
+        if self.probe_until > -1e9:  # loss in a probe fails the probe, it cuts nothing
+            self._judge_probe(now, 0.0)
             return False
         packets = sum(dt.packets for dt in self.legs)
         for _, p, n in reversed(self._ticks):
@@ -199,6 +289,7 @@ class Downlink:
         elif since > 4 * self.hold:  # stable for a while: forgive
             self.hold = HOLD_MIN_S
         self.estimate = self.cut_to = to
+        self.proven = 0.0  # every raise after a cut is probed first
         self.cut_at = now
-        self.hold_until = now + self.hold
+        self.hold_until = self.cut_until = now + self.hold
         self.reason = reason

@@ -28,6 +28,10 @@ LAYER_SWITCHES = Counter("parley_media_layer_switches_total",
                          "simulcast layer changes chosen for subscribers", ["direction"])
 PAUSED_LAYERS = Gauge("parley_media_paused_layers",
                       "simulcast layers paused at their publisher because nobody receives them")
+BWE_PROBES = Counter("parley_media_bwe_probes_total",
+                     "Raises tried on padding first (media-node/bwe.py), by result", ["result"])
+BWE_PROBE_PADDING = Counter("parley_media_bwe_probe_padding_bytes_total",
+                            "padding sent in probes (RTX copies of packets just sent)")
 TRANSCODE_DECISIONS = Counter("parley_media_transcode_decisions_total",
                               "legs routed to a transcoded rung (reason transcoded)", ["rung"])
 TRANSCODED_LEGS = Gauge("parley_media_transcoded_legs",

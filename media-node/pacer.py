@@ -1,5 +1,7 @@
 """A subscriber's recovery pacer: after a congested move to lower layers, what the call server
-sends that subscriber leaves at the cut estimate, after the bottleneck's queue had time to drain.
+sends that subscriber leaves at the cut estimate, after the bottleneck's queue had time to drain;
+and after a move up on a link that was cut, at the estimate (the new layer's keyframe would
+overflow a narrow link's queue in one burst).
 
 Why: when loss shows, the narrow link's queue is full (a tail-drop queue loses only when full)
 with packets of the layers just stopped. The lower layers start on keyframes, 5-20x a delta
@@ -107,7 +109,10 @@ class Pacer:
                 raw(data, addr)
             except OSError:  # a full socket buffer or a closed pair: the packet is lost
                 self.dropped += 1
-        if queue or now < self.until:
+        # past its time the pacer drains what it holds, for MAX_QUEUE_S at most: at a rate under
+        # what its legs send, its queue never emptied, and it paced (and dropped) for good
+        # (tests/sfu/test_throttled.py: a receiver kept on its low layers for 40 s)
+        if now < self.until or (queue and now < self.until + MAX_QUEUE_S):
             self._schedule(loop)
         else:
             self.stop()

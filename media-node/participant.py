@@ -20,10 +20,11 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSession
 
 from . import codecs as _codecs  # noqa: F401  (VP9 in aiortc's codec table)
 from . import extmap, metrics
-from .allocation import allocate, rate, view_cap
+from .allocation import aimed, allocate, planned, rate, view_cap
 from .bwe import Downlink
 from .link import Link
 from .pacer import Pacer
+from .probe import Prober
 from .publisher import UpTrack
 from .simulcast import describe, offered_layers, route_by_mid
 from .subscriber import DownTrack, SilentTrack
@@ -34,6 +35,7 @@ from .udpmux import UdpMux
 PREFERRED = {"video": "video/vp8", "audio": "audio/opus"}
 MAX_PUBLISHED = 3  # tracks one participant may publish: microphone, camera, screen
 TRANSCODE_AFTER = 4  # allocations (1 s) a shortfall lasts before a leg is sent a rung
+PACE_OVER = 1.2  # a pacer's rate over what the chosen layers send, at least
 _SENDING = re.compile(r"^a=(sendonly|sendrecv)\s*$", re.MULTILINE)
 
 
@@ -117,6 +119,8 @@ class Participant:
         self.pacer = Pacer(self.link)  # paces what it is sent after a congested move down
         self.downlink = Downlink()
         self.downlink.alert = self.react
+        self.downlink.probed = self._probed
+        self.prober = Prober(self.downlink)  # pads its downlink before a move up, after a cut
         self.views: dict[str, int] = {}  # track id -> tile height the client renders it at
         self.max_bps: float | None = None  # the client's own cap on what it receives (sfu.view)
         self.transcoding: Transcoding | None = None  # the node's, when it may transcode
@@ -367,8 +371,10 @@ class Participant:
         # right after a cut and through its hold, a layer costs what it sends now if that is more:
         # priced at its average again the tick after, a full layer that a cut had just stopped
         # fitted and came back, and went down again (test_throttled: a 1.5 s freeze)
-        careful = self.downlink.congested or now < self.downlink.hold_until
+        careful = self.downlink.congested or now < self.downlink.cut_until
         choice = allocate(legs, estimate, self.views, careful, self.downlink.holding(now))
+        if self._probe_first(legs, choice, now):  # the legs stay until the padding passed
+            choice = allocate(legs, estimate, self.views, careful, hold=True)
         tx = self.transcoding
         self._fall_back()
         usable = tx is not None and tx.available(self.meeting_id, now)
@@ -390,6 +396,7 @@ class Participant:
         if fresh and self._short < TRANSCODE_AFTER:
             rungs = {dt: r for dt, r in rungs.items() if known(dt)}
         stopped = False  # a leg's layer stopped at once: the link's queue is full
+        raised = False  # a leg moved up: its new layer starts on a keyframe
         for dt, index in choice.items():
             before_layer = dt.current
             route = self._route(dt, index, rungs.get(dt)) if usable else None
@@ -418,6 +425,8 @@ class Participant:
             down = before_layer is not None and index < before_layer.index
             if dt.select(index, congested=down and self.downlink.congested):
                 stopped = stopped or (down and self.downlink.congested)
+                raised = raised or (not down and before_layer is not None
+                                    and before_layer.index >= 0)  # a layer, not a rung
                 tile = index >= view_cap(dt, self.views.get(dt.up.track_id))
                 reason = ("tile" if tile else self.downlink.reason) if down else "fits"
                 metrics.LAYER_SWITCHES.labels("down" if down else "up").inc()
@@ -431,8 +440,43 @@ class Participant:
                        "rid": layer.rid, "index": index, "layers": len(dt.up.layers),
                        "height": max(layer.height, 0), "reason": reason,
                        "estimateKbps": round(estimate / 1000)})
+        audio = frozenset(dt.pt for dt in legs if dt.kind == "audio")
+        # paced at the estimate, or over what the chosen layers send (a cut to the lowest
+        # layers lands at their cost): a pacer slower than its legs only queues and drops
+        pace = max(estimate, PACE_OVER * planned(legs, choice))
         if stopped:  # the new layers' keyframes must not meet the full queue in a burst
-            self.pacer.start(estimate, frozenset(dt.pt for dt in legs if dt.kind == "audio"))
+            self.pacer.start(pace, audio)
+        elif raised and self.downlink.proven < float("inf"):
+            # a move up on a link that was cut: the new layer's keyframe (several times a
+            # frame) paced, so a queue of a narrow link takes it whole (sent in a burst it
+            # overflowed a 200 ms queue, the raise met loss and was cut again)
+            self.pacer.start(pace, audio, drain_s=0.0)
+
+    def _probe_first(self, legs: list[DownTrack], choice: dict[DownTrack, int],
+                     now: float) -> bool:
+        """Whether a move up in ``choice`` waits for a probe (``bwe.Downlink.needs_probe``): it
+        would send more than the link carried since its last cut. Starts the probe if none runs
+        and the pacer does not (its queue would hold the padding to the rate under test)."""
+        up = [dt for dt, index in choice.items()
+              if dt.layer is not None and dt.up.simulcast and index > aimed(dt)]
+        if not up:
+            return False
+        down = self.downlink
+        if down.probing(now):
+            return True  # the probe decides: a move made meanwhile met its padding (a 25 % loss)
+        want = planned(legs, choice)
+        if not down.needs_probe(want):
+            return False
+        if not down.probing(now) and not self.pacer.pacing:  # paced, padding cannot exceed
+            self.prober.start(down.start_probe(want, now) - (down.sent or 0.0))
+        return True
+
+    def _probed(self, result: str) -> None:
+        """A probe ended (``Downlink.probed``): a metric (the move, if it passed, is the next
+        allocation's, with its own ``layer`` event)."""
+        metrics.BWE_PROBES.labels(result).inc()
+        if result == "failed":
+            self.prober.stop()
 
     def _route(self, dt: DownTrack, index: int,
                rung: Any) -> tuple[int, Any, str] | None:
@@ -503,6 +547,7 @@ class Participant:
             return
         self.closed = True
         self.pacer.stop()
+        self.prober.stop()
         self.link.close()
         for up in self.uptracks:
             up.close()

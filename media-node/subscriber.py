@@ -330,9 +330,14 @@ class DownTrack:
             return  # gated, or sent from an earlier layer whose history this is not
         if self.target is not None and self not in layer.downtracks:
             return  # a congested switch stopped this layer: its repairs would fill the link
+        self._again(layer, out)
+
+    def _again(self, layer: Layer, out: int, repair: bool = True) -> int:
+        """Resend outgoing number ``out`` from ``layer``'s history as it went out; its size, or
+        0 when no longer there."""
         entry = layer.lookup((out - self.seq_offset) & 0xFFFF)
         if entry is None:
-            return
+            return 0
         _, ts, marker, payload = entry
         ts = (ts + self.ts_offset) & 0xFFFFFFFF
         if self.munge:
@@ -340,12 +345,26 @@ class DownTrack:
             if pid >= 0:
                 payload = self.rewrite(payload, (pid + self.pid_offset) & 0x7FFF,
                                        (tl0 + self.tl0_offset) & 0xFF if tl0 >= 0 else -1)
-        self.resend(out, ts, marker, payload)
+        self.resend(out, ts, marker, payload, repair)
+        return len(payload)
 
-    def resend(self, out: int, ts: int, marker: int, payload: bytes) -> None:
+    def pad(self, back: int) -> int:
+        """Padding for a probe (``probe.Prober``): the packet sent ``back`` packets ago, again, as
+        RTX (a redundant payload, as libwebrtc pads when RTX is negotiated: the receiver already
+        has the packet and drops the copy). Returns the bytes sent, 0 when there is nothing to
+        repeat (no RTX, a switch pending, nothing sent on this layer yet)."""
+        layer = self.layer
+        if layer is None or self.rtx_pt is None or self.target is not None or not self.link.ready:
+            return 0
+        out = (self.last_seq - back) & 0xFFFF
+        if ((out - self.switch_seq) & 0xFFFF) >= 0x8000:
+            return 0  # before the current layer: another layer's history
+        return self._again(layer, out, repair=False)
+
+    def resend(self, out: int, ts: int, marker: int, payload: bytes, repair: bool = True) -> None:
         """Send outgoing packet ``out`` again with the timestamp, marker and payload it went out
         with, as RTX when negotiated (RFC 4588 section 4: original sequence number first in the
-        payload)."""
+        payload); ``repair``: an answer to a NACK (counted as a retransmission), not padding."""
         link = self.link
         if self.rtx_pt is not None:
             self.rtx_seq = (self.rtx_seq + 1) & 0xFFFF
@@ -357,8 +376,9 @@ class DownTrack:
             link.sendto(link.protect(data), link.addr)
         except OSError:
             return
-        self.retransmitted += 1
-        metrics.RETRANSMISSIONS.inc()
+        if repair:
+            self.retransmitted += 1
+            metrics.RETRANSMISSIONS.inc()
 
     def sync_sender_report(self) -> None:
         """Feed aiortc's RTCP loop the counters and the NTP/RTP pair of the last forwarded packet,

@@ -36,9 +36,15 @@ class Netns:
         run("ip", "netns", "add", self.name)
         run("ip", "link", "add", self.host_if, "type", "veth", "peer", "name", self.inner_if)
         run("ip", "link", "set", self.inner_if, "netns", self.name)
+        # no IPv6 link-local address: the kernel adds it when its duplicate-address detection
+        # ends, 1.6 s after the link comes up, a network change to every running Chromium that
+        # fails its page loads in flight with net::ERR_NETWORK_CHANGED (a test's page then
+        # never got its identity: "no identity within 15 s", 2 runs of test_throttled)
+        run("ip", "link", "set", self.host_if, "addrgenmode", "none")
         run("ip", "addr", "add", f"{self.host_ip}/28", "dev", self.host_if)
         run("ip", "link", "set", self.host_if, "up")
         inner = ("ip", "netns", "exec", self.name)
+        run(*inner, "ip", "link", "set", self.inner_if, "addrgenmode", "none")
         run(*inner, "ip", "addr", "add", f"{self.inner_ip}/28", "dev", self.inner_if)
         run(*inner, "ip", "link", "set", self.inner_if, "up")
         run(*inner, "ip", "link", "set", "lo", "up")

@@ -4,7 +4,14 @@ tests/sfu/test_throttled.py, its timing bench/layer_drop.py."""
 
 from __future__ import annotations
 
-from parley.media.bwe import CUT_GAP_S, CUT_MARGIN, HOLD_MIN_S, SETTLE_S, Downlink
+from parley.media.bwe import (
+    CUT_GAP_S,
+    CUT_MARGIN,
+    HOLD_MIN_S,
+    PROBE_S,
+    SETTLE_S,
+    Downlink,
+)
 
 
 class Leg:
@@ -145,3 +152,88 @@ def test_legs_hold_their_layers_until_the_estimate_grows_after_a_cut() -> None:
     down.on_remb(2 * cut)
     assert down.update(cut, 0.0, now=2.0) > cut
     assert not down.holding(2.0)
+
+
+def cut_then_hold(down: Downlink, legs: list[Leg]) -> tuple[float, float]:
+    """A good link's first drop, then loss-free updates through the hold: (the cut estimate,
+    the time the hold ended)."""
+    down.legs.update(legs)
+    down.update(1_000_000, 0.0, now=0.0)
+    cut = down.update(1_000_000, 0.3, now=0.25)
+    t = 0.25
+    while t < 0.25 + HOLD_MIN_S:
+        t += 0.25
+        for leg in legs:
+            leg.packets += 10
+        down.update(cut, 0.0, now=t)
+    return cut, t
+
+
+def test_a_link_never_cut_is_not_probed_and_after_a_cut_every_raise_is() -> None:
+    """Even one to a total under the cut's estimate: the layers' averages under-price what a
+    raise sends (its keyframe first)."""
+    down = Downlink(start_bps=2_000_000)
+    assert not down.needs_probe(1_900_000)  # a good link's layers go up as the estimate allows
+    cut, _ = cut_then_hold(down, [Leg(), Leg()])
+    assert down.needs_probe(cut * 1.5)
+    assert down.needs_probe(cut * 0.9)
+
+
+def test_a_probe_that_carries_its_rate_without_loss_passes_and_the_move_is_made() -> None:
+    down = Downlink(start_bps=2_000_000)
+    legs = [Leg(), Leg()]
+    cut, t = cut_then_hold(down, legs)
+    results: list[str] = []
+    down.probed = results.append
+    want = cut * 1.5
+    down.start_probe(want, t)
+    assert down.probing(t)
+    estimate = down.estimate
+    while t < down.probe_until:
+        t += 0.25
+        for leg in legs:
+            leg.packets += 15
+        down.update(cut, 0.0, now=t)
+        assert t >= down.probe_until or down.estimate == estimate  # no growth during it
+    assert results == ["passed"] and not down.probing(t)
+    assert not down.needs_probe(want)
+
+
+def test_loss_in_a_probe_fails_it_at_the_nack_without_a_cut_or_a_longer_hold() -> None:
+    """The padding was the excess: the layers did not move, so no cut and no layer stops
+    (``congested``), the estimate goes back to what the link carried, the hold is the
+    shortest one, and the losses the padding caused are not counted for a while."""
+    down = Downlink(start_bps=2_000_000)
+    legs = [Leg(), Leg()]
+    cut, t = cut_then_hold(down, legs)
+    carried = down.estimate
+    results: list[str] = []
+    down.probed = results.append
+    down.start_probe(cut * 1.5, t)
+    for leg in legs:
+        leg.packets += 20
+    down.nacks += 1
+    assert not down.react(t + 0.1)  # one NACK may be reordering
+    assert results == []
+    down.nacks += 2
+    assert not down.react(t + 0.2)  # 3 of 40: over 5 %, failed at once
+    assert results == ["failed"] and not down.probing(t + 0.2)
+    assert down.estimate <= carried and not down.congested
+    assert down.hold == HOLD_MIN_S and down.holding(t + 0.2 + HOLD_MIN_S - 0.1)
+    assert down.reason == "probe failed"
+    for leg in legs:  # the queue the padding filled drains: its NACKs are not judged
+        leg.packets += 20
+    down.nacks += 10
+    before = down.estimate
+    assert down.update(cut, 0.5, now=t + 0.5) == before and not down.congested
+
+
+def test_loss_that_lasts_after_a_failed_probe_is_the_links_and_cuts() -> None:
+    down = Downlink(start_bps=2_000_000)
+    legs = [Leg(), Leg()]
+    cut, t = cut_then_hold(down, legs)
+    down.start_probe(cut * 1.5, t)
+    down.update(cut, 0.4, now=t + 0.25)  # fails the probe, cuts nothing
+    assert not down.probing(t + 0.25) and down.estimate == cut and not down.congested
+    after = t + 0.25 + SETTLE_S + PROBE_S
+    assert down.update(cut, 0.4, now=after) < cut and down.congested

@@ -1,7 +1,7 @@
 """A call-server meeting in real Chromium with one receiver behind a throttled link: the
 receiver's Chromium runs in a network namespace (tests/netshape.py) whose downlink tbf shapes,
-the other participants' Chromium on the host. Used by bench/layer_drop.py and by the
-throttled-receiver test (out of the suite as flaky, in history at c497f44)."""
+the other participants' Chromium on the host. Used by tests/sfu/test_throttled.py and
+bench/layer_drop.py."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import CHROMIUM_ARGS
 from tests.netshape import Netns
@@ -54,6 +57,21 @@ READ = """() => {
   return out;
 }"""
 MARK = "() => { for (const s of Object.values(window.__probe || {})) s.gap = 0; }"
+
+
+def bwe_probes(base: str) -> dict[str, float]:
+    """The call server's probes so far by result (``parley_media_bwe_probes_total``) and the
+    padding they sent (``padding``, bytes), scraped from `parley up`'s /metrics: the embedded
+    call server shares its registry."""
+    text = httpx.get(f"{base}/metrics", timeout=10).text
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == "parley_media_bwe_probes_total":
+                out[s.labels["result"]] = s.value
+            elif s.name == "parley_media_bwe_probe_padding_bytes_total":
+                out["padding"] = s.value
+    return out
 
 
 def probe(page: Any, me: str, others: list[str]) -> None:
