@@ -20,6 +20,8 @@ so the critical path is the chain whose marks are later.
     python -m bench.join_time --topology sfu     # the same on the call server
     git archive HEAD signaling/static | tar -x -C /tmp/before
     python -m bench.join_time --client /tmp/before/signaling/static   # that commit's client
+    git archive main | tar -x -C /tmp/main
+    python -m bench.join_time --checkout /tmp/main   # that commit's server and client
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 import uuid
 from pathlib import Path
 from typing import Any
@@ -167,25 +170,43 @@ def phase_table(topology: str, runs: list[dict[str, float]]) -> list[dict[str, A
 
 class ClientServer(Server):
     """`parley up` serving the web client from another directory (an earlier commit's), so two
-    clients are compared against the same server in the same conditions."""
+    clients are compared against the same server in the same conditions; or, with
+    ``checkout``, another commit's whole tree (``git archive``: its server, call server and
+    client), so a server-side change is compared in the same run too."""
 
-    def __init__(self, static: str) -> None:
+    def __init__(self, static: str | None = None, checkout: str | None = None) -> None:
         self.port = free_port()
         self.dir = tempfile.TemporaryDirectory(prefix="parley-bench-")
+        env = {**os.environ, "PARLEY_TOKEN_SECRET": SECRET}
+        cwd = None
+        if checkout:  # the `parley` package laid out as pyproject.toml's package-dir says
+            root = Path(checkout).resolve()
+            dirs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
+                "package-dir"]
+            pkg = Path(self.dir.name) / "code" / "parley"
+            pkg.mkdir(parents=True)
+            for f in (root / dirs["parley"]).iterdir():
+                (pkg / f.name).symlink_to(f)
+            for name, folder in dirs.items():
+                if name != "parley":
+                    (pkg / name.split(".", 1)[1]).symlink_to(root / folder)
+            env["PYTHONPATH"] = str(pkg.parent)  # ahead of this checkout's editable install
+            cwd = pkg.parent  # not this checkout (a `python -c` imports from its directory)
         code = ("import sys, pathlib, parley.signaling.app as a;"
-                " a.STATIC = pathlib.Path(sys.argv[1]);"
+                " a.STATIC = pathlib.Path(sys.argv[1]) if sys.argv[1] else a.STATIC;"
                 " from parley.cli import main; sys.exit(main(sys.argv[2:]))")
         self.log = open(Path(self.dir.name) / "server.log", "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", code, static, "up", "--port", str(self.port), "--data-dir",
-             self.dir.name], env={**os.environ, "PARLEY_TOKEN_SECRET": SECRET},
-            stdout=self.log, stderr=subprocess.STDOUT)
+            [sys.executable, "-c", code, static or "", "up", "--port", str(self.port),
+             "--data-dir", self.dir.name], env=env, cwd=cwd, stdout=self.log,
+            stderr=subprocess.STDOUT)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from playwright.sync_api import sync_playwright
 
-    server = ClientServer(args.client) if args.client else Server()
+    server = (ClientServer(args.client, args.checkout) if args.client or args.checkout
+              else Server())
     server.wait_ready()
     base = f"http://127.0.0.1:{server.port}"
     room = f"bench-{uuid.uuid4().hex[:6]}"
@@ -220,7 +241,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "load_avg": os.getloadavg()},
         "topology": args.topology,
-        "client": args.client or "this tree",
+        "client": args.client or args.checkout or "this tree",
+        "server": args.checkout or "this tree",
         "joins": len(samples),
         "join_to_first_frame_ms": {
             "p50": round(percentile(samples, 0.5), 1),
@@ -250,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--topology", choices=sorted(PHASES), default="p2p")
     ap.add_argument("--client", default=None,
                     help="serve the web client from this directory (default: this tree's)")
+    ap.add_argument("--checkout", default=None,
+                    help="run server and client from this tree (e.g. `git archive main`)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     result = run(args)

@@ -1,7 +1,7 @@
 """Meeting transcoder: CPU per output stream and outputs per core.
 
 A real `parley media-node --role transcoder` process (PARLEY_MEETING=*), pinned to one core, is
-fed a 1280x720 camera (VP8, or VP9 with ``--source vp9``) at 30 frames/s as RTP over loopback
+fed a 1280x720 camera (VP8, or VP9 / AV1 with ``--source``) at 30 frames/s as RTP over loopback
 (what a call server sends it) and asked for K distinct outputs (K = 0, 1, 2, ...; K = 0 is the
 decode alone): 640x360 H.264 by default (the codec case), or a budget rung in VP8 or VP9
 (``--output vp9 --height 180 --kbps 120``). Per step, over a fixed window: the process's CPU
@@ -35,11 +35,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import av
 
+from parley.media.av1 import packetize as packetize_av1
 from parley.media.broadcast.ladder import Rung
 from parley.media.meeting_transcoder import OutputEncoder, packetize_vp8, packetize_vp9
 from parley.media.meeting_transcoder_wire import PT_SOURCE, control, parse_rtp
@@ -53,16 +55,58 @@ FPS = 30
 SOURCE = (1280, 720)
 OUTPUT_HEIGHT, OUTPUT_KBPS = 360, 600
 MIN_FPS = 28.0
-CODECS = {"vp8": "video/vp8", "vp9": "video/vp9", "h264": "video/h264"}
+CODECS = {"vp8": "video/vp8", "vp9": "video/vp9", "av1": "video/av1", "h264": "video/h264"}
 ENCODERS = {"vp8": "VP8 (libvpx realtime, cpu-used 8, CBR)",
             "vp9": "VP9 (libvpx-vp9 realtime, cpu-used 8, CBR, aq-mode 3)",
             "h264": "H.264 (libx264 veryfast, zerolatency, baseline)"}
 
 
+def camera(n: int) -> Iterator[bytes]:
+    """``n`` raw 720p yuv420p pictures: a moving gradient with noise in a sixteenth of it."""
+    rng = random.Random(1)
+    w, h = SOURCE
+    row = bytes(range(256)) * (w // 256 + 1)
+    chroma = bytes([128]) * (w * h // 2)
+    for i in range(n):
+        shift = (i * 4) % 256
+        luma = bytearray(row[shift:shift + w] * h)
+        part = len(luma) // 16
+        luma[:part] = rng.randbytes(part)
+        yield bytes(luma) + chroma
+
+
+def av1_frames(n: int) -> list[tuple[bytes, bool]]:
+    """``n`` temporal units of the camera in AV1 from libaom (Chromium's encoder: realtime,
+    cpu-used 8, CBR 2 Mbit/s, one keyframe), encoded by an ffmpeg process with a time bound
+    (SVT-AV1, the only AV1 encoder PyAV has here, hung inside a Python process)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        ivf = Path(tmp) / "camera.ivf"
+        w, h = SOURCE
+        proc = subprocess.Popen(
+            ["ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt",
+             "yuv420p", "-s", f"{w}x{h}", "-r", str(FPS), "-i", "-", "-c:v", "libaom-av1",
+             "-usage", "realtime", "-cpu-used", "8", "-lag-in-frames", "0", "-g", "100000",
+             "-b:v", "2M", "-minrate", "2M", "-maxrate", "2M", "-bufsize", "2M",
+             "-threads", "1", str(ivf)], stdin=subprocess.PIPE)
+        assert proc.stdin is not None
+        try:
+            for picture in camera(n):
+                proc.stdin.write(picture)
+            proc.stdin.close()
+            if proc.wait(600):
+                raise SystemExit("ffmpeg could not encode the AV1 camera")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        with av.open(str(ivf)) as clip:
+            return [(bytes(p), bool(p.is_keyframe)) for p in clip.demux(video=0) if p.size]
+
+
 def source_frames(n: int, codec: str = "vp8") -> list[tuple[bytes, bool]]:
-    """``n`` (frame, keyframe) of a 720p camera in ``codec`` (a moving gradient with noise in a
-    sixteenth of the picture, libvpx realtime CBR at 2 Mbit/s), the first a keyframe; the loop
-    restarts on it."""
+    """``n`` (frame, keyframe) of a 720p camera in ``codec`` (libvpx realtime CBR at 2 Mbit/s,
+    or libaom for AV1), the first a keyframe; the loop restarts on it."""
+    if codec == "av1":
+        return av1_frames(n)
     ctx = av.CodecContext.create("libvpx-vp9" if codec == "vp9" else "libvpx", "w")
     ctx.width, ctx.height = SOURCE
     ctx.pix_fmt = "yuv420p"
@@ -72,18 +116,11 @@ def source_frames(n: int, codec: str = "vp8") -> list[tuple[bytes, bool]]:
     ctx.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0",
                    "minrate": "2000000", "maxrate": "2000000", "bufsize": "2000000"}
     ctx.open()
-    rng = random.Random(1)
     w, h = SOURCE
-    row = bytes(range(256)) * (w // 256 + 1)
     out = []
-    for i in range(n):
+    for i, raw in enumerate(camera(n)):
         frame = av.VideoFrame(w, h, "yuv420p")
-        y = frame.planes[0]
-        shift = (i * 4) % 256
-        luma = bytearray(b"".join(row[shift:shift + w] for _ in range(1)) * h)
-        part = len(luma) // 16
-        luma[:part] = rng.randbytes(part)
-        y.update(bytes(luma[:y.buffer_size]))
+        frame.planes[0].update(raw[:w * h])
         for plane in frame.planes[1:]:
             plane.update(bytes([128]) * plane.buffer_size)
         frame.pts = i
@@ -144,6 +181,7 @@ class Feeder:
             frame, key = self.frames[n % len(self.frames)]
             n += 1
             payloads = (packetize_vp9(frame, i & 0x7FFF, i, key, SOURCE) if self.source == "vp9"
+                        else packetize_av1(frame, key) if self.source == "av1"
                         else packetize_vp8(frame, i & 0x7FFF))
             for j, payload in enumerate(payloads):
                 if j and j % 16 == 0:
@@ -248,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-outputs", type=int, default=8)
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--window", type=float, default=6.0)
-    parser.add_argument("--source", choices=("vp8", "vp9"), default="vp8")
+    parser.add_argument("--source", choices=("vp8", "vp9", "av1"), default="vp8")
     parser.add_argument("--output", choices=tuple(CODECS), default="h264")
     parser.add_argument("--height", type=int, default=OUTPUT_HEIGHT)
     parser.add_argument("--kbps", type=int, default=OUTPUT_KBPS)

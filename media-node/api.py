@@ -28,6 +28,7 @@ class Join(BaseModel):
     participant: str | None = None  # the identity: a label; the node makes the session's id
     subscribe: bool = True  # False for publish-only participants
     publish: bool = True  # False: subscribe-only (its sending m-lines are answered inactive)
+    early: bool = False  # the client takes our offers before its connection is up (browsers)
 
 
 class Sdp(BaseModel):
@@ -109,7 +110,7 @@ def create_app(server: CallServer, control_key: str | None) -> FastAPI:
             raise HTTPException(400, "join with an offer")
         try:
             p, answer = await server.join(meeting, body.sdp, body.participant, body.subscribe,
-                                          body.publish)
+                                          body.publish, early=body.early)
         except Refused as exc:
             raise HTTPException(503, str(exc)) from exc
         except NotAllowed as exc:

@@ -15,6 +15,8 @@ from collections.abc import Callable
 
 from . import metrics
 
+URGENT_INTERVAL = 0.1  # s: an urgent request (a link just up) waits at most this long
+
 
 class KeyframeRequests:
     """Rate-limited PLI sender for one publisher track."""
@@ -27,17 +29,28 @@ class KeyframeRequests:
         self.sent = 0
         self.suppressed = 0
 
-    def request(self) -> bool:
-        """Ask for a keyframe; True when a request went out now."""
+    def request(self, urgent: bool = False) -> bool:
+        """Ask for a keyframe; True when a request went out now. ``urgent`` (a subscriber's
+        link just came up: the keyframe asked for at its bind may have come before it, and
+        a full interval would leave it black that long) waits ``URGENT_INTERVAL`` at most, so
+        many subscribers connecting together still share one keyframe."""
         now = time.monotonic()
-        wait = self._last + self.min_interval - now
+        wait = self._last + (min(URGENT_INTERVAL, self.min_interval) if urgent
+                             else self.min_interval) - now
         if wait <= 0:
+            if self._deferred is not None:
+                self._deferred.cancel()
+                self._deferred = None
             self._fire()
             return True
         self.suppressed += 1
         metrics.KEYFRAME_REQUESTS_SUPPRESSED.inc()
+        loop = asyncio.get_running_loop()
+        if self._deferred is not None and self._deferred.when() > loop.time() + wait:
+            self._deferred.cancel()  # an urgent request: sooner than the one deferred
+            self._deferred = None
         if self._deferred is None:
-            self._deferred = asyncio.get_running_loop().call_later(wait, self._fire)
+            self._deferred = loop.call_later(wait, self._fire)
         return False
 
     def _fire(self) -> None:

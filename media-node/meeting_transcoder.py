@@ -1,7 +1,8 @@
 """`parley media-node --role transcoder` for a meeting (``PARLEY_MEETING`` set): decodes each
-source a call server routes to it once and encodes it once per distinct output (codec, height,
-bitrate), never upward: a budget rung in the source's own codec (VP8 or VP9, libvpx realtime),
-or H.264 for a subscriber that cannot decode the source; the call server forwards the outputs to
+source a call server routes to it once (VP8, VP9, or AV1 with libdav1d) and encodes it once per
+distinct output (codec, height, bitrate), never upward: a budget rung in the source's own codec
+(VP8 or VP9, libvpx realtime; none for AV1, which has no encoder here fit for it), or H.264 for
+a subscriber that cannot decode the source; the call server forwards the outputs to
 the subscribers that need them.
 
 The operator runs it as the Deployment of a Meeting with ``spec.transcoding.enabled``
@@ -38,8 +39,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_late
 from parley.recorder.depacketize import Depacketizer
 from parley.recorder.depacketize import Frame as SourceFrame
 
+from .av1 import Av1Depacketizer
 from .broadcast.ladder import Rung
 from .meeting_transcoder_wire import (
+    DECODERS,
     OUTPUT_CODECS,
     PT_H264,
     PT_VP8,
@@ -223,9 +226,14 @@ class Source:
         self.cpu_s = 0.0
         self.started = time.monotonic()
         self.width = self.height = 0
-        # FFmpeg's own decoders (vp8, vp9): RFC 7741 / RFC 9628 frames from the depacketizer
-        self._decoder = av.CodecContext.create(codec.split("/")[1], "r")
-        self._depacketizer = Depacketizer(codec, self._frame, self.ask_keyframe)
+        # FFmpeg's own decoders (vp8, vp9) take RFC 7741 / RFC 9628 frames; libdav1d (AV1) takes
+        # temporal units, one thread and a one-frame delay (a picture out per unit in)
+        self._decoder = av.CodecContext.create(DECODERS[codec], "r")
+        if codec == "video/av1":
+            self._decoder.thread_count = 1
+            self._decoder.options = {"max_frame_delay": "1"}
+        self._depacketizer = (Av1Depacketizer if codec == "video/av1" else Depacketizer)(
+            codec, self._frame, self.ask_keyframe)
         self._queue: asyncio.Queue[SourceFrame] = asyncio.Queue()
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="meeting-transcode")
         self._task = asyncio.ensure_future(self._run())

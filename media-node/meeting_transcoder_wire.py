@@ -18,7 +18,7 @@ Media: RTP (RFC 3550 header, no extensions). Towards the transcoder the SSRC nam
 datagram whose first byte is ``{`` holds one JSON object with ``t``:
 
 - call server -> transcoder: ``want`` (a source, its ``codec``: ``video/vp8`` when absent, or
-  ``video/vp9``, and the outputs it needs, repeated every
+  ``video/vp9`` or ``video/av1``, and the outputs it needs, repeated every
   allocation, 4 per second: the lease; a source not wanted for ``STALE_S`` is dropped),
   ``drop`` (a source nobody needs), ``key`` (an output's next frame must be a keyframe),
   ``hello`` (is anyone there; sent when no source is routed).
@@ -34,7 +34,9 @@ from typing import Any
 
 PT_SOURCE = 96  # the payload type carried towards the transcoder (the call server ignores it)
 PT_VP8, PT_H264, PT_VP9 = 96, 97, 98
-SOURCE_CODECS = ("video/vp8", "video/vp9")  # what the transcoder decodes (FFmpeg's vp8, vp9)
+# what the transcoder decodes (FFmpeg's vp8 and vp9, libdav1d), by the decoder's name
+DECODERS = {"video/vp8": "vp8", "video/vp9": "vp9", "video/av1": "libdav1d"}
+SOURCE_CODECS = tuple(DECODERS)
 # what it encodes: a budget rung in its source's codec (a leg keeps the payload type it
 # negotiated), H.264 for a subscriber that decodes neither source codec
 OUTPUT_CODECS = ("video/vp8", "video/vp9", "video/h264")

@@ -111,7 +111,8 @@ class CallServer:
 
     # -- joins and leaves -------------------------------------------------------------------
     async def join(self, meeting_id: str, sdp: str, label: str | None = None,
-                   subscribe: bool = True, publish: bool = True) -> tuple[Participant, str]:
+                   subscribe: bool = True, publish: bool = True,
+                   early: bool = False) -> tuple[Participant, str]:
         """Admit a participant with its offer; returns it and the answer.
 
         Every join is a new participant with an id of its own (never an earlier session's), so
@@ -125,6 +126,7 @@ class CallServer:
         p = Participant(pid, meeting_id, self.config, self._gone, self._published, self.mux,
                         label=label, publishes=publish)
         p.subscribes = subscribe
+        p.offers_early = early
         p.transcoding = self.transcoding
         if label is not None:
             await self.restore(p)

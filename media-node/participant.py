@@ -112,6 +112,7 @@ class Participant:
         self.label = label or pid
         self.meeting_id = meeting_id
         self.subscribes = True  # False: publish-only (an ingest, a benchmark publisher)
+        self.offers_early = False  # the client takes offers before "connected" (a browser)
         self.publishes = publishes  # False: subscribe-only, every m-line it sends is inactive
         self.pc = RTCPeerConnection(config)
         self.link = Link()
@@ -157,7 +158,9 @@ class Participant:
             self.link.resolve(self.pc)
             for dt in self.downtracks.values():  # keyframes that came before the link was up
                 if dt.target is not None and dt.sender is not None:
-                    dt.target.request_keyframe()
+                    # not deferred by the interval: a leg negotiated before "connected" (an
+                    # early offer) asked at its bind, and that keyframe may have been dropped
+                    dt.target.request_keyframe(urgent=True)
             if self._dirty or self._pending or self._publish_slots:
                 spawn(self.renegotiate())
         elif state in ("failed", "closed") and not self.closed:
@@ -244,9 +247,13 @@ class Participant:
         async with self._lock:
             if self.closed:
                 return
-            if self.pc.signalingState != "stable" or self.pc.connectionState != "connected":
+            if self.pc.signalingState != "stable" or (
+                    self.pc.connectionState != "connected" and not self.offers_early):
                 # Offer only on an established connection: aiortc (client side) never starts
                 # receivers added by a renegotiation that lands while DTLS is still connecting.
+                # A browser does (offers_early, from its sfu.join): the others' tracks are
+                # offered with the join's answer, negotiated while ICE and DTLS connect, and
+                # flow at "connected" (the keyframe request there), not one round trip later.
                 self._dirty = True
                 return
             self._dirty = False
@@ -371,7 +378,8 @@ class Participant:
         tx = self.transcoding
         self._fall_back()
         usable = tx is not None and tx.available(self.meeting_id, now)
-        rungs = plan(choice, legs, estimate, self.views) if tx and tx.enabled else {}
+        rungs = plan(choice, legs, estimate, self.views, self.decodes) if tx and tx.enabled \
+            else {}
         if tx and not usable and (rungs or any(not self.decodes(dt.up) for dt in choice)):
             tx.demand()  # `parley up`: its local transcoder starts on the first need
         if not usable:

@@ -75,9 +75,9 @@ class Layer:
         entry = self.history[seq & (HISTORY - 1)]
         return entry if entry is not None and entry[0] == seq else None
 
-    def request_keyframe(self) -> None:
+    def request_keyframe(self, urgent: bool = False) -> None:
         if self.up.kind == "video":
-            self.keyframes.request()
+            self.keyframes.request(urgent)
 
     def _send_pli(self) -> None:
         if self.ssrc is not None:

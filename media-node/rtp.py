@@ -11,6 +11,8 @@ import struct
 
 from parley.recorder.depacketize import vp9_descriptor
 
+from .av1 import av1_height, av1_keyframe
+
 _HEADER = struct.Struct("!BBHII")
 pack_header = _HEADER.pack
 """(0x80, marker << 7 | payload type, sequence, timestamp, SSRC) -> 12 header bytes.
@@ -167,8 +169,8 @@ def no_height(payload: bytes) -> int:
 
 
 KEYFRAME_DETECTORS = {"video/vp8": vp8_keyframe, "video/vp9": vp9_keyframe,
-                      "video/h264": h264_keyframe}
-HEIGHT_READERS = {"video/vp8": vp8_height, "video/vp9": vp9_height}
+                      "video/av1": av1_keyframe, "video/h264": h264_keyframe}
+HEIGHT_READERS = {"video/vp8": vp8_height, "video/vp9": vp9_height, "video/av1": av1_height}
 # codecs whose PictureID / TL0PICIDX a leg continues across layer switches: (read, rewrite)
 PICTURE_IDS = {"video/vp8": (vp8_ids, vp8_rewrite), "video/vp9": (vp9_ids, vp9_rewrite)}
 

@@ -4,7 +4,8 @@ the routes that carry sources to the meeting's transcoder process and its output
 A subscriber gets an output of the meeting's transcoder (meeting_transcoder.py, a process of its
 own) when no layer of a track suits it: its budget (downlink estimate, capped by its own
 ``maxBitrate``) cannot carry the track's lowest layer (``plan``: a *rung* of ``MEETING_LADDER``
-in the track's own codec, VP8 or VP9, since the leg keeps the payload type it negotiated), or it
+in the track's own codec, VP8 or VP9, since the leg keeps the payload type it negotiated; none
+for an AV1 track, which the transcoder decodes but cannot encode), or it
 cannot decode the track's codec at all (a subscriber whose offer lacks it: ``codec_rung``, H.264
 at the height of the layer it would get, or the budget's rung).
 Never upward: a rung is below its source's height and rate; a source already at or below the
@@ -37,6 +38,7 @@ from .allocation import RAISE_HEADROOM, rate
 from .broadcast.ladder import Rung, default_bitrate_kbps
 from .meeting_transcoder_wire import (
     DEAD_AFTER_S,
+    OUTPUT_CODECS,
     PT_SOURCE,
     REGISTRY_KEY,
     SOURCE_CODECS,
@@ -328,11 +330,12 @@ class Transcoding:
     def output(self, meeting: str, up: UpTrack, index: int, rung: Rung,
                codec: str) -> RungLayer | None:
         """The output ``rung`` in ``codec`` of layer ``index`` of ``up`` (made on demand), or
-        None when the meeting has no live transcoder or it cannot decode ``up`` (an H.264
+        None when the meeting has no live transcoder, it cannot decode ``up`` (an H.264
         camera for a subscriber without H.264: routed, its ``want`` was refused and the route
-        made again every allocation)."""
+        made again every allocation) or cannot encode ``codec`` (an AV1 rung)."""
         now = time.monotonic()
-        if not transcodable(up) or not self.available(meeting, now):
+        if not transcodable(up) or codec not in OUTPUT_CODECS \
+                or not self.available(meeting, now):
             return None
         addr = self.address(meeting)
         assert addr is not None
@@ -392,9 +395,15 @@ def rung_rate(rung: Rung) -> float:
 
 
 def transcodable(up: UpTrack) -> bool:
-    """Whether a budget rung can replace ``up`` on a leg: a source the transcoder decodes (VP8,
-    VP9); the rung is made in the source's codec, the one the leg negotiated."""
+    """Whether the transcoder decodes ``up`` (VP8, VP9, AV1)."""
     return up.kind == "video" and up.codec.mimeType.lower() in SOURCE_CODECS
+
+
+def rung_possible(up: UpTrack, decodes: bool) -> bool:
+    """Whether a budget rung can replace ``up`` on a leg: the transcoder decodes the source and
+    encodes the rung's codec, the source's own for a leg that decodes it (it keeps the payload
+    type it negotiated: VP8, VP9, not AV1) or H.264 for one that does not."""
+    return transcodable(up) and (not decodes or up.codec.mimeType.lower() in OUTPUT_CODECS)
 
 
 def codec_rung(layer: Layer) -> Rung | None:
@@ -407,14 +416,15 @@ def codec_rung(layer: Layer) -> Rung | None:
 
 
 def plan(choice: dict[DownTrack, int], legs: Iterable[DownTrack], budget: float,
-         views: dict[str, int],
+         views: dict[str, int], decodes: Callable[[UpTrack], bool] = lambda up: True,
          ladder: tuple[Rung, ...] = MEETING_LADDER) -> dict[DownTrack, Rung]:
     """Which legs get a rung instead of the layer ``choice`` gave them: only when the layers
     chosen (each leg's lowest, after ``allocation.allocate``) still exceed ``budget``; legs
     already on a rung first (they leave it only with 15 % headroom, like a layer raise), then
     the smallest tiles. A leg gets the highest rung that makes the total fit, else the lowest;
     only rungs below its source's height and rate (never upward, never for a source already
-    there)."""
+    there), and only where the rung's codec can be made (``rung_possible``; ``decodes``: the
+    subscriber decodes a track as published)."""
     spent = sum(dt.up.layers[0].known for dt in legs if dt.kind == "audio")
     spent += sum(rate(dt.up.layers[i]) for dt, i in choice.items())
     on_rung = [dt for dt in choice if isinstance(dt.current, RungLayer)]
@@ -422,7 +432,8 @@ def plan(choice: dict[DownTrack, int], legs: Iterable[DownTrack], budget: float,
     out: dict[DownTrack, Rung] = {}
     if spent <= limit:
         return out
-    order = sorted((dt for dt, i in choice.items() if i == 0 and transcodable(dt.up)),
+    order = sorted((dt for dt, i in choice.items()
+                    if i == 0 and rung_possible(dt.up, decodes(dt.up))),
                    key=lambda dt: (dt not in on_rung, views.get(dt.up.track_id) or 10_000))
     for dt in order:
         if spent <= limit:

@@ -100,14 +100,17 @@ def vp8_size(frame: bytes) -> tuple[int, int] | None:
 
 
 class Depacketizer:
-    """Feeds on (sequence, timestamp, marker, payload); calls ``on_frame`` per complete frame."""
+    """Feeds on (sequence, timestamp, marker, payload); calls ``on_frame`` per complete frame.
+    AV1 has its own (parley.media.av1.Av1Depacketizer), on this one's numbering."""
+
+    CODECS: tuple[str, ...] = ("video/vp8", "video/vp9", "audio/opus")
 
     def __init__(self, codec: str, on_frame: Callable[[Frame], None],
                  want_keyframe: Callable[[], None] = lambda: None) -> None:
         self.codec = codec.lower()
         self.video = self.codec.startswith("video/")
-        if self.codec not in ("video/vp8", "video/vp9", "audio/opus"):
-            raise ValueError(f"cannot depacketize {codec}: VP8, VP9 and Opus only")
+        if self.codec not in self.CODECS:
+            raise ValueError(f"cannot depacketize {codec}: {', '.join(self.CODECS)} only")
         self.vp9 = self.codec == "video/vp9"
         self.on_frame = on_frame
         self.want_keyframe = want_keyframe

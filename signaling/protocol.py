@@ -295,7 +295,10 @@ CLIENT_MESSAGES: dict[str, dict[str, tuple[Any, bool]]] = {
     "hangup": {"callId": (_ident, True)},
     # call-server session (docs/signaling.md, "Call server"): relayed to the placed node
     # "pair": the P2P-fallback session for that one peer of a mesh room (its own meeting)
-    "sfu.join": {"sdp": (sdp, True), "sources": (_sources, False), "pair": (_ident, False)},
+    # "early": the client takes the call server's offer of the others' tracks before its
+    # connection is up (browsers do; an aiortc client does not), one round trip less to video
+    "sfu.join": {"sdp": (sdp, True), "sources": (_sources, False), "pair": (_ident, False),
+                 "early": (_bool, False)},
     "sfu.answer": {"sdp": (sdp, True), "sources": (_sources, False), "pair": (_ident, False)},
     "sfu.publish": {"kinds": (_kinds, True), "pair": (_ident, False)},
     # a track the client stopped (a screen share ended): the others' copies end

@@ -208,7 +208,7 @@ class SfuRelay:
             await self._stop(old, leave=False)
         await self._store_sources(meeting, msg.get("sources"))
         body = {"type": "offer", "sdp": msg["sdp"], "participant": s.identity,
-                "publish": may_publish(s)}
+                "publish": may_publish(s), "early": bool(msg.get("early"))}
         tried: list[str] = [*exclude]
         for _ in range(3):
             placement = await self.place(room, tuple(tried),

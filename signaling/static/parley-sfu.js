@@ -33,11 +33,12 @@ function forCallServer(sdp) {
 // In VP9 each layer is its own stream too, asked for with scalabilityMode L1T1 (one spatial, one
 // temporal layer per rid; without it Chromium sends one SVC stream instead): the call server
 // switches and numbers VP9 layers exactly as VP8 ones, and the transcoder decodes one of them.
+// AV1 the same (L1T1: no temporal layers, so no Dependency Descriptor is needed).
 function simulcastEncodings(track, codec) {
   const h = track.getSettings().height || 0;
   const n = h >= 540 ? 3 : h >= 270 ? 2 : 1;
   if (n < 2) return null;
-  const mode = codec === "vp9" ? { scalabilityMode: "L1T1" } : {};
+  const mode = codec === "vp9" || codec === "av1" ? { scalabilityMode: "L1T1" } : {};
   return ["q", "h", "f"].slice(3 - n).map((rid, i) => ({ rid, scaleResolutionDownBy: 2 ** (n - 1 - i), ...mode }));
 }
 const SCREEN_FPS = 5;  // a screen share: one full-resolution layer, few frames
@@ -46,7 +47,7 @@ class SfuSession {
   // hooks: {iceServers, relay, videoCodecs, sendCodec, sourceOf(track), onTrack(participant,
   //         source, track), onState(connectionState), onFailed()}; videoCodecs (e.g. ["h264"]):
   //         the only video codecs this page announces (a device that decodes nothing else), else
-  //         VP8 first; sendCodec ("vp9"): the codec the camera is published in (default VP8)
+  //         VP8 first; sendCodec ("vp9", "av1"): the codec the camera is published in (default VP8)
   constructor(generation, hooks) {
     this.generation = generation; this.hooks = hooks;
     this.remote = {};        // mid -> {participant (stream), track id, kind, direction}
@@ -192,8 +193,10 @@ class SfuSession {
   samePayloadTypes(sdp) {
     const key = (c) => {
       const base = `${c.name.toLowerCase()}/${c.rate}/${c.channels || 1}`;
-      // VP9 profiles are distinct codecs (RFC 9628 section 6): profile 0 never takes profile 2's type
+      // VP9 profiles are distinct codecs (RFC 9628 section 6): profile 0 never takes profile 2's type;
+      // AV1's likewise (its payload format, section 7.2)
       if (c.name.toLowerCase() === "vp9") return `${base}/${/profile-id=(\d)/.exec(c.fmtp || "")?.[1] || 0}`;
+      if (c.name.toLowerCase() === "av1") return `${base}/${/(?:^|;)\s*profile=(\d)/.exec(c.fmtp || "")?.[1] || 0}`;
       if (c.name.toLowerCase() !== "h264") return base;
       const f = c.fmtp || "";
       return `${base}/${/packetization-mode=(\d)/.exec(f)?.[1] || 0}`

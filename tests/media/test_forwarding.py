@@ -221,6 +221,20 @@ async def test_keyframe_requests_are_coalesced() -> None:
     assert limiter.suppressed == 20
 
 
+async def test_an_urgent_keyframe_request_is_not_left_a_whole_interval() -> None:
+    """A subscriber's link coming up asks urgently (its keyframe asked for at the bind may have
+    come before the link): within a long interval the request is deferred to the short urgent
+    one, not to the interval's end, and takes the place of the deferred one (one keyframe)."""
+    fired = asyncio.Event()
+    limiter = KeyframeRequests(fired.set, min_interval=3600)
+    assert limiter.request()
+    fired.clear()
+    assert not limiter.request()  # deferred to the interval's end, an hour away
+    assert not limiter.request(urgent=True)  # inside URGENT_INTERVAL of the first: soon
+    await asyncio.wait_for(fired.wait(), 60)
+    assert limiter.sent == 2 and limiter._deferred is None
+
+
 def test_vp8_keyframe_detection() -> None:
     # descriptor X=1,S=1,PID=0 / I=1 with 15-bit picture id / VP8 header P=0 (keyframe)
     assert vp8_keyframe(bytes([0x90, 0x80, 0x80, 0x01, 0x10, 0x02, 0x00, 0x9D, 0x01, 0x2A]))

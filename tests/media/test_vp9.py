@@ -17,6 +17,7 @@ import itertools
 import random
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 import av
@@ -166,13 +167,15 @@ class SilentVideo(MediaStreamTrack):
 
 
 class Vp9Viewer(Viewer):
-    """A subscriber that announces VP9 only and keeps the payloads it receives (aiortc cannot
-    decode VP9: they are compared with what the publisher sent)."""
+    """A subscriber that announces one video codec only (VP9 unless told) and keeps the payloads
+    it receives (aiortc cannot decode VP9 nor AV1: they are compared with what the publisher
+    sent)."""
 
-    def __init__(self, name: str, meeting: str) -> None:
+    def __init__(self, name: str, meeting: str, codec: str = "video/vp9") -> None:
         super().__init__(name, meeting)
-        self.video_codecs = ["video/vp9"]
+        self.video_codecs = [codec]
         self.payloads: list[bytes] = []
+        self.rtp: list[tuple[int, int, bool, bytes]] = []  # (sequence, timestamp, marker, payload)
 
     async def _consume(self, track: MediaStreamTrack) -> None:
         if track.kind != "video" or self.pc is None:
@@ -181,28 +184,25 @@ class Vp9Viewer(Viewer):
             if t.receiver.track is track:
                 async def keep(packet: Any, arrival_time_ms: int = 0) -> None:
                     self.payloads.append(packet.payload)
+                    self.rtp.append((packet.sequence_number, packet.timestamp,
+                                     bool(packet.marker), packet.payload))
                 t.receiver._handle_rtp_packet = keep  # type: ignore[method-assign]
 
 
-async def send_vp9(pub: Client, stop: asyncio.Event, sent: list[bytes],
-                   gop: list[tuple[bytes, bool]] | None = None, malformed: bool = True) -> None:
-    """Write the looped GOP as RTP on the publisher's VP9 sender, 15 frames a second, with a
-    malformed packet in every third frame (its own sequence number: the frame it sits in is
-    then broken for a depacketizer) unless ``malformed`` is False."""
+async def send_camera(pub: Client, stop: asyncio.Event, sent: list[bytes], mime: str,
+                      payloads: Callable[[int], list[bytes]]) -> None:
+    """Write frame n's ``payloads(n)`` as RTP on the publisher's video sender, 15 frames a
+    second (timestamps 6000 apart, the marker on each frame's last packet), until ``stop``."""
     assert pub.pc is not None
     sender = next(t.sender for t in pub.pc.getTransceivers() if t.kind == "video")
     await wait_for(lambda: pub.pc is not None and pub.pc.connectionState == "connected", 20,
-                   "the VP9 publisher connected")
+                   "the publisher connected")
     codec = next(t._codecs[0] for t in pub.pc.getTransceivers() if t.sender is sender)
-    assert codec.mimeType.lower() == "video/vp9", codec
+    assert codec.mimeType.lower() == mime, codec
     transport = sender.transport
-    gop = gop or encode_gop()
     seq, n = 1000, 0
     while not stop.is_set():
-        data, key = gop[n % len(gop)]
-        packets = packetize(data, key, pid=n & 0x7FFF, tl0=n & 0xFF)
-        if malformed and n % 3 == 2:
-            packets.insert(1, MALFORMED[(n // 3) % len(MALFORMED)])
+        packets = payloads(n)
         for i, payload in enumerate(packets):
             marker = 0x80 if i == len(packets) - 1 else 0
             header = bytes([0x80, marker | codec.payloadType]) + seq.to_bytes(2, "big") + (
@@ -212,6 +212,33 @@ async def send_vp9(pub: Client, stop: asyncio.Event, sent: list[bytes],
             seq = (seq + 1) & 0xFFFF
         n += 1
         await asyncio.sleep(1 / 15)
+
+
+async def stop_camera(stop: asyncio.Event, writer: asyncio.Task[None] | None,
+                      clients: list[Client]) -> None:
+    """End a test's RTP writer (``send_camera``) and close its clients."""
+    stop.set()
+    if writer is not None:
+        await asyncio.gather(writer, return_exceptions=True)
+    for c in clients:
+        await c.close()
+
+
+async def send_vp9(pub: Client, stop: asyncio.Event, sent: list[bytes],
+                   gop: list[tuple[bytes, bool]] | None = None, malformed: bool = True) -> None:
+    """Write the looped GOP as RTP on the publisher's VP9 sender, with a malformed packet in
+    every third frame (its own sequence number: the frame it sits in is then broken for a
+    depacketizer) unless ``malformed`` is False."""
+    frames = gop or encode_gop()
+
+    def payloads(n: int) -> list[bytes]:
+        data, key = frames[n % len(frames)]
+        packets = packetize(data, key, pid=n & 0x7FFF, tl0=n & 0xFF)
+        if malformed and n % 3 == 2:
+            packets.insert(1, MALFORMED[(n // 3) % len(MALFORMED)])
+        return packets
+
+    await send_camera(pub, stop, sent, "video/vp9", payloads)
 
 
 @pytest.mark.redis
@@ -268,11 +295,7 @@ async def test_vp9_camera_forwarded_to_vp9_and_transcoded_for_h264_despite_bad_d
               f"({remote[0]['decoded']} decoded, {remote[0]['errors']} decoder errors, "
               f"{remote[0]['cpuPercent']} % of a core)")
     finally:
-        stop.set()
-        if writer is not None:
-            await asyncio.gather(writer, return_exceptions=True)
-        for c in clients:
-            await c.close()
+        await stop_camera(stop, writer, clients)
 
 
 def test_transcoder_vp9_output_is_one_layer_rfc9628_a_leg_can_continue() -> None:
@@ -469,8 +492,4 @@ async def test_a_capped_vp9_subscriber_gets_a_vp9_rung_and_back_in_one_continuou
               f"source {up.layers[0].known / 1000:.0f} kbit/s; transcoder {rung_cpu} % of a "
               f"core (decode 240p VP9, encode 180p VP9 + 180p H.264, 15 fps)")
     finally:
-        stop.set()
-        if writer is not None:
-            await asyncio.gather(writer, return_exceptions=True)
-        for c in clients:
-            await c.close()
+        await stop_camera(stop, writer, clients)

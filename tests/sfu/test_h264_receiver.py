@@ -16,7 +16,7 @@ import pytest
 
 from parley.tokens import control_key
 from tests.conftest import SERVER_SECRETS
-from tests.sfu.test_simulcast import TIMESTAMPS, until
+from tests.sfu.test_simulcast import TIMESTAMPS, cameras, until
 from tests.signaling.browser import close, open_client, stats, wait_media
 
 pytestmark = [pytest.mark.browser]
@@ -105,17 +105,19 @@ def test_h264_only_receiver_decodes_every_camera_through_the_transcoder(
         close(*pages)
 
 
-def test_h264_only_receiver_in_a_vp8_vp9_meeting(
-        browser: Any, parley_server: Callable[..., str]) -> None:
-    """Issue 12's test with VP9 in it: publisher ``a`` sends VP8, ``b`` VP9 (``sendCodec=vp9``:
-    simulcast, L1T1 per rid). The H.264-only page decodes both through the transcoder (one
-    route per camera, each decoding its own codec); ``a`` decodes ``b``'s VP9 layers as sent and
-    ``b`` decodes ``a``'s VP8 ones, never a rung."""
+@pytest.mark.parametrize("second", ["vp9", "av1"])
+def test_h264_only_receiver_in_a_mixed_codec_meeting(
+        browser: Any, parley_server: Callable[..., str], second: str) -> None:
+    """Issue 12's test with VP9 or AV1 in it (item 3): publisher ``a`` sends VP8, ``b`` VP9 or
+    AV1 (``sendCodec``: simulcast, L1T1 per rid; AV1 from Chromium's libaom). The H.264-only page
+    decodes both through the transcoder (one route per camera, each decoding its own codec: AV1
+    with libdav1d from temporal units rebuilt out of Chromium's packets); ``a`` decodes ``b``'s
+    layers as sent and ``b`` decodes ``a``'s VP8 ones, never a rung."""
     base = parley_server()
-    room = f"{base}/m/vp9mix"
-    codec = {"a": "VP8", "b": "VP9"}
+    room = f"{base}/m/{second}mix"
+    codec = {"a": "VP8", "b": second.upper()}
     pubs = [open_client(browser, f"{room}?name={n}&user={n}&topology=sfu&{CAM}"
-                        + ("&sendCodec=vp9" if n == "b" else "")) for n in PUBLISHERS]
+                        + (f"&sendCodec={second}" if n == "b" else "")) for n in PUBLISHERS]
     pages = list(pubs)
     try:
         for me, page in zip(PUBLISHERS, pubs, strict=True):
@@ -136,15 +138,16 @@ def test_h264_only_receiver_in_a_vp8_vp9_meeting(
         h264 = open_client(browser, f"{room}?name=h&user=h&topology=sfu&video=0&videoCodecs=h264")
         pages.append(h264)
         got = until(h264, PUBLISHERS, lambda r: r["codec"] == "H264" and r["transcoded"]
-                    and r["framesDecoded"] > 0, 30, "h decoding H.264 rungs of VP8 and VP9")
+                    and r["framesDecoded"] > 0, 30, f"h decoding H.264 rungs of VP8 and {second}")
         for row in got.values():
             assert row["layerReason"] == "codec", row
         routed = {r["participant"]: r for r in routes(base)}
         assert {p: r["sourceCodec"] for p, r in routed.items()} == {
-            "a": "video/vp8", "b": "video/vp9"}, routed
+            "a": "video/vp8", "b": f"video/{second}"}, routed
         assert all([(o["codec"], o["legs"]) for o in r["rungs"]] == [("video/h264", 1)]
                    for r in routed.values()), routed
-        assert routed["b"]["sourceHeight"] > 0, routed  # read from VP9's scalability structure
+        # read from VP9's scalability structure, or AV1's sequence header
+        assert routed["b"]["sourceHeight"] in (180, 360), routed
         frames = {p: r["framesDecoded"] for p, r in got.items()}
         until(h264, PUBLISHERS, lambda r: r["framesDecoded"] >= frames[r["participant"]] + 20,
               20, "h still decoding its H.264 rungs")
@@ -158,7 +161,7 @@ def test_h264_only_receiver_in_a_vp8_vp9_meeting(
                         15, f"{me} on {other}'s {codec[other]} original")[other]
             assert not row["transcoded"], row
             assert transcoded_moves(page) == [], transcoded_moves(page)
-        print("\nVP8/VP9 meeting, H.264-only page: " + "; ".join(
+        print(f"\nVP8/{second} meeting, H.264-only page: " + "; ".join(
             f"{p} ({r['sourceCodec']}): {r['rungs'][0]['height']}p H.264 from layer {r['layer']} "
             f"({r['sourceHeight']} lines), transcoder {r['cpuPercent']} % of a core"
             for p, r in routed.items()))
@@ -172,6 +175,18 @@ def cap(page: Any, bps: int) -> None:
         views: JSON.parse(window.parley.sfuViews() || "{}")})""", bps)
 
 
+def open_camera_and_viewer(browser: Any, room: str, codec: str) -> tuple[Any, Any]:
+    """``b`` publishing a 640x360 camera at 30 frames/s in ``codec`` (simulcast: h and f), and
+    ``r``, a page without a camera."""
+    b = open_client(browser, f"{room}?name=b&user=b&topology=sfu&w=640&h=360&fps=30"
+                             f"&sendCodec={codec}")
+    try:
+        return b, open_client(browser, f"{room}?name=r&user=r&topology=sfu&video=0")
+    except BaseException:
+        close(b)
+        raise
+
+
 def test_a_capped_receiver_gets_a_vp9_rung_of_a_vp9_camera(
         browser: Any, parley_server: Callable[..., str]) -> None:
     """Issue 12 item 3, budget rungs of a VP9 camera: ``b`` publishes VP9 simulcast
@@ -183,12 +198,9 @@ def test_a_capped_receiver_gets_a_vp9_rung_of_a_vp9_camera(
     presented frames' RTP timestamps never go back."""
     base = parley_server()
     room = f"{base}/m/vp9rung"
-    b = open_client(browser, f"{room}?name=b&user=b&topology=sfu&w=640&h=360&fps=30"
-                             "&sendCodec=vp9")
-    pages = [b]
+    b, r = open_camera_and_viewer(browser, room, "vp9")
+    pages = [b, r]
     try:
-        r = open_client(browser, f"{room}?name=r&user=r&topology=sfu&video=0")
-        pages.append(r)
         wait_media(r, [("b", "video", "camera")], timeout=30)
         until(r, ["b"], lambda x: x["codec"] == "VP9" and x["layer"] in ("h", "f")
               and x["framesDecoded"] > 0, 15, "r on b's VP9 layers")
@@ -225,5 +237,53 @@ def test_a_capped_receiver_gets_a_vp9_rung_of_a_vp9_camera(
               f"{source_kbps} kbit/s from layer {routed[0]['layer']}, transcoder "
               f"{routed[0]['cpuPercent']} % of a core), layer {back['layer']} again "
               f"{up:.1f} s after it was lifted; freezes {back['freezeCount']}")
+    finally:
+        close(*pages)
+
+
+def test_capped_receivers_of_an_av1_camera(
+        browser: Any, parley_server: Callable[..., str]) -> None:
+    """Issue 12 item 3 with AV1: ``b`` publishes AV1 simulcast (``sendCodec=av1``, h 320x180 and
+    f 640x360); two receivers cap what they take at 40 kbit/s, below b's lowest layer. ``h``
+    decodes H.264 only: it gets the 90p budget rung in H.264, made from b's AV1 by the
+    transcoder (libdav1d, then libx264). ``r`` decodes AV1: no AV1 encoder runs in the
+    transcoder (libsvtav1 is the only one this PyAV has, and it hung in a test process), so it
+    stays on b's lowest AV1 layer, untranscoded (docs/call-server.md)."""
+    base = parley_server()
+    room = f"{base}/m/av1cap"
+    b, r = open_camera_and_viewer(browser, room, "av1")
+    pages = [b, r]
+    try:
+        h = open_client(browser, f"{room}?name=h&user=h&topology=sfu&video=0&videoCodecs=h264")
+        pages.append(h)
+        until(r, ["b"], lambda x: x["codec"] == "AV1" and x["layer"] in ("h", "f")
+              and x["framesDecoded"] > 0, 30, "r on b's AV1 layers")
+        until(h, ["b"], lambda x: x["codec"] == "H264" and x["transcoded"]
+              and x["framesDecoded"] > 0, 30, "h on H.264 from b's AV1")
+        r.evaluate(TIMESTAMPS)
+
+        capped = time.monotonic()
+        cap(h, 40_000)
+        cap(r, 40_000)
+        got = until(h, ["b"], lambda x: x["codec"] == "H264" and x["transcoded"]
+                    and x["layer"] == "90p" and x["frameHeight"] == 90, 30,
+                    "h decoding b's 90p H.264 rung")["b"]
+        down = time.monotonic() - capped
+        low = until(r, ["b"], lambda x: x["codec"] == "AV1" and x["layer"] == "h"
+                    and x["frameHeight"] == 180, 15, "r on b's lowest AV1 layer")["b"]
+        until(h, ["b"], lambda x: x["framesDecoded"] >= got["framesDecoded"] + 30
+              and x["frameHeight"] == 90, 15, "h still decoding the rung")
+        until(r, ["b"], lambda x: x["framesDecoded"] >= low["framesDecoded"] + 30, 15,
+              "r still decoding b's lowest layer")
+        routed = routes(base)
+        assert [(x["participant"], x["sourceCodec"], [(o["codec"], o["height"], o["legs"])
+                                                      for o in x["rungs"]]) for x in routed] \
+            == [("b", "video/av1", [("video/h264", 90, 1)])], routed
+        assert not cameras(r)["b"]["transcoded"]
+        assert transcoded_moves(r) == [], transcoded_moves(r)
+        assert r.evaluate("window.__backwards") == {}
+        print(f"\nAV1 camera, capped receivers: h decodes the 90p H.264 rung {down:.1f} s after "
+              f"the cap (from layer {routed[0]['layer']}, transcoder {routed[0]['cpuPercent']} "
+              f"% of a core); r stays on AV1 layer h ({low['frameHeight']} lines)")
     finally:
         close(*pages)

@@ -49,3 +49,35 @@ async def test_an_answer_of_a_replaced_connection_never_reaches_the_new_one(
             if pc is not None:
                 await pc.close()
         await ws.close()
+
+
+async def test_a_browser_gets_the_others_tracks_offered_with_its_join(
+        parley_server: Callable[..., str]) -> None:
+    """``early`` in sfu.join (the web client's): the call server offers the tracks already
+    published right after its answer, before this connection is up, so that offer is
+    negotiated while ICE and DTLS connect. This subscriber never even applies the answer: the
+    offer still comes, and names the publisher. A bad ``early`` is a clear error."""
+    base = parley_server({"PARLEY_TOKEN_SECRET": SECRET})
+    pub = await WsClient.connect(base, "pub", token=tokens.mint(SECRET, identity="pub", room="e"))
+    sub = await WsClient.connect(base, "sub", token=tokens.mint(SECRET, identity="sub", room="e"))
+    pcs: list[RTCPeerConnection] = []
+    try:
+        await pub.request("join", "joined", room="e", topology="sfu")
+        pcs.append((await _session(pub))[0])
+        await sub.request("join", "joined", room="e", topology="sfu")
+        pc = RTCPeerConnection()
+        pcs.append(pc)
+        pc.addTransceiver("audio", "recvonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        err = await sub.request("sfu.join", "error", sdp=pc.localDescription.sdp, early="yes")
+        assert err["code"] == "bad_message" and "sfu.join.early" in err["message"], err
+        await sub.request("sfu.join", "sfu.joined", within=15, sdp=pc.localDescription.sdp,
+                          early=True)
+        offer = await sub.expect("sfu.offer", within=15)
+        assert "a=msid:pub " in offer["sdp"] and "a=sendonly" in offer["sdp"], offer["sdp"]
+        assert pc.connectionState == "new"  # offered before any connection
+    finally:
+        for pc in pcs:
+            await pc.close()
+        await pub.close()
+        await sub.close()

@@ -80,3 +80,32 @@ async def test_no_socket_guests_where_guests_are_off(parley_server: Callable[...
     base = parley_server({"PARLEY_ALLOW_GUESTS": "0"})
     said, close = await refusal(base, room="r", name="x")
     assert [m["code"] for m in said] == ["guests_disabled"] and close == 4401
+
+
+async def test_a_join_sent_as_the_socket_opens_is_taken_once(
+        parley_server: Callable[..., str]) -> None:
+    """The web client's early.js sends media and join as soon as its socket is open, before
+    the welcome arrived: the server reads nothing before it sends the welcome, so the join is
+    taken after it, in order. A second join, a malformed one, and a join sent first on a socket
+    that still has to authenticate each get a clear error; the session goes on."""
+    base = parley_server()
+    async with websockets.connect(guest_url(base, room="early", name="Ann")) as ws:
+        await ws.send(json.dumps({"type": "media", "audio": False, "video": True}))
+        await ws.send(json.dumps({"type": "join", "room": "early", "id": "j1"}))
+        await ws.send(json.dumps({"type": "join", "room": "early", "id": "j2"}))
+        await ws.send(json.dumps({"type": "join", "id": "j3"}))
+        guest = Client(ws, "")
+        types = [json.loads(await ws.recv())["type"]]
+        while types[-1] != "joined":
+            types.append(json.loads(await ws.recv())["type"])
+        assert types[0] == "welcome" and "error" not in types, types
+        again = await guest.expect("error")
+        assert (again["code"], again["ref"]) == ("already_joined", "j2") and again["message"]
+        bad = await guest.expect("error")
+        assert (bad["code"], bad["ref"]) == ("bad_message", "j3") and "room" in bad["message"]
+        assert (await guest.request("ping", "pong"))["type"] == "pong"
+    # a socket without a token in its URL must authenticate first: a join is refused, clearly
+    async with websockets.connect(base.replace("http", "ws", 1) + "/ws") as ws:
+        await ws.send(json.dumps({"type": "join", "room": "early"}))
+        said, close = await refused_with(ws)
+        assert [m["code"] for m in said] == ["not_authenticated"] and close == 4401

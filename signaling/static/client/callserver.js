@@ -60,7 +60,9 @@ export async function startSfu(reason) {
   });
   const offer = await session.offer([local.stream, local.screen].filter(Boolean));
   if (session !== server.sfu) return;  // superseded while gathering
-  send({ type: "sfu.join", id: session.ref, ...offer });
+  // early: a browser takes the call server's offer of the others' tracks before its connection
+  // is up, so that offer travels while ICE and DTLS connect (docs/signaling.md, "Call server")
+  send({ type: "sfu.join", id: session.ref, early: true, ...offer });
 }
 
 async function onPairSfuMessage(msg) {

@@ -1,6 +1,7 @@
 // Capture: camera and microphone tracks with the devices picked (prejoin, the meeting's device
-// menu), and what a refused or missing device means in plain words. Its own module with no
-// page code behind it, so early.js can open the camera while the rest of the client loads.
+// menu), what a refused or missing device means in plain words, and the capabilities a join
+// announces. Its own module with no page code behind it, so early.js can open the camera and
+// join while the rest of the client loads.
 import { local, log, opts, state } from "./core.js";
 
 export const KINDS = { audio: "audioinput", video: "videoinput" };
@@ -70,4 +71,42 @@ export function openCamera() {
     return local.stream;
   });
   return cameraReady;
+}
+
+// A join (early.js, rooms.js) needs the tracks (capabilities, what I send) but not their tile:
+// the join goes out first, the self tile, device watch and screen share follow
+// (media.js showLocalMedia) while it travels.
+let mediaReady = null;
+export function ensureLocalMedia() {
+  mediaReady = mediaReady || openLocalMedia();
+  return mediaReady;
+}
+async function openLocalMedia() {
+  if (opts.audio || opts.video) {
+    const stream = await openCamera();
+    for (const t of stream.getAudioTracks()) t.enabled = !opts.muted;
+    for (const t of stream.getVideoTracks()) t.enabled = !opts.cameraOff;
+    if (!stream.getTracks().length) { delete local.sources[stream.id]; local.stream = null; }
+  }
+  const live = (kind) => !!local.stream?.getTracks().some((t) => t.kind === kind && t.enabled);
+  Object.assign(state.media, { audio: live("audio"), video: live("video") });
+  window.dispatchEvent(new CustomEvent("parley:media", { detail: state.media }));
+}
+
+export async function capabilities() {
+  const codecs = new Set();
+  for (const kind of ["video", "audio"]) {
+    for (const c of (RTCRtpReceiver.getCapabilities(kind)?.codecs || [])) {
+      const name = c.mimeType.split("/")[1];
+      if (["VP8", "VP9", "H264", "AV1", "opus"].includes(name)) codecs.add(name);
+    }
+  }
+  const track = local.stream?.getVideoTracks()[0];
+  return {
+    maxHeight: Math.max(90, track?.getSettings().height || 720),
+    maxFps: Math.round(track?.getSettings().frameRate || 30),
+    bandwidthKbps: opts.bandwidthKbps ||
+      Math.max(50, Math.round((navigator.connection?.downlink || 1.5) * 1000)),
+    codecs: [...codecs].slice(0, 16),
+  };
 }

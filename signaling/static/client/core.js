@@ -36,9 +36,9 @@ export const opts = {
   // Test hook modelling a device that decodes only these video codecs (e.g. "h264"): every video
   // m-line of its call-server session lists only them, so the call server transcodes for it.
   videoCodecs: automation ? (params.get("videoCodecs") || "").split(",").filter(Boolean) : [],
-  // The codec the camera is published in on a call server: "vp9" (simulcast, L1T1 per layer),
-  // else VP8; every other codec stays announced for receiving.
-  sendCodec: ["vp8", "vp9"].includes(params.get("sendCodec")) ? params.get("sendCodec") : undefined,
+  // The codec the camera is published in on a call server: "vp9" or "av1" (simulcast, L1T1 per
+  // layer), else VP8; every other codec stays announced for receiving.
+  sendCodec: ["vp8", "vp9", "av1"].includes(params.get("sendCodec")) ? params.get("sendCodec") : undefined,
 };
 
 // P2P fallback watchdog (docs/signaling.md, "P2P fallback"), per peer pair, milliseconds.

@@ -1,12 +1,14 @@
 // Local media: camera and microphone (with the devices picked in the prejoin screen or the
 // meeting's device menu, switched mid-call), screen share (start and stop), the mute / camera
-// toggles and the capabilities announced to signaling. A refused, missing or unplugged device
+// toggles; capture.js opens the devices and tells the capabilities announced to signaling (so
+// early.js can join before this module is loaded). A refused, missing or unplugged device
 // never stops a join or a meeting: the page goes on with what it has and says so.
 import { local, log, opts, peers, send, server, state } from "./core.js";
-import { KINDS, acquire, openCamera } from "./capture.js";
+import { KINDS, acquire, capabilities, ensureLocalMedia, openCamera } from "./capture.js";
 import { addTile, markMedia, removeTile, tileId } from "./tiles.js";
 
-export { acquire, openCamera };  // prejoin.js and others take them from here
+// prejoin.js, rooms.js and parley.js take them from here
+export { acquire, capabilities, ensureLocalMedia, openCamera };
 
 // Every connection that may carry my tracks: mesh pairs, a pair's call-server fallback, the
 // room's call-server session.
@@ -89,24 +91,6 @@ export function watchDevices() {
   });
 }
 
-// A join needs the tracks (capabilities, what I send) but not their tile: the join goes out
-// first, the self tile, device watch and screen share follow (showLocalMedia) while it travels.
-let mediaReady = null;
-export function ensureLocalMedia() {
-  mediaReady = mediaReady || openLocalMedia();
-  return mediaReady;
-}
-async function openLocalMedia() {
-  if (opts.audio || opts.video) {
-    const stream = await openCamera();
-    for (const t of stream.getAudioTracks()) t.enabled = !opts.muted;
-    for (const t of stream.getVideoTracks()) t.enabled = !opts.cameraOff;
-    if (!stream.getTracks().length) { delete local.sources[stream.id]; local.stream = null; }
-  }
-  const live = (kind) => !!local.stream?.getTracks().some((t) => t.kind === kind && t.enabled);
-  Object.assign(state.media, { audio: live("audio"), video: live("video") });
-  window.dispatchEvent(new CustomEvent("parley:media", { detail: state.media }));
-}
 let shown = null;
 export function showLocalMedia() {
   shown = shown || (async () => {
@@ -193,22 +177,4 @@ export function toggle(kind) {
   markMedia(state.identity, state.media);
   window.dispatchEvent(new CustomEvent("parley:media", { detail: state.media }));
   return state.media[kind];
-}
-
-export async function capabilities() {
-  const codecs = new Set();
-  for (const kind of ["video", "audio"]) {
-    for (const c of (RTCRtpReceiver.getCapabilities(kind)?.codecs || [])) {
-      const name = c.mimeType.split("/")[1];
-      if (["VP8", "VP9", "H264", "AV1", "opus"].includes(name)) codecs.add(name);
-    }
-  }
-  const track = local.stream?.getVideoTracks()[0];
-  return {
-    maxHeight: Math.max(90, track?.getSettings().height || 720),
-    maxFps: Math.round(track?.getSettings().frameRate || 30),
-    bandwidthKbps: opts.bandwidthKbps ||
-      Math.max(50, Math.round((navigator.connection?.downlink || 1.5) * 1000)),
-    codecs: [...codecs].slice(0, 16),
-  };
 }

@@ -9,10 +9,34 @@ import { renderRoster } from "./people.js";
 const isTurn = (s) => [].concat(s.urls).some((u) => /^turns?:/.test(u));
 export const hasTurn = () => state.iceServers.some(isTurn);
 // Direct first: mesh pairs start without TURN servers (no allocation per pair on the TURN server);
-// a pair that cannot connect directly escalates to relay (TURN) on its own.
+// a pair that cannot connect directly escalates to relay (TURN) on its own. A pool of one: the
+// candidates gather from the connection's creation, not from its first description (the same
+// size on both paths: it cannot change once a description is set).
 function iceConfig(path) {
-  return path === "relay" ? { iceServers: state.iceServers, iceTransportPolicy: "relay" }
-    : { iceServers: state.iceServers.filter((s) => !isTurn(s)), iceTransportPolicy: "all" };
+  const pool = { iceCandidatePoolSize: 1 };
+  return path === "relay" ? { iceServers: state.iceServers, iceTransportPolicy: "relay", ...pool }
+    : { iceServers: state.iceServers.filter((s) => !isTurn(s)), iceTransportPolicy: "all", ...pool };
+}
+const startPath = () => (opts.relay ? "relay" : "direct");
+
+// A participant already in a mesh room makes its connection to a newcomer when it joins
+// (participant.joined), so the candidates are gathered while the newcomer's offer is on its
+// way (docs/benchmarks.md, "Join time"); the pair's Peer takes it when that offer comes.
+const warm = new Map();  // identity -> RTCPeerConnection not yet a Peer's
+export function warmPeer(identity) {
+  if (state.topology !== "p2p" || identity === state.identity || peers.has(identity)
+      || warm.has(identity)) return;
+  warm.set(identity, new RTCPeerConnection(iceConfig(startPath())));
+}
+export function dropWarm(identity) {
+  for (const id of identity === undefined ? [...warm.keys()] : [identity]) {
+    warm.get(id)?.close(); warm.delete(id);
+  }
+}
+function takeWarm(identity) {
+  const pc = warm.get(identity);
+  warm.delete(identity);
+  return pc?.signalingState === "stable" ? pc : null;
 }
 const candType = (line) => (/ typ (\w+)/.exec(line || "") || [])[1];
 function stripDirect(sdp) {
@@ -28,11 +52,11 @@ export class Peer {
     this.makingOffer = false; this.ignoreOffer = false;
     this.remoteSources = {}; this.trackSources = {};
     this.blocked = opts.blockDirect.has(identity);
-    this.path = this.icePath = opts.relay ? "relay" : "direct";
+    this.path = this.icePath = startPath();
     this.fallback = { path: this.path, reason: null, startedAt: performance.now(),
                       escalatedAt: null, connectedAt: null, drops: 0, restarts: 0 };
     this.dropTimes = []; this.timer = null;
-    this.pc = new RTCPeerConnection(iceConfig(this.path));
+    this.pc = takeWarm(identity) || new RTCPeerConnection(iceConfig(this.path));
     this.pc.onicecandidate = ({ candidate }) => {
       if (candidate && this.blocked && candidate.type !== "relay") return;
       send({ type: "ice", to: this.id, candidate: candidate ? candidate.toJSON() : null });
@@ -41,7 +65,9 @@ export class Peer {
     this.pc.onconnectionstatechange = () => {
       setConn(this.id, this.pc.connectionState); renderRoster(); this.watch();
     };
-    this.pc.onnegotiationneeded = () => this.negotiate();
+    // An offer being made (a newcomer's first, rooms.js) covers the change: the browser asks
+    // again on the return to stable if one is still needed.
+    this.pc.onnegotiationneeded = () => { if (!this.makingOffer) this.negotiate(); };
     // The connect deadline counts from the end of the first offer/answer (iceStarted), when
     // ICE checks can begin: a slow page or signaling round trip is not a blocked path. This
     // longer one only covers a negotiation that never completes.
@@ -148,7 +174,7 @@ export class Peer {
     });
     const offer = await session.offer([local.stream, local.screen].filter(Boolean));
     if (session !== this.pairSfu) return;
-    send({ type: "sfu.join", id: session.ref, pair: this.id, ...offer });
+    send({ type: "sfu.join", id: session.ref, pair: this.id, early: true, ...offer });
   }
 
   usePath(path) {
@@ -276,6 +302,7 @@ export function peerFor(identity, name) {
 }
 
 export function dropPeer(identity) {
+  dropWarm(identity);
   peers.get(identity)?.close();
   peers.delete(identity);
   delete state.participants[identity];

@@ -7,12 +7,16 @@ import { startSfu } from "./callserver.js";
 import { startTelemetry, stopTelemetry } from "./telemetry.js";
 import { renderRoster } from "./people.js";
 import { markMedia } from "./tiles.js";
+import { early } from "./early.js";
 
 export async function joinRoom(room) {
   await ensureLocalMedia();
   state.room = room;
-  send({ type: "media", ...state.media });  // remembered for the join: others see it at once
-  send({ type: "join", room, topology: opts.topology, ...(await capabilities()) });
+  const sent = early.join; early.join = null;  // a page's first join may have left already
+  if (!(sent && await sent)) {
+    send({ type: "media", ...state.media });  // remembered for the join: others see it at once
+    send({ type: "join", room, topology: opts.topology, ...(await capabilities()) });
+  }
   setStatus(`joining ${room}`);
   await showLocalMedia();  // before "joined" is handled: messages are handled one at a time
 }
@@ -36,6 +40,7 @@ export async function onJoined(msg) {
     const peer = peerFor(p.identity, p.name);   // the newcomer offers to everyone present
     peer.tracksAdded = true;
     peer.addLocalTracks();
+    peer.negotiate();  // now, not a task later at negotiationneeded (it finds an offer made)
     markMedia(p.identity, p);
   }
   renderRoster();
