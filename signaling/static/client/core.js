@@ -72,7 +72,7 @@ export const local = {
   sources: {},                     // my stream id -> "camera" | "screen"
 };
 export const server = { sfu: null, generation: 0 };  // the room's SfuSession on a call server
-export const socket = { ws: null };
+export const socket = { ws: null, held: null };  // held: early.js's {ws, queue, closed, info}
 
 export function log(...args) { console.log("[parley]", ...args); }
 export function setStatus(s) { state.status = s; const el = $("#status"); if (el) el.textContent = s; }

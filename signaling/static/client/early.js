@@ -7,18 +7,19 @@
 // tiles.js gives a <video> its source only once the page has loaded.)
 import { opts, params, pathRoom, state } from "./core.js";
 import { capabilities, ensureLocalMedia } from "./capture.js";
+import { clientInfo } from "./telemetry.js";
 
 // A WebSocket being opened with the deployment's token (#token=) or, for a guest, asking the
 // server to make the guest identity itself (/ws?guest=1: no token round trip first; the welcome
 // carries the token, for the HTTP API and its refresh). Its messages (and close) wait until
-// session.js takes it: {ws, queue, closed}.
+// session.js takes it: {ws, queue, closed, info} (info: client.info was sent on it).
 export function openSocket() {
   const proto = location.protocol === "https:" ? "wss" : "ws";
   const enc = encodeURIComponent;
   const auth = opts.token ? `token=${enc(opts.token)}`
     : `guest=1&room=${enc(pathRoom || "lobby")}&name=${enc(opts.name)}`;
   const ws = new WebSocket(`${proto}://${location.host}/ws?${auth}`);
-  const held = { ws, queue: [], closed: null };
+  const held = { ws, queue: [], closed: null, info: false };
   ws.onmessage = (e) => held.queue.push(e);
   ws.onclose = (e) => { held.closed = e; };
   return held;
@@ -36,6 +37,13 @@ async function joinAtOnce(held) {
   const [isOpen] = await Promise.all([open, ensureLocalMedia()]);
   if (!isOpen || held.ws.readyState !== WebSocket.OPEN) return false;
   const out = (msg) => held.ws.send(JSON.stringify(msg));
+  // client.info first, as session.js sends it at the welcome: analytics labels a join with the
+  // device and browser its connection announced before it (a join ahead of it counted under
+  // no device: test_telemetry's report had one desktop join of two)
+  if (!held.info) {  // once per connection: session.js sends it at the welcome otherwise
+    held.info = true;
+    out({ type: "client.info", info: clientInfo() });
+  }
   out({ type: "media", ...state.media });  // remembered for the join: others see it at once
   out({ type: "join", room: pathRoom, topology: opts.topology, ...(await capabilities()) });
   return true;

@@ -22,7 +22,10 @@ async function onMessage(msg) {
       state.expiresAt = msg.expiresAt; scheduleRefresh(msg.expiresIn, msg.guest);
       state.instance = msg.instance; state.guest = !!msg.guest;
       telemetry.intervalMs = msg.telemetryIntervalMs || 10000;
-      send({ type: "client.info", info: clientInfo() });
+      if (!socket.held.info) {  // once per connection: early.js may have sent it first
+        socket.held.info = true;
+        send({ type: "client.info", info: clientInfo() });
+      }
       setStatus("connected");
       emit("parley:welcome", msg);
       if (pathRoom) await joinRoom(pathRoom);  // the front page opens no camera before a call
@@ -107,6 +110,7 @@ export async function connect() {
   const opened = early.socket || openSocket();
   state.token = opts.token;  // the page's own access token, for the HTTP API (recording);
   const ws = socket.ws = opened.ws;  // a guest's comes with the welcome
+  socket.held = opened;
   // Handle messages one at a time, in order: an ICE candidate must not overtake its offer.
   let chain = Promise.resolve();
   const handle = (e) => {
