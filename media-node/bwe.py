@@ -130,7 +130,6 @@ class Downlink:
         self.probe_until = -1e9
         self._probe_marks = (0, 0)  # (packets, nacks) at the probe's start
         self.quiet_until = -1e9  # a failed probe's losses are not the layers': not counted
-        self.probes = {"passed": 0, "failed": 0}
         # told the probe's result ("passed" or "failed"): the participant's event and metric
         self.probed: Callable[[str], None] | None = None
 
@@ -211,7 +210,6 @@ class Downlink:
         return False
 
     def _told(self, result: str) -> None:
-        self.probes[result] += 1
         if self.probed is not None:
             self.probed(result)
 

@@ -468,7 +468,7 @@ class Participant:
         want = planned(legs, choice)
         if not down.needs_probe(want):
             return False
-        if not down.probing(now) and not self.pacer.pacing:  # paced, padding cannot exceed
+        if not self.pacer.pacing:  # paced, the padding could not exceed the rate under test
             self.prober.start(down.start_probe(want, now) - (down.sent or 0.0))
         return True
 
