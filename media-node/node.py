@@ -130,6 +130,12 @@ class CallServer:
         p.transcoding = self.transcoding
         if label is not None:
             await self.restore(p)
+        current = self.meetings.get(meeting_id)  # legs of what is published now: the answer
+        if current is not None:  # may carry them (browsers offer recvonly m-lines for them)
+            for other in current.participants.values():
+                if label is None or other.label != label:  # not a session this one replaces
+                    for up in other.uptracks:
+                        p.subscribe(up)
         try:
             answer, ups = await p.accept_offer(sdp)
         except Exception:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription, sdp
+from aiortc.rtcpeerconnection import filter_preferred_codecs
 
 from . import codecs as _codecs  # noqa: F401  (VP9 in aiortc's codec table)
 from . import extmap, metrics
@@ -156,10 +157,11 @@ class Participant:
         if state == "connected":
             self.pacer.stop()  # a new pair (ICE restart): the link is resolved again
             self.link.resolve(self.pc)
+            now = time.perf_counter()
             for dt in self.downtracks.values():  # keyframes that came before the link was up
-                if dt.target is not None and dt.sender is not None:
-                    # not deferred by the interval: a leg negotiated before "connected" (an
-                    # early offer) asked at its bind, and that keyframe may have been dropped
+                if dt.target is not None and dt.sender is not None and not dt.catch_up(now):
+                    # not deferred by the interval: a leg negotiated before "connected" (in the
+                    # join's answer or an early offer) asked at its bind, and no keyframe came
                     dt.target.request_keyframe(urgent=True)
             if self._dirty or self._pending or self._publish_slots:
                 spawn(self.renegotiate())
@@ -173,6 +175,7 @@ class Participant:
         async with self._lock:
             if self.pc.signalingState != "stable":
                 raise Glare
+            first = self.pc.remoteDescription is None
             if self.publishes and sending_mlines(sdp) > MAX_PUBLISHED:
                 raise NotAllowed("publish_limit", f"at most {MAX_PUBLISHED} tracks per "
                                  "participant")
@@ -191,9 +194,43 @@ class Participant:
                     if not ice.iceGatherer._connection.local_candidates:
                         self._mux.attach(ice.iceGatherer._connection)
             new = self._new_uptracks()
+            placed = self._place_pending(sdp) if first else []
             await self.pc.setLocalDescription(await self.pc.createAnswer())
+            for dt in placed:
+                if id(dt.up) in self.downtracks:
+                    dt.bind(dt.transceiver)
             self.uptracks.extend(new)
             return describe(self.pc.localDescription.sdp, self.simulcast), new
+
+    def _place_pending(self, offer: str) -> list[DownTrack]:
+        """Put pending legs on the recvonly m-lines of the client's join offer (a browser offers
+        one per track it expects from those already in the room), so the join's answer carries
+        them: no server offer and answer a round trip later, and each leg's keyframe is asked for
+        at its bind, while ICE and DTLS connect (docs/call-server.md, "Joining"). A leg with no
+        fitting m-line (none left, or its codec not offered there) waits for the next offer."""
+        slots = {m.rtp.muxId for m in sdp.SessionDescription.parse(offer).media
+                 if m.direction == "recvonly"}
+        placed: list[DownTrack] = []
+        for dt in list(self._pending):
+            want = _capabilities_like(dt.up, None if self.decodes(dt.up) else H264)
+            for t in self.pc.getTransceivers():
+                if t.mid not in slots or t.kind != dt.kind or t.sender.track is not None:
+                    continue
+                # the answer's codecs for this m-line, as setCodecPreferences would have made
+                # them had the transceiver existed before the offer (aiortc matches a remote
+                # m-line to the first free transceiver of its kind, so it cannot)
+                codecs = filter_preferred_codecs(t._codecs, want)
+                if not codecs:
+                    continue
+                t._codecs = codecs
+                t.direction = "sendonly"
+                t.sender.replaceTrack(SilentTrack(dt.kind, dt.up.track_id))
+                t.sender._stream_id = dt.up.owner  # a=msid: stream = publishing identity
+                dt.transceiver = t
+                self._pending.remove(dt)
+                placed.append(dt)
+                break
+        return placed
 
     def _new_uptracks(self) -> list[UpTrack]:
         """Tracks the client started sending in the description just applied."""

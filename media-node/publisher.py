@@ -41,8 +41,9 @@ class Layer:
     keyframe state towards the publisher, and the legs currently fed from it."""
 
     __slots__ = ("bitrate", "bytes", "bytes_mark", "downtracks", "height", "history", "index",
-                 "keyframes", "known", "last_time", "last_ts", "lost", "lost_mark", "nacks",
-                 "packets", "rid", "rtx_ssrc", "ssrc", "stats", "up", "waiting")
+                 "key_at", "key_seq", "keyframes", "known", "last_time", "last_ts", "lost",
+                 "lost_mark", "nacks", "packets", "rid", "rtx_ssrc", "ssrc", "stats", "up",
+                 "waiting")
 
     def __init__(self, up: UpTrack, index: int, rid: str | None) -> None:
         self.up = up
@@ -52,6 +53,10 @@ class Layer:
         self.rtx_ssrc: int | None = None
         self.downtracks: list[DownTrack] = []
         self.waiting = 0  # legs waiting for a keyframe of this layer (first packet or a switch)
+        # the first packet of the latest keyframe seen while legs waited, and when it came: a
+        # leg whose link came up after it starts there (DownTrack.catch_up)
+        self.key_seq = -1
+        self.key_at = 0.0
         video = up.kind == "video"
         self.history: list[tuple[int, int, int, bytes] | None] = [None] * HISTORY if video else []
         self.nacks = NackGenerator() if video else None
@@ -168,8 +173,11 @@ class UpTrack:
         marker = packet.marker
         payload = packet.payload
         key = (layer.waiting > 0 or not layer.height) and self.is_keyframe(payload)
-        if key and not layer.height and self.kind == "video":
-            layer.height = self.height_of(payload) or -1
+        if key:
+            layer.key_seq = seq
+            layer.key_at = t0
+            if not layer.height and self.kind == "video":
+                layer.height = self.height_of(payload) or -1
         ast = _pack_ast(int(t0 * 262144) & 0xFFFFFF)[1:]  # abs-send-time: 6.18 s, 24 bits
         for dt in layer.downtracks:
             dt.forward(layer, seq, ts, marker, payload, key, ast)

@@ -38,7 +38,9 @@ if TYPE_CHECKING:
     from .transcoding import RungLayer
 
 _pack_seq = struct.Struct("!H").pack
+_pack_ast = struct.Struct("!I").pack
 _join = b"".join
+CATCH_UP_S = 0.5  # s: how old a keyframe a leg may start on when its link comes up
 ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
 
 
@@ -175,6 +177,26 @@ class DownTrack:
             self.last_sent = layer.last_time
         self.packets += 1
         self.bytes += len(data)
+
+    def catch_up(self, now: float) -> bool:
+        """Start a leg whose link just came up on its layer's latest keyframe, if one came in
+        the last ``CATCH_UP_S`` while it waited: that keyframe and what followed it go out now,
+        from the layer's history. The keyframe asked for at the bind (in a join's answer, while
+        ICE and DTLS connect) usually comes before the link: without this it was dropped, and a
+        second request inside the encoder's own minimum interval (300 ms in libwebrtc) went
+        unanswered, a black tile for up to a second (docs/call-server.md, "Joining"). False:
+        nothing to start from (ask for a keyframe instead)."""
+        layer = self.target
+        if (layer is None or self.layer is not None or not layer.history or layer.key_seq < 0
+                or now - layer.key_at > CATCH_UP_S or not self.link.ready):
+            return False
+        seq, key = layer.key_seq, True
+        ast = _pack_ast(int(now * 262144) & 0xFFFFFF)[1:]  # abs-send-time, as on_rtp writes it
+        while (entry := layer.lookup(seq)) is not None:  # up to the newest (or the first gap)
+            _, ts, marker, payload = entry
+            self.forward(layer, seq, ts, marker, payload, key, ast)
+            seq, key = (seq + 1) & 0xFFFF, False
+        return self.layer is layer
 
     def _continue_ids(self, payload: bytes) -> bytes:
         """VP8 / VP9 of a simulcast track: PictureID and TL0PICIDX continued across layer

@@ -239,8 +239,10 @@ class SfuRelay:
             self.legs[leg.key] = leg
             leg.task = asyncio.create_task(self._follow(leg))
             self._ensure_monitor()
+            # sources: the answer may carry the others' tracks (recvonly m-lines of the offer)
+            raw = await self.hub.store.hgetall(sources_key(meeting))
             s.send(leg.tag({"type": "sfu.joined", "room": room, "node": placement.node,
-                            "sdp": answer["sdp"], "ref": msg.id}))
+                            "sdp": answer["sdp"], "ref": msg.id, "sources": raw}))
             if pair and old is None and await self.hub.store.set_nx(
                     f"pairswitch:{meeting}", "1", 24 * 3600):  # once per pair, not per end
                 self.hub.emit("topology.switched", room=room, data={

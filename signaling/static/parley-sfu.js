@@ -70,8 +70,12 @@ class SfuSession {
 
   get ref() { return `sfu-${this.generation}`; }
 
-  // The join offer: every local track sendonly; a viewer offers one recvonly m-line.
-  async offer(streams) {
+  // The join offer: every local track sendonly, and a recvonly m-line per track expected from
+  // those already in the room (expect: {audio, video}), which the call server's answer fills
+  // with their tracks: they flow at "connected", with no server offer a round trip later
+  // (docs/call-server.md, "Joining"); unfilled ones are answered inactive. A viewer with nothing
+  // to expect offers one recvonly m-line.
+  async offer(streams, expect = { audio: 0, video: 0 }) {
     for (const s of streams) {
       for (const t of s.getTracks()) {
         const source = t.kind === "video" ? this.hooks.sourceOf(t) : null;
@@ -91,6 +95,9 @@ class SfuSession {
     // server learns what a participant decodes from the video m-lines of its join offer
     if (this.hooks.videoCodecs?.length && !this.pc.getTransceivers().some((tr) => tr.sender.track?.kind === "video")) {
       this.pc.addTransceiver("video", { direction: "recvonly" });
+    }
+    for (const kind of ["audio", "video"]) {
+      for (let i = 0; i < expect[kind]; i++) this.pc.addTransceiver(kind, { direction: "recvonly" });
     }
     if (!this.pc.getTransceivers().length) this.pc.addTransceiver("audio", { direction: "recvonly" });
     for (const tr of this.pc.getTransceivers()) this.preferCodecs(tr);
@@ -137,6 +144,9 @@ class SfuSession {
 
   async onJoined(msg) {
     this.node = msg.node;
+    // the others' tracks the answer put on our recvonly m-lines: known before their track events
+    Object.assign(this.sources, msg.sources || {});
+    for (const sec of sdpSections(msg.sdp)) if (sec.direction === "sendonly") this.remote[sec.mid] = sec;
     await this.pc.setRemoteDescription({ type: "answer", sdp: msg.sdp });
     this.answered = true;
   }

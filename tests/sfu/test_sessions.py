@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import httpx
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
 
 from parley import tokens
 from tests.media.client import PatternVideo
@@ -81,3 +82,58 @@ async def test_a_browser_gets_the_others_tracks_offered_with_its_join(
             await pc.close()
         await pub.close()
         await sub.close()
+
+
+async def test_a_join_answer_carries_the_others_tracks_on_its_recvonly_m_lines(
+        parley_server: Callable[..., str]) -> None:
+    """A browser's join offer has a recvonly m-line per track it expects from those already in
+    the room: the call server's answer puts their tracks there (a=msid names the publisher,
+    sfu.joined the sources), so they flow at "connected" with no server offer in between, and a
+    frame arrives. An m-line no track fits is answered inactive; one that lists H.264 only gets
+    the camera transcoded, in H.264."""
+    base = parley_server({"PARLEY_TOKEN_SECRET": SECRET})
+    pub = await WsClient.connect(base, "pub", token=tokens.mint(SECRET, identity="pub", room="a"))
+    sub = await WsClient.connect(base, "sub", token=tokens.mint(SECRET, identity="sub", room="a"))
+    h264 = await WsClient.connect(base, "h264",
+                                  token=tokens.mint(SECRET, identity="h264", room="a"))
+    pcs: list[RTCPeerConnection] = []
+    try:
+        await pub.request("join", "joined", room="a", topology="sfu")
+        pcs.append((await _session(pub))[0])
+        await sub.request("join", "joined", room="a", topology="sfu")
+        pc = RTCPeerConnection()
+        pcs.append(pc)
+        pc.addTransceiver("video", "recvonly")
+        pc.addTransceiver("audio", "recvonly")  # pub sends no audio: stays empty
+        tracks: asyncio.Queue = asyncio.Queue()
+        pc.on("track", tracks.put_nowait)
+        await pc.setLocalDescription(await pc.createOffer())
+        joined = await sub.request("sfu.join", "sfu.joined", within=15,
+                                   sdp=pc.localDescription.sdp, early=True)
+        video, audio = joined["sdp"].split("\r\nm=")[1:3]
+        assert video.startswith("video") and "a=msid:pub " in video, joined["sdp"]
+        assert "a=sendonly" in video and "VP8/90000" in video, video
+        assert audio.startswith("audio") and "a=inactive" in audio, audio
+        assert "sources" in joined, joined
+        await pc.setRemoteDescription(RTCSessionDescription(joined["sdp"], "answer"))
+        track = await asyncio.wait_for(tracks.get(), 15)
+        frame = await asyncio.wait_for(track.recv(), 15)  # flows with no sfu.offer before it
+        assert frame.width > 0
+
+        await h264.request("join", "joined", room="a", topology="sfu")
+        only = RTCPeerConnection()
+        pcs.append(only)
+        t = only.addTransceiver("video", "recvonly")
+        t.setCodecPreferences([c for c in RTCRtpReceiver.getCapabilities("video").codecs
+                               if c.mimeType.lower() in ("video/h264", "video/rtx")])
+        await only.setLocalDescription(await only.createOffer())
+        joined = await h264.request("sfu.join", "sfu.joined", within=15,
+                                    sdp=only.localDescription.sdp, early=True)
+        video = joined["sdp"].split("\r\nm=")[1]
+        assert "a=msid:pub " in video and "H264/90000" in video, video
+        assert "VP8" not in video, video
+    finally:
+        for pc in pcs:
+            await pc.close()
+        for ws in (pub, sub, h264):
+            await ws.close()

@@ -35,6 +35,10 @@ export function limitSenders(pc, cfg) {
   }
 }
 
+// Participants whose tracks a join offer makes room for; those of a bigger room come in the
+// call server's next offer, as every later publisher's do.
+const EXPECT_MAX = 8;
+
 // Open (or reopen, after a move) the session with the call server; mesh connections close.
 export async function startSfu(reason) {
   log("call server session:", reason);
@@ -58,7 +62,9 @@ export async function startSfu(reason) {
     onFailed: () => session === server.sfu && startSfu("ice_failed"),
     tileHeight,
   });
-  const offer = await session.offer([local.stream, local.screen].filter(Boolean));
+  // one camera and one microphone per participant already here, their tracks in the answer
+  const others = Math.min(EXPECT_MAX, Object.keys(state.participants).filter((id) => id !== state.identity).length);
+  const offer = await session.offer([local.stream, local.screen].filter(Boolean), { audio: others, video: others });
   if (session !== server.sfu) return;  // superseded while gathering
   // early: a browser takes the call server's offer of the others' tracks before its connection
   // is up, so that offer travels while ICE and DTLS connect (docs/signaling.md, "Call server")

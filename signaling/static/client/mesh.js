@@ -172,7 +172,7 @@ export class Peer {
       },
       onFailed: () => session === this.pairSfu && this.startPairSfu("ice_failed"),
     });
-    const offer = await session.offer([local.stream, local.screen].filter(Boolean));
+    const offer = await session.offer([local.stream, local.screen].filter(Boolean), { audio: 1, video: 1 });
     if (session !== this.pairSfu) return;
     send({ type: "sfu.join", id: session.ref, pair: this.id, early: true, ...offer });
   }
