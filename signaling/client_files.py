@@ -4,7 +4,12 @@ thread hop per file a file response takes. A meeting page loads about 25 files o
 browser's six connections per host before it can join, so the time per file is on the join's
 critical path (docs/benchmarks.md, "Join time"). Every answer carries an ETag and
 ``Cache-Control: no-cache``: a returning browser revalidates (304, no body) and never runs a
-stale client after an upgrade."""
+stale client after an upgrade.
+
+A page may take a small classic script inline, ``<script data-inline src="/static/X"></script>``:
+the page is served with X's text in that tag (and a new ETag when X changes), so the script
+runs as the parser reaches it instead of after a fetch that queues behind the page's other
+files (client/boot.js: 30-40 ms, measured with bench/join_time)."""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import hashlib
 import mimetypes
 import os
 import posixpath
+import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+_INLINE = re.compile(rb'<script data-inline src="/static/([^"]+)"></script>')
 TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
          ".html": "text/html; charset=utf-8", ".json": "application/json"}
 
@@ -30,6 +37,7 @@ class ClientFile:
     body: bytes
     etag: str
     media_type: str
+    inlined: tuple[tuple[str, tuple[int, int]], ...] = ()  # (name, stamp) of scripts inlined
 
 
 class ClientFiles:
@@ -53,12 +61,23 @@ class ClientFiles:
             return None
         stamp = (st.st_mtime_ns, st.st_size)
         cached = self._files.get(name)
-        if cached is not None and cached.stamp == stamp:
+        if cached is not None and cached.stamp == stamp and all(
+                (f := self.get(n)) is not None and f.stamp == s for n, s in cached.inlined):
             return cached
         body = path.read_bytes()
+        inlined: list[tuple[str, tuple[int, int]]] = []
+        if path.suffix == ".html":
+            def inline(m: re.Match[bytes]) -> bytes:
+                script = self.get(m.group(1).decode())
+                if script is None or b"</script" in script.body:
+                    return m.group(0)  # left to the browser to fetch
+                inlined.append((m.group(1).decode(), script.stamp))
+                return b"<script>" + script.body + b"</script>"
+            body = _INLINE.sub(inline, body)
         media_type = TYPES.get(path.suffix) or (
             mimetypes.guess_type(name)[0] or "application/octet-stream")
-        entry = ClientFile(stamp, body, f'"{hashlib.sha256(body).hexdigest()[:20]}"', media_type)
+        entry = ClientFile(stamp, body, f'"{hashlib.sha256(body).hexdigest()[:20]}"', media_type,
+                           tuple(inlined))
         self._files[name] = entry
         return entry
 

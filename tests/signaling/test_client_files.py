@@ -39,6 +39,26 @@ async def test_files_revalidate_and_follow_edits(tmp_path: Path) -> None:
         assert edited.headers["etag"] != etag
 
 
+async def test_a_page_takes_its_inline_script_and_follows_its_edits(tmp_path: Path) -> None:
+    """``<script data-inline src=...>``: the page carries the script's text (boot.js runs as
+    the parser reaches it); an edit of the script alone gives the page a new body and ETag."""
+    (tmp_path / "client").mkdir()
+    boot = tmp_path / "client" / "boot.js"
+    boot.write_text("window.a = 1;\n")
+    (tmp_path / "page.html").write_text(
+        '<head><script data-inline src="/static/client/boot.js"></script></head>')
+    async with client_for(tmp_path) as http:
+        first = await http.get("/static/page.html")
+        assert first.text == "<head><script>window.a = 1;\n</script></head>", first.text
+        boot.write_text("window.a = 22;\n")
+        edited = await http.get("/static/page.html",
+                                headers={"if-none-match": first.headers["etag"]})
+        assert edited.status_code == 200 and "window.a = 22;" in edited.text
+        assert edited.headers["etag"] != first.headers["etag"]
+        boot.unlink()  # gone: the page points at it instead (the browser's fetch gets a 404)
+        assert 'src="/static/client/boot.js"' in (await http.get("/static/page.html")).text
+
+
 async def test_nothing_outside_the_client_is_served(tmp_path: Path) -> None:
     (tmp_path / "static").mkdir()
     (tmp_path / "static" / "ok.css").write_text("body {}")
@@ -59,6 +79,7 @@ async def test_parley_up_serves_the_meeting_page_and_its_modules(
     async with httpx.AsyncClient(base_url=base) as http:
         page = await http.get("/m/room-1")
         assert page.status_code == 200 and 'src="/static/client/early.js"' in page.text
+        assert "window.parleyBoot = " in page.text  # boot.js, inline
         module = await http.get("/static/client/early.js")
         assert module.status_code == 200 and "openSocket" in module.text
         assert (await http.get("/static/client/early.js", headers={

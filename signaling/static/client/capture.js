@@ -4,16 +4,10 @@
 // join while the rest of the client loads.
 import { local, log, opts, state } from "./core.js";
 
-export const KINDS = { audio: "audioinput", video: "videoinput" };
-
-// A picked device is asked for exactly: Chromium treats an `ideal` deviceId as one wish among
-// the size and rate and may open the default camera instead (measured with its fake devices).
-function constraints(kind) {
-  const id = opts.devices[KINDS[kind]];
-  const device = id ? { deviceId: { exact: id } } : {};
-  if (kind === "audio") return id ? device : true;
-  return { width: opts.width, height: opts.height, ...(opts.fps ? { frameRate: opts.fps } : {}), ...device };
-}
+// the kinds' device names and getUserMedia with the devices picked, from boot.js; takeMedia: the
+// call boot.js began for a link that joins at once, if it asked for the same kinds
+const { ask, takeMedia } = window.parleyBoot;
+export const { KINDS } = window.parleyBoot;
 
 const GONE = ["OverconstrainedError", "NotFoundError"];
 const WHY = {
@@ -39,10 +33,8 @@ function describe(failures) {
 export async function acquire(kinds) {
   const want = kinds.filter((k) => opts[k]);
   if (!want.length) return [];
-  const ask = (ks) => navigator.mediaDevices.getUserMedia(
-    Object.fromEntries(["audio", "video"].map((k) => [k, ks.includes(k) ? constraints(k) : false])));
   try {
-    return (await ask(want)).getTracks();
+    return (await takeMedia(want)).getTracks();
   } catch (err) {
     const failures = {}; const tracks = []; let defaulted = false;
     for (const kind of want) {
