@@ -126,9 +126,10 @@ class SfuSession {
   // The join offer goes out with the first candidates, not after the whole gathering (STUN and
   // TURN answers take round trips): the call server learns this browser's other addresses from
   // its connectivity checks (peer-reflexive candidates, RFC 8445 section 7.3.1.3), the way it
-  // learns a NAT's. `settle` lets the host candidates of every interface, which come together,
-  // join the first one; `ms` bounds the wait when none comes.
-  gathered(ms, settle = 20) {
+  // learns a NAT's. `settle` lets the host candidates of every interface, which come within a
+  // millisecond or two of each other, join the first one (20 ms until 2026-12-03: on the join's
+  // path, and nothing came in it but them); `ms` bounds the wait when none comes.
+  gathered(ms, settle = 5) {
     if (this.pc.iceGatheringState === "complete") return Promise.resolve();
     return new Promise((resolve) => {
       const timer = setTimeout(resolve, ms);
