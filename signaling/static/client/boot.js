@@ -81,8 +81,12 @@ window.parleyBoot = (() => {
   let media = joinsAtOnce && bootKinds.length ? ask(bootKinds) : null;
   media?.catch(() => {});  // its failure is read by whoever takes it (capture.js acquire)
 
+  // resolves at DOMContentLoaded: every module of the page has run (session.js hands the
+  // socket's held messages to the add-ons only then)
+  const loaded = new Promise((resolve) => document.addEventListener("DOMContentLoaded", resolve, { once: true }));
+
   return {
-    params, automation, stored, opts, pathRoom, KINDS, constraints, ask, openSocket,
+    loaded, params, automation, stored, opts, pathRoom, KINDS, constraints, ask, openSocket,
     held,  // the socket opened here for a link that joins at once, else null
     // getUserMedia for these kinds: the call begun here if it asked for the same, once
     takeMedia(kinds) {

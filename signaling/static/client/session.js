@@ -106,6 +106,10 @@ function scheduleRefresh(expiresIn, guest) {
 
 export async function connect() {
   setStatus("connecting");
+  // The add-ons (parley-chat.js, parley-recording.js) are modules after parley.js: what the
+  // socket already holds (boot.js opened it early: a chat history may be there) waits until
+  // they run and listen, which DOMContentLoaded marks (readyState is "interactive" before them).
+  await window.parleyBoot.loaded;
   // early.js may have opened it (a page that joins at once); else it opens now
   const opened = early.socket || openSocket();
   state.token = opts.token;  // the page's own access token, for the HTTP API (recording);
