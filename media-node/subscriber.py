@@ -184,13 +184,14 @@ class DownTrack:
         from the layer's history. The keyframe asked for at the bind (in a join's answer, while
         ICE and DTLS connect) usually comes before the link: without this it was dropped, and a
         second request inside the encoder's own minimum interval (300 ms in libwebrtc) went
-        unanswered, a black tile for up to a second (docs/call-server.md, "Joining"). False:
-        nothing to start from (ask for a keyframe instead)."""
+        unanswered, a black tile for up to a second (docs/call-server.md, "Negotiation and
+        renegotiation"). False: nothing to start from (ask for a keyframe instead)."""
         layer = self.target
-        if (layer is None or self.layer is not None or not layer.history or layer.key_seq < 0
-                or now - layer.key_at > CATCH_UP_S or not self.link.ready):
+        seq = getattr(layer, "key_seq", -1)  # a transcoder's rung keeps no history
+        if (layer is None or self.layer is not None or seq < 0 or not self.link.ready
+                or now - layer.key_at > CATCH_UP_S):
             return False
-        seq, key = layer.key_seq, True
+        key = True
         ast = _pack_ast(int(now * 262144) & 0xFFFFFF)[1:]  # abs-send-time, as on_rtp writes it
         while (entry := layer.lookup(seq)) is not None:  # up to the newest (or the first gap)
             _, ts, marker, payload = entry

@@ -1,6 +1,7 @@
 """A leg bound before its link is up starts on the keyframe that came meanwhile
-(DownTrack.catch_up, docs/call-server.md "Joining"): the publisher track, the leg and the UDP
-socket the leg sends on are the call server's own; only the SRTP step is left out."""
+(DownTrack.catch_up; docs/call-server.md, "Negotiation and renegotiation"): the publisher
+track, the leg and the UDP socket the leg sends on are the call server's own; only the SRTP
+step is left out."""
 
 from __future__ import annotations
 
@@ -87,3 +88,11 @@ async def test_no_catch_up_from_a_stale_keyframe_or_none() -> None:
     _open(link)
     assert not dt.catch_up(time.perf_counter() + CATCH_UP_S + 0.1)
     assert dt.packets == 0
+
+
+async def test_a_leg_on_a_transcoded_rung_has_nothing_to_catch_up_on() -> None:
+    """A rung (the transcoder's output) keeps no history: the leg asks for a keyframe."""
+    _, dt, link = _leg()
+    _open(link)
+    dt.target = SimpleNamespace(name="a RungLayer has no key_seq")  # type: ignore[assignment]
+    assert not dt.catch_up(time.perf_counter())
