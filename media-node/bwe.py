@@ -58,7 +58,13 @@ section 6):
   the NACK comes a queue's delay later), the move is made; loss on the real packets meanwhile
   (over ``PROBE_LOSS`` of them NACKed) ends the probe at once, the estimate goes back to what
   the link carried (the cut's estimate or the last passed probe's rate), its losses are not
-  judged for ``CUT_GAP_S``, a hold starts, and no layer moved.
+  judged for ``CUT_GAP_S``, a hold starts, and no layer moved. For ``PROBE_AFTER_S`` after
+  it, loss cuts no lower than that estimate: the padding's repairs, the keyframes its loss asked
+  for and a receiver report still covering it overran the 2 s unjudged in the CI rehearsal, the
+  next update cut a 270 kbit/s link's estimate to 76 kbit/s (already on the lowest layers, the
+  cut is not floored there) and both cameras went to transcoded rungs, one froze 3.3 s. Loss
+  that outlasts it is the link's and cuts as any other. A NACK during a probe is judged when it
+  comes, inside a hold too (a REMB can end one), so the padding stops at the first burst.
   A raise of real layers that failed cost the receiver two switches (two keyframes on a full
   queue) and doubled the hold, up to 32 s (the layer_drop bench's 31-35 s climbs); a failed
   probe costs some padding and a few repaired packets, so it does not double the hold;
@@ -96,6 +102,9 @@ PROBE_FEEDBACK_S = 0.5  # then the NACKs of its last packets come back (the queu
 PROBE_HEADROOM = 0.7
 PROBE_LOSS = 0.05  # NACKed share of the real packets sent in a probe that fails it
 PROBE_MIN_NACKS = 2  # one NACK can be a reordering under load, not the probe's loss
+# after a failed probe, loss cuts no lower than what the link carried before it: its aftermath
+# (repairs, the keyframes its loss asked for, a receiver report about it) outlasted CUT_GAP_S
+PROBE_AFTER_S = 5.0
 
 
 class Downlink:
@@ -130,6 +139,8 @@ class Downlink:
         self.probe_until = -1e9
         self._probe_marks = (0, 0)  # (packets, nacks) at the probe's start
         self.quiet_until = -1e9  # a failed probe's losses are not the layers': not counted
+        self.kept = 0.0  # what the link carried before a failed probe: no cut below it...
+        self.kept_until = -1e9  # ...until then
         # told the probe's result ("passed" or "failed"): the participant's event and metric
         self.probed: Callable[[str], None] | None = None
 
@@ -199,6 +210,7 @@ class Downlink:
             # a receiver report covers about the last second: the loss the padding caused
             # still showed in the next one and cut the layers to a transcoded rung
             self.quiet_until = now + CUT_GAP_S
+            self.kept, self.kept_until = self.estimate, now + PROBE_AFTER_S
             self.reason = "probe failed"
             self._told("failed")
             return True
@@ -249,9 +261,11 @@ class Downlink:
         return now < self.hold_until and self.estimate <= self.cut_to
 
     def reacts(self, now: float) -> bool:
-        """Whether a NACK is judged when it comes: outside a hold, long enough after a cut."""
-        return (self.sent is not None and now >= self.hold_until
-                and now - self.cut_at >= CUT_GAP_S and bool(self._ticks))
+        """Whether a NACK is judged when it comes: during a probe (its padding stops at the
+        first burst), or outside a hold, long enough after a cut."""
+        return self.probe_until > -1e9 or (self.sent is not None and now >= self.hold_until
+                                           and now - self.cut_at >= CUT_GAP_S
+                                           and bool(self._ticks))
 
     def react(self, now: float, floor: float = FLOOR_BPS) -> bool:
         """A NACK just brought fresh numbers: outside a hold, judge the NACK share now rather
@@ -278,6 +292,8 @@ class Downlink:
         """Loss over ``LOSS_CUT``: cut (unless a cut is too recent); the link is congested."""
         if now - self.cut_at >= CUT_GAP_S and self.sent is not None:
             lowest = floor if self.estimate > floor else FLOOR_BPS
+            if now < self.kept_until:  # a failed probe's aftermath, not a narrower link
+                lowest = max(lowest, self.kept)
             self._cut(max(lowest, CUT_MARGIN * self.sent * (1 - loss)), now, f"loss {loss:.0%}")
         self.congested = True
 
