@@ -159,13 +159,15 @@ def test_a_throttled_receiver_gets_low_layers_and_climbs_back_the_others_keep_fu
         down = downs(rx)
         until(lambda: bwe_probes(base).get("failed", 0) >= 1, 40,
               "a failed probe on the throttled link", lambda: (bwe_probes(base), moves(rx)))
+        failed = time.time() * 1000  # within 0.1 s of the failure (epoch ms, as the pages')
         counted = {o: s["frames"] for o, s in frames(rx).items()}  # and 6 s of video after it
         until(lambda: all(s["frames"] >= counted[o] + 60 for o, s in frames(rx).items()),
               30, "6 s of video after the failed probe", lambda: frames(rx))
         probed = frames(rx)
-        assert all(s["gap"] <= FREEZE_MS for s in probed.values()), (probed, moves(rx),
-                                                                      bwe_probes(base))
-        assert downs(rx) == down, (moves(rx), bwe_probes(base))
+        since = {o: round(s["gapAt"] - failed) for o, s in probed.items()}  # ms from the failure
+        assert all(s["gap"] <= FREEZE_MS for s in probed.values()), (
+            f"{probed} gaps from {since} ms after the failure, {moves(rx)}, {bwe_probes(base)}")
+        assert downs(rx) == down, f"{moves(rx)}, {bwe_probes(base)}"
 
         # the link widens: the receiver climbs back to the full layers
         ns.lift()
@@ -184,7 +186,8 @@ def test_a_throttled_receiver_gets_low_layers_and_climbs_back_the_others_keep_fu
         assert errors == [], errors
         print(f"throttled receiver: switch gaps {[round(s['gap']) for s in switched.values()]}"
               f" ms, steady gaps {[round(s['gap']) for s in steady.values()]} ms, "
-              f"probe gaps {[round(s['gap']) for s in probed.values()]} ms, tbf dropped "
+              f"probe gaps {[round(s['gap']) for s in probed.values()]} ms (from {since} ms after "
+              f"the failure), tbf dropped "
               f"{dropped} packets, back on the full layers {climb:.1f} s after the lift, "
               f"probes {bwe_probes(base)}, moves {moves(rx)}")
     finally:
