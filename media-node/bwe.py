@@ -57,14 +57,15 @@ section 6):
   loss until ``PROBE_FEEDBACK_S`` after the padding (a tail-drop queue loses only once full, and
   the NACK comes a queue's delay later), the move is made; loss on the real packets meanwhile
   (over ``PROBE_LOSS`` of them NACKed) ends the probe at once, the estimate goes back to what
-  the link carried (the cut's estimate or the last passed probe's rate), its losses are not
-  judged for ``CUT_GAP_S``, a hold starts, and no layer moved. For ``PROBE_AFTER_S`` after
-  it, loss cuts no lower than that estimate: the padding's repairs, the keyframes its loss asked
-  for and a receiver report still covering it overran the 2 s unjudged in the CI rehearsal, the
-  next update cut a 270 kbit/s link's estimate to 76 kbit/s (already on the lowest layers, the
-  cut is not floored there) and both cameras went to transcoded rungs, one froze 3.3 s. Loss
-  that outlasts it is the link's and cuts as any other. A NACK during a probe is judged when it
-  comes, inside a hold too (a REMB can end one), so the padding stops at the first burst.
+  the link carried (the cut's estimate, the last passed probe's rate, or what it was sent
+  without loss before the probe, whichever is more), its losses are not judged for
+  ``CUT_GAP_S``, a hold starts, and no layer moved. For ``PROBE_AFTER_S`` after it, loss cuts
+  no lower than that estimate: the padding's repairs, the keyframes its loss asked for and a
+  receiver report still covering it overran the 2 s unjudged in the CI rehearsal, the next
+  update cut a 270 kbit/s link's estimate to 76 kbit/s (on the lowest layers' cost a cut is
+  not floored) and both cameras went to transcoded rungs, one froze 3.3 s. Loss that outlasts
+  it is the link's and cuts as any other. A NACK during a probe is judged when it comes, inside
+  a hold too (a REMB can end one), so the padding stops at the first burst.
   A raise of real layers that failed cost the receiver two switches (two keyframes on a full
   queue) and doubled the hold, up to 32 s (the layer_drop bench's 31-35 s climbs); a failed
   probe costs some padding and a few repaired packets, so it does not double the hold;
@@ -138,6 +139,7 @@ class Downlink:
         self.probe_bps = 0.0
         self.probe_until = -1e9
         self._probe_marks = (0, 0)  # (packets, nacks) at the probe's start
+        self._probe_sent = 0.0  # what the link carried, without loss, when the probe began
         self.quiet_until = -1e9  # a failed probe's losses are not the layers': not counted
         self.kept = 0.0  # what the link carried before a failed probe: no cut below it...
         self.kept_until = -1e9  # ...until then
@@ -195,6 +197,7 @@ class Downlink:
             self.probe_bps = planned_bps
             self.probe_until = now + PROBE_S + PROBE_FEEDBACK_S
             self._probe_marks = (sum(dt.packets for dt in self.legs), self.nacks)
+            self._probe_sent = self.sent or 0.0
         return self.probe_bps / PROBE_HEADROOM
 
     def _judge_probe(self, now: float, loss: float) -> bool:
@@ -203,9 +206,12 @@ class Downlink:
         nacked = self.nacks - self._probe_marks[1]
         if loss > LOSS_CUT or (nacked >= PROBE_MIN_NACKS and nacked > PROBE_LOSS * packets):
             self.probe_until = -1e9
-            # the layers did not move: back to what the link carried (the cut's estimate or
-            # the last probe's rate), a hold before the next try
-            self.estimate = self.cut_to = min(self.estimate, max(self.cut_to, self.proven))
+            # the layers did not move: back to what the link carried (the cut's estimate, the
+            # last probe's rate, or what it was sent without loss before the probe: the cut's
+            # estimate, under what the lowest layers came to cost, sent both cameras to a
+            # transcoded rung a second after a failed probe), a hold before the next try
+            carried = max(self.cut_to, self.proven, self._probe_sent)
+            self.estimate = self.cut_to = min(self.estimate, carried)
             self.hold_until = now + HOLD_MIN_S
             # a receiver report covers about the last second: the loss the padding caused
             # still showed in the next one and cut the layers to a transcoded rung
