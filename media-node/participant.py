@@ -23,7 +23,7 @@ from . import extmap, metrics
 from .allocation import aimed, allocate, planned, rate, view_cap
 from .bwe import Downlink
 from .link import Link
-from .pacer import DRAIN_S, Pacer
+from .pacer import Pacer
 from .probe import Prober
 from .publisher import UpTrack
 from .simulcast import describe, offered_layers, route_by_mid
@@ -441,21 +441,17 @@ class Participant:
                        "rid": layer.rid, "index": index, "layers": len(dt.up.layers),
                        "height": max(layer.height, 0), "reason": reason,
                        "estimateKbps": round(estimate / 1000)})
+        audio = frozenset(dt.pt for dt in legs if dt.kind == "audio")
+        # paced at the estimate, or over what the chosen layers send (a cut to the lowest
+        # layers lands at their cost): a pacer slower than its legs only queues and drops
+        pace = max(estimate, PACE_OVER * planned(legs, choice))
         if stopped:  # the new layers' keyframes must not meet the full queue in a burst
-            self._pace(legs, choice, estimate)
+            self.pacer.start(pace, audio)
         elif raised and self.downlink.proven < float("inf"):
             # a move up on a link that was cut: the new layer's keyframe (several times a
             # frame) paced, so a queue of a narrow link takes it whole (sent in a burst it
             # overflowed a 200 ms queue, the raise met loss and was cut again)
-            self._pace(legs, choice, estimate, drain_s=0.0)
-
-    def _pace(self, legs: list[DownTrack], choice: dict[DownTrack, int], estimate: float,
-              drain_s: float = DRAIN_S) -> None:
-        """Pace what the subscriber is sent (``pacer.Pacer``) at the estimate, or over what the
-        chosen layers send (a cut to the lowest layers lands at their cost): a pacer slower than
-        its legs only queues and drops."""
-        audio = frozenset(dt.pt for dt in legs if dt.kind == "audio")
-        self.pacer.start(max(estimate, PACE_OVER * planned(legs, choice)), audio, drain_s)
+            self.pacer.start(pace, audio, drain_s=0.0)
 
     def _probe_first(self, legs: list[DownTrack], choice: dict[DownTrack, int],
                      now: float) -> bool:
@@ -482,17 +478,6 @@ class Participant:
         metrics.BWE_PROBES.labels(result).inc()
         if result == "failed":
             self.prober.stop()
-            # the padding filled the narrow link's queue as a cut's stopped layers do, and with
-            # the layers nearly filling the link it drains slowly (50 kbit/s on the 270 kbit/s
-            # test link: a second): the repairs of what it pushed out and the keyframes asked
-            # for met it full, and their loss outlasted the 2 s unjudged (a cut to transcoded
-            # rungs in the CI rehearsal). Video waits for it to drain, then goes paced.
-            legs = list(self.downtracks.values())
-            estimate = self.downlink.estimate
-            if self.max_bps is not None:
-                estimate = min(estimate, self.max_bps)
-            self._pace(legs, {dt: aimed(dt) for dt in legs
-                              if dt.kind == "video" and dt.sender is not None}, estimate)
 
     def _route(self, dt: DownTrack, index: int,
                rung: Any) -> tuple[int, Any, str] | None:
