@@ -4,6 +4,8 @@ tests/sfu/test_throttled.py, its timing bench/layer_drop.py."""
 
 from __future__ import annotations
 
+import time
+
 from parley.media.bwe import (
     CUT_GAP_S,
     CUT_MARGIN,
@@ -11,6 +13,7 @@ from parley.media.bwe import (
     HOLD_MIN_S,
     PROBE_AFTER_S,
     PROBE_FEEDBACK_S,
+    PROBE_HEADROOM,
     PROBE_S,
     SETTLE_S,
     Downlink,
@@ -376,3 +379,42 @@ def test_a_failed_probe_keeps_what_the_layers_were_sent_without_loss_before_it()
     down.react(t + 0.3)
     assert results == ["failed"]
     assert round(down.estimate, -3) == 199_000
+
+
+def test_a_probe_fails_when_the_receivers_remb_falls_before_any_loss() -> None:
+    """The browser's delay-based estimate sees the queue the padding fills grow and sends a
+    lower REMB at once (libwebrtc): the probe fails then, before the queue overflows and loses
+    real packets (on the throttled link 0.6-0.8 s into the probe, no NACK yet); the NACK-free
+    alert stops the padding. A REMB that holds or rises does not fail it."""
+    down = Downlink(start_bps=2_000_000)
+    legs = [Leg(), Leg()]
+    throttled_then_held(down, legs)
+    alerts: list[float] = []
+    down.alert = lambda: alerts.append(down.estimate)
+    results: list[str] = []
+    down.probed = results.append
+    down.on_remb(120_000)  # the receiver's estimate before the probe (a trend, not the link)
+    down.start_probe(MOVE, time.monotonic())
+    down.on_remb(118_000)  # within its wobble
+    assert alerts == [] and down.probing(time.monotonic())
+    down.on_remb(75_000)  # the queue grows
+    assert len(alerts) == 1
+    assert down.react(time.monotonic(), floor=FLOOR) is False  # the alert's judging: no cut
+    assert results == ["failed"] and not down.padding(time.monotonic())
+    assert round(down.estimate, -3) == FLOOR
+
+
+def test_a_probe_on_a_wide_link_passes_while_the_remb_grows() -> None:
+    down = Downlink(start_bps=2_000_000)
+    legs = [Leg(), Leg()]
+    throttled_then_held(down, legs)
+    results: list[str] = []
+    down.probed = results.append
+    down.on_remb(90_000)
+    start = time.monotonic()
+    down.start_probe(MOVE, start)
+    down.on_remb(140_000)
+    for leg in legs:
+        leg.packets += 40
+    down.update(MOVE / PROBE_HEADROOM, 0.0, now=start + PROBE_S + PROBE_FEEDBACK_S)
+    assert results == ["passed"] and not down.needs_probe(MOVE)
