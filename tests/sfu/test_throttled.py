@@ -5,8 +5,9 @@ on padding past the hold (which fails, and no layer goes up to be cut again), an
 up, after a probe that passes, when the link widens; the five others keep the full layers; the
 layer switches keep each track's RTP timestamps monotonic. (That phase was out for a while: a
 failed probe's aftermath outlasted the 2 s its loss is not judged and cut to transcoded rungs,
-a 3.3 s freeze, in the CI rehearsal; now no cut within 5 s of it lands below what the link
-carried before it: docs/call-server.md.)
+a 3.3 s freeze, in the CI rehearsal. Now the padding stops when the receiver's REMB falls,
+before the queue loses; a NACKed packet is resent once per 0.2 s, not at every ask; and no cut
+within 5 s of a failed probe lands below what the link carried before it: docs/call-server.md.)
 
 Six participants: two camera publishers and three listeners (no camera or microphone) in the
 host's Chromium, plus the throttled receiver (microphone only) in its own Chromium in the
