@@ -57,8 +57,22 @@ section 6):
   loss until ``PROBE_FEEDBACK_S`` after the padding (a tail-drop queue loses only once full, and
   the NACK comes a queue's delay later), the move is made; loss on the real packets meanwhile
   (over ``PROBE_LOSS`` of them NACKed) ends the probe at once, the estimate goes back to what
-  the link carried (the cut's estimate or the last passed probe's rate), its losses are not
-  judged for ``CUT_GAP_S``, a hold starts, and no layer moved.
+  the link carried (the cut's estimate, the last passed probe's rate, or what it was sent
+  without loss before the probe, whichever is more), its losses are not judged for
+  ``CUT_GAP_S``, a hold starts, and no layer moved. For ``PROBE_AFTER_S`` after it, loss cuts
+  no lower than that estimate: the padding's repairs, the keyframes its loss asked for and a
+  receiver report still covering it overran the 2 s unjudged in the CI rehearsal, the next
+  update cut a 270 kbit/s link's estimate to 76 kbit/s (on the lowest layers' cost a cut is
+  not floored) and both cameras went to transcoded rungs, one froze 3.3 s. Loss that outlasts
+  it is the link's and cuts as any other. A NACK during a probe is judged when it comes, inside
+  a hold too (a REMB can end one), so the padding stops at the first burst. And the padding
+  stops before the queue loses at all: a REMB during the probe under ``PROBE_REMB_DROP`` of the
+  one before it (and under the padded rate) fails it when it comes. The browser's delay-based
+  estimator sees the queue grow and libwebrtc sends a lower REMB at once; the loss a full
+  queue had to show first froze a camera 1.3-1.8 s in half the loaded test_throttled runs
+  (the queue, with the low layers at three quarters of the link, drained in about a second),
+  while the REMB fell 0.6-0.8 s into each probe there with no NACK yet. A REMB wrongly lower
+  (the CPU, not the link) costs a later climb, never a cut: REMB still moves no estimate down.
   A raise of real layers that failed cost the receiver two switches (two keyframes on a full
   queue) and doubled the hold, up to 32 s (the layer_drop bench's 31-35 s climbs); a failed
   probe costs some padding and a few repaired packets, so it does not double the hold;
@@ -96,6 +110,13 @@ PROBE_FEEDBACK_S = 0.5  # then the NACKs of its last packets come back (the queu
 PROBE_HEADROOM = 0.7
 PROBE_LOSS = 0.05  # NACKed share of the real packets sent in a probe that fails it
 PROBE_MIN_NACKS = 2  # one NACK can be a reordering under load, not the probe's loss
+# a REMB during a probe under this share of the one before it, and under the padded rate, fails
+# it: the browser's delay-based estimator saw the queue grow (libwebrtc sends a lower REMB at
+# once), before the queue overflows and loses real packets
+PROBE_REMB_DROP = 0.9
+# after a failed probe, loss cuts no lower than what the link carried before it: its aftermath
+# (repairs, the keyframes its loss asked for, a receiver report about it) outlasted CUT_GAP_S
+PROBE_AFTER_S = 5.0
 
 
 class Downlink:
@@ -129,7 +150,12 @@ class Downlink:
         self.probe_bps = 0.0
         self.probe_until = -1e9
         self._probe_marks = (0, 0)  # (packets, nacks) at the probe's start
+        self._probe_sent = 0.0  # what the link carried, without loss, when the probe began
+        self._probe_remb = 0.0  # the receiver's REMB when the probe began (0: none fresh)
+        self._remb_fell = False  # a REMB during the probe said the queue grows
         self.quiet_until = -1e9  # a failed probe's losses are not the layers': not counted
+        self.kept = 0.0  # what the link carried before a failed probe: no cut below it...
+        self.kept_until = -1e9  # ...until then
         # told the probe's result ("passed" or "failed"): the participant's event and metric
         self.probed: Callable[[str], None] | None = None
 
@@ -184,21 +210,30 @@ class Downlink:
             self.probe_bps = planned_bps
             self.probe_until = now + PROBE_S + PROBE_FEEDBACK_S
             self._probe_marks = (sum(dt.packets for dt in self.legs), self.nacks)
+            self._probe_sent = self.sent or 0.0
+            fresh = self.remb is not None and now - self.remb_at < REMB_FRESH_S
+            self._probe_remb = self.remb if fresh and self.remb is not None else 0.0
+            self._remb_fell = False
         return self.probe_bps / PROBE_HEADROOM
 
     def _judge_probe(self, now: float, loss: float) -> bool:
         """During a probe: fail it on loss (True: it failed); pass it when it has run out."""
         packets = sum(dt.packets for dt in self.legs) - self._probe_marks[0]
         nacked = self.nacks - self._probe_marks[1]
-        if loss > LOSS_CUT or (nacked >= PROBE_MIN_NACKS and nacked > PROBE_LOSS * packets):
+        if (loss > LOSS_CUT or self._remb_fell
+                or (nacked >= PROBE_MIN_NACKS and nacked > PROBE_LOSS * packets)):
             self.probe_until = -1e9
-            # the layers did not move: back to what the link carried (the cut's estimate or
-            # the last probe's rate), a hold before the next try
-            self.estimate = self.cut_to = min(self.estimate, max(self.cut_to, self.proven))
+            # the layers did not move: back to what the link carried (the cut's estimate, the
+            # last probe's rate, or what it was sent without loss before the probe: the cut's
+            # estimate, under what the lowest layers came to cost, sent both cameras to a
+            # transcoded rung a second after a failed probe), a hold before the next try
+            carried = max(self.cut_to, self.proven, self._probe_sent)
+            self.estimate = self.cut_to = min(self.estimate, carried)
             self.hold_until = now + HOLD_MIN_S
             # a receiver report covers about the last second: the loss the padding caused
             # still showed in the next one and cut the layers to a transcoded rung
             self.quiet_until = now + CUT_GAP_S
+            self.kept, self.kept_until = self.estimate, now + PROBE_AFTER_S
             self.reason = "probe failed"
             self._told("failed")
             return True
@@ -215,7 +250,12 @@ class Downlink:
 
     def on_remb(self, bps: float) -> None:
         self.remb = float(bps)
-        self.remb_at = time.monotonic()
+        self.remb_at = now = time.monotonic()
+        if (self.probing(now) and bps < PROBE_REMB_DROP * self._probe_remb
+                and bps < self.probe_bps / PROBE_HEADROOM):
+            self._remb_fell = True
+            if self.alert is not None:  # judged now: the padding stops before the queue loses
+                self.alert()
 
     def update(self, sent_bps: float, loss: float, now: float | None = None,
                floor: float = FLOOR_BPS) -> float:
@@ -249,9 +289,11 @@ class Downlink:
         return now < self.hold_until and self.estimate <= self.cut_to
 
     def reacts(self, now: float) -> bool:
-        """Whether a NACK is judged when it comes: outside a hold, long enough after a cut."""
-        return (self.sent is not None and now >= self.hold_until
-                and now - self.cut_at >= CUT_GAP_S and bool(self._ticks))
+        """Whether a NACK is judged when it comes: during a probe (its padding stops at the
+        first burst), or outside a hold, long enough after a cut."""
+        return self.probe_until > -1e9 or (self.sent is not None and now >= self.hold_until
+                                           and now - self.cut_at >= CUT_GAP_S
+                                           and bool(self._ticks))
 
     def react(self, now: float, floor: float = FLOOR_BPS) -> bool:
         """A NACK just brought fresh numbers: outside a hold, judge the NACK share now rather
@@ -278,6 +320,8 @@ class Downlink:
         """Loss over ``LOSS_CUT``: cut (unless a cut is too recent); the link is congested."""
         if now - self.cut_at >= CUT_GAP_S and self.sent is not None:
             lowest = floor if self.estimate > floor else FLOOR_BPS
+            if now < self.kept_until:  # a failed probe's aftermath, not a narrower link
+                lowest = max(lowest, self.kept)
             self._cut(max(lowest, CUT_MARGIN * self.sent * (1 - loss)), now, f"loss {loss:.0%}")
         self.congested = True
 

@@ -42,6 +42,14 @@ _pack_ast = struct.Struct("!I").pack
 _join = b"".join
 CATCH_UP_S = 0.5  # s: how old a keyframe a leg may start on when its link comes up
 ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
+# A NACKed number is resent at most once in this long (or the leg's RTT, if longer): a browser
+# asks again every RTT it measured (tens of ms) until the packet comes (up to 10 times), and a
+# repair waits behind a full access-link queue for hundreds of ms. Each ask answered, a failed
+# probe's 26 lost packets drew 290 repairs in 2 s, about 1 Mbit/s on a 270 kbit/s link: the loss
+# fed itself (NACKs, keyframe requests) for seconds and cut to a transcoded rung
+# (tests/sfu/test_throttled.py). libwebrtc's RtpPacketHistory and mediasoup's RtpStreamSend
+# resend a packet once per RTT the same way.
+REPAIR_GAP_S = 0.2
 
 
 class SilentTrack(MediaStreamTrack):
@@ -69,9 +77,9 @@ class DownTrack:
     __slots__ = ("bytes", "clock_rate", "downlink", "dropped", "ext", "flushed", "ids", "kind",
                  "last_pid", "last_sent", "last_seq", "last_tl0", "last_ts", "layer", "link",
                  "loss", "marks", "munge", "nack_seen", "nacked", "packets", "pid_offset", "pt",
-                 "reported", "retransmitted", "rewrite", "rtx_pt", "rtx_seq", "rtx_ssrc", "sender",
-                 "seq_offset", "ssrc", "subscriber", "switch_seq", "target", "tl0_offset",
-                 "transceiver", "ts_offset", "up")
+                 "repaired", "reported", "retransmitted", "rewrite", "rtx_pt", "rtx_seq",
+                 "rtx_ssrc", "sender", "seq_offset", "ssrc", "subscriber", "switch_seq", "target",
+                 "tl0_offset", "transceiver", "ts_offset", "up")
 
     def __init__(self, up: UpTrack, subscriber: str, link: Link, downlink: Any = None,
                  layer: int | None = None) -> None:
@@ -114,6 +122,7 @@ class DownTrack:
         # packet comes, so they are counted once): loss seen before the next receiver report
         self.nacked: set[int] = set()
         self.nack_seen: set[int] = set()  # every NACKed number counts once, repeats do not
+        self.repaired: dict[int, float] = {}  # NACKed number -> when it was last resent
         self.marks = 0  # packets sent at the last allocation
         self.packets = 0
         self.bytes = 0
@@ -313,8 +322,17 @@ class DownTrack:
                     self.downlink.alert()
             if len(self.nack_seen) > 4096:
                 self.nack_seen.clear()
+            now = time.monotonic()
+            rtt = getattr(self.sender, "_RTCRtpSender__rtt", None)
+            gap = max(REPAIR_GAP_S, rtt or 0.0)
+            repaired = self.repaired
             for out in packet.lost:
+                if now - repaired.get(out, -gap) < gap:
+                    continue  # its repair is still on the way
+                repaired[out] = now
                 self.retransmit(out)
+            if len(repaired) > 1024:
+                repaired.clear()
         elif isinstance(packet, RtcpPsfbPacket):
             if packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
                 layer = self.target or self.layer  # mid-switch, the next keyframe is the new one's

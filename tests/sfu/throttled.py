@@ -21,8 +21,9 @@ CAM = "w=640&h=360&fps=10"  # two layers: h (320x180) and f (640x360)
 FULL, LOW = 360, 180
 
 # Per remote camera tile of the page: every presented frame (requestVideoFrameCallback), the
-# longest gap between two (a freeze), the frame heights with the wall-clock time they began,
-# and RTP timestamps going backwards across a layer switch. Times are epoch milliseconds.
+# longest gap between two (a freeze) and when it began, the frame heights with the wall-clock
+# time they began, and RTP timestamps going backwards across a layer switch. Times are epoch
+# milliseconds.
 PROBE = """(me) => {
   const P = window.__probe = window.__probe || {};
   for (const tile of document.querySelectorAll(".tile[data-source=camera]")) {
@@ -36,7 +37,7 @@ PROBE = """(me) => {
         if (s.last !== null && ((meta.rtpTimestamp - s.last) >>> 0) > 0x80000000) s.backwards++;
         s.last = meta.rtpTimestamp;
       }
-      if (s.lastAt) s.gap = Math.max(s.gap, t - s.lastAt);
+      if (s.lastAt && t - s.lastAt > s.gap) { s.gap = t - s.lastAt; s.gapAt = s.lastAt; }
       s.lastAt = t; s.frames++;
       const hs = s.heights;
       if (!hs.length || hs[hs.length - 1][1] !== meta.height) hs.push([t, meta.height]);
@@ -50,7 +51,9 @@ PROBE = """(me) => {
 READ = """() => {
   const now = performance.timeOrigin + performance.now(), out = {};
   for (const [who, s] of Object.entries(window.__probe || {})) {
-    out[who] = {gap: Math.max(s.gap, s.lastAt ? now - s.lastAt : 0), frames: s.frames,
+    const open = s.lastAt ? now - s.lastAt : 0;  // a freeze still going on
+    out[who] = {gap: Math.max(s.gap, open), gapAt: open > s.gap ? s.lastAt : s.gapAt,
+                frames: s.frames,
                 backwards: s.backwards, errors: s.errors, heights: s.heights.slice(-6),
                 height: s.heights.length ? s.heights[s.heights.length - 1][1] : 0};
   }
