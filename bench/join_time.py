@@ -142,6 +142,8 @@ PHASES = {
         ("subscribe offer (connected -> sfu.offer)", "pc.connected", "recv.sfu.offer"),
         ("answer (sfu.offer -> sfu.answer)", "recv.sfu.offer", "send.sfu.answer"),
         ("first RTP (answer -> first video packet)", "send.sfu.answer", "rtp.first"),
+        # the join's answer carried the others' tracks (no sfu.offer): from "connected"
+        ("first RTP (connected -> first video packet)", "pc.connected", "rtp.first"),
         ("first keyframe decoded", "rtp.first", "frame"),
     ],
 }
