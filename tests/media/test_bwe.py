@@ -253,6 +253,19 @@ FLOOR = 2 * 70_000 + 2 * 40_000
 MOVE = 190_000 + 70_000 + 2 * 40_000  # one camera back on its full layer
 
 
+def probed_with_loss(down: Downlink, legs: list[Leg], t: float, packets: int,
+                     nacks: int) -> list[str]:
+    """A probe of MOVE started at ``t`` while each leg sends ``packets`` and ``nacks`` of them
+    come back NACKed; the probe's results (judged at the caller's react)."""
+    results: list[str] = []
+    down.probed = results.append
+    down.start_probe(MOVE, t)
+    for leg in legs:
+        leg.packets += packets
+    down.nacks += nacks
+    return results
+
+
 def throttled_then_held(down: Downlink, legs: list[Leg]) -> float:
     """The full layers met the throttle: the cut lands on the lowest layers' cost (its margin
     under what got through was below it), then clean updates at that rate through the hold, and
@@ -324,12 +337,7 @@ def test_a_probe_inside_a_hold_stops_at_the_first_nack_burst() -> None:
     assert down.update(cut, 0.0, now=t, floor=FLOOR) > cut  # the hold is over at once
     assert t < down.hold_until
     grown = down.estimate
-    results: list[str] = []
-    down.probed = results.append
-    down.start_probe(MOVE, t)
-    for leg in legs:
-        leg.packets += 3
-    down.nacks += 2
+    results = probed_with_loss(down, legs, t, packets=3, nacks=2)
     assert down.reacts(t + 0.1)
     assert not down.react(t + 0.1, floor=FLOOR)  # it failed the probe, it cut nothing
     assert results == ["failed"] and not down.padding(t + 0.1)
@@ -370,12 +378,7 @@ def test_a_failed_probe_keeps_what_the_layers_were_sent_without_loss_before_it()
         for leg in legs:
             leg.packets += 2
         down.update(199_000, 0.0, now=t, floor=193_000)
-    results: list[str] = []
-    down.probed = results.append
-    down.start_probe(MOVE, t)
-    for leg in legs:
-        leg.packets += 10
-    down.nacks += 3
+    results = probed_with_loss(down, legs, t, packets=10, nacks=3)
     down.react(t + 0.3)
     assert results == ["failed"]
     assert round(down.estimate, -3) == 199_000
