@@ -194,7 +194,9 @@ class Participant:
                     if not ice.iceGatherer._connection.local_candidates:
                         self._mux.attach(ice.iceGatherer._connection)
             new = self._new_uptracks()
-            placed = self._place_pending(sdp) if first else []
+            # only a client that said so (early: the web client) offers m-lines for the others'
+            # tracks; an aiortc client's recvonly m-line is its transport's (a meeting source)
+            placed = self._place_pending(sdp) if first and self.offers_early else []
             await self.pc.setLocalDescription(await self.pc.createAnswer())
             for dt in placed:
                 if id(dt.up) in self.downtracks:
