@@ -130,14 +130,12 @@ class CallServer:
         p.transcoding = self.transcoding
         if label is not None:
             await self.restore(p)
-        current = self.meetings.get(meeting_id)  # legs of what is published now: the answer
-        if current is not None:  # may carry them (browsers offer recvonly m-lines for them)
-            for other in current.participants.values():
-                if label is None or other.label != label:  # not a session this one replaces
-                    for up in other.uptracks:
-                        p.subscribe(up)
+        current = self.meetings.get(meeting_id)  # what is published now: the answer may carry
+        published = [up for other in (current.participants.values() if current else ())
+                     if label is None or other.label != label  # not a session this replaces
+                     for up in other.uptracks]
         try:
-            answer, ups = await p.accept_offer(sdp)
+            answer, ups = await p.accept_offer(sdp, published)
         except Exception:
             await p.close()
             raise
@@ -152,6 +150,9 @@ class CallServer:
             meeting = self.meetings.setdefault(meeting_id, meeting)
         self.participants[pid] = p
         meeting.add(p)
+        live = {id(up) for o in meeting.participants.values() for up in o.uptracks}
+        for dt in [dt for dt in p.downtracks.values() if id(dt.up) not in live]:
+            p.unsubscribe(dt.up)  # unpublished while the answer was made
         meeting.publish(p, ups)
         self._gauges()
         return p, answer

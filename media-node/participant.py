@@ -170,8 +170,11 @@ class Participant:
             await self._on_gone(self)
 
     # -- negotiation ------------------------------------------------------------------------
-    async def accept_offer(self, sdp: str) -> tuple[str, list[UpTrack]]:
-        """Apply a client offer; return the answer and the newly published tracks."""
+    async def accept_offer(self, sdp: str, published: list[UpTrack] | None = None,
+                           ) -> tuple[str, list[UpTrack]]:
+        """Apply a client offer; return the answer and the newly published tracks. A join
+        subscribes to ``published`` here, once the offer said what the client decodes, so the
+        answer can carry those legs."""
         async with self._lock:
             if self.pc.signalingState != "stable":
                 raise Glare
@@ -183,6 +186,8 @@ class Participant:
                 self.simulcast.update(offered_layers(sdp))
             if self.video_codecs is None:
                 self.video_codecs = offered_video_codecs(sdp) or None
+            for up in published or ():
+                self.subscribe(up)
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp, "offer"))
             route_by_mid(self.pc)
             if not self.publishes:  # its sending m-lines are answered inactive: no receiver
