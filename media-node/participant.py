@@ -214,8 +214,8 @@ class Participant:
         one per track it expects from those already in the room), so the join's answer carries
         them: no server offer and answer a round trip later, and each leg's keyframe is asked for
         at its bind, while ICE and DTLS connect (docs/call-server.md, "Negotiation and
-        renegotiation"). A leg with no
-        fitting m-line (none left, or its codec not offered there) waits for the next offer."""
+        renegotiation"). A leg with no fitting m-line (none left, or its codec not offered
+        there) waits for the next offer."""
         slots = {m.rtp.muxId for m in sdp.SessionDescription.parse(offer).media
                  if m.direction == "recvonly"}
         placed: list[DownTrack] = []
