@@ -467,7 +467,17 @@ class Participant:
             if not dt.up.simulcast and not isinstance(before_layer, RungLayer):
                 continue
             if dt.layer is None and not dt.packets and not isinstance(dt.target, RungLayer):
-                continue  # a new leg keeps the flowing layer it starts on until its keyframe
+                # a new leg keeps the flowing layer it starts on until its keyframe; one that
+                # began before anything was sampled started on the top layer, which may never
+                # come (Chromium sends no layer its capture is too small for, e.g. a camera
+                # smaller than the size its join offer's layers were planned from): once
+                # another layer flows and that one does not, the leg starts there instead
+                start = dt.up.flowing()
+                target = dt.target
+                if (target is not None and target.bitrate <= 0 and start != target.index
+                        and dt.up.layers[start].bitrate > 0):
+                    dt.select(start)
+                continue
             down = before_layer is not None and index < before_layer.index
             if dt.select(index, congested=down and self.downlink.congested):
                 stopped = stopped or (down and self.downlink.congested)

@@ -28,14 +28,13 @@ function forCallServer(sdp) {
 }
 
 // Camera layers for the call server (simulcast, RFC 8853), lowest first: as many as the capture
-// height carries (Chromium's own table: 3 from 540 lines, 2 from 270, else none). The call server
+// height h (the camera's, or what it was asked for while it opens) carries (Chromium's own table: 3 from 540 lines, 2 from 270, else none). The call server
 // forwards each receiver the one that fits its link and tile (docs/call-server.md, "Simulcast").
 // In VP9 each layer is its own stream too, asked for with scalabilityMode L1T1 (one spatial, one
 // temporal layer per rid; without it Chromium sends one SVC stream instead): the call server
 // switches and numbers VP9 layers exactly as VP8 ones, and the transcoder decodes one of them.
 // AV1 the same (L1T1: no temporal layers, so no Dependency Descriptor is needed).
-function simulcastEncodings(track, codec) {
-  const h = track.getSettings().height || 0;
+function simulcastEncodings(h, codec) {
   const n = h >= 540 ? 3 : h >= 270 ? 2 : 1;
   if (n < 2) return null;
   const mode = codec === "vp9" || codec === "av1" ? { scalabilityMode: "L1T1" } : {};
@@ -53,6 +52,7 @@ class SfuSession {
     this.remote = {};        // mid -> {participant (stream), track id, kind, direction}
     this.sources = {};       // published track id -> "camera" | "screen" (from signaling)
     this.toPublish = [];     // [{track, stream}] waiting for a recvonly m-line (sfu.publish)
+    this.awaiting = [];      // sendonly transceivers offered before the camera opened (attach)
     this.layerOf = {};       // "<participant>|<track id>" -> the node's last sfu.layer for it
     this.sentViews = null;   // the last sfu.view we sent (JSON), so only changes go out
     this.answered = false; this.closed = false; this.node = null; this.connectedAt = null;
@@ -74,26 +74,33 @@ class SfuSession {
   // those already in the room (expect: {audio, video}), which the call server's answer fills
   // with their tracks: they flow at "connected", with no server offer a round trip later
   // (docs/call-server.md, "Joining"); unfilled ones are answered inactive. A viewer with nothing
-  // to expect offers one recvonly m-line.
-  async offer(streams, expect = { audio: 0, video: 0 }) {
-    for (const s of streams) {
-      for (const t of s.getTracks()) {
-        const source = t.kind === "video" ? this.hooks.sourceOf(t) : null;
-        const enc = source === "camera" ? simulcastEncodings(t, this.hooks.sendCodec)
-          : source === "screen" ? [{ maxFramerate: SCREEN_FPS }] : null;
-        const tr = this.pc.addTransceiver(t, { direction: "sendonly", streams: [s], ...(enc ? { sendEncodings: enc } : {}) });
-        if (enc && source === "camera") {
-          // a layer is a resolution the call server picks for a tile: under CPU or bandwidth
-          // pressure the browser drops frames, not lines, so the choice stays true
-          const p = tr.sender.getParameters();
-          p.degradationPreference = "maintain-resolution";
-          await tr.sender.setParameters(p).catch((err) => console.log("[parley] degradation", err));
-        }
+  // to expect offers one recvonly m-line. camera: {kinds, height} of a camera and microphone
+  // still opening: their m-lines are offered without tracks, which attach() puts on them, so the
+  // join does not wait for the camera.
+  async offer(streams, expect = { audio: 0, video: 0 }, camera = null) {
+    const sends = streams.flatMap((s) => s.getTracks().map((t) => ({ kind: t.kind, track: t, stream: s,
+      source: t.kind === "video" ? this.hooks.sourceOf(t) : null, height: t.getSettings().height || 0 })));
+    for (const kind of camera?.kinds || []) {
+      sends.push({ kind, track: null, source: kind === "video" ? "camera" : null, height: camera.height });
+    }
+    for (const { kind, track, stream, source, height } of sends) {
+      const enc = source === "camera" ? simulcastEncodings(height, this.hooks.sendCodec)
+        : source === "screen" ? [{ maxFramerate: SCREEN_FPS }] : null;
+      const tr = this.pc.addTransceiver(track || kind, { direction: "sendonly", ...(stream ? { streams: [stream] } : {}),
+                                                         ...(enc ? { sendEncodings: enc } : {}) });
+      if (!track) this.awaiting.push(tr);
+      if (enc && source === "camera") {
+        // a layer is a resolution the call server picks for a tile: under CPU or bandwidth
+        // pressure the browser drops frames, not lines, so the choice stays true
+        const p = tr.sender.getParameters();
+        p.degradationPreference = "maintain-resolution";
+        await tr.sender.setParameters(p).catch((err) => console.log("[parley] degradation", err));
       }
     }
     // a page restricted to some video codecs announces them even without a camera: the call
     // server learns what a participant decodes from the video m-lines of its join offer
-    if (this.hooks.videoCodecs?.length && !this.pc.getTransceivers().some((tr) => tr.sender.track?.kind === "video")) {
+    const sendsVideo = (tr) => tr.direction === "sendonly" && tr.receiver.track.kind === "video";
+    if (this.hooks.videoCodecs?.length && !this.pc.getTransceivers().some(sendsVideo)) {
       this.pc.addTransceiver("video", { direction: "recvonly" });
     }
     for (const kind of ["audio", "video"]) {
@@ -104,6 +111,28 @@ class SfuSession {
     await this.pc.setLocalDescription();
     await this.gathered(1500);  // the call server takes no trickled candidates: the first ones
     return { sdp: forCallServer(this.pc.localDescription.sdp), sources: this.localSources() };
+  }
+
+  // The camera and microphone opened after the join offer (offer's `camera`): their tracks go onto
+  // the senders offered for them, with no renegotiation (the m-lines and their track ids stay).
+  // Returns the track ids the call server knows of those that did not open (a refused camera),
+  // for sfu.unpublish.
+  async attach(stream) {
+    const secs = sdpSections(this.pc.localDescription?.sdp || "");
+    const missing = [];
+    for (const tr of this.awaiting.splice(0)) {
+      const track = stream?.getTracks().find((t) => t.kind === tr.receiver.track.kind);
+      if (track) await tr.sender.replaceTrack(track).catch((err) => console.log("[parley] attach", err));
+      else if (secs.find((x) => x.mid === tr.mid)?.track) missing.push(secs.find((x) => x.mid === tr.mid).track);
+    }
+    return this.closed ? [] : missing;
+  }
+
+  // a sender is the camera's when its track is, or when it waits for the camera's video track
+  isCamera(tr) {
+    const t = tr.sender.track;
+    return t ? t.kind === "video" && this.hooks.sourceOf(t) === "camera"
+      : this.awaiting.includes(tr) && tr.receiver.track.kind === "video";
   }
 
   preferCodecs(tr) {
@@ -117,7 +146,7 @@ class SfuSession {
       return;
     }
     // the camera's own codec first (the call server takes an offer's first codec it forwards)
-    const send = tr.sender.track && this.hooks.sourceOf(tr.sender.track) === "camera" && this.hooks.sendCodec
+    const send = this.isCamera(tr) && this.hooks.sendCodec
       ? `video/${this.hooks.sendCodec}`.toLowerCase() : "video/vp8";
     const rank = (c) => (c.mimeType.toLowerCase() === send ? 0 : c.mimeType === "video/VP8" ? 1 : c.mimeType === "video/rtx" ? 2 : 3);
     try { tr.setCodecPreferences([...caps].sort((a, b) => rank(a) - rank(b))); } catch { /* */ }
@@ -294,7 +323,8 @@ class SfuSession {
   async onLayers(msg) {
     const secs = sdpSections(this.pc.localDescription?.sdp || "");
     for (const tr of this.pc.getTransceivers()) {
-      if (!tr.sender.track || secs.find((x) => x.mid === tr.mid)?.track !== msg.track) continue;
+      // a camera still opening too: its layers start as the call server wants them
+      if (!(tr.sender.track || this.awaiting.includes(tr)) || secs.find((x) => x.mid === tr.mid)?.track !== msg.track) continue;
       const p = tr.sender.getParameters();
       let changed = false;
       for (const e of p.encodings || []) {
@@ -346,7 +376,9 @@ class SfuSession {
     for (const tr of this.pc.getTransceivers()) {
       const t = tr.sender.track;
       const sec = secs.find((s) => s.mid === tr.mid);
-      if (t && t.kind === "video" && sec?.track) out[sec.track] = this.hooks.sourceOf(t);
+      if (!sec?.track || tr.receiver.track.kind !== "video") continue;
+      if (t) out[sec.track] = this.hooks.sourceOf(t);
+      else if (this.isCamera(tr)) out[sec.track] = "camera";
     }
     return out;
   }

@@ -91,6 +91,65 @@ def test_prejoin_with_the_camera_refused_joins_audio_only(
         close(host, guest)
 
 
+# The camera's answer comes only once the call-server join offer is out: a person still looking
+# at the permission prompt, or a slow camera. Deterministic, unlike racing the fake device.
+CAMERA_AFTER_SFU_JOIN = """(() => {
+  let release; const joined = new Promise((r) => { release = r; });
+  const send = WebSocket.prototype.send;
+  WebSocket.prototype.send = function (data) {
+    try { if (JSON.parse(data).type === "sfu.join") release(); } catch { /* not JSON */ }
+    return send.call(this, data);
+  };
+  const md = navigator.mediaDevices; const gum = md.getUserMedia.bind(md);
+  md.getUserMedia = (c) => joined.then(() => gum(c));
+})()"""
+
+
+def test_a_call_server_link_joins_before_its_camera_opens(
+        browser: Any, parley_server: Callable[..., str], uniq: Callable[[str], str]) -> None:
+    """A link that joins at once (?name=) joins and offers its camera's m-lines before the camera
+    answers: allowed, the tracks go onto those m-lines and the others decode them; refused, the
+    camera's m-line is unpublished: the others get its audio, no video, and see the camera off.
+    Both still receive the others."""
+    base = parley_server()
+    room = uniq("early-camera")
+    cam = "topology=sfu&w=320&h=240&fps=15"
+    host = open_client(browser, f"{base}/m/{room}?name=Host&{cam}")
+    pages = []
+    try:
+        # Sam asks for 360 lines: two simulcast layers, planned before the camera answers
+        for name, permissions, size in (("Sam", ["camera", "microphone"], "w=640&h=360&"),
+                                        ("Rita", ["microphone"], "")):
+            context = browser.new_context(permissions=permissions)
+            context.add_init_script(CAMERA_AFTER_SFU_JOIN)
+            page = context.new_page()
+            pages.append(page)
+            page.goto(f"{base}/m/{room}?name={name}&{size}{cam}")
+        slow, refused = pages
+        refused.wait_for_function(
+            "window.parley?.state?.mediaError?.code === 'camera_refused'", timeout=15000)
+        host_id, slow_id, refused_id = (
+            p.evaluate("window.parley.state.identity") for p in (host, slow, refused))
+        for page in pages:
+            wait_media(page, [(host_id, "video", "camera")])  # both see the others
+        got = wait_media(host, [(slow_id, "video", "camera"), (slow_id, "audio", "microphone"),
+                                (refused_id, "audio", "microphone")])
+        assert not [r for r in got["inbound"] if r["participant"] == refused_id
+                    and r["kind"] == "video"], "the refused camera sends no video"
+        host.wait_for_selector(f".tile[data-participant='{refused_id}'][data-source=camera]"
+                               "[data-video=off]", timeout=10000)
+        types = host.evaluate("window.parley.state.messages.map((m) => m.type)")
+        assert "sfu.unpublished" in types, types  # the refused camera's m-line left the view
+        # two layers planned from the 360 lines asked for; the fake camera, opened by the host
+        # first at 240 lines, gives Sam 240 too, so Chromium never sends the top one: the host
+        # got Sam's video on the lower layer all the same (the node does not wait on a layer
+        # that never came)
+        out = slow.evaluate("window.parley.stats()")["callServer"]["outbound"]
+        assert sorted(o["rid"] for o in out) == ["f", "h"], out
+    finally:
+        close(host, *pages)
+
+
 def test_two_participants_see_mute_and_raised_hand_and_the_phone_layout_fits(
         browser: Any, parley_server: Callable[..., str], uniq: Callable[[str], str]) -> None:
     base = parley_server()

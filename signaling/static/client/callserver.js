@@ -4,6 +4,7 @@
 // small tile gets a small layer.
 /* global SfuSession */
 import { local, log, opts, peers, send, server, state } from "./core.js";
+import { ensureLocalMedia, localMediaOpen } from "./capture.js";
 import { addTile, removeTile, setConn, tileHeight } from "./tiles.js";
 import { renderRoster } from "./people.js";
 
@@ -64,11 +65,22 @@ export async function startSfu(reason) {
   });
   // one camera and one microphone per participant already here, their tracks in the answer
   const others = Math.min(EXPECT_MAX, Object.keys(state.participants).filter((id) => id !== state.identity).length);
-  const offer = await session.offer([local.stream, local.screen].filter(Boolean), { audio: others, video: others });
+  // a camera and microphone still opening (a join that did not wait for them, early.js): offered
+  // without tracks, attached once open, so the others' video flows meanwhile
+  const opening = localMediaOpen() ? null
+    : { kinds: ["audio", "video"].filter((k) => opts[k]), height: opts.height };
+  const offer = await session.offer([local.stream, local.screen].filter(Boolean), { audio: others, video: others }, opening);
   if (session !== server.sfu) return;  // superseded while gathering
   // early: a browser takes the call server's offer of the others' tracks before its connection
   // is up, so that offer travels while ICE and DTLS connect (docs/signaling.md, "Call server")
   send({ type: "sfu.join", id: session.ref, early: true, ...offer });
+  // not awaited: the call server's answer (sfu.joined) is handled while the camera opens; a kind
+  // that did not open (a refused camera) leaves the others' view as a stopped share does
+  if (opening) {
+    ensureLocalMedia().then(() => session.attach(local.stream)).then((gone) => {
+      for (const track of gone) if (session === server.sfu) send({ type: "sfu.unpublish", track });
+    });
+  }
 }
 
 async function onPairSfuMessage(msg) {

@@ -69,10 +69,13 @@ export function openCamera() {
 // the join goes out first, the self tile, device watch and screen share follow
 // (media.js showLocalMedia) while it travels.
 let mediaReady = null;
+let mediaOpen = false;
 export function ensureLocalMedia() {
-  mediaReady = mediaReady || openLocalMedia();
+  mediaReady = mediaReady || openLocalMedia().then(() => { mediaOpen = true; });
   return mediaReady;
 }
+// the camera and microphone are open (or refused, or not asked for): local.stream is final
+export const localMediaOpen = () => mediaOpen;
 async function openLocalMedia() {
   if (opts.audio || opts.video) {
     const stream = await openCamera();
@@ -93,10 +96,14 @@ export async function capabilities() {
       if (["VP8", "VP9", "H264", "AV1", "opus"].includes(name)) codecs.add(name);
     }
   }
+  // the camera's own settings once it is open; before (a join that does not wait for it), what
+  // it was asked for
   const track = local.stream?.getVideoTracks()[0];
+  const asked = opts.video ? { height: opts.height, frameRate: opts.fps } : {};
+  const settings = track?.getSettings() || asked;
   return {
-    maxHeight: Math.max(90, track?.getSettings().height || 720),
-    maxFps: Math.round(track?.getSettings().frameRate || 30),
+    maxHeight: Math.max(90, settings.height || 720),
+    maxFps: Math.round(settings.frameRate || 30),
     bandwidthKbps: opts.bandwidthKbps ||
       Math.max(50, Math.round((navigator.connection?.downlink || 1.5) * 1000)),
     codecs: [...codecs].slice(0, 16),

@@ -10,15 +10,19 @@ import { markMedia } from "./tiles.js";
 import { early } from "./early.js";
 
 export async function joinRoom(room) {
-  await ensureLocalMedia();
   state.room = room;
   const sent = early.join; early.join = null;  // a page's first join may have left already
   if (!(sent && await sent)) {
+    await ensureLocalMedia();
     send({ type: "media", ...state.media });  // remembered for the join: others see it at once
     send({ type: "join", room, topology: opts.topology, ...(await capabilities()) });
   }
   setStatus(`joining ${room}`);
-  await showLocalMedia();  // before "joined" is handled: messages are handled one at a time
+  // the self tile once the camera is open; "joined" is not held for it (messages are handled one
+  // at a time): a call-server offer goes without the camera, a mesh offer waits (onJoined). A
+  // screen shared from the start is in the join's offer, so that one waits here.
+  const shown = ensureLocalMedia().then(showLocalMedia);
+  if (opts.screen) await shown;
 }
 
 export function leaveRoom(tellServer = true) {
@@ -36,6 +40,7 @@ export async function onJoined(msg) {
   startTelemetry();
   for (const p of msg.participants) state.participants[p.identity] = p;
   if (msg.topology === "sfu") { renderRoster(); await startSfu("joined"); return; }
+  await ensureLocalMedia();  // a mesh offer carries my tracks
   for (const p of msg.participants) {
     const peer = peerFor(p.identity, p.name);   // the newcomer offers to everyone present
     peer.tracksAdded = true;
