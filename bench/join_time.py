@@ -12,7 +12,8 @@ The breakdown comes from an init script this bench adds to every page (the clien
 changed for it): it wraps ``fetch`` (the guest token), ``WebSocket`` (open, every message type
 sent and received), ``getUserMedia`` and ``RTCPeerConnection`` (ICE gathering, ICE and DTLS
 states, tracks) and records the first time each happens (``performance.now()``); the first
-video RTP packet and the first decoded frame come from ``getStats`` polled every 10 ms. Each
+video RTP packet and the first decoded frame come from the video receivers' ``getStats`` polled
+every 10 ms (``--observer stats``: the page's own ``stats()``, as before 2026-12-03 16:40). Each
 phase of ``PHASES`` runs from one mark to another; phases may overlap once work runs in parallel,
 so the critical path is the chain whose marks are later.
 
@@ -52,6 +53,7 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
 # First occurrence of each step, in ms since navigation start (window.__joinMarks).
 MARKS_JS = """(() => {
   const t = window.__joinMarks = {};
+  window.__videoReceivers = [];  // what FIRST_FRAME_JS polls (receivers)
   const mark = (name) => { if (!(name in t)) t[name] = performance.now(); };
   const typeOf = (data) => { try { return JSON.parse(data).type; } catch { return "?"; } };
   const fetch0 = window.fetch;
@@ -85,7 +87,10 @@ MARKS_JS = """(() => {
       on("icecandidate", (e) => mark(e.candidate ? "ice.candidate" : "ice.gathered"));
       on("iceconnectionstatechange", () => mark("ice." + this.iceConnectionState));
       this.addEventListener("connectionstatechange", () => mark("pc." + this.connectionState));
-      this.addEventListener("track", (e) => mark("track." + e.track.kind));
+      this.addEventListener("track", (e) => {
+        mark("track." + e.track.kind);
+        if (e.track.kind === "video") window.__videoReceivers.push(e.receiver);
+      });
     }
     async setLocalDescription(...args) {
       mark("sld.start");
@@ -97,8 +102,13 @@ MARKS_JS = """(() => {
   document.addEventListener("DOMContentLoaded", () => mark("dom.loaded"));
 })()"""
 
-# Resolves with the marks once a remote video frame is decoded (first RTP packet on the way).
-FIRST_FRAME_JS = """async () => {
+# Resolves with the marks once a remote video frame is decoded (first RTP packet on the way),
+# polled every 10 ms. "receivers" (default since 2026-12-03 16:40): getStats of the video
+# receivers the page got a track event for, nothing before the first one. "stats": the page's
+# own window.parley.stats() (every connection, candidate pairs, outbound layers) from the
+# moment the client defines it, as every run before; that poll is work a real page does not do,
+# on the two cores the join runs on (docs/benchmarks.md, "2026-12-03 (5)").
+FIRST_FRAME_JS = {"stats": """async () => {
   const t = window.__joinMarks;
   while (!(window.parley && window.parley.stats)) await new Promise(r => setTimeout(r, 5));
   t["script.ready"] = t["script.ready"] ?? performance.now();
@@ -114,7 +124,26 @@ FIRST_FRAME_JS = """async () => {
     }
     await new Promise(r => setTimeout(r, 10));
   }
-}"""
+}""", "receivers": """async () => {
+  const t = window.__joinMarks;
+  for (;;) {
+    let packets = 0, frames = 0;
+    for (const r of window.__videoReceivers) {
+      (await r.getStats()).forEach((s) => {
+        if (s.type !== "inbound-rtp") return;
+        packets += s.packetsReceived || 0; frames += s.framesDecoded || 0;
+      });
+    }
+    if (packets > 0) t["rtp.first"] ??= performance.now();
+    if (frames > 0) {
+      t.frame = performance.now();
+      const nav = performance.getEntriesByType('navigation')[0];
+      t["html.end"] = nav ? nav.responseEnd : null;
+      return t;
+    }
+    await new Promise(r => setTimeout(r, 10));
+  }
+}"""}
 
 # (phase, from mark, to mark): what the table in docs/benchmarks.md shows, per topology.
 COMMON = [
@@ -227,7 +256,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 ctx.add_init_script(MARKS_JS)
                 page = ctx.new_page()
                 page.goto(f"{base}/m/{room}?name=joiner{i}&{query}")
-                marks = page.evaluate(FIRST_FRAME_JS)
+                marks = page.evaluate(FIRST_FRAME_JS[args.observer])
                 if i > 0:  # the first join warms up the browser's codecs and caches
                     samples.append(marks["frame"])
                     runs.append({k: round(v, 1) for k, v in marks.items() if v is not None})
@@ -243,6 +272,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "load_avg": os.getloadavg()},
         "topology": args.topology,
+        "observer": args.observer,
         "client": args.client or args.checkout or "this tree",
         "server": args.checkout or "this tree",
         "joins": len(samples),
@@ -276,6 +306,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="serve the web client from this directory (default: this tree's)")
     ap.add_argument("--checkout", default=None,
                     help="run server and client from this tree (e.g. `git archive main`)")
+    ap.add_argument("--observer", choices=sorted(FIRST_FRAME_JS), default="receivers",
+                    help="how the first frame is watched: the video receivers' getStats "
+                         "(default) or the page's own stats() as before 2026-12-03 16:40")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     result = run(args)

@@ -421,10 +421,14 @@ def plan(choice: dict[DownTrack, int], legs: Iterable[DownTrack], budget: float,
     """Which legs get a rung instead of the layer ``choice`` gave them: only when the layers
     chosen (each leg's lowest, after ``allocation.allocate``) still exceed ``budget``; legs
     already on a rung first (they leave it only with 15 % headroom, like a layer raise), then
-    the smallest tiles. A leg gets the highest rung that makes the total fit, else the lowest;
-    only rungs below its source's height and rate (never upward, never for a source already
-    there), and only where the rung's codec can be made (``rung_possible``; ``decodes``: the
-    subscriber decodes a track as published)."""
+    the smallest tiles. A leg on its layer goes to a rung only while the total exceeds the
+    budget itself: the headroom is the rung legs' to leave, not a reason for another leg to
+    join them (one leg just off its rung was sent back at the same estimate while the other
+    stayed on one, again and again: test_throttled's failed probe, 2026-12-03). A leg gets the
+    highest rung that makes the total fit, else the lowest; only rungs below its source's
+    height and rate (never upward, never for a source already there), and only where the rung's
+    codec can be made (``rung_possible``; ``decodes``: the subscriber decodes a track as
+    published)."""
     spent = sum(dt.up.layers[0].known for dt in legs if dt.kind == "audio")
     spent += sum(rate(dt.up.layers[i]) for dt, i in choice.items())
     on_rung = [dt for dt in choice if isinstance(dt.current, RungLayer)]
@@ -435,8 +439,8 @@ def plan(choice: dict[DownTrack, int], legs: Iterable[DownTrack], budget: float,
     order = sorted((dt for dt, i in choice.items()
                     if i == 0 and rung_possible(dt.up, decodes(dt.up))),
                    key=lambda dt: (dt not in on_rung, views.get(dt.up.track_id) or 10_000))
-    for dt in order:
-        if spent <= limit:
+    for dt in order:  # the rung legs first: once one may leave, so may every other
+        if spent <= (limit if dt in on_rung else budget):
             break
         source = dt.up.layers[0]
         below = [r for r in ladder

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from parley.media.allocation import allocate
+from parley.media.transcoding import MEETING_LADDER, RungLayer, plan
 
 
 class Leg:
@@ -55,3 +56,32 @@ def test_after_a_cut_a_leg_is_not_raised_back_while_the_estimate_holds() -> None
     # the hold keeps what a leg has: one already on its full layer stays there
     legs[1].target = None
     assert sorted(allocate(legs, 270_000, {}, hold=True).values()) == [0, 1]
+
+
+def test_a_leg_off_its_rung_keeps_its_layer_while_the_total_fits_the_budget() -> None:
+    """Two cameras' lowest layers (180 lines, 95 kbit/s each) and 20 kbit/s of audio on a
+    187 kbit/s estimate: one leg still on a rung, the other just back on its layer. The rung leg
+    stays (90p, 50 kbit/s), which leaves 165: within the budget, so the layer leg keeps its
+    layer; the rung leg's 15 % headroom (159) is not a reason to send it back too (it was, at
+    the same estimate, and came off again, over and over: test_throttled, 2026-12-03)."""
+    class Cam:  # what ``plan`` reads of a video leg (hashable, as a DownTrack)
+        def __init__(self, track: str) -> None:
+            layer = SimpleNamespace(index=0, known=95_000.0, bitrate=95_000.0, height=180)
+            codec = SimpleNamespace(mimeType="video/VP8")
+            self.kind, self.current = "video", layer
+            self.up = SimpleNamespace(layers=[layer], track_id=track, kind="video", codec=codec)
+
+    def cam(track: str) -> Any:
+        return Cam(track)
+
+    on_rung, back = cam("a"), cam("b")
+    on_rung.current = RungLayer.__new__(RungLayer)  # what that leg gets now: a rung
+    audio = SimpleNamespace(kind="audio", up=SimpleNamespace(
+        layers=[SimpleNamespace(known=20_000.0)]))
+    ninety = next(r for r in MEETING_LADDER if r.name == "90p")
+    assert plan({on_rung: 0, back: 0}, [audio, on_rung, back], 187_000.0, {}) == {
+        on_rung: ninety}
+    # over the budget itself the layer leg goes too; with the headroom both leave their rungs
+    assert plan({on_rung: 0, back: 0}, [audio, on_rung, back], 150_000.0, {}) == {
+        on_rung: ninety, back: ninety}
+    assert plan({on_rung: 0, back: 0}, [audio, on_rung, back], 250_000.0, {}) == {}
