@@ -10,8 +10,22 @@ import { markMedia } from "./tiles.js";
 import { renderRoster } from "./people.js";
 import { early, openSocket } from "./early.js";
 
+// The add-ons (parley-chat.js, parley-recording.js) are modules after parley.js: what is told
+// them before they run and listen (DOMContentLoaded marks it: a late joiner's chat history)
+// waits for them, in order, while the client itself handles every message at once (the join
+// it answers is on the path to the first frame; waiting for the page's last module cost it
+// 20-80 ms, docs/benchmarks.md "Join time").
+const addons = { ready: false, held: [] };
+window.parleyBoot.loaded.then(() => {
+  addons.ready = true;
+  for (const [name, detail] of addons.held.splice(0)) emit(name, detail);
+});
+function tell(name, detail) {
+  if (addons.ready) emit(name, detail); else addons.held.push([name, detail]);
+}
+
 async function onMessage(msg) {
-  emit("parley:message", msg);  // for add-ons (parley-chat.js, parley-recording.js)
+  tell("parley:message", msg);  // for add-ons (parley-chat.js, parley-recording.js)
   state.messages.push(msg.type === "error" || msg.type === "sfu.layer" ? msg
     : { type: msg.type, callId: msg.callId, reason: msg.reason });
   if (state.messages.length > 500) state.messages.shift();
@@ -27,7 +41,7 @@ async function onMessage(msg) {
         send({ type: "client.info", info: clientInfo() });
       }
       setStatus("connected");
-      emit("parley:welcome", msg);
+      tell("parley:welcome", msg);
       if (pathRoom) await joinRoom(pathRoom);  // the front page opens no camera before a call
       break;
     case "joined": await onJoined(msg); break;
@@ -106,10 +120,6 @@ function scheduleRefresh(expiresIn, guest) {
 
 export async function connect() {
   setStatus("connecting");
-  // The add-ons (parley-chat.js, parley-recording.js) are modules after parley.js: what the
-  // socket already holds (boot.js opened it early: a chat history may be there) waits until
-  // they run and listen, which DOMContentLoaded marks (readyState is "interactive" before them).
-  await window.parleyBoot.loaded;
   // early.js may have opened it (a page that joins at once); else it opens now
   const opened = early.socket || openSocket();
   state.token = opts.token;  // the page's own access token, for the HTTP API (recording);
