@@ -42,6 +42,14 @@ function simulcastEncodings(h, codec) {
 }
 const SCREEN_FPS = 5;  // a screen share: one full-resolution layer, few frames
 
+// The id the call server knows each of this page's tracks by, for tracks first announced under
+// another: a camera offered before it opened (SfuSession.attach) is known by its m-line's id,
+// and a later session (after a failover or an ICE failure), which offers the track itself,
+// announces it under that id again, so a recording continues the same track across nodes.
+const announcedAs = new Map();  // track id -> announced id
+const sameTrackIds = (sdp) => sdp.replace(/^(a=(?:ssrc:\d+ )?msid:\S+ )(\S+)/gm,
+  (_, head, id) => head + (announcedAs.get(id) || id));
+
 class SfuSession {
   // hooks: {iceServers, relay, videoCodecs, sendCodec, sourceOf(track), onTrack(participant,
   //         source, track), onState(connectionState), onFailed()}; videoCodecs (e.g. ["h264"]):
@@ -110,7 +118,7 @@ class SfuSession {
     for (const tr of this.pc.getTransceivers()) this.preferCodecs(tr);
     await this.pc.setLocalDescription();
     await this.gathered(1500);  // the call server takes no trickled candidates: the first ones
-    return { sdp: forCallServer(this.pc.localDescription.sdp), sources: this.localSources() };
+    return { sdp: forCallServer(sameTrackIds(this.pc.localDescription.sdp)), sources: this.localSources() };
   }
 
   // The camera and microphone opened after the join offer (offer's `camera`): their tracks go onto
@@ -118,15 +126,21 @@ class SfuSession {
   // Returns the track ids the call server knows of those that did not open (a refused camera),
   // for sfu.unpublish.
   async attach(stream) {
-    const secs = sdpSections(this.pc.localDescription?.sdp || "");
+    const secs = this.ownSections();
     const missing = [];
     for (const tr of this.awaiting.splice(0)) {
       const track = stream?.getTracks().find((t) => t.kind === tr.receiver.track.kind);
-      if (track) await tr.sender.replaceTrack(track).catch((err) => console.log("[parley] attach", err));
-      else if (secs.find((x) => x.mid === tr.mid)?.track) missing.push(secs.find((x) => x.mid === tr.mid).track);
+      const id = secs.find((x) => x.mid === tr.mid)?.track;
+      if (track) {
+        if (id) announcedAs.set(track.id, id);
+        await tr.sender.replaceTrack(track).catch((err) => console.log("[parley] attach", err));
+      } else if (id) missing.push(id);
     }
     return this.closed ? [] : missing;
   }
+
+  // our local description's m-sections, each track under the id the call server knows it by
+  ownSections() { return sdpSections(sameTrackIds(this.pc.localDescription?.sdp || "")); }
 
   // a sender is the camera's when its track is, or when it waits for the camera's video track
   isCamera(tr) {
@@ -208,7 +222,7 @@ class SfuSession {
       p.encodings[0].maxFramerate = SCREEN_FPS;
       await sender.setParameters(p).catch((err) => console.log("[parley] screen parameters", err));
     }
-    return { sdp: this.pc.localDescription.sdp, sources: this.localSources() };
+    return { sdp: sameTrackIds(this.pc.localDescription.sdp), sources: this.localSources() };
   }
 
   // aiortc numbers header extensions of the m-lines it adds its own way (mid=1, ...), which
@@ -309,7 +323,7 @@ class SfuSession {
     this.toPublish = this.toPublish.filter((x) => x.track !== track);
     const tr = this.pc.getTransceivers().find((t) => t.sender.track === track);
     if (!tr || this.closed) return null;
-    const announced = sdpSections(this.pc.localDescription?.sdp || "").find((x) => x.mid === tr.mid)?.track;
+    const announced = this.ownSections().find((x) => x.mid === tr.mid)?.track;
     tr.sender.replaceTrack(null).catch(() => {});
     return announced || null;
   }
@@ -321,7 +335,7 @@ class SfuSession {
 
   // sfu.layers (dynacast): encode only the layers of our camera that somebody receives.
   async onLayers(msg) {
-    const secs = sdpSections(this.pc.localDescription?.sdp || "");
+    const secs = this.ownSections();
     for (const tr of this.pc.getTransceivers()) {
       // a camera still opening too: its layers start as the call server wants them
       if (!(tr.sender.track || this.awaiting.includes(tr)) || secs.find((x) => x.mid === tr.mid)?.track !== msg.track) continue;
@@ -371,7 +385,7 @@ class SfuSession {
 
   // My video senders' track ids as they appear in my description (msid), -> camera | screen.
   localSources() {
-    const secs = sdpSections(this.pc.localDescription?.sdp || "");
+    const secs = this.ownSections();
     const out = {};
     for (const tr of this.pc.getTransceivers()) {
       const t = tr.sender.track;

@@ -136,7 +136,8 @@ def test_a_pair_whose_direct_path_breaks_mid_call_moves_to_turn(
     pages = {"ma": a, "mb": b, "mc": c}
     try:
         wait_everyone(pages)
-        assert stats(a)["paths"] == {"mb": "direct", "mc": "direct"}
+        sa = stats(a)
+        assert sa["paths"] == {"mb": "direct", "mc": "direct"}, sa["fallbacks"]
         assert pair_types(a, "mb") == {("host", "host")}
 
         def host_ports(page, other: str) -> list[int]:
