@@ -86,6 +86,7 @@ class SfuSession {
   // still opening: their m-lines are offered without tracks, which attach() puts on them, so the
   // join does not wait for the camera.
   async offer(streams, expect = { audio: 0, video: 0 }, camera = null) {
+    const cameras = [];  // the camera's simulcast transceivers
     const sends = streams.flatMap((s) => s.getTracks().map((t) => ({ kind: t.kind, track: t, stream: s,
       source: t.kind === "video" ? this.hooks.sourceOf(t) : null, height: t.getSettings().height || 0 })));
     for (const kind of camera?.kinds || []) {
@@ -97,13 +98,7 @@ class SfuSession {
       const tr = this.pc.addTransceiver(track || kind, { direction: "sendonly", ...(stream ? { streams: [stream] } : {}),
                                                          ...(enc ? { sendEncodings: enc } : {}) });
       if (!track) this.awaiting.push(tr);
-      if (enc && source === "camera") {
-        // a layer is a resolution the call server picks for a tile: under CPU or bandwidth
-        // pressure the browser drops frames, not lines, so the choice stays true
-        const p = tr.sender.getParameters();
-        p.degradationPreference = "maintain-resolution";
-        await tr.sender.setParameters(p).catch((err) => console.log("[parley] degradation", err));
-      }
+      if (enc && source === "camera") cameras.push(tr);
     }
     // a page restricted to some video codecs announces them even without a camera: the call
     // server learns what a participant decodes from the video m-lines of its join offer
@@ -117,6 +112,15 @@ class SfuSession {
     if (!this.pc.getTransceivers().length) this.pc.addTransceiver("audio", { direction: "recvonly" });
     for (const tr of this.pc.getTransceivers()) this.preferCodecs(tr);
     await this.pc.setLocalDescription();
+    // a layer is a resolution the call server picks for a tile: under CPU or bandwidth pressure
+    // the browser drops frames, not lines, so the choice stays true. Not in the SDP, so set
+    // while the candidates gather: awaited before the description, it held the join offer
+    // 20-50 ms while the page's modules ran (bench/join_time)
+    for (const tr of cameras) {
+      const p = tr.sender.getParameters();
+      p.degradationPreference = "maintain-resolution";
+      tr.sender.setParameters(p).catch((err) => console.log("[parley] degradation", err));
+    }
     await this.gathered(1500);  // the call server takes no trickled candidates: the first ones
     return { sdp: forCallServer(sameTrackIds(this.pc.localDescription.sdp)), sources: this.localSources() };
   }

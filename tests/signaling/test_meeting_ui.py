@@ -146,6 +146,9 @@ def test_a_call_server_link_joins_before_its_camera_opens(
         # that never came)
         out = slow.evaluate("window.parley.stats()")["callServer"]["outbound"]
         assert sorted(o["rid"] for o in out) == ["f", "h"], out
+        # a layer keeps its lines under pressure (set after the offer, off the join's path)
+        params = slow.evaluate("window.parley.senderParameters()")
+        assert [p["degradationPreference"] for p in params] == ["maintain-resolution"], params
     finally:
         close(host, *pages)
 

@@ -82,6 +82,7 @@ export function senderParameters() {
     .concat(server.sfu ? [["call-server", server.sfu.pc]] : []).flatMap(([id, pc]) => pc.getSenders()
       .filter((s) => s.track?.kind === "video")
       .map((s) => ({ participant: id, source: local.sources[streamOf(s.track)] || "camera",
+                     degradationPreference: s.getParameters().degradationPreference || null,
                      encodings: (s.getParameters().encodings || []).map((e) => ({
                        maxBitrate: e.maxBitrate, maxFramerate: e.maxFramerate,
                        scaleResolutionDownBy: e.scaleResolutionDownBy })) })));
