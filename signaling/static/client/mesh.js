@@ -19,19 +19,24 @@ function iceConfig(path) {
 }
 const startPath = () => (opts.relay ? "relay" : "direct");
 
-// A participant already in a mesh room offers to a newcomer as soon as it joins
-// (participant.joined): its page has loaded and its camera is open, so the offer is made while
-// the newcomer's page still loads and opens its camera, and the newcomer only answers (the
-// newcomer's own offer was on the join's path: docs/benchmarks.md, "Join time"). A connection
-// still held for an earlier session of that identity is replaced.
-export function greet(participant) {
-  const id = participant.identity;
-  if (state.topology !== "p2p" || id === state.identity) return;
-  peers.get(id)?.close(); peers.delete(id);
-  const peer = peerFor(id, participant.name);
-  peer.tracksAdded = true;
-  peer.addLocalTracks();
-  peer.negotiate();  // now, not a task later at negotiationneeded (it finds an offer made)
+// A participant already in a mesh room makes its connection to a newcomer when it joins
+// (participant.joined), so the candidates are gathered while the newcomer's offer is on its
+// way (docs/benchmarks.md, "Join time"); the pair's Peer takes it when that offer comes.
+const warm = new Map();  // identity -> RTCPeerConnection not yet a Peer's
+export function warmPeer(identity) {
+  if (state.topology !== "p2p" || identity === state.identity || peers.has(identity)
+      || warm.has(identity)) return;
+  warm.set(identity, new RTCPeerConnection(iceConfig(startPath())));
+}
+export function dropWarm(identity) {
+  for (const id of identity === undefined ? [...warm.keys()] : [identity]) {
+    warm.get(id)?.close(); warm.delete(id);
+  }
+}
+function takeWarm(identity) {
+  const pc = warm.get(identity);
+  warm.delete(identity);
+  return pc?.signalingState === "stable" ? pc : null;
 }
 const candType = (line) => (/ typ (\w+)/.exec(line || "") || [])[1];
 function stripDirect(sdp) {
@@ -51,7 +56,7 @@ export class Peer {
     this.fallback = { path: this.path, reason: null, startedAt: performance.now(),
                       escalatedAt: null, connectedAt: null, drops: 0, restarts: 0 };
     this.dropTimes = []; this.timer = null;
-    this.pc = new RTCPeerConnection(iceConfig(this.path));
+    this.pc = takeWarm(identity) || new RTCPeerConnection(iceConfig(this.path));
     this.pc.onicecandidate = ({ candidate }) => {
       if (candidate && this.blocked && candidate.type !== "relay") return;
       send({ type: "ice", to: this.id, candidate: candidate ? candidate.toJSON() : null });
@@ -60,7 +65,7 @@ export class Peer {
     this.pc.onconnectionstatechange = () => {
       setConn(this.id, this.pc.connectionState); renderRoster(); this.watch();
     };
-    // An offer being made (the first, to a newcomer: greet) covers the change: the browser asks
+    // An offer being made (a newcomer's first, rooms.js) covers the change: the browser asks
     // again on the return to stable if one is still needed.
     this.pc.onnegotiationneeded = () => { if (!this.makingOffer) this.negotiate(); };
     // The connect deadline counts from the end of the first offer/answer (iceStarted), when
@@ -297,6 +302,7 @@ export function peerFor(identity, name) {
 }
 
 export function dropPeer(identity) {
+  dropWarm(identity);
   peers.get(identity)?.close();
   peers.delete(identity);
   delete state.participants[identity];

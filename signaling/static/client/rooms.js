@@ -1,8 +1,8 @@
-// Rooms: joining (in a mesh everyone present offers to the newcomer, mesh.js greet; or the
-// call-server session opens), leaving, and the move of a mesh room to a call server (sfu.start).
+// Rooms: joining (the newcomer offers to everyone present in a mesh, or opens its call-server
+// session), leaving, and the move of a mesh room to a call server (sfu.start).
 import { peers, send, server, setStatus, state, opts } from "./core.js";
 import { capabilities, ensureLocalMedia, showLocalMedia } from "./media.js";
-import { dropPeer } from "./mesh.js";
+import { dropPeer, peerFor } from "./mesh.js";
 import { startSfu } from "./callserver.js";
 import { startTelemetry, stopTelemetry } from "./telemetry.js";
 import { renderRoster } from "./people.js";
@@ -40,9 +40,13 @@ export async function onJoined(msg) {
   startTelemetry();
   for (const p of msg.participants) state.participants[p.identity] = p;
   if (msg.topology === "sfu") { renderRoster(); await startSfu("joined"); return; }
-  // everyone present offers to me (mesh.js greet): my answers carry my tracks, so the offers,
-  // handled one at a time after this message, wait for the camera here
-  await ensureLocalMedia();
-  for (const p of msg.participants) markMedia(p.identity, p);
+  await ensureLocalMedia();  // a mesh offer carries my tracks
+  for (const p of msg.participants) {
+    const peer = peerFor(p.identity, p.name);   // the newcomer offers to everyone present
+    peer.tracksAdded = true;
+    peer.addLocalTracks();
+    peer.negotiate();  // now, not a task later at negotiationneeded (it finds an offer made)
+    markMedia(p.identity, p);
+  }
   renderRoster();
 }
