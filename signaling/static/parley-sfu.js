@@ -28,8 +28,9 @@ function forCallServer(sdp) {
 }
 
 // Camera layers for the call server (simulcast, RFC 8853), lowest first: as many as the capture
-// height h (the camera's, or what it was asked for while it opens) carries (Chromium's own table: 3 from 540 lines, 2 from 270, else none). The call server
-// forwards each receiver the one that fits its link and tile (docs/call-server.md, "Simulcast").
+// height h (the camera's, or what it was asked for while it opens) carries (Chromium's own
+// table: 3 from 540 lines, 2 from 270, else none). The call server forwards each receiver the
+// one that fits its link and tile (docs/call-server.md, "Simulcast").
 // In VP9 each layer is its own stream too, asked for with scalabilityMode L1T1 (one spatial, one
 // temporal layer per rid; without it Chromium sends one SVC stream instead): the call server
 // switches and numbers VP9 layers exactly as VP8 ones, and the transcoder decodes one of them.

@@ -6,8 +6,9 @@
 // answer no longer wait for the camera (a real one takes 300 ms to a second to open; the fake
 // one 100-130 ms here, on the join's path in 97 % of call-server joins measured). session.js
 // takes the socket over and handles what arrived before it (the welcome, then "joined"), in
-// order, each handler waiting for the camera where it needs it; rooms.js sends no second join. (The page's load event cannot wait on this early media:
-// tiles.js gives a <video> its source only once the page has loaded.)
+// order, each handler waiting for the camera where it needs it; rooms.js sends no second join.
+// (The page's load event cannot wait on this early media: tiles.js gives a <video> its source
+// only once the page has loaded.)
 import { opts, params, pathRoom, state } from "./core.js";
 import { capabilities, ensureLocalMedia } from "./capture.js";
 import { clientInfo } from "./telemetry.js";
