@@ -3,8 +3,8 @@
 // module ran; this small module (async, in room.html's head, with only core.js, capture.js and
 // telemetry.js behind it) sends the join itself as soon as the socket is open, while the camera
 // is still opening and the rest of the client still loads: the join's round trip and the room's
-// answer no longer wait for the camera (a real one takes 300 ms to a second to open; the fake
-// one 100-130 ms here, on the join's path in 97 % of call-server joins measured). session.js
+// answer no longer wait for the camera (the fake one took 100-130 ms here and was on the
+// join's path in 97 % of call-server joins measured; a slower camera waits longer). session.js
 // takes the socket over and handles what arrived before it (the welcome, then "joined"), in
 // order, each handler waiting for the camera where it needs it; rooms.js sends no second join.
 // (The page's load event cannot wait on this early media: tiles.js gives a <video> its source
