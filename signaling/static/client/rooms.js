@@ -40,7 +40,10 @@ export async function onJoined(msg) {
   startTelemetry();
   for (const p of msg.participants) state.participants[p.identity] = p;
   if (msg.topology === "sfu") { renderRoster(); await startSfu("joined"); return; }
-  await ensureLocalMedia();  // a mesh offer carries my tracks
+  // a mesh offer carries my tracks; the self tile is drawn before any peer's, as before the
+  // join stopped waiting for the camera (test_active_speaker reads my own tile's highlight)
+  await ensureLocalMedia();
+  await showLocalMedia();
   for (const p of msg.participants) {
     const peer = peerFor(p.identity, p.name);   // the newcomer offers to everyone present
     peer.tracksAdded = true;
