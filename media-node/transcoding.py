@@ -257,6 +257,9 @@ class Transcoding:
         the routes that ended so."""
         if not self.enabled:
             return []
+        # what arrived while the event loop was busy is read first: a late tick (a loop held
+        # up for a second) must not find an "alive" unread in the socket and call it silence
+        self._readable()
         wanted: set[tuple[str, int]] = set()
         for meeting in meetings:
             if self.static is None and self.redis is not None:  # else a launcher's, once up
