@@ -251,7 +251,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             anchor = anchor_ctx.new_page()
             anchor.goto(f"{base}/m/{room}?name=anchor&{query}")
             anchor.wait_for_function("window.parley && window.parley.state.room", timeout=15000)
+            cpu = [0.0, 0.0]  # the server's CPU seconds over the measured joins
             for i in range(args.joins + 1):
+                if i == 1:
+                    cpu[0] = cpu_seconds(server.proc.pid)
                 ctx = browser.new_context(permissions=["camera", "microphone"])
                 ctx.add_init_script(MARKS_JS)
                 page = ctx.new_page()
@@ -263,6 +266,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     print(f"  join {i}: {marks['frame']:.0f} ms", flush=True)
                 ctx.close()
                 time.sleep(0.3)
+            cpu[1] = cpu_seconds(server.proc.pid)
             browser.close()
     finally:
         server.stop()
@@ -282,10 +286,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "min": round(min(samples), 1),
             "max": round(max(samples), 1),
         },
+        # what one join (and its leave) costs the server, anchor's forwarding included: a
+        # figure the machine's noise moves far less than the wall-clock times above
+        "server_cpu_ms_per_join": round((cpu[1] - cpu[0]) * 1000 / max(len(samples), 1), 1),
         "phases": phase_table(args.topology, runs),
         "samples_ms": [round(x, 1) for x in samples],
         "marks": runs,
     }
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far (/proc/<pid>/stat, Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def print_table(result: dict[str, Any]) -> None:
@@ -318,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     path.write_text(json.dumps(result, indent=2) + "\n")
     print_table(result)
     print(json.dumps(result["join_to_first_frame_ms"]))
+    print(f"server CPU per join: {result['server_cpu_ms_per_join']} ms")
     print(f"wrote {path}")
     return 0
 

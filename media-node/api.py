@@ -12,11 +12,13 @@ import hmac
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi import FastAPI, HTTPException, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from starlette._utils import get_route_path
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .node import CallServer, Refused
 from .participant import Glare, NotAllowed, Participant
@@ -62,6 +64,33 @@ def _refuse(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"detail": {"code": code, "message": message}}, status_code=status)
 
 
+class ControlKey:
+    """Every call but the probes needs ``Authorization: Bearer <control key>``. Plain ASGI, not
+    ``@app.middleware``: Starlette's BaseHTTPMiddleware runs each request in a task of its own
+    with memory streams between, a cost on every control call (a join makes about ten of
+    them: the join, the event stream's polls, views, the others' renegotiations)."""
+
+    def __init__(self, app: ASGIApp, control_key: str | None) -> None:
+        self.app = app
+        self.expected = f"Bearer {control_key}".encode() if control_key else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # the path as routed (under `parley up` the app is mounted at /media), matched exactly
+        if scope["type"] != "http" or (get_route_path(scope) in OPEN_PATHS
+                                       and scope["method"] in ("GET", "HEAD")):
+            return await self.app(scope, receive, send)
+        if self.expected is None:
+            refusal = _refuse(503, "control_key_missing",
+                              "this call server has no control key (PARLEY_CONTROL_KEY)")
+        elif hmac.compare_digest(Headers(scope=scope).get("authorization", "").encode(),
+                                 self.expected):
+            return await self.app(scope, receive, send)
+        else:
+            refusal = _refuse(401, "control_key_invalid",
+                              "the call server's control API needs its control key")
+        await refusal(scope, receive, send)
+
+
 def create_app(server: CallServer, control_key: str | None) -> FastAPI:
     """The control API. Every call but the probes needs ``Authorization: Bearer <control key>``
     (``parley.tokens.control_key``), so only signaling and the operator drive it; a node
@@ -72,21 +101,7 @@ def create_app(server: CallServer, control_key: str | None) -> FastAPI:
         yield
 
     app = FastAPI(title="Parley call server", lifespan=lifespan)
-    expected = f"Bearer {control_key}".encode() if control_key else None
-
-    @app.middleware("http")
-    async def authorize(request: Request, call_next: Any) -> Response:
-        # the path as routed (under `parley up` the app is mounted at /media), matched exactly
-        if get_route_path(request.scope) in OPEN_PATHS and request.method in ("GET", "HEAD"):
-            return await call_next(request)
-        if expected is None:
-            return _refuse(503, "control_key_missing",
-                           "this call server has no control key (PARLEY_CONTROL_KEY)")
-        given = request.headers.get("authorization", "").encode()
-        if not hmac.compare_digest(given, expected):
-            return _refuse(401, "control_key_invalid",
-                           "the call server's control API needs its control key")
-        return await call_next(request)
+    app.add_middleware(ControlKey, control_key=control_key)
 
     def get(meeting: str, pid: str) -> Participant:
         """The participant, only in the meeting the caller names (an id from one meeting never

@@ -87,15 +87,30 @@ def _capabilities_like(up: UpTrack, transcoded_to: str | None = None) -> list[An
     return main[:1] + rtx
 
 
-def offered_video_codecs(offer: str) -> set[str]:
+def offered_video_codecs(offer: sdp.SessionDescription) -> set[str]:
     """The video codecs (lower-case MIME types) a client's offer lists, RTX/RED/FEC aside:
     what it can decode. Empty when the offer has no video m-line (nothing announced)."""
     out: set[str] = set()
-    for m in sdp.SessionDescription.parse(offer).media:
+    for m in offer.media:
         if m.kind == "video":
             out.update(c.mimeType.lower() for c in m.rtp.codecs
                        if c.name.lower() not in ("rtx", "red", "ulpfec", "flexfec-03"))
     return out
+
+
+def announced_track_ids(remote: sdp.SessionDescription) -> dict[str | None, str]:
+    """mid -> the track id the client put in a=msid. aiortc creates the receiver track of a
+    publish slot (a recvonly m-line we offered) before the client's answer names it, so its id
+    would be random; subscribers label tracks (camera, screen) by the client's id."""
+    return {m.rtp.muxId: m.msid.split()[1] for m in remote.media if m.msid and " " in m.msid}
+
+
+def parse_description(text: str) -> sdp.SessionDescription:
+    """A client's description parsed, or ValueError (bad SDP is the client's error)."""
+    try:
+        return sdp.SessionDescription.parse(text)
+    except (ValueError, IndexError, KeyError) as exc:
+        raise ValueError(f"bad sdp: {exc}") from exc
 
 
 class Participant:
@@ -179,13 +194,16 @@ class Participant:
             if self.pc.signalingState != "stable":
                 raise Glare
             first = self.pc.remoteDescription is None
+            # parsed once here for every reading of ours (aiortc parses its own copy): a join
+            # offer parsed four times was a tenth of the call server's CPU for a join
+            offer = parse_description(sdp)
             if self.publishes and sending_mlines(sdp) > MAX_PUBLISHED:
                 raise NotAllowed("publish_limit", f"at most {MAX_PUBLISHED} tracks per "
                                  "participant")
             if self.publishes:
                 self.simulcast.update(offered_layers(sdp))
             if self.video_codecs is None:
-                self.video_codecs = offered_video_codecs(sdp) or None
+                self.video_codecs = offered_video_codecs(offer) or None
             for up in published or ():
                 self.subscribe(up)
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp, "offer"))
@@ -198,10 +216,10 @@ class Participant:
                 for ice in self.pc._RTCPeerConnection__iceTransports:  # type: ignore[attr-defined]
                     if not ice.iceGatherer._connection.local_candidates:
                         self._mux.attach(ice.iceGatherer._connection)
-            new = self._new_uptracks()
+            new = self._new_uptracks(offer)
             # only a client that said so (early: the web client) offers m-lines for the others'
             # tracks; an aiortc client's recvonly m-line is its transport's (a meeting source)
-            placed = self._place_pending(sdp) if first and self.offers_early else []
+            placed = self._place_pending(offer) if first and self.offers_early else []
             await self.pc.setLocalDescription(await self.pc.createAnswer())
             for dt in placed:
                 if id(dt.up) in self.downtracks:
@@ -209,15 +227,14 @@ class Participant:
             self.uptracks.extend(new)
             return describe(self.pc.localDescription.sdp, self.simulcast), new
 
-    def _place_pending(self, offer: str) -> list[DownTrack]:
+    def _place_pending(self, offer: sdp.SessionDescription) -> list[DownTrack]:
         """Put pending legs on the recvonly m-lines of the client's join offer (a browser offers
         one per track it expects from those already in the room), so the join's answer carries
         them: no server offer and answer a round trip later, and each leg's keyframe is asked for
         at its bind, while ICE and DTLS connect (docs/call-server.md, "Negotiation and
         renegotiation"). A leg with no fitting m-line (none left, or its codec not offered
         there) waits for the next offer."""
-        slots = {m.rtp.muxId for m in sdp.SessionDescription.parse(offer).media
-                 if m.direction == "recvonly"}
+        slots = {m.rtp.muxId for m in offer.media if m.direction == "recvonly"}
         placed: list[DownTrack] = []
         for dt in list(self._pending):
             want = _capabilities_like(dt.up, None if self.decodes(dt.up) else H264)
@@ -240,32 +257,21 @@ class Participant:
                 break
         return placed
 
-    def _new_uptracks(self) -> list[UpTrack]:
-        """Tracks the client started sending in the description just applied."""
+    def _new_uptracks(self, remote: sdp.SessionDescription) -> list[UpTrack]:
+        """Tracks the client started sending in ``remote``, the description just applied."""
         if not self.publishes:
             return []
         known = {id(up.receiver) for up in self.uptracks} | self._stopped
         new: list[UpTrack] = []
+        announced = None
         for t in self.pc.getTransceivers():
             if id(t.receiver) in known or t.receiver.track is None:
                 continue
+            announced = announced if announced is not None else announced_track_ids(remote)
             new.append(UpTrack(self.label, t.receiver, _restrict_codecs(t),
-                               self._announced_track_ids().get(t.mid) or t.receiver.track.id,
+                               announced.get(t.mid) or t.receiver.track.id,
                                t.kind, self.simulcast.get(t.mid or "")))
         return new
-
-    def _announced_track_ids(self) -> dict[str | None, str]:
-        """mid -> the track id the client put in a=msid. aiortc creates the receiver track of a
-        publish slot (a recvonly m-line we offered) before the client's answer names it, so its
-        id would be random; subscribers label tracks (camera, screen) by the client's id."""
-        remote = self.pc.remoteDescription
-        if remote is None:
-            return {}
-        out: dict[str | None, str] = {}
-        for m in sdp.SessionDescription.parse(remote.sdp).media:
-            if m.msid and " " in m.msid:
-                out[m.rtp.muxId] = m.msid.split()[1]
-        return out
 
     def stop_publishing(self, track_id: str) -> UpTrack | None:
         """The client stopped a track (a screen share ended): it is no longer published, and
@@ -330,13 +336,14 @@ class Participant:
         async with self._lock:
             if self.pc.signalingState != "have-local-offer":
                 raise Glare
+            answer = parse_description(sdp)
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp, "answer"))
             for dt in self._offered:
                 if id(dt.up) in self.downtracks:
                     dt.bind(dt.transceiver)
             self._offered = []
             self._slots_offered = 0
-            new = self._new_uptracks()
+            new = self._new_uptracks(answer)
             self.uptracks.extend(new)
             again = (self._dirty or bool(self._pending) or bool(self._retired)
                      or bool(self._publish_slots))

@@ -147,7 +147,7 @@ def test_a_throttled_receiver_gets_low_layers_and_climbs_back_the_others_keep_fu
         assert all(low(r) for r in cameras(rx).values()), cameras(rx)
         for me, page in zip([*PUBLISHERS, *LISTENERS], pages, strict=True):
             rows = cameras(page)
-            assert all(full(rows[o]) for o in cams[me]), (me, rows)
+            assert all(full(rows[o]) for o in cams[me]), f"{me}: {rows}, {moves(page)}"
             seen = frames(page)
             assert all(seen[o]["height"] >= FULL and seen[o]["gap"] <= FREEZE_MS
                        for o in cams[me]), (me, seen)
