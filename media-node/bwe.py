@@ -117,6 +117,9 @@ PROBE_REMB_DROP = 0.9
 # after a failed probe, loss cuts no lower than what the link carried before it: its aftermath
 # (repairs, the keyframes its loss asked for, a receiver report about it) outlasted CUT_GAP_S
 PROBE_AFTER_S = 5.0
+# a link cut once and estimated under this is paced at all times (``Downlink.narrow``): on a
+# loaded machine the node and the publishers send in bursts, and a narrow link's queue is small
+NARROW_BPS = 1_500_000.0
 
 
 class Downlink:
@@ -199,6 +202,10 @@ class Downlink:
         """A probe runs: padding, or waiting for the feedback about its last packets."""
         return now < self.probe_until
 
+    def probe_rate(self, now: float) -> float:
+        """Bits per second a running probe sends, padding included (0 when none runs)."""
+        return self.probe_bps / PROBE_HEADROOM if self.probing(now) else 0.0
+
     def padding(self, now: float) -> bool:
         """A probe runs and still pads."""
         return now < self.probe_until - PROBE_FEEDBACK_S
@@ -280,6 +287,15 @@ class Downlink:
                 self.estimate = grown
                 self.reason = "probe"
         return self.estimate
+
+    def narrow(self) -> bool:
+        """A link that lost packets once (it was cut) and is still estimated under
+        ``NARROW_BPS``: what the subscriber is sent is paced at all times (``pacer.py``). Paced
+        only while it recovered, a throttled receiver's 270 kbit/s link (a 200 ms queue is
+        7 KB) took the bursts of a loaded machine whole: 600 kbit/s for a quarter of a second
+        when the node's loop or a publisher's encoder caught up, 30-90 % loss, and the cuts that
+        loss made sent the lowest layers to a transcoded rung (tests/sfu/test_throttled.py)."""
+        return self.cut_at > -1e9 and self.estimate < NARROW_BPS
 
     def holding(self, now: float) -> bool:
         """Within the hold after a cut and not grown since: no leg may go up. The estimate is

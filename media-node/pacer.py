@@ -1,7 +1,10 @@
-"""A subscriber's recovery pacer: after a congested move to lower layers, what the call server
-sends that subscriber leaves at the cut estimate, after the bottleneck's queue had time to drain;
-and after a move up on a link that was cut, at the estimate (the new layer's keyframe would
-overflow a narrow link's queue in one burst).
+"""A subscriber's pacer: after a congested move to lower layers, what the call server sends
+that subscriber leaves at the cut estimate, after the bottleneck's queue had time to drain; and
+on a link that was cut and is still narrow (``bwe.Downlink.narrow``), at the estimate at all
+times: a new layer's keyframe after a move up, and the bursts of a loaded machine (the node's
+loop or a publisher's encoder catching up: 600 kbit/s for a quarter of a second), would overflow
+a narrow link's small queue at once. While a probe runs, its rate is the probe's, so the padding
+reaches the link.
 
 Why: when loss shows, the narrow link's queue is full (a tail-drop queue loses only when full)
 with packets of the layers just stopped. The lower layers start on keyframes, 5-20x a delta
@@ -9,10 +12,11 @@ frame, asked for at once and sent by the publishers within the same 30-160 ms; f
 they come, two keyframes (and their repairs) landed on that full queue together and were lost
 in it, NACKed, lost again and asked for again: the throttled receiver of
 tests/sfu/test_throttled.py froze 1.25-1.8 s after every switch. Paced, the keyframes pass
-whole. LiveKit's pkg/sfu/pacer paces every packet (leaky bucket); here only the recovery is
-paced, so the steady forwarding path stays one synchronous ``sendto`` per packet: the pacer
-swaps the connection's ``Link.sendto`` for its queue while it runs and puts the socket's back
-after (``DownTrack.forward`` does not change). Audio is not held: it is small, and a gap in it
+whole. LiveKit's pkg/sfu/pacer paces every packet (leaky bucket); here only the subscribers of
+narrow links are paced (tens of packets a second each), so the forwarding path of every other
+stays one synchronous ``sendto`` per packet: the pacer swaps the connection's ``Link.sendto``
+for its queue while it runs and puts the socket's back after (``DownTrack.forward`` does not
+change). Audio is not held: it is small, and a gap in it
 is heard; it counts against the rate all the same.
 """
 

@@ -506,20 +506,23 @@ class Participant:
         audio = frozenset(dt.pt for dt in legs if dt.kind == "audio")
         # paced at the estimate, or over what the chosen layers send (a cut to the lowest
         # layers lands at their cost): a pacer slower than its legs only queues and drops
-        pace = max(estimate, PACE_OVER * planned(legs, choice))
+        # while a probe runs, the padding and the real packets leave at the rate under test
+        down = self.downlink
+        pace = max(estimate, PACE_OVER * planned(legs, choice), down.probe_rate(now))
         if stopped:  # the new layers' keyframes must not meet the full queue in a burst
             self.pacer.start(pace, audio)
-        elif raised and self.downlink.proven < float("inf"):
-            # a move up on a link that was cut: the new layer's keyframe (several times a
-            # frame) paced, so a queue of a narrow link takes it whole (sent in a burst it
-            # overflowed a 200 ms queue, the raise met loss and was cut again)
+        elif down.narrow() or (raised and down.proven < float("inf")):
+            # a link that was cut: a loaded machine's bursts, and a new layer's keyframe
+            # (several times a frame) after a move up, paced so its small queue takes them
+            # whole (sent in a burst, a keyframe overflowed a 200 ms queue, the raise met loss
+            # and was cut again)
             self.pacer.start(pace, audio, drain_s=0.0)
 
     def _probe_first(self, legs: list[DownTrack], choice: dict[DownTrack, int],
                      now: float) -> bool:
         """Whether a move up in ``choice`` waits for a probe (``bwe.Downlink.needs_probe``): it
         would send more than the link carried since its last cut. Starts the probe if none runs
-        and the pacer does not (its queue would hold the padding to the rate under test)."""
+        (a paced subscriber's pacer takes the probe's rate: ``_choose``)."""
         up = [dt for dt, index in choice.items()
               if dt.layer is not None and dt.up.simulcast and index > aimed(dt)]
         if not up:
@@ -530,8 +533,7 @@ class Participant:
         want = planned(legs, choice)
         if not down.needs_probe(want):
             return False
-        if not self.pacer.pacing:  # paced, the padding could not exceed the rate under test
-            self.prober.start(down.start_probe(want, now) - (down.sent or 0.0))
+        self.prober.start(down.start_probe(want, now) - (down.sent or 0.0))
         return True
 
     def _probed(self, result: str) -> None:

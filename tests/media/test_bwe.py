@@ -11,6 +11,7 @@ from parley.media.bwe import (
     CUT_MARGIN,
     FLOOR_BPS,
     HOLD_MIN_S,
+    NARROW_BPS,
     PROBE_AFTER_S,
     PROBE_FEEDBACK_S,
     PROBE_HEADROOM,
@@ -421,3 +422,18 @@ def test_a_probe_on_a_wide_link_passes_while_the_remb_grows() -> None:
         leg.packets += 40
     down.update(MOVE / PROBE_HEADROOM, 0.0, now=start + PROBE_S + PROBE_FEEDBACK_S)
     assert results == ["passed"] and not down.needs_probe(MOVE)
+
+
+def test_a_link_cut_once_is_paced_while_it_stays_narrow() -> None:
+    """A link never seen losing is not paced (every packet one sendto); once cut it is, until
+    its estimate grows past ``NARROW_BPS``; a running probe's rate is its padded rate."""
+    down = Downlink(start_bps=2_000_000)
+    down.update(400_000, 0.0, now=0.0)
+    assert not down.narrow()
+    down.update(400_000, 0.4, now=0.25)
+    assert down.narrow() and down.estimate < NARROW_BPS
+    assert down.probe_rate(1.0) == 0.0
+    down.start_probe(300_000, now=10.0)
+    assert down.probe_rate(10.5) == 300_000 / PROBE_HEADROOM
+    down.estimate = NARROW_BPS
+    assert not down.narrow()

@@ -1,7 +1,8 @@
 """Issue 12: one receiver's link narrows (tbf in a network namespace of the test's own) in a
 six-participant call-server meeting of simulcast publishers in real Chromium. The call server
 moves that receiver, and only it, to the low layers without a video freeze over 1 s, tries more
-on padding past the hold (which fails, and no layer goes up to be cut again), and moves it back
+on padding past the hold (which fails, no layer goes up to be cut again, and none goes down
+within 5 s of the failure), and moves it back
 up, after a probe that passes, when the link widens; the five others keep the full layers; the
 layer switches keep each track's RTP timestamps monotonic. (That phase was out for a while: a
 failed probe's aftermath outlasted the 2 s its loss is not judged and cut to transcoded rungs,
@@ -25,6 +26,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from parley.media.bwe import PROBE_AFTER_S
 from tests.netshape import Netns, netns
 from tests.sfu.throttled import (
     CAM,
@@ -80,10 +82,16 @@ def moves(page: Any) -> list[dict[str, Any]]:
                          ".slice(-12).map(m => [m.participant, m.rid, m.reason, m.estimateKbps])")
 
 
-def downs(page: Any) -> int:
-    """How many moves down (to a lower layer or a transcoded rung) the page was told of."""
-    return page.evaluate("window.parley.state.messages.filter(m => m.type === 'sfu.layer'"
-                         " && !['fits', 'start'].includes(m.reason)).length")
+# Every move down (to a lower layer or a transcoded rung) the page is told of from here on,
+# with the epoch milliseconds it came (as the frame probe's).
+TIME_DOWNS = """() => {
+  window.__downs = [];
+  window.addEventListener("parley:message", (e) => {
+    const m = e.detail;
+    if (m.type === "sfu.layer" && !["fits", "start"].includes(m.reason))
+      window.__downs.push([Date.now(), m.participant, m.rid, m.reason, m.estimateKbps]);
+  });
+}"""
 
 
 def low(row: dict[str, Any]) -> bool:
@@ -158,7 +166,7 @@ def test_a_throttled_receiver_gets_low_layers_and_climbs_back_the_others_keep_fu
         # hold; the loss the padding caused, judged, once cut both cameras to a rung, and its
         # aftermath, past the 2 s unjudged, did again in the CI rehearsal: 6 s are watched)
         rx.evaluate(MARK)
-        down = downs(rx)
+        rx.evaluate(TIME_DOWNS)
         until(lambda: bwe_probes(base).get("failed", 0) >= 1, 40,
               "a failed probe on the throttled link", lambda: (bwe_probes(base), moves(rx)))
         failed = time.time() * 1000  # within 0.1 s of the failure (epoch ms, as the pages')
@@ -172,7 +180,16 @@ def test_a_throttled_receiver_gets_low_layers_and_climbs_back_the_others_keep_fu
         # docs/call-server.md); what the cascade did, a cut and a 3.3 s freeze, must not come
         assert all(s["gap"] <= PROBE_FREEZE_MS for s in probed.values()), (
             f"{probed} gaps from {since} ms after the failure, {moves(rx)}, {bwe_probes(base)}")
-        assert downs(rx) == down, f"{moves(rx)}, {bwe_probes(base)}"
+        # and no move down for PROBE_AFTER_S after it (no cut lands under what the link
+        # carried before the probe): the aftermath of the probe's loss is not a narrower link.
+        # Loss that outlasts it is the link's, as any other (docs/call-server.md): in two CI
+        # runs of 2026-12-04, before subscribers on a cut link were paced at all times, the
+        # bursts of the loaded machine on the 270 kbit/s link cut both cameras to a rung more
+        # than 5 s after the failure.
+        # (``failed`` is up to a poll and a scrape after the node's failure: 0.5 s given)
+        late = rx.evaluate("window.__downs")
+        assert all(at - failed > 1000 * (PROBE_AFTER_S - 0.5) for at, *_ in late), (
+            f"{late} (failed at {failed:.0f}), {moves(rx)}, {bwe_probes(base)}")
 
         # the link widens: the receiver climbs back to the full layers
         ns.lift()
