@@ -23,6 +23,8 @@ is heard; it counts against the rate all the same.
 from __future__ import annotations
 
 import asyncio
+import struct
+import time
 from collections import deque
 from typing import Any
 
@@ -37,6 +39,24 @@ MAX_QUEUE_S = 2.0  # packets beyond this much at the rate are dropped (the recei
 # to a transcoded rung: tests/sfu/test_throttled.py, 1 run in 6 at load 10). 0.1 s at the
 # rate is half a full access-link queue.
 BURST_S = 0.1
+_pack_ast = struct.Struct("!I").pack
+
+
+def _unprotected(data: bytes) -> bytes:
+    """``Link.protect`` while pacing: packets are protected as they leave the queue."""
+    return data
+
+
+def _restamped(data: bytes) -> bytes:
+    """``data`` with its abs-send-time, when it carries one (the node's own layout: a one-byte
+    header extension holding only it, ``DownTrack.bind``), set to now: stamped when forwarded,
+    the time a packet waited in the queue read, to the receiver's delay-based estimator, as a
+    queue growing on the link, its REMB fell and every probe failed (libwebrtc stamps at its
+    pacer's send for the same reason)."""
+    if data[0] & 0x10 and data[12:14] == b"\xbe\xde" and data[16] & 0x0F == 2:
+        return b"".join((data[:17], _pack_ast(int(time.perf_counter() * 262144) & 0xFFFFFF)[1:],
+                         data[20:]))
+    return data
 
 
 class Pacer:
@@ -45,6 +65,7 @@ class Pacer:
     def __init__(self, link: Link) -> None:
         self.link = link
         self.raw: Any = None  # the socket's sendto while pacing, else None
+        self.protect: Any = None  # the SRTP session's protect while pacing
         self.queue: deque[tuple[bytes, Any]] = deque()
         self.queued = 0  # bytes in the queue
         self.rate = 0.0  # bytes per second
@@ -68,10 +89,12 @@ class Pacer:
         loop = asyncio.get_running_loop()
         now = loop.time()
         if self.raw is None:
-            self.raw = link.sendto
-            link.sendto = self.send
-            self.next_at = now + drain_s
+            self.raw, self.protect = link.sendto, link.protect
+            link.sendto, link.protect = self.send, _unprotected
+            self.next_at = now
             self.runs += 1
+        if drain_s:  # a congested move while already pacing (a narrow link) holds video too
+            self.next_at = max(self.next_at, now + drain_s)
         self.rate = bps / 8
         self.audio = audio_pts
         self.until = now + PACE_S
@@ -81,7 +104,7 @@ class Pacer:
         """``Link.sendto`` while pacing: audio at once, video queued."""
         if data[1] & 0x7F in self.audio:
             self.next_at += len(data) / self.rate
-            self.raw(data, addr)
+            self.raw(self.protect(data), addr)
             return
         if self.queued + len(data) > self.rate * MAX_QUEUE_S:
             self.dropped += 1
@@ -104,13 +127,13 @@ class Pacer:
             return
         loop = asyncio.get_running_loop()
         now = loop.time()
-        queue, raw = self.queue, self.raw
+        queue, raw, protect = self.queue, self.raw, self.protect
         while queue and self.next_at <= now:
             data, addr = queue.popleft()
             self.queued -= len(data)
             self.next_at = max(self.next_at, now - BURST_S) + len(data) / self.rate
             try:
-                raw(data, addr)
+                raw(protect(_restamped(data)), addr)
             except OSError:  # a full socket buffer or a closed pair: the packet is lost
                 self.dropped += 1
         # past its time the pacer drains what it holds, for MAX_QUEUE_S at most: at a rate under
@@ -129,12 +152,13 @@ class Pacer:
         raw, self.raw = self.raw, None
         if raw is None:
             return
+        protect = self.protect
         if self.link.sendto == self.send:  # not re-resolved meanwhile (an ICE restart)
-            self.link.sendto = raw
+            self.link.sendto, self.link.protect = raw, protect
         while self.queue:
             data, addr = self.queue.popleft()
             try:
-                raw(data, addr)
+                raw(protect(_restamped(data)), addr)
             except OSError:
                 self.dropped += 1
         self.queued = 0
