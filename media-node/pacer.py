@@ -23,12 +23,12 @@ is heard; it counts against the rate all the same.
 from __future__ import annotations
 
 import asyncio
-import struct
 import time
 from collections import deque
 from typing import Any
 
 from .link import Link
+from .rtp import abs_send_time
 
 DRAIN_S = 0.2  # what a full access-link queue holds (tbf / modem buffers: hundreds of ms)
 PACE_S = 1.5  # how long after the move: the new keyframes, their repairs and first frames
@@ -39,7 +39,6 @@ MAX_QUEUE_S = 2.0  # packets beyond this much at the rate are dropped (the recei
 # to a transcoded rung: tests/sfu/test_throttled.py, 1 run in 6 at load 10). 0.1 s at the
 # rate is half a full access-link queue.
 BURST_S = 0.1
-_pack_ast = struct.Struct("!I").pack
 
 
 def _unprotected(data: bytes) -> bytes:
@@ -54,8 +53,7 @@ def _restamped(data: bytes) -> bytes:
     queue growing on the link, its REMB fell and every probe failed (libwebrtc stamps at its
     pacer's send for the same reason)."""
     if data[0] & 0x10 and data[12:14] == b"\xbe\xde" and data[16] & 0x0F == 2:
-        return b"".join((data[:17], _pack_ast(int(time.perf_counter() * 262144) & 0xFFFFFF)[1:],
-                         data[20:]))
+        return b"".join((data[:17], abs_send_time(time.perf_counter()), data[20:]))
     return data
 
 

@@ -12,7 +12,6 @@ one layer of it (docs/call-server.md, "Simulcast").
 
 from __future__ import annotations
 
-import struct
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +20,7 @@ from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtpPacket, pack_remb_fci, 
 
 from . import metrics
 from .keyframes import KeyframeRequests
-from .rtp import height_reader, keyframe_detector
+from .rtp import abs_send_time, height_reader, keyframe_detector
 from .tasks import spawn
 
 if TYPE_CHECKING:
@@ -30,7 +29,6 @@ if TYPE_CHECKING:
 PUBLISH_BPS = 2_500_000  # REMB towards a publisher, per video track: room for every layer
 HISTORY = 1024  # packets of video kept per layer for subscriber NACKs (about 1-3 s), a power of 2
 _perf = time.perf_counter
-_pack_ast = struct.Struct("!I").pack
 _observe = metrics.FORWARD_LATENCY.observe
 
 
@@ -178,7 +176,7 @@ class UpTrack:
             layer.key_at = t0
             if not layer.height and self.kind == "video":
                 layer.height = self.height_of(payload) or -1
-        ast = _pack_ast(int(t0 * 262144) & 0xFFFFFF)[1:]  # abs-send-time: 6.18 s, 24 bits
+        ast = abs_send_time(t0)
         for dt in layer.downtracks:
             dt.forward(layer, seq, ts, marker, payload, key, ast)
         if layer.history:

@@ -20,6 +20,15 @@ pack_header = _HEADER.pack
 Forwarded packets carry none of the publisher's header extensions (its ids need not match the
 subscriber's, and every receiver demultiplexes by the SSRC signalled in SDP); a leg that
 negotiated abs-send-time gets the node's own send time, for the receiver's REMB estimate."""
+_pack_u32 = struct.Struct("!I").pack
+
+
+def abs_send_time(now: float) -> bytes:
+    """The 3 data bytes of an abs-send-time header extension for ``now`` (seconds on
+    ``time.perf_counter``'s clock): 6.18 fixed point, 24 bits, wrapping every 64 s
+    (webrtc.org/experiments/rtp-hdrext/abs-send-time); receivers use only differences."""
+    return _pack_u32(int(now * 262144) & 0xFFFFFF)[1:]
+
 
 
 def _vp8_descriptor(payload: bytes) -> int:

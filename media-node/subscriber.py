@@ -31,14 +31,13 @@ from aiortc.rtp import (
 
 from . import metrics
 from .link import Link
-from .rtp import PICTURE_IDS, pack_header
+from .rtp import PICTURE_IDS, abs_send_time, pack_header
 
 if TYPE_CHECKING:
     from .publisher import Layer, UpTrack
     from .transcoding import RungLayer
 
 _pack_seq = struct.Struct("!H").pack
-_pack_ast = struct.Struct("!I").pack
 _join = b"".join
 CATCH_UP_S = 0.5  # s: how old a keyframe a leg may start on when its link comes up
 ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
@@ -201,7 +200,7 @@ class DownTrack:
                 or now - layer.key_at > CATCH_UP_S):
             return False
         key = True
-        ast = _pack_ast(int(now * 262144) & 0xFFFFFF)[1:]  # abs-send-time, as on_rtp writes it
+        ast = abs_send_time(now)
         while (entry := layer.lookup(seq)) is not None:  # up to the newest (or the first gap)
             _, ts, marker, payload = entry
             self.forward(layer, seq, ts, marker, payload, key, ast)

@@ -29,7 +29,6 @@ import asyncio
 import logging
 import random
 import socket
-import struct
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -49,7 +48,7 @@ from .meeting_transcoder_wire import (
     parse_rtp,
 )
 from .publisher import HISTORY, Layer, UpTrack
-from .rtp import PICTURE_IDS, keyframe_detector, pack_header
+from .rtp import PICTURE_IDS, abs_send_time, keyframe_detector, pack_header
 from .tasks import spawn
 
 if TYPE_CHECKING:
@@ -60,7 +59,6 @@ log = logging.getLogger("parley.media.transcoding")
 MEETING_LADDER = (Rung("180p", 180, 120), Rung("90p", 90, 50))
 H264 = "video/h264"
 LOOKUP_EVERY_S = 1.0  # a meeting's transcoder address is read again from Redis this often
-_pack_ast = struct.Struct("!I").pack
 
 
 class RungLayer(Layer):
@@ -93,7 +91,7 @@ class RungLayer(Layer):
         now = time.perf_counter()
         self.last_time = now
         self.last_ts = ts
-        ast = _pack_ast(int(now * 262144) & 0xFFFFFF)[1:]
+        ast = abs_send_time(now)
         for dt in self.downtracks:
             dt.forward(self, seq, ts, marker, payload, key, ast)
         self.history[seq & (HISTORY - 1)] = (seq, ts, marker, payload)
