@@ -63,8 +63,9 @@ section 6):
   no lower than that estimate: the padding's repairs, the keyframes its loss asked for and a
   receiver report still covering it overran the 2 s unjudged in the CI rehearsal, the next
   update cut a 270 kbit/s link's estimate to 76 kbit/s (on the lowest layers' cost a cut is
-  not floored) and both cameras went to transcoded rungs, one froze 3.3 s. Loss that outlasts
-  it is the link's and cuts as any other. A NACK during a probe is judged when it comes, inside
+  not floored) and both cameras went to transcoded rungs, one froze 3.3 s; nor is a leg sent a
+  new transcoded rung then (``aftermath``). Loss that outlasts it is the link's and cuts as any
+  other. A NACK during a probe is judged when it comes, inside
   a hold too (a REMB can end one), so the padding stops at the first burst. And the padding
   stops before the queue loses at all: a REMB during the probe under ``PROBE_REMB_DROP`` of the
   one before it (and under the padded rate) fails it when it comes. The browser's delay-based
@@ -288,6 +289,12 @@ class Downlink:
                 self.reason = "probe"
         return self.estimate
 
+    def aftermath(self, now: float) -> bool:
+        """Within ``PROBE_AFTER_S`` of a failed probe: its repairs and the keyframes its loss
+        asked for still pass, so neither the loss nor the layers' rates then say the link
+        narrowed (no cut under ``kept``, no new transcoded route: ``Participant._choose``)."""
+        return now < self.kept_until
+
     def narrow(self) -> bool:
         """A link that lost packets once (it was cut) and is still estimated under
         ``NARROW_BPS``: what the subscriber is sent is paced at all times (``pacer.py``). Paced
@@ -336,7 +343,7 @@ class Downlink:
         """Loss over ``LOSS_CUT``: cut (unless a cut is too recent); the link is congested."""
         if now - self.cut_at >= CUT_GAP_S and self.sent is not None:
             lowest = floor if self.estimate > floor else FLOOR_BPS
-            if now < self.kept_until:  # a failed probe's aftermath, not a narrower link
+            if self.aftermath(now):  # a failed probe's aftermath, not a narrower link
                 lowest = max(lowest, self.kept)
             self._cut(max(lowest, CUT_MARGIN * self.sent * (1 - loss)), now, f"loss {loss:.0%}")
         self.congested = True

@@ -315,7 +315,9 @@ def test_a_failed_probes_aftermath_never_cuts_below_what_the_link_carried_before
         down.nacks += 1  # 25 % NACKed, and a receiver report of 30 %
         down.react(now)
         assert down.update(FLOOR, 0.3, now=now, floor=FLOOR) == carried, now
+        assert down.aftermath(now)  # no new transcoded rung either (``Participant._choose``)
     assert results == ["failed"]
+    assert not down.aftermath(failed + PROBE_AFTER_S + 0.1)
     # the loss lasts: the link narrowed, and the lowest layers do not fit it either
     for leg in legs:
         leg.packets += 10
