@@ -97,6 +97,7 @@ REMB_FRESH_S = 3.0
 HOLD_MIN_S = 8.0
 GROWTH = 1.04  # per update (4 a second): about 17 % a second
 HOLD_MAX_S = 32.0
+SENT_CEILING = 1.5  # growth stops at this times the rate sent (or START_BPS, if more)
 CUT_GAP_S = 2.0  # a second cut waits for feedback about the first
 SENT_SMOOTHING = 0.3  # per update: the sent rate averaged over about a second
 CUT_MARGIN = 0.85  # a cut lands this far under what got through
@@ -283,11 +284,18 @@ class Downlink:
             self._lossy(loss, now, floor)
         elif loss < 0.02 and (now >= self.hold_until
                               or (remb is not None and remb > 1.2 * self.estimate)):
-            grown = max(self.estimate, sent_bps) * GROWTH
+            grown = min(max(self.estimate, sent_bps) * GROWTH, self.ceiling())
             if grown > self.estimate:
                 self.estimate = grown
                 self.reason = "probe"
         return self.estimate
+
+    def ceiling(self) -> float:
+        """How far growth may take the estimate: ``START_BPS``, or ``SENT_CEILING`` times what
+        the subscriber is sent (GCC's bound, draft-ietf-rmcat-gcc-02 section 5.5: 1.5x the
+        received rate). Unbounded, an unthrottled receiver's estimate grew 17 % a second for the
+        whole call, to 131 Gbit/s in a 40 s test, and every layer event carried that number."""
+        return max(START_BPS, SENT_CEILING * (self.sent or 0.0))
 
     def aftermath(self, now: float) -> bool:
         """Within ``PROBE_AFTER_S`` of a failed probe: its repairs and the keyframes its loss

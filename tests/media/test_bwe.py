@@ -16,7 +16,9 @@ from parley.media.bwe import (
     PROBE_FEEDBACK_S,
     PROBE_HEADROOM,
     PROBE_S,
+    SENT_CEILING,
     SETTLE_S,
+    START_BPS,
     Downlink,
 )
 
@@ -439,3 +441,15 @@ def test_a_link_cut_once_is_paced_while_it_stays_narrow() -> None:
     assert down.probe_rate(10.5) == 300_000 / PROBE_HEADROOM
     down.estimate = NARROW_BPS
     assert not down.narrow()
+
+
+def test_growth_stops_at_a_bound_over_what_is_sent() -> None:
+    """A clean link's estimate grows to ``START_BPS`` or 1.5x what it is sent, not for ever (an
+    unthrottled receiver's reached 131 Gbit/s in a 40 s test)."""
+    down = Downlink(start_bps=300_000)
+    for step in range(400):  # 100 s of clean updates at 300 kbit/s
+        down.update(300_000, 0.0, now=step * 0.25)
+    assert down.estimate == START_BPS
+    for step in range(400, 800):  # a receiver of many HD cameras: 6 Mbit/s
+        down.update(6_000_000, 0.0, now=step * 0.25)
+    assert round(down.estimate) == round(SENT_CEILING * 6_000_000)
