@@ -438,11 +438,7 @@ class Participant:
             rungs = {}
         # a new route waits until the shortfall has lasted TRANSCODE_AFTER allocations: a
         # layer's first rate samples hold its first keyframe, and a rung costs a decoder
-        # (a track an earlier session of this subscriber needed a rung for goes at once).
-        # None in a failed probe's aftermath: the estimate stays on what the lowest layers cost
-        # before it, and the keyframes its loss asked for raised their averages a few percent
-        # over it for over a second (a camera sent to a rung and back 2 s after the failure:
-        # tests/sfu/test_throttled.py, 1 of 12 loaded runs)
+        # (a track an earlier session of this subscriber needed a rung for goes at once)
         def known(dt: DownTrack) -> bool:
             return (isinstance(dt.current, RungLayer) or dt.up.track_id in self.remembered
                     or not self.decodes(dt.up))
@@ -450,6 +446,10 @@ class Participant:
         fresh = not all(known(dt) for dt in rungs)
         if tick:
             self._short = self._short + 1 if fresh else 0
+        # none in a failed probe's aftermath: the estimate stays on what the lowest layers cost
+        # before it, and the keyframes its loss asked for raised their averages a few percent
+        # over it for over a second (a camera sent to a rung and back 2 s after the failure:
+        # tests/sfu/test_throttled.py, 1 of 12 loaded runs)
         if fresh and (self._short < TRANSCODE_AFTER or self.downlink.aftermath(now)):
             rungs = {dt: r for dt, r in rungs.items() if known(dt)}
         stopped = False  # a leg's layer stopped at once: the link's queue is full
