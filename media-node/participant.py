@@ -449,7 +449,7 @@ class Participant:
         # none in a failed probe's aftermath: the estimate stays on what the lowest layers cost
         # before it, and the keyframes its loss asked for raised their averages a few percent
         # over it for over a second (a camera sent to a rung and back 2 s after the failure:
-        # tests/sfu/test_throttled.py, 1 of 12 loaded runs)
+        # tests/sfu/test_throttled.py, 1 of 19 loaded runs)
         if fresh and (self._short < TRANSCODE_AFTER or self.downlink.aftermath(now)):
             rungs = {dt: r for dt, r in rungs.items() if known(dt)}
         stopped = False  # a leg's layer stopped at once: the link's queue is full
