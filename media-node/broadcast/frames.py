@@ -25,7 +25,7 @@ from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 
 from ..tasks import spawn
-from .jitter import VIDEO_CAPACITY, MarkerJitterBuffer
+from .jitter import VIDEO_CAPACITY, AudioOnArrival, MarkerJitterBuffer
 
 VIDEO_CLOCK = 90000
 AUDIO_CLOCK = 48000
@@ -81,9 +81,9 @@ def tap(receiver: RTCRtpReceiver, kind: str, on_frame: Callable[[Frame], None]) 
         on_frame(Frame(kind, data, encoded.timestamp, is_key(data)))
 
     receiver._RTCRtpReceiver__decoder_queue = _Tap(frame)  # type: ignore[attr-defined]
-    if kind == "video":  # hand a frame on at its last packet, not one frame later (jitter.py)
-        receiver._RTCRtpReceiver__jitter_buffer = MarkerJitterBuffer(  # type: ignore[attr-defined]
-            VIDEO_CAPACITY, is_video=True)
+    # a video frame handed on at its last packet, an audio packet as it comes (jitter.py)
+    receiver._RTCRtpReceiver__jitter_buffer = (  # type: ignore[attr-defined]
+        MarkerJitterBuffer(VIDEO_CAPACITY, is_video=True) if kind == "video" else AudioOnArrival())
 
 
 def request_keyframe(receiver: RTCRtpReceiver) -> None:
