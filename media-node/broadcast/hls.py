@@ -44,6 +44,8 @@ WINDOW = 12  # segments in a media playlist (24 s: twice the skip boundary, so d
 HOLD_TARGETS = 3  # a blocking reload is held at most this many target durations (6.2.5.2)
 SKIP_TARGETS = 6  # CAN-SKIP-UNTIL in target durations (RFC 8216bis 4.4.3.8: at least six)
 PART_SEGMENTS = 3  # complete segments whose parts stay listed (>= 3 target durations of 2 s)
+AUDIO_WAIT_S = 0.25  # the longest a finished part waits for the audio up to its end
+AUDIO_SKEW = cmaf.AUDIO_TIMESCALE  # audio further behind than this is off the timeline: no wait
 AUDIO_BITRATE = 96000
 PLAYLIST = "application/vnd.apple.mpegurl"
 CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Expose-Headers": "Age, Date"}
@@ -83,6 +85,26 @@ class _Video:
     key: bool
 
 
+@dataclass
+class _Closing:
+    """A part whose frames are all known, to be published once its audio is in."""
+    frames: list[_Video]
+    end: int  # 90 kHz: where the part ends (the next frame's dts)
+    end_segment: bool
+    since: float  # monotonic: when its last frame became known
+
+    @property
+    def audio_limit(self) -> int:
+        return self.end * cmaf.AUDIO_TIMESCALE // cmaf.VIDEO_TIMESCALE
+
+
+@dataclass
+class _Opening:
+    """A segment starting on a keyframe, after the parts queued before it."""
+    au: cmaf.AccessUnit
+    size: tuple[int, int]
+
+
 class Rendition:
     """One rung's LL-HLS stream: fed encoded frames, holds the window, answers playlists."""
 
@@ -106,6 +128,8 @@ class Rendition:
         self._pending: list[_Video] = []
         self._audio: deque[tuple[int, bytes]] = deque()
         self._audio_started = False
+        self._audio_end: int | None = None  # 48 kHz: where the newest AAC frame's sound ends
+        self._steps: deque[_Closing | _Opening] = deque()
         self._sequence = 0
         self._last_ts: int | None = None
         self._epoch = 0
@@ -121,8 +145,10 @@ class Rendition:
 
     def audio(self, pts: int, data: bytes) -> None:
         """An AAC frame (pts at 48 kHz on the programme's audio timeline)."""
-        if self.open is not None or self._pending:
+        if self.open is not None or self._pending or self._steps:
             self._audio.append((pts, data))
+            self._audio_end = max(self._audio_end or 0, pts + cmaf.AAC_SAMPLES)
+            self._publish()
 
     def video(self, annexb: bytes, ts: int, key: bool, size: tuple[int, int]) -> None:
         """An encoded frame of this rung (90 kHz timestamp, possibly wrapped)."""
@@ -131,18 +157,42 @@ class Rendition:
             return  # start on a keyframe
         au = cmaf.to_avcc(annexb)
         if self._pending:
-            start = self._pending[0].dts
+            start, now = self._pending[0].dts, time.monotonic()
             if key:
-                self._close_part(self._pending, dts, end_segment=True)
+                self._steps.append(_Closing(self._pending, dts, True, now))
+                self._pending = []
             elif dts - start > self.target_ticks and len(self._pending) > 1:
                 last = self._pending.pop()
-                self._close_part(self._pending, last.dts)
+                self._steps.append(_Closing(self._pending, last.dts, False, now))
                 self._pending = [last]
             elif dts - start >= self.target_ticks - max(1, dts - self._pending[-1].dts) // 2:
-                self._close_part(self._pending, dts)
+                self._steps.append(_Closing(self._pending, dts, False, now))
+                self._pending = []
         if key:
-            self._start_segment(au, size)
+            self._steps.append(_Opening(au, size))
         self._pending.append(_Video(dts, au, key))
+        self._publish()
+
+    def _publish(self) -> None:
+        """Carry out the queued steps in order. A part waits for the audio up to its end (the
+        audio path runs on its own clock: 100+ ms behind the video on a loaded machine, and a
+        part published before its audio came would push that audio into the next part), at
+        most ``AUDIO_WAIT_S``: a stalled audio path must not hold the pictures back."""
+        now = time.monotonic()
+        while self._steps:
+            step = self._steps[0]
+            if isinstance(step, _Opening):
+                self._start_segment(step.au, step.size)
+            elif self._waits_for_audio(step, now):
+                return
+            else:
+                self._close_part(step.frames, step.end, step.end_segment)
+            self._steps.popleft()
+
+    def _waits_for_audio(self, step: _Closing, now: float) -> bool:
+        heard, limit = self._audio_end, step.audio_limit
+        return (heard is not None and heard < limit and limit - heard < AUDIO_SKEW
+                and now - step.since < AUDIO_WAIT_S)
 
     def _start_segment(self, au: cmaf.AccessUnit, size: tuple[int, int]) -> None:
         init = max(self.inits, default=0)
@@ -160,7 +210,6 @@ class Rendition:
     def _close_part(self, frames: list[_Video], end: int, end_segment: bool = False) -> None:
         seg = self.open
         if seg is None or not frames:
-            self._pending = []
             return
         video = [cmaf.Sample(f.au.sample, b.dts - f.dts, f.key)
                  for f, b in zip(frames, [*frames[1:], _Video(end, frames[0].au, False)],
@@ -183,7 +232,6 @@ class Rendition:
         seg.duration += duration
         if end_segment:
             self._finish(seg)
-        self._pending = []
         self._changed.set()
         self._changed = asyncio.Event()
 

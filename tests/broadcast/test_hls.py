@@ -5,6 +5,7 @@ playlists, Debian's ffprobe for init + parts and init + segments (codec, height,
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import shutil
 import subprocess
@@ -12,6 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import av
 import httpx
 import m3u8
 from prometheus_client.parser import text_string_to_metric_families
@@ -194,6 +196,48 @@ async def test_ll_hls_bad_requests(parley_server: Callable[..., str]) -> None:
         await cam.stop()
 
 
+def _audio_frames(mp4: bytes) -> int:
+    """AAC frames in init + fragment, as FFmpeg's demuxer reads them."""
+    with av.open(io.BytesIO(mp4)) as c:
+        return sum(1 for p in c.demux(c.streams.audio[0]) if p.size)
+
+
+def _access_unit(n: int) -> bytes:
+    """Frame ``n`` of a synthetic 30 fps H.264 stream with a keyframe every 60 frames."""
+    if n % 60:
+        return b"\x00\x00\x00\x01\x41\x9a" + bytes([n % 256])
+    sps, pps = b"\x67\x42\xc0\x0d\xda\x05\x07\xe8", b"\x68\xce\x3c\x80"
+    return b"\x00\x00\x00\x01" + sps + b"\x00\x00\x00\x01" + pps + b"\x00\x00\x01\x65\x88"
+
+
+async def test_a_part_waits_for_late_audio_but_not_for_a_stalled_audio_path() -> None:
+    """Audio coming in step with the pictures, then 150 ms behind them (the audio path on a
+    loaded machine), still lands in the part it belongs to, 15-16 AAC frames per 1/3 s part;
+    when the audio stops, parts go out without it after ``AUDIO_WAIT_S`` rather than holding
+    the pictures back."""
+    from parley.media.broadcast.hls import AUDIO_WAIT_S, Rendition
+
+    r = Rendition("180p", "run1", 200, 2.0)
+    r.audio_config = b"\x11\x90"
+    aac = 0  # next AAC frame's pts (48 kHz)
+    for n in range(120):  # 4 s of video; audio fed in step or 150 ms behind, by turns
+        r.video(_access_unit(n), n * 3000, n % 60 == 0, (240, 180))
+        while aac + 1024 <= n * 1600 - (7200 if n // 10 % 2 else 0):
+            r.audio(aac, b"\x21\x10")
+            aac += 1024
+    parts = [p for s in [*r.segments, r.open] for p in s.parts]
+    assert len(parts) == 11  # frames 0-109: the part of 110-119 ends with the next frame
+    counts = [_audio_frames(r.inits[0] + p.data) for p in parts]
+    assert all(15 <= c <= 16 for c in counts), counts
+
+    for n in range(120, 130):  # the audio path stalls: pictures go on, 110-119 waits
+        r.video(_access_unit(n), n * 3000, False, (240, 180))
+    assert len([p for s in [*r.segments, r.open] for p in s.parts]) == 11
+    await asyncio.sleep(AUDIO_WAIT_S)
+    r.video(_access_unit(130), 130 * 3000, False, (240, 180))  # 110-119 goes, 120-129 waits
+    assert len([p for s in [*r.segments, r.open] for p in s.parts]) == 12
+
+
 async def test_window_slides_and_old_parts_are_dropped_across_a_timestamp_wrap() -> None:
     """The packager alone, fed 30 s of 30 fps frames (keyframe every 60) whose RTP timestamps
     wrap past 2**32: twelve segments stay, parts only for the last three and the open one; a
@@ -201,15 +245,12 @@ async def test_window_slides_and_old_parts_are_dropped_across_a_timestamp_wrap()
     boundary and is the full playlist's tail otherwise."""
     from parley.media.broadcast.hls import WINDOW, Rendition
 
-    sps, pps = b"\x67\x42\xc0\x0d\xda\x05\x07\xe8", b"\x68\xce\x3c\x80"
     r = Rendition("180p", "run1", 200, 2.0)
     r.audio_config = b"\x11\x90"
     start = (1 << 32) - 5 * 3000  # wraps after 5 frames
     for n in range(900):
         key = n % 60 == 0
-        au = (b"\x00\x00\x00\x01" + sps + b"\x00\x00\x00\x01" + pps + b"\x00\x00\x01\x65\x88"
-              if key else b"\x00\x00\x00\x01\x41\x9a" + bytes([n % 256]))
-        r.video(au, (start + n * 3000) % (1 << 32), key, (240, 180))
+        r.video(_access_unit(n), (start + n * 3000) % (1 << 32), key, (240, 180))
         r.audio((start + n * 3000) * 48 // 90, b"\x21\x10")
     assert len(r.segments) == WINDOW == 12 and r.last_msn == 13 and r.open is not None
     assert all(abs(s.duration - 2.0) < 1e-6 for s in r.segments)
