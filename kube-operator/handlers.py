@@ -1,4 +1,4 @@
-"""kopf wiring: which watch events and timers lead to which reconciler. No logic here.
+"""kopf wiring: which watch events, and the periodic resync, lead to which reconciler.
 
 Handlers are async only to snapshot kopf's in-memory indexes on the event loop (where they
 are mutated); the reconcilers themselves use the blocking Kubernetes client in a thread.
@@ -20,6 +20,7 @@ from parley.operator.meetings import MeetingController
 from parley.operator.status import snapshot
 
 RESYNC = float(os.environ.get("PARLEY_RESYNC_SECONDS") or 10)
+log = logging.getLogger(__name__)
 POOL_LABELS = {COMPONENT: "call-server", REGION: kopf.PRESENT, BROADCAST_LABEL: kopf.ABSENT}
 
 meetings: MeetingController | None = None
@@ -86,17 +87,6 @@ async def meeting_changed(namespace: str, name: str, meeting_idx: kopf.Index,
     await _meeting(namespace, name, meeting_idx, pool_idx)
 
 
-def _unpooled(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
-    """Meetings no pool timer looks after: peer-to-peer ones and ones still without a pool."""
-    return spec.get("topology") == "p2p" or not (status or {}).get("callServer")
-
-
-@kopf.timer(GROUP, VERSION, "meetings", interval=RESYNC, initial_delay=RESYNC, when=_unpooled)
-async def meeting_resync(namespace: str, name: str, meeting_idx: kopf.Index,
-                         pool_idx: kopf.Index, **_: Any) -> None:
-    await _meeting(namespace, name, meeting_idx, pool_idx)
-
-
 @kopf.on.delete(GROUP, VERSION, "meetings", optional=True)
 async def meeting_deleted(namespace: str, spec: kopf.Spec, meeting_idx: kopf.Index,
                           pool_idx: kopf.Index, **_: Any) -> None:
@@ -110,30 +100,69 @@ async def meeting_deleted(namespace: str, spec: kopf.Spec, meeting_idx: kopf.Ind
             return
 
 
-@kopf.timer("apps", "v1", "deployments", labels=POOL_LABELS, interval=RESYNC)
-async def pool_resync(namespace: str, labels: kopf.Labels, meeting_idx: kopf.Index,
-                      pool_idx: kopf.Index, **_: Any) -> None:
-    assert meetings is not None
-    ms = _plain(meeting_idx)
-    metrics.MANAGED.labels("Meeting").set(len(ms))
-    await asyncio.to_thread(meetings.reconcile_pool, (namespace, labels[REGION]), ms,
-                            _plain(pool_idx))
-
-
 @kopf.on.resume(GROUP, VERSION, "broadcasts")
 @kopf.on.create(GROUP, VERSION, "broadcasts")
 @kopf.on.update(GROUP, VERSION, "broadcasts", field="spec")
-@kopf.timer(GROUP, VERSION, "broadcasts", interval=RESYNC, initial_delay=RESYNC)
 async def broadcast_changed(body: kopf.Body, **_: Any) -> None:
     assert broadcasts is not None
     await asyncio.to_thread(broadcasts.reconcile, snapshot(body))
 
 
 @kopf.index(GROUP, VERSION, "broadcasts")
-def broadcast_idx(namespace: str, name: str, **_: Any) -> dict[Any, Any]:
-    return {(namespace, name): True}
+def broadcast_idx(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[Any, Any]:
+    return {(namespace, name): snapshot(body)}
 
 
-@kopf.timer(GROUP, VERSION, "broadcasts", interval=RESYNC, id="count")
-async def broadcast_count(broadcast_idx: kopf.Index, **_: Any) -> None:
-    metrics.MANAGED.labels("Broadcast").set(len(broadcast_idx))
+# ---- resync ----------------------------------------------------------------------------
+# What watch events alone miss (a pod that became ready, a report, drift) is caught by one
+# operator-level loop over kopf's indexes, not by kopf timers: kopf puts its finalizer on every
+# object a timer or daemon serves (requires_finalizer, no opt-out), so deleting a Meeting,
+# Broadcast or pool Deployment would hang while the operator is down. Parley's cleanup is
+# garbage collection (owner references); nothing needs a finalizer.
+
+_resync_task: asyncio.Task[None] | None = None
+
+
+def _unpooled(meeting: dict[str, Any]) -> bool:
+    """Meetings no pool pass looks after: peer-to-peer ones and ones still without a pool."""
+    return (meeting["spec"].get("topology") == "p2p"
+            or not meeting["status"].get("callServer"))
+
+
+async def _resync_once(meeting_idx: kopf.Index, pool_idx: kopf.Index,
+                       broadcast_idx: kopf.Index) -> None:
+    assert meetings is not None and broadcasts is not None
+    ms, ps, bs = _plain(meeting_idx), _plain(pool_idx), _plain(broadcast_idx)
+    metrics.MANAGED.labels("Meeting").set(len(ms))
+    metrics.MANAGED.labels("Broadcast").set(len(bs))
+    for (namespace, name), m in ms.items():
+        if _unpooled(m):
+            await _meeting(namespace, name, meeting_idx, pool_idx)
+    for key in ps:
+        await asyncio.to_thread(meetings.reconcile_pool, key, _plain(meeting_idx),
+                                _plain(pool_idx))
+    for b in bs.values():
+        await asyncio.to_thread(broadcasts.reconcile, b)
+
+
+async def _resync(meeting_idx: kopf.Index, pool_idx: kopf.Index,
+                  broadcast_idx: kopf.Index) -> None:
+    while True:
+        await asyncio.sleep(RESYNC)
+        try:
+            await _resync_once(meeting_idx, pool_idx, broadcast_idx)
+        except Exception:  # one bad pass must not end resyncing; the next one retries
+            log.exception("resync failed")
+
+
+@kopf.on.startup()
+async def start_resync(meeting_idx: kopf.Index, pool_idx: kopf.Index,
+                       broadcast_idx: kopf.Index, **_: Any) -> None:
+    global _resync_task
+    _resync_task = asyncio.create_task(_resync(meeting_idx, pool_idx, broadcast_idx))
+
+
+@kopf.on.cleanup()
+async def stop_resync(**_: Any) -> None:
+    if _resync_task is not None:
+        _resync_task.cancel()

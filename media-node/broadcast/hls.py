@@ -5,9 +5,10 @@ Cutting: a segment starts on each keyframe (the ladder forces one every 2 s, on 
 frame for every rung, so segments of all rungs line up). Inside a segment, a part is closed when
 the next frame would make it reach the part target (1/3 s = 10 frames at 30 fps); a part never
 exceeds the target, because a frame that would overshoot starts the next part instead. A part is
-published the moment its last frame is known (when the next frame arrives), as one fMP4 fragment
-(video + the audio up to the part's end, muxed); a segment is the concatenation of its parts'
-fragments, so nothing is muxed twice.
+published once its last frame is known (when the next frame arrives) and the audio up to its end
+has come (the AAC encoder's delay: about 70 ms; at most ``AUDIO_WAIT_S``), as one fMP4 fragment
+(video + that audio, muxed); a segment is the concatenation of its parts' fragments, so nothing is
+muxed twice.
 
 Window: the playlist keeps the last ``WINDOW`` segments; parts are listed (and kept) only for the
 last ``PART_SEGMENTS`` segments (more than three target durations, as the spec asks) and the open
