@@ -1,13 +1,13 @@
-"""The broadcast receivers' video jitter buffer hands a frame on at its marker packet (aiortc's
-waits for the next frame's first packet); a hole keeps aiortc's rule, and no frame is handed on
-twice or out of order, across a sequence-number wrap."""
+"""The broadcast receivers' jitter buffers: video hands a frame on at its marker packet (aiortc's
+waits for the next frame's first packet), a hole keeps aiortc's rule, and no frame is handed on
+twice or out of order, across a sequence-number wrap; audio hands each packet on as it comes."""
 
 from __future__ import annotations
 
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.rtp import RtpPacket
 
-from parley.media.broadcast.jitter import VIDEO_CAPACITY, MarkerJitterBuffer
+from parley.media.broadcast.jitter import VIDEO_CAPACITY, AudioOnArrival, MarkerJitterBuffer
 
 # (sequence number, timestamp, marker): frame 1 in order across the wrap, frame 2 one packet,
 # frame 3 with two packets swapped, frames 4 and 5 in order
@@ -41,3 +41,17 @@ def test_a_hole_waits_for_the_next_frame_as_before() -> None:
     packets = [(10, 1, 0), (12, 1, 1), (11, 1, 0), (13, 2, 0), (14, 2, 1)]
     frames = _feed(MarkerJitterBuffer(VIDEO_CAPACITY, is_video=True), packets)
     assert frames == [(3, 1, "0a0b0c"), (4, 2, "0d0e")]
+
+
+def test_an_audio_packet_is_handed_on_as_it_comes() -> None:
+    """Opus: each packet at once, across the wrap; a duplicate or a packet later than a newer
+    one is dropped; a far jump back is a restarted sender, taken. aiortc's audio buffer hands
+    the first packet on only at the fifth."""
+    # in order across the wrap, one lost (1), one late (0 after 2), a duplicate (3), a restart
+    packets = [(65534, 0, 0), (65535, 960, 0), (0, 1920, 0), (2, 3840, 0), (1, 2880, 0),
+               (3, 4800, 0), (3, 4800, 0), (4, 5760, 0), (30000, 0, 0), (30001, 960, 0)]
+    frames = _feed(AudioOnArrival(), packets)
+    assert [(i, ts) for i, ts, _ in frames] == [
+        (0, 0), (1, 960), (2, 1920), (3, 3840), (5, 4800), (7, 5760), (8, 0), (9, 960)]
+    assert [(i, ts) for i, ts, _ in _feed(JitterBuffer(16, prefetch=4), packets[:6])] == [
+        (4, 0), (5, 960)]
