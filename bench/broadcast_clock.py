@@ -14,7 +14,9 @@ The same decoding runs in Chromium on a canvas (``READ_JS``) for the LL-HLS benc
 
 from __future__ import annotations
 
+import asyncio
 import time
+from typing import Any
 
 import av
 import numpy as np
@@ -109,3 +111,61 @@ function readStamp(ctx, w, h) {
 }
 """.replace("@BITS@", str(BITS)).replace("@MARGIN@", str(MARGIN)).replace(
     "@TOP@", str(TOP)).replace("@BOTTOM@", str(BOTTOM))
+
+# On every frame the page presents: draw it, read the clock, record (performance.now(), latency
+# in ms) in ``bench.samples`` (``bench.unreadable`` counts frames without a readable code).
+PRESENTED_JS = READ_JS + """
+function readPresented(video, canvas, bench) {
+  const ctx = canvas.getContext("2d", { willReadFrequently: true });
+  function onFrame() {
+    const now = Date.now();
+    const w = video.videoWidth, h = video.videoHeight;
+    if (w && h) {
+      if (canvas.width !== w || canvas.height !== h) { canvas.width = w; canvas.height = h; }
+      ctx.drawImage(video, 0, 0, w, h);
+      const stamp = readStamp(ctx, w, h);
+      bench.height = h;
+      if (stamp === null) bench.unreadable += 1;
+      else bench.samples.push([performance.now(), (now % @MOD@ - stamp + @MOD@) % @MOD@]);
+    }
+    video.requestVideoFrameCallback(onFrame);
+  }
+  video.requestVideoFrameCallback(onFrame);
+}
+""".replace("@MOD@", str(MOD))
+
+
+async def publish_clock(ingest: str, size: tuple[int, int]) -> Any:
+    """The benches' camera (tests' WHIP publisher, its video this clock, its audio a tone),
+    published to ``ingest``'s broadcast; the caller stops it."""
+    from tests.broadcast.clients import Publisher
+
+    from .broadcast_chain import BROADCAST, stream_key
+
+    cam = Publisher(ingest, BROADCAST, stream_key(), size)
+    cam.pc.getTransceivers()[0].sender.replaceTrack(ClockVideo(size))
+    r = await cam.publish()
+    if r.status_code != 201:
+        await cam.stop()
+        raise RuntimeError(f"WHIP publish: {r.status_code} {r.text}")
+    return cam
+
+
+async def presented_window(page: Any, chain: Any, warm: float, seconds: float
+                           ) -> tuple[dict[str, Any], list[int], dict[str, float]]:
+    """After ``warm`` s, ``seconds`` of a page's presented-frame latencies (``PRESENTED_JS``'s
+    ``window.bench``): the bench object, the window's latencies (ms) and each role's CPU in
+    cores over it."""
+    from .load import cpu_seconds
+
+    await asyncio.sleep(warm)
+    cpu0 = {n: cpu_seconds(chain.pid(n)) for n in chain.procs}
+    mark = await page.evaluate("performance.now()")
+    t0 = time.monotonic()
+    await asyncio.sleep(seconds)
+    t1 = time.monotonic()
+    b = await page.evaluate("window.bench")
+    values = [int(v) for at, v in b["samples"] if mark <= at < mark + seconds * 1000]
+    cores = {n: round((cpu_seconds(chain.pid(n)) - cpu0[n]) / (t1 - t0), 3)
+             for n in chain.procs}
+    return b, values, cores

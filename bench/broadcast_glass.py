@@ -34,8 +34,8 @@ from aiortc import MediaStreamTrack
 
 from tests.broadcast.clients import Publisher, Viewer
 
-from .broadcast_chain import BROADCAST, Chain, machine_load, roles_buffer, stream_key
-from .broadcast_clock import ClockVideo, latency_ms, now_ms, read_stamp
+from .broadcast_chain import BROADCAST, Chain, machine_load, roles_buffer
+from .broadcast_clock import latency_ms, now_ms, publish_clock, read_stamp
 from .broadcast_edge import PY_SPY, profile_end, profile_start
 from .load import cpu_seconds, percentile
 
@@ -86,11 +86,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     viewers: list[ClockViewer] = []
     try:
         urls = chain.ladder(args.ladder, args.preset)
-        cam = Publisher(urls["ingest"], BROADCAST, stream_key(), (w, h))
-        cam.pc.getTransceivers()[0].sender.replaceTrack(ClockVideo((w, h)))
-        r = await cam.publish()
-        if r.status_code != 201:
-            raise RuntimeError(f"WHIP publish: {r.status_code} {r.text}")
+        cam = await publish_clock(urls["ingest"], (w, h))
         viewers = [ClockViewer("ingest", f"{urls['ingest']}/live/{BROADCAST}/whep")]
         viewers += [ClockViewer(f"transcoder/{rung}",
                                 f"{urls['transcoder']}/live/{BROADCAST}/{rung}/whep")

@@ -29,11 +29,11 @@ from urllib.parse import quote
 
 from tests.broadcast.clients import Publisher
 
-from .broadcast_chain import BROADCAST, ROOT, Chain, machine_load, roles_buffer, stream_key
-from .broadcast_clock import MOD, READ_JS, ClockVideo
+from .broadcast_chain import BROADCAST, ROOT, Chain, machine_load, roles_buffer
+from .broadcast_clock import PRESENTED_JS, presented_window, publish_clock
 from .broadcast_glass import summary
 from .join_time import ARGS, CHROMIUM
-from .load import cpu_seconds, percentile
+from .load import percentile
 
 RESULTS = Path(__file__).resolve().parent / "results"
 HLS_JS = ROOT / "signaling" / "static" / "vendor" / "hls-1.7.4.min.js"
@@ -43,9 +43,8 @@ PAGE = """<!doctype html><meta charset="utf-8"><title>LL-HLS glass to glass</tit
 <video id="v" muted autoplay playsinline></video><canvas id="c"></canvas>
 <script src="hls.min.js"></script>
 <script>
-@READ_JS@
+@PRESENTED_JS@
 const video = document.getElementById("v"), canvas = document.getElementById("c");
-const ctx = canvas.getContext("2d", { willReadFrequently: true });
 window.bench = { samples: [], unreadable: 0, errors: [], latency: [], height: 0, stalls: 0 };
 // the viewer page's settings (signaling/static/watch.js)
 const extra = JSON.parse(new URLSearchParams(location.search).get("config") || "{}");
@@ -74,24 +73,11 @@ setInterval(() => {
   if (hls.latency) window.bench.latency.push(hls.latency);
   window.bench.targetLatency = hls.targetLatency;
 }, 500);
-function onFrame() {
-  const now = Date.now();
-  const w = video.videoWidth, h = video.videoHeight;
-  if (w && h) {
-    if (canvas.width !== w || canvas.height !== h) { canvas.width = w; canvas.height = h; }
-    ctx.drawImage(video, 0, 0, w, h);
-    const stamp = readStamp(ctx, w, h);
-    window.bench.height = h;
-    if (stamp === null) window.bench.unreadable += 1;
-    else window.bench.samples.push([performance.now(), (now % @MOD@ - stamp + @MOD@) % @MOD@]);
-  }
-  video.requestVideoFrameCallback(onFrame);
-}
-video.requestVideoFrameCallback(onFrame);
+readPresented(video, canvas, window.bench);
 hls.loadSource(new URLSearchParams(location.search).get("src"));
 hls.attachMedia(video);
 video.play().catch(() => {});
-</script>""".replace("@READ_JS@", READ_JS).replace("@MOD@", str(MOD))
+</script>""".replace("@PRESENTED_JS@", PRESENTED_JS)
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -108,11 +94,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         urls = chain.ladder(args.ladder, args.preset)
         edge = urls["edge"]
-        cam = Publisher(urls["ingest"], BROADCAST, stream_key(), (w, h))
-        cam.pc.getTransceivers()[0].sender.replaceTrack(ClockVideo((w, h)))
-        r = await cam.publish()
-        if r.status_code != 201:
-            raise RuntimeError(f"WHIP publish: {r.status_code} {r.text}")
+        cam = await publish_clock(urls["ingest"], (w, h))
         async with async_playwright() as pw:
             browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True,
                                                args=ARGS)
@@ -134,16 +116,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                                 f"&config={quote(args.hls_config)}")
                 await page.wait_for_function("window.bench.samples.length >= 30",
                                              timeout=60000)
-                await asyncio.sleep(args.warm)
-                cpu0 = {n: cpu_seconds(chain.pid(n)) for n in chain.procs}
-                mark = await page.evaluate("performance.now()")
-                t0 = time.monotonic()
-                await asyncio.sleep(args.seconds)
-                t1 = time.monotonic()
-                b = await page.evaluate("window.bench")
+                b, values, cores = await presented_window(page, chain, args.warm,
+                                                          args.seconds)
                 await page.close()
-                values = [int(v) for at, v in b["samples"]
-                          if mark <= at < mark + args.seconds * 1000]
                 lat = b["latency"][-int(args.seconds * 2):]
                 if args.trace:
                     for row in b["trace"][:80]:
@@ -157,9 +132,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                                  "p50_last_5s_ms": percentile(values[-150:], 0.5),
                                  "fatal_errors": [e for e in b["errors"] if e.endswith("true")],
                                  "errors": sorted(set(b["errors"])),
-                                 "role_cpu_cores": {
-                                     n: round((cpu_seconds(chain.pid(n)) - cpu0[n]) / (t1 - t0),
-                                              3) for n in chain.procs},
+                                 "role_cpu_cores": cores,
                                  "loadavg_end": machine_load()}
                 print(f"  {rung:6} frames={len(values):4} p50={results[rung]['p50_ms']} ms "
                       f"p95={results[rung]['p95_ms']} ms max={results[rung]['max_ms']} ms "

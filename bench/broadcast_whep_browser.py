@@ -27,20 +27,18 @@ from typing import Any
 
 from tests.broadcast.clients import Publisher
 
-from .broadcast_chain import BROADCAST, Chain, machine_load, roles_buffer, stream_key
-from .broadcast_clock import MOD, READ_JS, ClockVideo
+from .broadcast_chain import BROADCAST, Chain, machine_load, roles_buffer
+from .broadcast_clock import PRESENTED_JS, presented_window, publish_clock
 from .broadcast_glass import summary
 from .join_time import ARGS, CHROMIUM
-from .load import cpu_seconds
 
 RESULTS = Path(__file__).parent / "results"
 
 PAGE = """<!doctype html><meta charset="utf-8"><title>WHEP glass to glass</title>
 <video id="v" muted autoplay playsinline></video><canvas id="c"></canvas>
 <script>
-@READ_JS@
+@PRESENTED_JS@
 const video = document.getElementById("v"), canvas = document.getElementById("c");
-const ctx = canvas.getContext("2d", { willReadFrequently: true });
 window.bench = { samples: [], unreadable: 0, height: 0, error: null };
 const q = new URLSearchParams(location.search);
 async function gathered(pc) {
@@ -74,22 +72,9 @@ window.jitter = async () => {  // mean jitter-buffer delay per kind, ms
   });
   return out;
 };
-function onFrame() {
-  const now = Date.now();
-  const w = video.videoWidth, h = video.videoHeight;
-  if (w && h) {
-    if (canvas.width !== w || canvas.height !== h) { canvas.width = w; canvas.height = h; }
-    ctx.drawImage(video, 0, 0, w, h);
-    const stamp = readStamp(ctx, w, h);
-    window.bench.height = h;
-    if (stamp === null) window.bench.unreadable += 1;
-    else window.bench.samples.push([performance.now(), (now % @MOD@ - stamp + @MOD@) % @MOD@]);
-  }
-  video.requestVideoFrameCallback(onFrame);
-}
-video.requestVideoFrameCallback(onFrame);
+readPresented(video, canvas, window.bench);
 open().catch((err) => { window.bench.error = String(err); });
-</script>""".replace("@READ_JS@", READ_JS).replace("@MOD@", str(MOD))
+</script>""".replace("@PRESENTED_JS@", PRESENTED_JS)
 
 
 async def _watch(browser: Any, edge: str, rung: str, audio: bool, args: argparse.Namespace,
@@ -105,22 +90,14 @@ async def _watch(browser: Any, edge: str, rung: str, audio: bool, args: argparse
                     f"&audio={int(audio)}")
     await page.wait_for_function("window.bench.samples.length >= 30 || window.bench.error",
                                  timeout=60000)
-    await asyncio.sleep(args.warm)
-    cpu0 = {n: cpu_seconds(chain.pid(n)) for n in chain.procs}
-    mark = await page.evaluate("performance.now()")
-    t0 = time.monotonic()
-    await asyncio.sleep(args.seconds)
-    t1 = time.monotonic()
-    b = await page.evaluate("window.bench")
+    b, values, cores = await presented_window(page, chain, args.warm, args.seconds)
     jitter = await page.evaluate("window.jitter()")
     await page.close()
     if b["error"]:
         raise RuntimeError(b["error"])
-    values = [int(v) for at, v in b["samples"] if mark <= at < mark + args.seconds * 1000]
     return {**summary(values), "height": b["height"], "unreadable": b["unreadable"],
             "jitter_buffer_ms": {k: round(v, 1) for k, v in jitter.items()},
-            "role_cpu_cores": {n: round((cpu_seconds(chain.pid(n)) - cpu0[n]) / (t1 - t0), 3)
-                               for n in chain.procs},
+            "role_cpu_cores": cores,
             "loadavg_end": machine_load()}
 
 
@@ -132,11 +109,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     cam: Publisher | None = None
     try:
         urls = chain.ladder(args.ladder, args.preset)
-        cam = Publisher(urls["ingest"], BROADCAST, stream_key(), (w, h))
-        cam.pc.getTransceivers()[0].sender.replaceTrack(ClockVideo((w, h)))
-        r = await cam.publish()
-        if r.status_code != 201:
-            raise RuntimeError(f"WHIP publish: {r.status_code} {r.text}")
+        cam = await publish_clock(urls["ingest"], (w, h))
         load0 = machine_load()
         results: dict[str, Any] = {}
         async with async_playwright() as pw:
@@ -184,8 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--out", default=str(RESULTS / "broadcast_whep_browser.json"))
     args = ap.parse_args(argv)
-    out = asyncio.run(run(args))
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    Path(args.out).write_text(json.dumps(asyncio.run(run(args)), indent=2) + "\n")
     print(f"wrote {args.out}")
     return 0
 
