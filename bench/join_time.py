@@ -8,6 +8,14 @@ itself, so polling from the outside adds nothing. The page then leaves before th
 ``--topology p2p`` (default) is a mesh pair; ``sfu`` puts the room on `parley up`'s embedded
 call server (both pages ask for ``topology=sfu``).
 
+``--browser cold`` (default, as every run before) navigates as soon as Playwright has made the
+page. A fresh context (a cold cache, no cookies) spawns renderer processes that take about 1 s
+of CPU, 600 ms of it on both cores (measured from /proc here), and the navigation starts
+150-190 ms after the page is made, so that start-up runs through the first half of every join
+measured. ``--browser warm`` navigates once the browser's CPU over 100 ms is back to what the
+anchor alone uses (at most 3 s; the wait is in the JSON): a person opening a meeting link in a
+browser that is already running (docs/benchmarks.md, "2026-12-04 (3)").
+
 The breakdown comes from an init script this bench adds to every page (the client is not
 changed for it): it wraps ``fetch`` (the guest token), ``WebSocket`` (open, every message type
 sent and received), ``getUserMedia`` and ``RTCPeerConnection`` (ICE gathering, ICE and DTLS
@@ -246,18 +254,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     runs: list[dict[str, float]] = []
     try:
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+            browser = BrowserCpu(pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                                    args=ARGS))
             anchor_ctx = browser.new_context(permissions=["camera", "microphone"])
             anchor = anchor_ctx.new_page()
             anchor.goto(f"{base}/m/{room}?name=anchor&{query}")
             anchor.wait_for_function("window.parley && window.parley.state.room", timeout=15000)
-            cpu = [0.0, 0.0]  # the server's CPU seconds over the measured joins
+            browser.learn_idle()
+            settles: list[float] = []
+            server_cpu = 0.0  # the server's CPU seconds over the measured joins and leaves
             for i in range(args.joins + 1):
-                if i == 1:
-                    cpu[0] = cpu_seconds(server.proc.pid)
                 ctx = browser.new_context(permissions=["camera", "microphone"])
                 ctx.add_init_script(MARKS_JS)
                 page = ctx.new_page()
+                if args.browser == "warm":
+                    settles.append(browser.settle())
+                cpu_before = cpu_seconds(server.proc.pid)
                 page.goto(f"{base}/m/{room}?name=joiner{i}&{query}")
                 marks = page.evaluate(FIRST_FRAME_JS[args.observer])
                 if i > 0:  # the first join warms up the browser's codecs and caches
@@ -266,7 +278,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     print(f"  join {i}: {marks['frame']:.0f} ms", flush=True)
                 ctx.close()
                 time.sleep(0.3)
-            cpu[1] = cpu_seconds(server.proc.pid)
+                if i > 0:
+                    server_cpu += cpu_seconds(server.proc.pid) - cpu_before
             browser.close()
     finally:
         server.stop()
@@ -279,6 +292,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "observer": args.observer,
         "client": args.client or args.checkout or "this tree",
         "server": args.checkout or "this tree",
+        "browser": args.browser,
+        "settle_ms_p50": round(percentile(settles, 0.5)) if settles else None,
         "joins": len(samples),
         "join_to_first_frame_ms": {
             "p50": round(percentile(samples, 0.5), 1),
@@ -288,11 +303,57 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         # what one join (and its leave) costs the server, anchor's forwarding included: a
         # figure the machine's noise moves far less than the wall-clock times above
-        "server_cpu_ms_per_join": round((cpu[1] - cpu[0]) * 1000 / max(len(samples), 1), 1),
+        "server_cpu_ms_per_join": round(server_cpu * 1000 / max(len(samples), 1), 1),
         "phases": phase_table(args.topology, runs),
         "samples_ms": [round(x, 1) for x in samples],
         "marks": runs,
     }
+
+
+class BrowserCpu:
+    """The Playwright browser, and the CPU its processes use (every process whose command line
+    starts with CHROMIUM: browser, GPU, utilities, renderers), read from /proc."""
+
+    WINDOW_S = 0.1
+
+    def __init__(self, browser: Any) -> None:
+        self.browser = browser
+        self.idle_ms = 0.0  # per window, the anchor alone
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.browser, name)
+
+    @staticmethod
+    def cpu_ms() -> float:
+        total = 0.0
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                if not (entry / "cmdline").read_bytes().startswith(CHROMIUM.encode()):
+                    continue
+                total += cpu_seconds(int(entry.name)) * 1000
+            except OSError:  # the process ended
+                continue
+        return total
+
+    def window(self) -> float:
+        before = self.cpu_ms()
+        time.sleep(self.WINDOW_S)
+        return self.cpu_ms() - before
+
+    def learn_idle(self) -> None:
+        """What the browser uses with the anchor alone in its call (median of ten windows)."""
+        self.idle_ms = statistics.median(self.window() for _ in range(10))
+
+    def settle(self, limit_s: float = 3.0) -> float:
+        """Wait until two windows in a row use no more than the idle figure plus 20 ms (one
+        core at 20 %); ms waited."""
+        start = time.monotonic()
+        quiet = 0
+        while quiet < 2 and time.monotonic() - start < limit_s:
+            quiet = quiet + 1 if self.window() <= self.idle_ms + 20 else 0
+        return (time.monotonic() - start) * 1000
 
 
 def cpu_seconds(pid: int) -> float:
@@ -322,6 +383,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--observer", choices=sorted(FIRST_FRAME_JS), default="receivers",
                     help="how the first frame is watched: the video receivers' getStats "
                          "(default) or the page's own stats() as before 2026-12-03 16:40")
+    ap.add_argument("--browser", choices=["cold", "warm"], default="cold",
+                    help="navigate at once (default), or once the new context's processes "
+                         "have started")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     result = run(args)
@@ -331,7 +395,8 @@ def main(argv: list[str] | None = None) -> int:
     path.write_text(json.dumps(result, indent=2) + "\n")
     print_table(result)
     print(json.dumps(result["join_to_first_frame_ms"]))
-    print(f"server CPU per join: {result['server_cpu_ms_per_join']} ms")
+    print(f"server CPU per join: {result['server_cpu_ms_per_join']} ms; browser "
+          f"{result['browser']}, settle p50 {result['settle_ms_p50']} ms")
     print(f"wrote {path}")
     return 0
 
