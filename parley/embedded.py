@@ -30,6 +30,7 @@ async def serve(settings: Settings, host: str, port: int, embed_call_server: boo
         hub = Hub(settings, directory=directory)
         app = create_app(settings, hub)
         mount(app, call_server, settings.token_secret)
+        hub.sfu.serve_in_process(f"http://{shown}:{port}", app)
         from parley.events import Emitter
         from parley.media.broadcast.roles import mount as mount_live  # docs/broadcast.md
 

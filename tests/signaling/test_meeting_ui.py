@@ -138,11 +138,15 @@ def test_a_call_server_link_joins_before_its_camera_opens(
                     and r["kind"] == "video"], "the refused camera sends no video"
         host.wait_for_selector(f".tile[data-participant='{refused_id}'][data-source=camera]"
                                "[data-video=off]", timeout=10000)
-        # the refused camera's m-line left the view: the call server's event, which comes on
-        # its own path (the node's event poll), not with the page's `media` that turned the
-        # tile off above
-        host.wait_for_function("window.parley.state.messages.some("
-                               "(m) => m.type === 'sfu.unpublished')", timeout=10000)
+        # the refused camera's m-line is not in the host's view: never offered to it (refused
+        # while its leg waited for the host's next offer) or offered, then inactive after the
+        # call server's `sfu.unpublished` (refused after that offer), whichever came first
+        host.wait_for_function(f"""async () => (await window.parley.stats()).callServer
+            .sections.every((m) => !(m.stream === {refused_id!r} && m.kind === 'video'
+                                     && m.direction !== 'inactive'))""", timeout=10000)
+        sections = host.evaluate("window.parley.stats()")["callServer"]["sections"]
+        assert any(m["stream"] == slow_id and m["kind"] == "video"
+                   and m["direction"] != "inactive" for m in sections), sections
         # two layers planned from the 360 lines asked for; the fake camera, opened by the host
         # first at 240 lines, gives Sam 240 too, so Chromium never sends the top one: the host
         # got Sam's video on the lower layer all the same (the node does not wait on a layer

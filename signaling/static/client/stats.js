@@ -55,7 +55,10 @@ export async function stats() {
   return { topology: state.topology, room: state.room, identity: state.identity,
            connections, candidatePairs: pairs, inbound, paths, fallbacks,
            callServer: sfu ? { node: sfu.node, connectionState: sfu.pc.connectionState,
-                               outbound: await sfu.outbound() } : null };
+                               outbound: await sfu.outbound(),
+                               // the m-lines as last agreed: who sends what to this page
+                               sections: sdpSections(sfu.pc.currentRemoteDescription?.sdp || "") }
+             : null };
 }
 
 // The local ICE candidates (address, port, protocol) of the connection with one peer.
