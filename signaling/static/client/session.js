@@ -118,7 +118,11 @@ function scheduleRefresh(expiresIn, guest) {
   }, expiresIn * 1000 * 2 / 3);
 }
 
+// Once per page: start.js calls it first for a page that joins at once, parley.js after it.
+let connected = false;
 export async function connect() {
+  if (connected) return;
+  connected = true;
   setStatus("connecting");
   // early.js may have opened it (a page that joins at once); else it opens now
   const opened = early.socket || openSocket();
