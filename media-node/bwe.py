@@ -146,6 +146,7 @@ class Downlink:
         self.cut_at = -1e9
         self.cut_to = 0.0  # the estimate the last cut set
         self.cut_until = -1e9  # the end of the last cut's hold (a failed probe's hold is not)
+        self.cut_floor = 0.0  # what the lowest layers and audio cost at the last cut
         # what a probe showed the link carries since the last cut: 0 after a cut (the layers'
         # averages under-price what a raise sends, its keyframe first: a camera raised to a
         # total under the cut's estimate met 25 % loss), each passed probe's rate after it;
@@ -303,6 +304,16 @@ class Downlink:
         narrowed (no cut under ``kept``, no new transcoded route: ``Participant._choose``)."""
         return now < self.kept_until
 
+    def keeps_lowest(self, now: float) -> bool:
+        """Within the hold of a cut that kept the lowest layers (it landed at or over what they
+        and the audio cost then): their averages creeping over the estimate during it, as the
+        keyframes the switch asked for pass and the encoders settle, is not a narrower link, so
+        no leg is sent a new transcoded rung then (``Participant._choose``); loss that lasts
+        cuts again, under them, and that routes. Without it, a throttled receiver cut to 189
+        kbit/s on a 270 kbit/s link had a camera sent to a 90-line rung late in the hold and
+        back at its end, with no new loss (tests/sfu/test_throttled.py, 2026-12-04)."""
+        return now < self.cut_until and self.estimate >= self.cut_floor
+
     def narrow(self) -> bool:
         """A link that lost packets once (it was cut) and is still estimated under
         ``NARROW_BPS``: what the subscriber is sent is paced at all times (``pacer.py``). Paced
@@ -354,6 +365,8 @@ class Downlink:
             if self.aftermath(now):  # a failed probe's aftermath, not a narrower link
                 lowest = max(lowest, self.kept)
             self._cut(max(lowest, CUT_MARGIN * self.sent * (1 - loss)), now, f"loss {loss:.0%}")
+            if self.cut_at == now:
+                self.cut_floor = floor
         self.congested = True
 
     def _cut(self, to: float, now: float, reason: str) -> None:

@@ -450,7 +450,11 @@ class Participant:
         # before it, and the keyframes its loss asked for raised their averages a few percent
         # over it for over a second (a camera sent to a rung and back 2 s after the failure:
         # tests/sfu/test_throttled.py, 1 of 19 loaded runs)
-        if fresh and (self._short < TRANSCODE_AFTER or self.downlink.aftermath(now)):
+        # nor through the hold of a cut that kept the lowest layers, unless the subscriber's
+        # own cap (its view's maxBitrate) is what they exceed
+        kept = self.downlink.keeps_lowest(now) and (
+            self.max_bps is None or self.max_bps >= self.downlink.estimate)
+        if fresh and (self._short < TRANSCODE_AFTER or self.downlink.aftermath(now) or kept):
             rungs = {dt: r for dt, r in rungs.items() if known(dt)}
         stopped = False  # a leg's layer stopped at once: the link's queue is full
         raised = False  # a leg moved up: its new layer starts on a keyframe

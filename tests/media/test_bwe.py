@@ -110,6 +110,22 @@ def test_a_cut_stops_at_the_lowest_layers_until_loss_lasts_there() -> None:
     assert down.update(220_000, 0.5, now=later, floor=220_000) < 220_000
 
 
+def test_through_the_hold_of_a_cut_that_kept_the_lowest_layers_no_rung_is_new() -> None:
+    """A cut that landed at or over what the lowest layers cost keeps them through its hold
+    (no new transcoded rung while their averages creep up); loss that lasts cuts under them,
+    and then a rung may come."""
+    down = Downlink(start_bps=2_000_000)
+    down.update(400_000, 0.0, now=0.0)
+    down.update(400_000, 0.5, now=0.25, floor=180_000)
+    assert down.estimate >= 180_000
+    assert down.keeps_lowest(0.25) and down.keeps_lowest(0.25 + HOLD_MIN_S - 0.1)
+    assert not down.keeps_lowest(0.25 + HOLD_MIN_S)
+    later = 0.25 + CUT_GAP_S
+    down.update(down.estimate, 0.5, now=later, floor=down.estimate + 20_000)
+    assert down.estimate < down.cut_floor
+    assert not down.keeps_lowest(later)
+
+
 def test_a_good_links_first_loss_is_judged_when_the_nack_comes() -> None:
     """``react``: outside a hold, a share over 10 % of the last updates' 20+ packets cuts
     between two updates, with the update's margin."""
