@@ -254,13 +254,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     runs: list[dict[str, float]] = []
     try:
         with sync_playwright() as pw:
-            browser = BrowserCpu(pw.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                                    args=ARGS))
+            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+            browser_cpu = BrowserCpu()
             anchor_ctx = browser.new_context(permissions=["camera", "microphone"])
             anchor = anchor_ctx.new_page()
             anchor.goto(f"{base}/m/{room}?name=anchor&{query}")
             anchor.wait_for_function("window.parley && window.parley.state.room", timeout=15000)
-            browser.learn_idle()
+            if args.browser == "warm":
+                browser_cpu.learn_idle()
             settles: list[float] = []
             server_cpu = 0.0  # the server's CPU seconds over the measured joins and leaves
             for i in range(args.joins + 1):
@@ -268,7 +269,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 ctx.add_init_script(MARKS_JS)
                 page = ctx.new_page()
                 if args.browser == "warm":
-                    settles.append(browser.settle())
+                    settles.append(browser_cpu.settle())
                 cpu_before = cpu_seconds(server.proc.pid)
                 page.goto(f"{base}/m/{room}?name=joiner{i}&{query}")
                 marks = page.evaluate(FIRST_FRAME_JS[args.observer])
@@ -311,17 +312,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 class BrowserCpu:
-    """The Playwright browser, and the CPU its processes use (every process whose command line
-    starts with CHROMIUM: browser, GPU, utilities, renderers), read from /proc."""
+    """The CPU the browser's processes use (every process whose command line starts with
+    CHROMIUM: browser, GPU, utilities, renderers), read from /proc."""
 
     WINDOW_S = 0.1
 
-    def __init__(self, browser: Any) -> None:
-        self.browser = browser
+    def __init__(self) -> None:
         self.idle_ms = 0.0  # per window, the anchor alone
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.browser, name)
 
     @staticmethod
     def cpu_ms() -> float:
