@@ -108,6 +108,10 @@ MARKS_JS = """(() => {
     }
   };
   document.addEventListener("DOMContentLoaded", () => mark("dom.loaded"));
+  // boot.js, the page's first script, assigns window.parleyBoot: when the parser reached it
+  let boot;
+  Object.defineProperty(window, "parleyBoot", { configurable: true, enumerable: true,
+    get: () => boot, set: (v) => { mark("boot.run"); boot = v; } });
 })()"""
 
 # Resolves with the marks once a remote video frame is decoded (first RTP packet on the way),
@@ -128,6 +132,7 @@ FIRST_FRAME_JS = {"stats": """async () => {
       t.frame = performance.now();
       const nav = performance.getEntriesByType('navigation')[0];
       t["html.end"] = nav ? nav.responseEnd : null;
+      t["html.start"] = nav ? nav.responseStart : null;
       return t;
     }
     await new Promise(r => setTimeout(r, 10));
@@ -147,6 +152,7 @@ FIRST_FRAME_JS = {"stats": """async () => {
       t.frame = performance.now();
       const nav = performance.getEntriesByType('navigation')[0];
       t["html.end"] = nav ? nav.responseEnd : null;
+      t["html.start"] = nav ? nav.responseStart : null;
       return t;
     }
     await new Promise(r => setTimeout(r, 10));
@@ -156,6 +162,7 @@ FIRST_FRAME_JS = {"stats": """async () => {
 # (phase, from mark, to mark): what the table in docs/benchmarks.md shows, per topology.
 COMMON = [
     ("page: HTML", None, "html.end"),
+    ("page: boot.js runs (HTML end -> boot.js)", "html.end", "boot.run"),
     ("page: modules loaded and run (DOMContentLoaded)", "html.end", "dom.loaded"),
     ("token (POST guest-token)", "token.request", "token.response"),
     ("WebSocket: open to welcome", "ws.create", "recv.welcome"),
