@@ -73,12 +73,12 @@ class DownTrack:
     plus the wall-clock time since, so the receiver sees one continuous stream (the technique of
     mediasoup's and LiveKit's simulcast forwarders)."""
 
-    __slots__ = ("bytes", "clock_rate", "downlink", "dropped", "ext", "flushed", "ids", "kind",
-                 "last_pid", "last_sent", "last_seq", "last_tl0", "last_ts", "layer", "link",
-                 "loss", "marks", "munge", "nack_seen", "nacked", "packets", "pid_offset", "pt",
-                 "repaired", "reported", "retransmitted", "rewrite", "rtx_pt", "rtx_seq",
-                 "rtx_ssrc", "sender", "seq_offset", "ssrc", "subscriber", "switch_seq", "target",
-                 "tl0_offset", "transceiver", "ts_offset", "up")
+    __slots__ = ("bytes", "clock_rate", "continued", "downlink", "dropped", "ext", "flushed",
+                 "ids", "kind", "last_pid", "last_sent", "last_seq", "last_tl0", "last_ts",
+                 "layer", "link", "loss", "marks", "munge", "nack_seen", "nacked", "packets",
+                 "pid_offset", "pt", "repaired", "reported", "retransmitted", "rewrite", "rtx_pt",
+                 "rtx_seq", "rtx_ssrc", "sender", "seq_offset", "ssrc", "subscriber",
+                 "switch_seq", "target", "tl0_offset", "transceiver", "ts_offset", "up")
 
     def __init__(self, up: UpTrack, subscriber: str, link: Link, downlink: Any = None,
                  layer: int | None = None) -> None:
@@ -109,6 +109,7 @@ class DownTrack:
         self.last_ts = 0
         self.last_sent = 0.0
         self.switch_seq = 0  # first outgoing sequence number of the current layer
+        self.continued = False  # on a retired leg's m-line, its numbering continued (follow)
         # VP8 / VP9 of a simulcast track: PictureID and TL0PICIDX continued across switches
         mime = up.codec.mimeType.lower()
         self.munge = up.simulcast and mime in PICTURE_IDS
@@ -145,7 +146,8 @@ class DownTrack:
         self.rtx_pt = next(
             (c.payloadType for c in codecs
              if c.mimeType.lower().endswith("/rtx") and c.parameters.get("apt") == self.pt), None)
-        self.last_seq = self.rtx_seq = sender._ssrc & 0x7FFF  # RFC 3550: random start
+        if not self.continued:
+            self.last_seq = self.rtx_seq = sender._ssrc & 0x7FFF  # RFC 3550: random start
         ids = {e.uri: e.id for e in getattr(transceiver, "_headerExtensions", None) or []}
         ast_id = ids.get(ABS_SEND_TIME)
         if ast_id is not None and 0 < ast_id < 15:  # RFC 8285 one-byte header, 3 data bytes
@@ -153,6 +155,16 @@ class DownTrack:
         sender._handle_rtcp_packet = self.on_rtcp  # type: ignore[method-assign]
         if self.target is not None:
             self.target.add(self)
+
+    def follow(self, retired: DownTrack) -> None:
+        """Carry on from ``retired``, a leg that left the m-line (and so the sender's SSRC) this
+        leg reuses: sequence numbers, timestamp and picture ids go on from its last packet, as
+        at a layer switch, so the receiver sees one continuous stream whether or not it kept
+        its receive stream while the m-line was inactive."""
+        self.continued = True
+        self.last_seq, self.rtx_seq = retired.last_seq, retired.rtx_seq
+        self.last_ts, self.last_sent = retired.last_ts, retired.last_sent
+        self.last_pid, self.last_tl0 = retired.last_pid, retired.last_tl0
 
     def forward(self, layer: Layer, seq: int, ts: int, marker: int, payload: bytes,
                 key: bool, ast: bytes = b"\0\0\0") -> None:
@@ -230,7 +242,7 @@ class DownTrack:
         layer.waiting -= 1
         self.seq_offset = (self.last_seq + 1 - seq) & 0xFFFF
         self.switch_seq = (self.last_seq + 1) & 0xFFFF
-        if self.packets:  # continue the timeline: last timestamp + the time since, at least 1
+        if self.last_sent:  # continue the timeline: last timestamp + the time since, at least 1
             gap = max(1, int((time.perf_counter() - self.last_sent) * self.clock_rate))
             self.ts_offset = (self.last_ts + gap - ts) & 0xFFFFFFFF
             if self.munge:

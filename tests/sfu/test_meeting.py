@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -165,3 +166,47 @@ def test_the_weakest_receivers_config_no_longer_caps_what_publishers_send_to_the
         wait_media(b, [("ca", "video", "camera")], frames=frames + 10)  # still flowing
     finally:
         close(a, b)
+
+
+def _sections(page: Any) -> list[dict[str, Any]]:
+    """The host's call-server m-lines as the call server last described them."""
+    return stats(page)["callServer"]["sections"]
+
+
+def _frames(page: Any, who: str) -> int:
+    return sum(r["framesDecoded"] for r in inbound(page, who, "video"))
+
+
+def test_a_newcomer_takes_the_m_lines_a_leaver_left(
+        browser, parley_server: Callable[..., str]) -> None:
+    """A subscriber's session does not grow by everyone who ever left: the call server puts a
+    newcomer's tracks on the m-lines a leaver's tracks went inactive on, and the host decodes
+    the newcomer there (docs/call-server.md, "Negotiation and renegotiation")."""
+    base = parley_server()
+    host = open_client(browser, f"{base}/m/reuse?name=Host&user=host&topology=sfu&{CAM}")
+    first = open_client(browser, f"{base}/m/reuse?name=First&user=first&topology=sfu&{CAM}")
+    second = None
+    try:
+        wait_media(host, everyone_else(["first"], "host"))
+        grown = _sections(host)
+        mids = {s["kind"]: s["mid"] for s in grown if s["stream"] == "first"}
+        assert set(mids) == {"audio", "video"}, grown
+        close(first)
+        first = None
+        wait_until(lambda: all(s["direction"] == "inactive" for s in _sections(host)
+                               if s["mid"] in mids.values()), 15,
+                   what="the leaver's m-lines retired")
+        second = open_client(browser, f"{base}/m/reuse?name=Second&user=second&topology=sfu"
+                                      f"&{CAM}")
+        wait_media(host, everyone_else(["second"], "host"))
+        now = _sections(host)
+        assert len(now) == len(grown), (grown, now)
+        assert {s["kind"]: s["mid"] for s in now if s["stream"] == "second"} == mids, now
+        # frames of the newcomer keep coming on the reused m-line (a counter the receive
+        # stream may have kept from the leaver's frames must still grow)
+        seen = _frames(host, "second")
+        wait_until(lambda: _frames(host, "second") >= seen + 10, 10, what="the newcomer's frames")
+        tile = host.locator("[data-participant=second][data-source=camera] video")
+        assert tile.evaluate("(v) => v.videoWidth") > 0
+    finally:
+        close(*[p for p in (host, first, second) if p is not None])
