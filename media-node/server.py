@@ -13,6 +13,8 @@ from types import FrameType
 
 import uvicorn
 
+from parley.heap import freeze_start_up
+
 from .api import create_app
 from .node import CallServer
 from .report import NodeReport
@@ -52,6 +54,7 @@ async def serve(args: argparse.Namespace) -> None:
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
     userver = DrainingServer(config, server, float(args.drain_deadline),
                              asyncio.get_running_loop())
+    freeze_start_up()
     print(f"call server {server.id} listening on {url}", flush=True)
     try:
         await userver.serve()

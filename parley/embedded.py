@@ -15,6 +15,7 @@ import sys
 import uvicorn
 
 from parley.config import Settings
+from parley.heap import freeze_start_up
 
 
 async def serve(settings: Settings, host: str, port: int, embed_call_server: bool = True) -> None:
@@ -44,6 +45,7 @@ async def serve(settings: Settings, host: str, port: int, embed_call_server: boo
 
         start_embedded(settings.data_dir)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", ws_max_size=65536)
+    freeze_start_up()
     await _AnnouncingServer(config, f"http://{shown}:{port}/").serve()
 
 
