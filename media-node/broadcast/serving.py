@@ -19,6 +19,8 @@ from types import FrameType
 import uvicorn
 from fastapi import FastAPI
 
+from parley.heap import freeze_start_up
+
 GRACE_S = 5.0  # open requests get this long after the clean-up; then they are cancelled
 
 
@@ -52,6 +54,7 @@ async def serve_role(app: FastAPI, host: str, port: int,
     """Serve ``app`` until SIGTERM/SIGINT, then run ``close`` exactly once."""
     server = RoleServer(uvicorn.Config(app, host=host, port=port, log_level="warning",
                                        timeout_graceful_shutdown=GRACE_S), close)
+    freeze_start_up()  # the media loop never walks start-up's objects again (parley/heap.py)
     try:
         await server.serve()
     finally:
