@@ -68,9 +68,10 @@ def create_app(settings: Settings, hub: Hub | None = None) -> FastAPI:
         """A room's (or ``broadcast:<name>``'s) recordings, played through the API."""
         return FileResponse(STATIC / "recordings.html")
 
-    @app.get("/favicon.ico")
-    async def favicon() -> Response:
-        return Response(status_code=204)
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon(request: Request) -> Response:
+        """The pages link /static/icon.svg; this answers what asks the conventional path."""
+        return client.response("icon.svg", request)
 
     @app.get("/healthz", response_class=PlainTextResponse)
     async def healthz() -> str:

@@ -85,3 +85,9 @@ async def test_parley_up_serves_the_meeting_page_and_its_modules(
         assert (await http.get("/static/client/early.js", headers={
             "if-none-match": module.headers["etag"]})).status_code == 304
         assert (await http.get("/m/bad%20room")).status_code == 404
+        # the tab's icon: every page links it, and the conventional path answers it too
+        assert 'rel="icon" href="/static/icon.svg"' in page.text
+        for path in ("/static/icon.svg", "/favicon.ico"):
+            icon = await http.get(path)
+            assert icon.status_code == 200, path
+            assert icon.headers["content-type"] == "image/svg+xml" and b"<svg" in icon.content
