@@ -86,8 +86,9 @@ async def test_parley_up_serves_the_meeting_page_and_its_modules(
             "if-none-match": module.headers["etag"]})).status_code == 304
         assert (await http.get("/m/bad%20room")).status_code == 404
         # the tab's icon: every page links it, and the conventional path answers it too
-        assert 'rel="icon" href="/static/icon.svg"' in page.text
-        for path in ("/static/icon.svg", "/favicon.ico"):
+        assert 'rel="icon" href="/static/icon.png"' in page.text
+        for path in ("/static/icon.png", "/favicon.ico"):
             icon = await http.get(path)
             assert icon.status_code == 200, path
-            assert icon.headers["content-type"] == "image/svg+xml" and b"<svg" in icon.content
+            assert icon.headers["content-type"] == "image/png"
+            assert icon.content.startswith(b"\x89PNG\r\n\x1a\n")
