@@ -11,11 +11,15 @@ export const hasTurn = () => state.iceServers.some(isTurn);
 // Direct first: mesh pairs start without TURN servers (no allocation per pair on the TURN server);
 // a pair that cannot connect directly escalates to relay (TURN) on its own. A pool of one: the
 // candidates gather from the connection's creation, not from its first description (the same
-// size on both paths: it cannot change once a description is set).
+// size on both paths: it cannot change once a description is set). One transport for all media
+// (max-bundle, as every browser negotiates): no second transport gathers, sends and checks
+// candidates of its own before the answer drops it (a join trickled 8 UDP host candidates, not
+// 4, each an addIceCandidate at the other end: bench/join_time, 2026-12-05), and a relayed pair
+// makes one TURN allocation, not two.
 function iceConfig(path) {
-  const pool = { iceCandidatePoolSize: 1 };
-  return path === "relay" ? { iceServers: state.iceServers, iceTransportPolicy: "relay", ...pool }
-    : { iceServers: state.iceServers.filter((s) => !isTurn(s)), iceTransportPolicy: "all", ...pool };
+  const both = { iceCandidatePoolSize: 1, bundlePolicy: "max-bundle" };
+  return path === "relay" ? { iceServers: state.iceServers, iceTransportPolicy: "relay", ...both }
+    : { iceServers: state.iceServers.filter((s) => !isTurn(s)), iceTransportPolicy: "all", ...both };
 }
 const startPath = () => (opts.relay ? "relay" : "direct");
 
