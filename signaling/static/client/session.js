@@ -11,12 +11,15 @@ import { renderRoster } from "./people.js";
 import { early, openSocket } from "./early.js";
 
 // The add-ons (parley-chat.js, parley-recording.js) are modules after parley.js: what is told
-// them before they run and listen (DOMContentLoaded marks it: a late joiner's chat history)
-// waits for them, in order, while the client itself handles every message at once (the join
+// them before they run and listen (a late joiner's chat history) waits for them, in order, until
+// DOMContentLoaded or, on the meeting page, until start.js has loaded them, while the client itself handles every message at once (the join
 // it answers is on the path to the first frame; waiting for the page's last module cost it
 // 20-80 ms, docs/benchmarks.md "Join time").
 const addons = { ready: false, held: [] };
-window.parleyBoot.loaded.then(() => {
+let addonsLoaded = null;  // the meeting page's add-ons, which start.js loads after parley.js
+// start.js, as it runs (before DOMContentLoaded): the held messages wait for these add-ons
+export function addonsAfter(loaded) { addonsLoaded = loaded; }
+window.parleyBoot.loaded.then(() => addonsLoaded).catch(() => {}).then(() => {
   addons.ready = true;
   for (const [name, detail] of addons.held.splice(0)) emit(name, detail);
 });

@@ -30,6 +30,10 @@ function setSource(video, stream) {
   video.play().catch(() => {});
 }
 
+// Resolves when the first remote video shows a picture (start.js loads the rest of the page then).
+let pictured = null;
+export const firstPicture = new Promise((resolve) => { pictured = resolve; });
+
 export function addTile(identity, source, label, stream, muted) {
   let tile = document.getElementById(tileId(identity, source));
   if (!tile) {
@@ -50,6 +54,7 @@ export function addTile(identity, source, label, stream, muted) {
   tile.setAttribute("aria-label", label);
   const video = tile.querySelector("video");
   video.muted = !!muted;
+  if (identity !== state.identity) video.addEventListener("loadeddata", pictured, { once: true });
   setSource(video, stream);
   if (!muted && opts.devices.audiooutput && video.setSinkId) {
     video.setSinkId(opts.devices.audiooutput).catch(() => {});  // the speaker picked in prejoin
