@@ -3,8 +3,8 @@
 // runs when the page is parsed and this graph is in. The rest of the page (parley.js: controls,
 // contacts, direct messages, device pickers, prejoin, probes; then the add-ons) loads once the
 // first remote picture shows, or at once when there is none to wait for: loaded while the
-// call connected, its modules took the two cores that the connection needed (a cold join 50-70
-// ms slower on the call server, 20-30 on a mesh: docs/benchmarks.md, "Join time"). The meeting
+// call connected, its modules took the two cores that the connection needed (a cold call-server
+// join 0.84x as long without them, seven pairs: docs/benchmarks.md, "2026-12-05 (2)"). The meeting
 // is shown at once; its controls appear when they work. Any other page (the prejoin screen)
 // loads the rest at once and connects from parley.js, after its prejoin.
 import { connect, addonsAfter } from "./session.js";
