@@ -12,9 +12,9 @@ import { early, openSocket } from "./early.js";
 
 // The add-ons (parley-chat.js, parley-recording.js) are modules after parley.js: what is told
 // them before they run and listen (a late joiner's chat history) waits for them, in order, until
-// DOMContentLoaded or, on the meeting page, until start.js has loaded them, while the client itself handles every message at once (the join
-// it answers is on the path to the first frame; waiting for the page's last module cost it
-// 20-80 ms, docs/benchmarks.md "Join time").
+// DOMContentLoaded or, on the meeting page, until start.js has loaded them; the client itself
+// handles every message at once (the join it answers is on the path to the first frame; waiting
+// for the page's last module cost it 20-80 ms, docs/benchmarks.md "Join time").
 const addons = { ready: false, held: [] };
 let addonsLoaded = null;  // the meeting page's add-ons, which start.js loads after parley.js
 // start.js, as it runs (before DOMContentLoaded): the held messages wait for these add-ons

@@ -30,9 +30,11 @@ function setSource(video, stream) {
   video.play().catch(() => {});
 }
 
-// Resolves when the first remote video shows a picture (start.js loads the rest of the page then).
+// Resolves when the first remote video shows a picture (start.js loads the rest of the page
+// then); later tiles are not watched for it.
 let pictured = null;
 export const firstPicture = new Promise((resolve) => { pictured = resolve; });
+firstPicture.then(() => { pictured = null; });
 
 export function addTile(identity, source, label, stream, muted) {
   let tile = document.getElementById(tileId(identity, source));
@@ -54,7 +56,7 @@ export function addTile(identity, source, label, stream, muted) {
   tile.setAttribute("aria-label", label);
   const video = tile.querySelector("video");
   video.muted = !!muted;
-  if (identity !== state.identity) video.addEventListener("loadeddata", pictured, { once: true });
+  if (pictured && identity !== state.identity) video.addEventListener("loadeddata", pictured, { once: true });
   setSource(video, stream);
   if (!muted && opts.devices.audiooutput && video.setSinkId) {
     video.setSinkId(opts.devices.audiooutput).catch(() => {});  // the speaker picked in prejoin
