@@ -503,6 +503,12 @@ class Participant:
                                "estimateKbps": round(estimate / 1000)})
                     dt.reported = True
                 continue
+            if (not usable and isinstance(before_layer, RungLayer) and not before_layer.dead
+                    and tx is not None):
+                # its transcoder went quiet but only ``Transcoding.tick`` declares it lost (a
+                # new route has a grace): the leg waits for that verdict, then ``_fall_back``
+                # moves it with its reason; moved here, it went as a plain "fits"
+                continue
             self.needs.pop(dt.up.track_id, None)
             if not self.decodes(dt.up):
                 continue  # nothing it can decode until the meeting's transcoder answers

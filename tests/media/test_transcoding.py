@@ -370,9 +370,10 @@ async def test_a_killed_transcoder_sends_its_subscribers_back_to_the_original(
                        "the original again after the transcoder died")
         back = capped.first_after("pub-camera", killed_at, lambda h: h == SOURCE[1])
         me = server.participants[capped.pid]
-        last = [e for e in me.events if e["type"] == "layer"][-1]
-        assert (last["reason"], last["transcoded"], last["index"]) == (
-            "transcoder_lost", False, 0)
+        layers = [e for e in me.events if e["type"] == "layer"]
+        last = layers[-1]
+        assert (last["reason"], last.get("transcoded"), last["index"]) == (
+            "transcoder_lost", False, 0), json.dumps(layers)
         assert REGISTRY.get_sample_value("parley_media_transcoder_fallbacks_total",
                                          {"to": "layer"}) == before + 1
         assert not server.transcoding.routes and me.needs == {}
