@@ -503,8 +503,8 @@ class Participant:
                                "estimateKbps": round(estimate / 1000)})
                     dt.reported = True
                 continue
-            if (not usable and isinstance(before_layer, RungLayer) and not before_layer.dead
-                    and tx is not None):
+            if not usable and isinstance(before_layer, RungLayer) \
+                    and not before_layer.route.closed:
                 # its transcoder went quiet but only ``Transcoding.tick`` declares it lost (a
                 # new route has a grace): the leg waits for that verdict, then ``_fall_back``
                 # moves it with its reason; moved here, it went as a plain "fits"
@@ -604,7 +604,11 @@ class Participant:
         at once (a subscriber that cannot decode it waits, paused, for a transcoder); each
         move is a ``layer`` event with reason ``transcoder_lost`` and a metric."""
         for dt in self.downtracks.values():
-            out = dt.current
+            # the output it is moving to, else the one it gets: a leg that a congested move
+            # sent from one rung to another is still "on" the first (no longer an output, so
+            # never marked dead) until the second's keyframe, which a lost transcoder never
+            # sends; a leg already aimed at a layer (this fallback, a tick ago) has moved
+            out = dt.target or dt.layer
             if not isinstance(out, RungLayer) or not out.dead:
                 continue
             self.needs.pop(dt.up.track_id, None)

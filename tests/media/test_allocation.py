@@ -85,3 +85,37 @@ def test_a_leg_off_its_rung_keeps_its_layer_while_the_total_fits_the_budget() ->
     assert plan({on_rung: 0, back: 0}, [audio, on_rung, back], 150_000.0, {}) == {
         on_rung: ninety, back: ninety}
     assert plan({on_rung: 0, back: 0}, [audio, on_rung, back], 250_000.0, {}) == {}
+
+
+def test_a_leg_between_two_rungs_falls_back_when_its_transcoder_is_lost() -> None:
+    """A congested move from one rung to another leaves the leg "on" the first until the
+    second's keyframe; the first is no longer an output, so a lost transcoder marks only the
+    second dead. The leg still falls back to the lowest layer, once, with ``transcoder_lost``
+    (it waited for that verdict forever: found in review, 2026-12-05)."""
+    from parley.media.participant import Participant
+
+    def rung(dead: bool) -> RungLayer:
+        out = RungLayer.__new__(RungLayer)
+        out.dead = dead
+        return out
+
+    lowest = SimpleNamespace(index=0, rid="q", height=180)
+    aimed: list[Any] = []
+
+    class Between:
+        up = SimpleNamespace(layers=[lowest], track_id="cam", owner="pub")
+        layer, target = rung(dead=False), rung(dead=True)
+
+        def aim(self, want: Any) -> bool:
+            aimed.append(want)
+            self.target = want
+            return True
+
+    events: list[dict[str, Any]] = []
+    me = SimpleNamespace(downtracks={"cam": Between()}, needs={"cam": "180p"},
+                         decodes=lambda up: True, push=events.append)
+    Participant._fall_back(me)  # type: ignore[arg-type]
+    Participant._fall_back(me)  # type: ignore[arg-type]  # the next tick: it has moved
+    assert aimed == [lowest] and me.needs == {}
+    assert [(e["reason"], e["transcoded"], e["index"]) for e in events] == [
+        ("transcoder_lost", False, 0)]
