@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.conftest import CHROMIUM_ARGS
-from tests.signaling.browser import as_user, close, open_client, stats, wait_media
+from tests.signaling.browser import as_user, close, goto_identity, open_client, stats, wait_media
 from tests.signaling.helpers import user_token
 
 pytestmark = pytest.mark.browser
@@ -91,18 +91,26 @@ def test_prejoin_with_the_camera_refused_joins_audio_only(
         close(host, guest)
 
 
-# The camera's answer comes only once the call-server join offer is out: a person still looking
-# at the permission prompt, or a slow camera. Deterministic, unlike racing the fake device.
-CAMERA_AFTER_SFU_JOIN = """(() => {
-  let release; const joined = new Promise((r) => { release = r; });
+def camera_after(message: str) -> str:
+    """An init script: the camera's answer comes only once the page has sent ``message`` (the
+    call-server join offer, a mesh offer): a person still looking at the permission prompt, or a
+    slow camera. Deterministic, unlike racing the fake device. ``window.__sent`` lists the
+    message types the page sent, with "camera" where getUserMedia answered."""
+    return """(() => {
+  const sent = window.__sent = [];
+  let release; const due = new Promise((r) => { release = r; });
   const send = WebSocket.prototype.send;
   WebSocket.prototype.send = function (data) {
-    try { if (JSON.parse(data).type === "sfu.join") release(); } catch { /* not JSON */ }
+    try { const type = JSON.parse(data).type; sent.push(type); if (type === "MESSAGE") release(); }
+    catch { /* not JSON */ }
     return send.call(this, data);
   };
   const md = navigator.mediaDevices; const gum = md.getUserMedia.bind(md);
-  md.getUserMedia = (c) => joined.then(() => gum(c));
-})()"""
+  md.getUserMedia = (c) => due.then(() => gum(c)).then((s) => { sent.push("camera"); return s; });
+})()""".replace("MESSAGE", message)
+
+
+CAMERA_AFTER_SFU_JOIN = camera_after("sfu.join")
 
 
 def test_a_call_server_link_joins_before_its_camera_opens(
@@ -158,6 +166,39 @@ def test_a_call_server_link_joins_before_its_camera_opens(
         assert [p["degradationPreference"] for p in params] == ["maintain-resolution"], params
     finally:
         close(host, *pages)
+
+
+def test_a_mesh_link_offers_before_its_camera_opens(
+        browser: Any, parley_server: Callable[..., str], uniq: Callable[[str], str]) -> None:
+    """A newcomer's mesh offer goes before its camera answers: its senders are offered without
+    tracks, the tracks go onto them once open (no second offer), with the room's caps, and the
+    other decodes them; the newcomer decodes the other meanwhile. Its own tile is first."""
+    base = parley_server()
+    room = uniq("early-mesh")
+    cam = "topology=p2p&w=320&h=240&fps=15"
+    host = open_client(browser, f"{base}/m/{room}?name=Host&{cam}")
+    context = browser.new_context(permissions=["camera", "microphone"])
+    context.add_init_script(camera_after("offer"))
+    sam = context.new_page()
+    try:
+        goto_identity(sam, f"{base}/m/{room}?name=Sam&{cam}")
+        host_id, sam_id = (p.evaluate("window.parley.state.identity") for p in (host, sam))
+        wait_media(sam, [(host_id, "video", "camera")])
+        wait_media(host, [(sam_id, "video", "camera"), (sam_id, "audio", "microphone")])
+        sent = sam.evaluate("window.__sent")
+        assert sent.index("offer") < sent.index("camera"), sent
+        assert sent.count("offer") == 1, sent  # the tracks went on without renegotiation
+        # the room's caps are on the camera's sender, set once its track came
+        config = sam.evaluate("window.parley.state.config")
+        params = sam.evaluate("window.parley.senderParameters()")
+        assert [p["encodings"][0]["maxBitrate"] for p in params] == [
+            config["bandwidthKbps"] * 1000], params
+        host.wait_for_selector(f".tile[data-participant='{sam_id}'][data-source=camera]"
+                               "[data-video=on]", timeout=10000)
+        first = sam.evaluate("document.querySelector('#tiles .tile').dataset.participant")
+        assert first == sam_id
+    finally:
+        close(host, sam)
 
 
 def test_two_participants_see_mute_and_raised_hand_and_the_phone_layout_fits(

@@ -4,6 +4,7 @@
 import { WATCH, local, log, opts, peers, send, server, state } from "./core.js";
 import { addTile, removeTile, removeTiles, setConn } from "./tiles.js";
 import { limitSenders, sfuTrack } from "./callserver.js";
+import { ensureLocalMedia, localMediaOpen } from "./capture.js";
 import { renderRoster } from "./people.js";
 
 const isTurn = (s) => [].concat(s.urls).some((u) => /^turns?:/.test(u));
@@ -42,6 +43,14 @@ function takeWarm(identity) {
   warm.delete(identity);
   return pc?.signalingState === "stable" ? pc : null;
 }
+// The stream a camera and microphone still opening are offered in (Peer.offerMediaToCome),
+// announced as the camera: the tracks put on its senders later show in that tile at the other end.
+let toCome = null;
+function cameraToCome() {
+  if (!toCome) { toCome = new MediaStream(); local.sources[toCome.id] = "camera"; }
+  return toCome;
+}
+
 const candType = (line) => (/ typ (\w+)/.exec(line || "") || [])[1];
 function stripDirect(sdp) {
   return sdp.split("\r\n").filter((l) => !l.startsWith("a=candidate:")
@@ -189,12 +198,31 @@ export class Peer {
   addLocalTracks() {
     const streams = [local.stream, local.screen].filter(Boolean);
     for (const s of streams) for (const t of s.getTracks()) this.pc.addTrack(t, s);
+    if (!localMediaOpen()) this.offerMediaToCome();
     // Always be able to receive audio and video even when not sending them.
     const kinds = this.pc.getTransceivers().map((t) => t.receiver.track.kind);
     for (const kind of ["audio", "video"]) {
       if (!kinds.includes(kind)) this.pc.addTransceiver(kind, { direction: "recvonly" });
     }
     this.applyConfig();
+  }
+
+  // A newcomer's offer does not wait for its camera and microphone (a real camera takes
+  // 0.2-1 s to open; the fake one here was still opening at "joined" in half the joins of
+  // bench/join_time, 30 ms on median): their senders are offered without tracks and get them
+  // when open (replaceTrack: no renegotiation), as a call-server join does (SfuSession.attach).
+  // Meanwhile the other's video comes in. A kind refused stays a sender with nothing to send.
+  offerMediaToCome() {
+    const awaiting = ["audio", "video"].filter((k) => opts[k]).map((kind) =>
+      this.pc.addTransceiver(kind, { direction: "sendrecv", streams: [cameraToCome()] }));
+    ensureLocalMedia().then(async () => {
+      for (const tr of awaiting) {
+        const track = local.stream?.getTracks().find((t) => t.kind === tr.receiver.track.kind);
+        if (!track || this.pc.signalingState === "closed") continue;
+        await tr.sender.replaceTrack(track).catch((err) => log("attach", err));
+      }
+      if (state.config && this.pc.signalingState !== "closed") limitSenders(this.pc, state.config);
+    });
   }
 
   async negotiate() {
@@ -228,7 +256,9 @@ export class Peer {
     const sdp = this.blocked ? stripDirect(msg.sdp) : msg.sdp;
     await this.pc.setRemoteDescription({ type: msg.type, sdp });
     if (msg.type === "offer") {
-      if (!this.tracksAdded) { this.tracksAdded = true; this.addLocalTracks(); }
+      // an answer carries my tracks on the offer's own m-lines: it waits for them (a newcomer's
+      // camera still opening when someone offers at once)
+      if (!this.tracksAdded) { this.tracksAdded = true; await ensureLocalMedia(); this.addLocalTracks(); }
       await this.pc.setLocalDescription();
       send({ type: "answer", to: this.id, sdp: this.outSdp(), sources: local.sources,
              path: this.wirePath() });

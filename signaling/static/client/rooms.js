@@ -40,10 +40,8 @@ export async function onJoined(msg) {
   startTelemetry();
   for (const p of msg.participants) state.participants[p.identity] = p;
   if (msg.topology === "sfu") { renderRoster(); await startSfu("joined"); return; }
-  // a mesh offer carries my tracks; the self tile is drawn before any peer's, as before the
-  // join stopped waiting for the camera (test_active_speaker reads my own tile's highlight)
-  await ensureLocalMedia();
-  await showLocalMedia();
+  // the offers go now, with my camera and microphone if open, else as tracks to come
+  // (mesh.js offerMediaToCome); the self tile shows when they are (joinRoom), first in the grid
   for (const p of msg.participants) {
     const peer = peerFor(p.identity, p.name);   // the newcomer offers to everyone present
     peer.tracksAdded = true;

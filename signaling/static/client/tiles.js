@@ -48,7 +48,9 @@ export function addTile(identity, source, label, stream, muted) {
       + `<span class="mic-off">${icon("mic", true)}</span><span class="name"></span></div>`
       + `<div class="conn"></div>`;
     if (identity === state.identity) tile.classList.add("self");
-    $("#tiles").appendChild(tile);
+    // my camera's tile first, whether my camera opened before the others' pictures came or after
+    if (identity === state.identity && source === "camera") $("#tiles").prepend(tile);
+    else $("#tiles").appendChild(tile);
     tileSizes?.observe(tile);
   }
   tile.querySelector(".name").textContent = label;
