@@ -115,14 +115,19 @@ class SfuSession {
     await this.pc.setLocalDescription();
     // a layer is a resolution the call server picks for a tile: under CPU or bandwidth pressure
     // the browser drops frames, not lines, so the choice stays true. Not in the SDP, so set
-    // while the candidates gather: awaited before the description, it held the join offer
-    // 20-50 ms while the page's modules ran (bench/join_time)
+    // after the description: awaited before it, it held the join offer 20-50 ms while the
+    // page's modules ran (bench/join_time)
     for (const tr of cameras) {
       const p = tr.sender.getParameters();
       p.degradationPreference = "maintain-resolution";
       tr.sender.setParameters(p).catch((err) => console.log("[parley] degradation", err));
     }
-    await this.gathered(1500);  // the call server takes no trickled candidates: the first ones
+    // The offer goes at once, with no candidates, not once the first ones are gathered (5-40 ms
+    // after the description on a cold page: docs/benchmarks.md, "2026-12-05 (4)"). The call
+    // server's address is in its answer; this browser's checks reach it, and it learns the
+    // browser's address from them (a peer-reflexive candidate, RFC 8445 section 7.3.1.3), a
+    // NAT's or a TURN relay's alike, as ICE-lite servers do (mediasoup, Janus). A path the
+    // browser's own checks cannot open would not carry its media either.
     return { sdp: forCallServer(sameTrackIds(this.pc.localDescription.sdp)), sources: this.localSources() };
   }
 
@@ -169,26 +174,6 @@ class SfuSession {
       ? `video/${this.hooks.sendCodec}`.toLowerCase() : "video/vp8";
     const rank = (c) => (c.mimeType.toLowerCase() === send ? 0 : c.mimeType === "video/VP8" ? 1 : c.mimeType === "video/rtx" ? 2 : 3);
     try { tr.setCodecPreferences([...caps].sort((a, b) => rank(a) - rank(b))); } catch { /* */ }
-  }
-
-  // The join offer goes out with the first candidates, not after the whole gathering (STUN and
-  // TURN answers take round trips): the call server learns this browser's other addresses from
-  // its connectivity checks (peer-reflexive candidates, RFC 8445 section 7.3.1.3), the way it
-  // learns a NAT's. `settle` lets the host candidates of every interface, which come within a
-  // millisecond or two of each other, join the first one (20 ms until 2026-12-03: on the join's
-  // path, and nothing came in it but them); `ms` bounds the wait when none comes.
-  gathered(ms, settle = 5) {
-    if (this.pc.iceGatheringState === "complete") return Promise.resolve();
-    return new Promise((resolve) => {
-      const timer = setTimeout(resolve, ms);
-      const done = () => { clearTimeout(timer); resolve(); };
-      this.pc.addEventListener("icegatheringstatechange", () => {
-        if (this.pc.iceGatheringState === "complete") done();
-      });
-      this.pc.addEventListener("icecandidate", ({ candidate }) => {
-        if (candidate) setTimeout(done, settle);
-      }, { once: true });
-    });
   }
 
   async onJoined(msg) {

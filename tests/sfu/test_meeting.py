@@ -210,3 +210,32 @@ def test_a_newcomer_takes_the_m_lines_a_leaver_left(
         assert tile.evaluate("(v) => v.videoWidth") > 0
     finally:
         close(*[p for p in (host, first, second) if p is not None])
+
+
+@pytest.mark.turn
+@pytest.mark.parametrize("transports", [("udp", "tcp"), ("tcp",)], ids=["udp+tcp", "tcp-only"])
+def test_relay_only_browsers_reach_the_call_server_through_coturn(
+        browser, parley_server: Callable[..., str], turn: tuple[str, str],
+        transports: tuple[str, ...]) -> None:
+    """Relay-only ICE to the call server through coturn (with TCP the only TURN URI, a firewall
+    that passes only TCP). The join offer carries no candidates: the call server learns each
+    browser's relayed address from its checks, and the media flows both ways over the relay."""
+    uri, secret = turn
+    base = parley_server({"PARLEY_TURN_URIS": ",".join(f"{uri}?transport={t}"
+                                                      for t in transports),
+                          "PARLEY_TURN_SECRET": secret})
+    room = "sfu-relay-" + "-".join(transports)
+    names = ["r1", "r2"]
+    pages = [open_client(browser, f"{base}/m/{room}?name={n}&user={n}&topology=sfu&relay=1&{CAM}")
+             for n in names]
+    try:
+        for me, page in zip(names, pages, strict=True):
+            got = wait_media(page, everyone_else(names, me))
+            assert got["topology"] == "sfu"
+            pairs = [p for p in got["candidatePairs"] if p["participant"] == "call-server"]
+            assert pairs and all(p["local"] == "relay" and p["relayProtocol"] in transports
+                                 for p in pairs), got["candidatePairs"]
+            if transports == ("tcp",):
+                assert {p["relayProtocol"] for p in pairs} == {"tcp"}
+    finally:
+        close(*pages)
