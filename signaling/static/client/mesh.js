@@ -24,24 +24,52 @@ function iceConfig(path) {
 }
 const startPath = () => (opts.relay ? "relay" : "direct");
 
+// My camera, microphone and screen on a connection.
+const myTracks = () => [local.stream, local.screen].filter(Boolean)
+  .flatMap((s) => s.getTracks().map((t) => [t, s]));
+
+// The room's caps on my video senders and its common codecs first on every transceiver.
+function configure(pc, cfg) {
+  limitSenders(pc, cfg);
+  for (const tr of pc.getTransceivers()) {
+    const kind = tr.receiver.track.kind;
+    const caps = RTCRtpReceiver.getCapabilities(kind)?.codecs || [];
+    const rank = (c) => { const i = cfg.codecs.indexOf(c.mimeType.split("/")[1]); return i < 0 ? 99 : i; };
+    try { tr.setCodecPreferences([...caps].sort((a, b) => rank(a) - rank(b))); } catch { /* stopped */ }
+  }
+}
+
 // A participant already in a mesh room makes its connection to a newcomer when it joins
 // (participant.joined), so the candidates are gathered while the newcomer's offer is on its
-// way (docs/benchmarks.md, "Join time"); the pair's Peer takes it when that offer comes.
+// way (docs/benchmarks.md, "Join time"); the pair's Peer takes it when that offer comes. My
+// tracks go on it then too, with the room's caps and codec order: the offer's m-lines take them
+// (a track added before a remote offer goes on its first m-line of that kind, JSEP section
+// 5.10), so the answer makes none of those calls, each of which waited 1-33 ms for the busy
+// WebRTC thread on its way (docs/benchmarks.md, "2026-12-05 (3)").
 const warm = new Map();  // identity -> RTCPeerConnection not yet a Peer's
 export function warmPeer(identity) {
   if (state.topology !== "p2p" || identity === state.identity || peers.has(identity)
       || warm.has(identity)) return;
-  warm.set(identity, new RTCPeerConnection(iceConfig(startPath())));
+  const pc = new RTCPeerConnection(iceConfig(startPath()));
+  if (localMediaOpen()) {
+    for (const [t, s] of myTracks()) pc.addTrack(t, s);
+    if (state.config) configure(pc, state.config);
+  }
+  warm.set(identity, pc);
 }
 export function dropWarm(identity) {
   for (const id of identity === undefined ? [...warm.keys()] : [identity]) {
     warm.get(id)?.close(); warm.delete(id);
   }
 }
+// the warm connection, unless it is spent or carries tracks I no longer send (a device switched)
 function takeWarm(identity) {
   const pc = warm.get(identity);
   warm.delete(identity);
-  return pc?.signalingState === "stable" ? pc : null;
+  const mine = myTracks().map(([t]) => t);
+  if (pc?.signalingState === "stable" && pc.getSenders().every((x) => mine.includes(x.track))) return pc;
+  pc?.close();
+  return null;
 }
 // The stream a camera and microphone still opening are offered in (Peer.offerMediaToCome),
 // announced as the camera: the tracks put on its senders later show in that tile at the other end.
@@ -69,7 +97,11 @@ export class Peer {
     this.fallback = { path: this.path, reason: null, startedAt: performance.now(),
                       escalatedAt: null, connectedAt: null, drops: 0, restarts: 0 };
     this.dropTimes = []; this.timer = null;
-    this.pc = takeWarm(identity) || new RTCPeerConnection(iceConfig(this.path));
+    const warmed = takeWarm(identity);
+    this.pc = warmed || new RTCPeerConnection(iceConfig(this.path));
+    // a warm connection with my tracks on it: the answer carries them as they are, and the
+    // config is applied again after it (it may have changed since: the newcomer's codecs)
+    this.tracksAdded = this.configureAfterAnswer = !!warmed?.getSenders().length;
     this.pc.onicecandidate = ({ candidate }) => {
       if (candidate && this.blocked && candidate.type !== "relay") return;
       send({ type: "ice", to: this.id, candidate: candidate ? candidate.toJSON() : null });
@@ -196,8 +228,7 @@ export class Peer {
   }
 
   addLocalTracks() {
-    const streams = [local.stream, local.screen].filter(Boolean);
-    for (const s of streams) for (const t of s.getTracks()) this.pc.addTrack(t, s);
+    for (const [t, s] of myTracks()) this.pc.addTrack(t, s);
     if (!localMediaOpen()) this.offerMediaToCome();
     // Always be able to receive audio and video even when not sending them.
     const kinds = this.pc.getTransceivers().map((t) => t.receiver.track.kind);
@@ -262,6 +293,7 @@ export class Peer {
       await this.pc.setLocalDescription();
       send({ type: "answer", to: this.id, sdp: this.outSdp(), sources: local.sources,
              path: this.wirePath() });
+      if (this.configureAfterAnswer) { this.configureAfterAnswer = false; this.applyConfig(); }
     }
     this.iceStarted();
   }
@@ -302,15 +334,8 @@ export class Peer {
   applyConfig() {
     const cfg = state.config;
     if (!cfg) return;
-    limitSenders(this.pc, cfg);
+    configure(this.pc, cfg);
     if (this.pairSfu) limitSenders(this.pairSfu.pc, cfg);
-    // Codec order: the room's common codecs first.
-    for (const tr of this.pc.getTransceivers()) {
-      const kind = tr.receiver.track.kind;
-      const caps = RTCRtpReceiver.getCapabilities(kind)?.codecs || [];
-      const rank = (c) => { const i = cfg.codecs.indexOf(c.mimeType.split("/")[1]); return i < 0 ? 99 : i; };
-      try { tr.setCodecPreferences([...caps].sort((a, b) => rank(a) - rank(b))); } catch { /* stopped */ }
-    }
     // A changed codec list (someone joined or announced fewer codecs) takes effect now, not
     // at some later negotiation: the impolite end renegotiates (codec preferences alone do
     // not fire negotiationneeded), perfect negotiation settles a crossing offer.
