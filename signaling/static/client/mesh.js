@@ -85,6 +85,33 @@ function stripDirect(sdp) {
     || candType(l) === "relay").join("\r\n");
 }
 
+// The bitrate the other end starts sending me video at. Chromium starts every connection at 300
+// kbit/s, audio included, and its encoder drops the first frames of a camera bigger than 320x240
+// while its share is under 300 kbit/s (libwebrtc's initial frame dropper): up to four frames,
+// 130 ms, then it starts smaller. In 1 of 3 cold p2p joins that held the first picture 100-170
+// ms after "connected" (bench/join_time, 2026-12-05 (4)). The room's link estimate, at most
+// START_KBPS, is the start instead; the bandwidth estimate takes over from there as before.
+const START_KBPS = 800;
+const startKbps = () => Math.min(START_KBPS, state.config?.bandwidthKbps || START_KBPS);
+const VIDEO_CODECS = ["VP8", "VP9", "H264", "AV1"];
+// x-google-start-bitrate on every video codec's format line of an SDP I send (the receiver of
+// it applies it to what it sends me)
+function withStartBitrate(sdp, kbps) {
+  const param = `x-google-start-bitrate=${kbps}`;
+  return sdp.split(/(?=\r\nm=)/).map((section) => {
+    if (!section.startsWith("\r\nm=video")) return section;
+    const pts = [...section.matchAll(/\r\na=rtpmap:(\d+) ([\w-]+)\//g)]
+      .filter((m) => VIDEO_CODECS.includes(m[2].toUpperCase())).map((m) => m[1]);
+    let out = section;
+    for (const pt of pts) {
+      const fmtp = new RegExp(`(\\r\\na=fmtp:${pt} [^\\r]*)`);
+      out = fmtp.test(out) ? out.replace(fmtp, `$1;${param}`)
+        : out.replace(new RegExp(`(\\r\\na=rtpmap:${pt} [^\\r]*)`), `$1\r\na=fmtp:${pt} ${param}`);
+    }
+    return out;
+  }).join("");
+}
+
 // Peers (perfect negotiation, https://w3c.github.io/webrtc-pc/#perfect-negotiation-example)
 export class Peer {
   constructor(identity, name) {
@@ -267,7 +294,7 @@ export class Peer {
 
   wirePath() { return this.icePath === "relay" ? "relay" : "direct"; }
   outSdp() {
-    const sdp = this.pc.localDescription.sdp;
+    const sdp = withStartBitrate(this.pc.localDescription.sdp, startKbps());
     return this.blocked ? stripDirect(sdp) : sdp;
   }
 
