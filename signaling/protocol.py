@@ -58,6 +58,7 @@ ERROR_CODES = {
     "not_joined": "the action needs a joined room",
     "already_joined": "join was sent while already in a room",
     "peer_not_in_room": "the target of an offer/answer/ice is not in the sender's room",
+    "not_mesh": "offer.standing in a room whose media goes through a call server",
     "room_full_p2p": "the room is at its peer-to-peer limit and p2p was requested",
     "room_full": "the room already has the participants it admits (its Meeting resource's "
                  "maxParticipants, else PARLEY_MAX_ROOM_SIZE)",
@@ -288,6 +289,8 @@ CLIENT_MESSAGES: dict[str, dict[str, tuple[Any, bool]]] = {
     "answer": {"to": (_ident, True), "sdp": (sdp, True), "sources": (_sources, False),
                "path": (_path, False)},
     "ice": {"to": (_ident, True), "candidate": (_candidate, True)},
+    # a mesh member's offer to whoever joins next (docs/signaling.md, "Standing offers")
+    "offer.standing": {"sdp": (sdp, True), "sources": (_sources, False)},
     "invite": {"to": (_ident, True)},
     "accept": {"callId": (_ident, True)},
     "reject": {"callId": (_ident, True)},

@@ -101,6 +101,7 @@ class Rooms:
         topology = msg.get("topology", "auto")
         members = await self.members(room)
         members.pop(s.identity, None)  # a reconnect of the same user replaces its old entry
+        await self.hub.store.hdel(f"standing:{room}", s.identity)  # and its old page's offer
         everyone = [Caps.from_fields(m["caps"]) for m in members.values()] + [s.caps]
         limit = 2 if room.startswith(CALL_ROOM_PREFIX) else mesh_limit(everyone)
         policy = await self.policy(room)
@@ -121,6 +122,7 @@ class Rooms:
                 task.add_done_callback(self._tasks.discard)
         current = await switching.room_topology(self.hub, room)
         sfu = current == switching.SFU or topology == "sfu" or len(everyone) > limit
+        standing = {} if sfu else await self._take_standing(room, members)
         if sfu:  # the media goes through a call server (signaling/sfu.py relays the session)
             placement = None
             if topology != "p2p":
@@ -139,23 +141,51 @@ class Rooms:
         s.room = room
         metrics.ROOMS_JOINED.labels("joined").inc()
         participants = [{"identity": m["identity"], "name": m["name"],
-                          **m.get("media", {"audio": True, "video": True})}
-                         for m in members.values()]
+                          **m.get("media", {"audio": True, "video": True}),
+                          **({"offer": standing[i]} if i in standing else {})}
+                         for i, m in members.items()]
         config = negotiate(everyone)
         s.send({"type": "joined", "room": room, "topology": "sfu" if sfu else "p2p",
                  "meshLimit": limit, "participants": participants, "config": config,
                  "ref": msg.id})
         announce = {"type": "participant.joined", "room": room,
                     "participant": {"identity": s.identity, "name": s.name, **s.media}}
-        for other in members:
-            await self.hub.presence.deliver(other, announce)
+        for other in members:  # "standing": the newcomer answers the offer it stood
+            await self.hub.presence.deliver(
+                other, {**announce, "standing": True} if other in standing else announce)
         self.hub.emit("participant.joined", room=room, call_id=call_of(room), data={
             "identity": s.identity, "name": s.name, "participants": len(members) + 1,
             "device": s.telemetry.device, "joinMs": int((time.monotonic() - started) * 1000)})
         await self._reconfigure(room, {**members, s.identity: entry})
+        if sfu:
+            await self.hub.store.delete(f"standing:{room}")  # no mesh offers on a call server
         if sfu and current != switching.SFU:  # the mesh grows past its limit: move everyone
             await switching.switch(self.hub, room, list(members),
                                    "requested" if topology == "sfu" else "threshold")
+
+    async def stand(self, s: Session, msg: Message) -> None:
+        """A mesh member's standing offer: its connection to whoever joins next, described and
+        gathered before they come, so a newcomer's ``joined`` carries it and the newcomer only
+        answers (no offer of its own, no answer to wait for: docs/signaling.md, "Standing
+        offers"). One per member, replaced by the next; a member keeps its offer's connection
+        until an answer comes for it."""
+        if s.room is None:
+            raise ProtocolError("not_joined", "offer.standing needs a joined room", msg.id)
+        if await switching.room_topology(self.hub, s.room) == switching.SFU:
+            raise ProtocolError("not_mesh", f"room '{s.room}' is on a call server", msg.id)
+        offer = {"sdp": msg["sdp"], "sources": msg.get("sources") or {}}
+        await self.hub.store.hset(f"standing:{s.room}", s.identity, json.dumps(offer))
+
+    async def _take_standing(self, room: str, members: dict[str, Any]) -> dict[str, Any]:
+        """The members' standing offers, each taken (gone from the store) for this one joiner;
+        the room's lock keeps two joiners from answering the same offer."""
+        taken = {}
+        for identity in members:
+            raw = await self.hub.store.hget(f"standing:{room}", identity)
+            if raw is not None:
+                await self.hub.store.hdel(f"standing:{room}", identity)
+                taken[identity] = json.loads(raw)
+        return taken
 
     async def policy(self, room: str) -> MeetingPolicy | None:
         """The policy the operator published for a Meeting's room, if the directory has one;
@@ -190,6 +220,7 @@ class Rooms:
         await self.hub.sfu.leave(s)
         async with self._locked(room):
             await self.hub.store.hdel(f"room:{room}", s.identity)
+            await self.hub.store.hdel(f"standing:{room}", s.identity)
             members = await self.members(room)
         gone = {"type": "participant.left", "room": room, "identity": s.identity}
         for other in members:

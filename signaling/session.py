@@ -356,6 +356,9 @@ class Session:
             await hub.rooms.update_caps(self, msg)
         elif t == "media":
             await hub.rooms.update_media(self, msg)
+        elif t == "offer.standing":
+            self._check_sdp(msg)
+            await hub.rooms.stand(self, msg)
         elif t in ("offer", "answer", "ice"):
             if t != "ice":
                 self._check_sdp(msg)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from tests.conftest import wait_until
-from tests.signaling.browser import close, inbound, open_client, wait_media
+from tests.signaling.browser import as_user, close, goto_identity, inbound, open_client, wait_media
 
 pytestmark = pytest.mark.browser
 
@@ -24,6 +25,56 @@ def test_one_to_one_room_decodes_video_and_receives_audio(
         assert all(r["bytesReceived"] > 0 for r in inbound(a, "bob"))
     finally:
         close(a, b)
+
+
+# Every message type the page sends, in order (window.__sent).
+SENT = """(() => {
+  const sent = window.__sent = [];
+  const send = WebSocket.prototype.send;
+  WebSocket.prototype.send = function (data) {
+    try { sent.push(JSON.parse(data).type); } catch { /* not JSON */ }
+    return send.call(this, data);
+  };
+})()"""
+STOOD = "window.__sent.filter((t) => t === 'offer.standing').length"
+
+
+def test_newcomers_answer_the_standing_offers_of_those_present(
+        browser, parley_server: Callable[..., str]) -> None:
+    """Each member stands an offer for whoever joins next (docs/signaling.md, "Standing
+    offers"): a newcomer answers those in its `joined` and sends no offer of its own; the
+    members stand again; a third newcomer answers both."""
+    base = parley_server()
+
+    def join(name: str) -> Any:
+        context = browser.new_context(permissions=["camera", "microphone"])
+        context.add_init_script(SENT)
+        return goto_identity(context.new_page(),
+                             as_user(f"{base}/m/standing?name={name}&user={name}&bw=1500"))
+
+    ann = join("ann")
+    pages = [ann]
+    try:
+        ann.wait_for_function(f"{STOOD} === 1", timeout=10000)
+        ben = join("ben")
+        pages.append(ben)
+        wait_media(ben, [("ann", "video", "camera"), ("ann", "audio", "microphone")])
+        wait_media(ann, [("ben", "video", "camera"), ("ben", "audio", "microphone")])
+        sent = ben.evaluate("window.__sent")
+        assert "offer" not in sent and sent.count("answer") == 1, sent
+        assert "answer" not in ann.evaluate("window.__sent")  # her offer was answered
+        ann.wait_for_function(f"{STOOD} === 2", timeout=10000)  # handed over: another
+        ben.wait_for_function(f"{STOOD} === 1", timeout=10000)
+        cat = join("cat")
+        pages.append(cat)
+        for me, page in (("ann", ann), ("ben", ben), ("cat", cat)):
+            others = [o for o in ("ann", "ben", "cat") if o != me]
+            wait_media(page, [(o, "video", "camera") for o in others]
+                       + [(o, "audio", "microphone") for o in others])
+        sent = cat.evaluate("window.__sent")
+        assert "offer" not in sent and sent.count("answer") == 2, sent
+    finally:
+        close(*pages)
 
 
 def test_three_party_mesh_everyone_decodes_everyone(

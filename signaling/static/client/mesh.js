@@ -17,8 +17,8 @@ export const hasTurn = () => state.iceServers.some(isTurn);
 // candidates of its own before the answer drops it (a join trickled 8 UDP host candidates, not
 // 4, each an addIceCandidate at the other end: bench/join_time, 2026-12-05), and a relayed pair
 // makes one TURN allocation, not two.
-function iceConfig(path) {
-  const both = { iceCandidatePoolSize: 1, bundlePolicy: "max-bundle" };
+function iceConfig(path, pool = 1) {
+  const both = { iceCandidatePoolSize: pool, bundlePolicy: "max-bundle" };
   return path === "relay" ? { iceServers: state.iceServers, iceTransportPolicy: "relay", ...both }
     : { iceServers: state.iceServers.filter((s) => !isTurn(s)), iceTransportPolicy: "all", ...both };
 }
@@ -71,7 +71,82 @@ function takeWarm(identity) {
   pc?.close();
   return null;
 }
-// The stream a camera and microphone still opening are offered in (Peer.offerMediaToCome),
+// My standing offer (docs/signaling.md, "Standing offers"): a connection to whoever joins next,
+// with my tracks, described and gathered while no one is joining; the server hands its offer to
+// the next newcomer in its "joined", and tells me so in "participant.joined" (standing: true),
+// when the connection waits for that newcomer's answer (answering); the next is made shortly
+// after that newcomer is connected (or STAND_AFTER_MS after the hand-over, if sooner). A
+// newcomer then neither makes an offer nor waits for one to be answered: a p2p join's path
+// loses the offer's description and the answering page's work (bench/join_time, 2026-12-05
+// (4)). Made a while after my own join, off the cores a join in progress needs; none for the
+// test hooks that filter candidates per peer (blockDirect) or for relay-only pages.
+const STAND_AFTER_MS = 1500;
+const STAND_AGAIN_MS = 300;   // after the last one's connection is up
+let standing = null;  // RTCPeerConnection whose offer the server holds (or is being sent)
+let standTimer = null;
+const answering = new Map();  // identity -> my standing connection, handed to that newcomer
+export function standLater(ms = STAND_AFTER_MS) {
+  clearTimeout(standTimer);
+  standTimer = setTimeout(stand, ms);
+}
+async function stand() {
+  const wanted = () => !standing && state.room && state.topology === "p2p"
+    && !opts.relay && !opts.blockDirect.size;
+  if (!wanted()) return;
+  await ensureLocalMedia();
+  if (!wanted()) return;
+  const pc = standing = new RTCPeerConnection(iceConfig("direct"));
+  if (local.stream) for (const t of local.stream.getTracks()) pc.addTrack(t, local.stream);
+  const kinds = pc.getTransceivers().map((t) => t.receiver.track.kind);
+  for (const kind of ["audio", "video"]) {
+    if (!kinds.includes(kind)) pc.addTransceiver(kind, { direction: "recvonly" });
+  }
+  if (state.config) configure(pc, state.config);
+  await pc.setLocalDescription();
+  await gathered(pc, 1000);  // every candidate in the offer: no one to trickle them to yet
+  if (standing !== pc) return;  // dropped meanwhile (I left, the room moved to a call server)
+  send({ type: "offer.standing", sdp: withStartBitrate(pc.localDescription.sdp, startKbps()),
+         sources: local.sources });
+}
+// the newcomer the server gave my standing offer to: its answer comes to this connection
+export function handOver(identity) {
+  if (!standing) return;
+  answering.get(identity)?.close();
+  answering.set(identity, standing);
+  standing = null;
+  standLater();  // at the latest: at once when that newcomer's connection is up (Peer)
+}
+// no more standing offer (I leave, the room moves to a call server)
+export function dropStanding() {
+  clearTimeout(standTimer);
+  standing?.close(); standing = null;
+  for (const pc of answering.values()) pc.close();
+  answering.clear();
+}
+// my standing connection handed to this newcomer, with the tracks I send now (a device
+// switched since it was made) and my screen, if shared (added: it renegotiates once answered)
+function takeAnswering(identity) {
+  const pc = answering.get(identity);
+  answering.delete(identity);
+  if (!pc || pc.signalingState !== "have-local-offer") { pc?.close(); return null; }
+  for (const sender of pc.getSenders()) {
+    const now = local.stream?.getTracks().find((t) => t.kind === sender.track?.kind);
+    if (sender.track && now && now !== sender.track) sender.replaceTrack(now).catch(() => {});
+  }
+  for (const t of local.screen?.getTracks() || []) pc.addTrack(t, local.screen);
+  return pc;
+}
+function gathered(pc, ms) {
+  if (pc.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    setTimeout(resolve, ms);
+    pc.addEventListener("icegatheringstatechange", () => {
+      if (pc.iceGatheringState === "complete") resolve();
+    });
+  });
+}
+
+// The stream a camera and microphone still opening are sent in (Peer.mediaToCome),
 // announced as the camera: the tracks put on its senders later show in that tile at the other end.
 let toCome = null;
 function cameraToCome() {
@@ -114,7 +189,10 @@ function withStartBitrate(sdp, kbps) {
 
 // Peers (perfect negotiation, https://w3c.github.io/webrtc-pc/#perfect-negotiation-example)
 export class Peer {
-  constructor(identity, name) {
+  // pooled: false for a connection that answers an offer at once (a standing one): a pool still
+  // gathering when the answer is described gave a connection with no candidate at all in 1 of
+  // 12 joins (and 2 of 30 on 2026-12-03): its pair could only fall back, after 4 s
+  constructor(identity, name, pooled = true) {
     this.id = identity; this.name = name;
     this.polite = state.identity > identity;
     this.makingOffer = false; this.ignoreOffer = false;
@@ -124,10 +202,12 @@ export class Peer {
     this.fallback = { path: this.path, reason: null, startedAt: performance.now(),
                       escalatedAt: null, connectedAt: null, drops: 0, restarts: 0 };
     this.dropTimes = []; this.timer = null;
-    const warmed = takeWarm(identity);
-    this.pc = warmed || new RTCPeerConnection(iceConfig(this.path));
-    // a warm connection with my tracks on it: the answer carries them as they are, and the
-    // config is applied again after it (it may have changed since: the newcomer's codecs)
+    const offered = takeAnswering(identity);
+    this.standing = !!offered;  // my standing offer's connection: the next is made once it is up
+    const warmed = offered || takeWarm(identity);
+    this.pc = warmed || new RTCPeerConnection(iceConfig(this.path, pooled ? 1 : 0));
+    // a warm or standing connection with my tracks on it: the answer carries them as they are,
+    // and the config is applied again once stable (it may have changed: the newcomer's codecs)
     this.tracksAdded = this.configureAfterAnswer = !!warmed?.getSenders().length;
     this.pc.onicecandidate = ({ candidate }) => {
       if (candidate && this.blocked && candidate.type !== "relay") return;
@@ -136,6 +216,9 @@ export class Peer {
     this.pc.ontrack = (e) => this.onTrack(e);
     this.pc.onconnectionstatechange = () => {
       setConn(this.id, this.pc.connectionState); renderRoster(); this.watch();
+      // the next standing offer once this one's media flows, not while it starts (its first
+      // frame and the next description would share the cores)
+      if (this.standing && this.pc.connectionState === "connected") standLater(STAND_AGAIN_MS);
     };
     // An offer being made (a newcomer's first, rooms.js) covers the change: the browser asks
     // again on the return to stable if one is still needed.
@@ -251,12 +334,13 @@ export class Peer {
 
   usePath(path) {
     this.path = this.icePath = path;
-    this.pc.setConfiguration(iceConfig(path));
+    // the pool's size cannot change once described (it differs: a standing offer's answer)
+    this.pc.setConfiguration(iceConfig(path, this.pc.getConfiguration().iceCandidatePoolSize));
   }
 
   addLocalTracks() {
     for (const [t, s] of myTracks()) this.pc.addTrack(t, s);
-    if (!localMediaOpen()) this.offerMediaToCome();
+    if (!localMediaOpen()) this.mediaToCome();
     // Always be able to receive audio and video even when not sending them.
     const kinds = this.pc.getTransceivers().map((t) => t.receiver.track.kind);
     for (const kind of ["audio", "video"]) {
@@ -265,14 +349,23 @@ export class Peer {
     this.applyConfig();
   }
 
-  // A newcomer's offer does not wait for its camera and microphone (a real camera takes
-  // 0.2-1 s to open; the fake one here was still opening at "joined" in half the joins of
-  // bench/join_time, 30 ms on median): their senders are offered without tracks and get them
-  // when open (replaceTrack: no renegotiation), as a call-server join does (SfuSession.attach).
+  // A newcomer's offer or answer does not wait for its camera and microphone (a real camera
+  // takes 0.2-1 s to open; the fake one here was still opening at "joined" in half the joins
+  // of bench/join_time, 30 ms on median): their senders go without tracks and get them when
+  // open (replaceTrack: no renegotiation), as a call-server join does (SfuSession.attach). An
+  // answer turns the offer's m-line of each kind into a sender, an offer adds one per kind.
   // Meanwhile the other's video comes in. A kind refused stays a sender with nothing to send.
-  offerMediaToCome() {
-    const awaiting = ["audio", "video"].filter((k) => opts[k]).map((kind) =>
-      this.pc.addTransceiver(kind, { direction: "sendrecv", streams: [cameraToCome()] }));
+  mediaToCome() {
+    const answer = this.pc.signalingState === "have-remote-offer";
+    const awaiting = ["audio", "video"].filter((k) => opts[k]).map((kind) => {
+      if (!answer) return this.pc.addTransceiver(kind, { direction: "sendrecv", streams: [cameraToCome()] });
+      const tr = this.pc.getTransceivers().find((t) => t.receiver.track.kind === kind
+        && t.mid !== null && !t.sender.track && t.direction === "recvonly");
+      if (!tr) return null;
+      tr.direction = "sendrecv";
+      tr.sender.setStreams(cameraToCome());
+      return tr;
+    }).filter(Boolean);
     ensureLocalMedia().then(async () => {
       for (const tr of awaiting) {
         const track = local.stream?.getTracks().find((t) => t.kind === tr.receiver.track.kind);
@@ -314,13 +407,14 @@ export class Peer {
     const sdp = this.blocked ? stripDirect(msg.sdp) : msg.sdp;
     await this.pc.setRemoteDescription({ type: msg.type, sdp });
     if (msg.type === "offer") {
-      // an answer carries my tracks on the offer's own m-lines: it waits for them (a newcomer's
-      // camera still opening when someone offers at once)
-      if (!this.tracksAdded) { this.tracksAdded = true; await ensureLocalMedia(); this.addLocalTracks(); }
+      // an answer carries my tracks on the offer's own m-lines (or theirs to come: mediaToCome)
+      if (!this.tracksAdded) { this.tracksAdded = true; this.addLocalTracks(); }
       await this.pc.setLocalDescription();
       send({ type: "answer", to: this.id, sdp: this.outSdp(), sources: local.sources,
              path: this.wirePath() });
-      if (this.configureAfterAnswer) { this.configureAfterAnswer = false; this.applyConfig(); }
+    }
+    if (this.configureAfterAnswer && this.pc.signalingState === "stable") {
+      this.configureAfterAnswer = false; this.applyConfig();
     }
     this.iceStarted();
   }
@@ -378,10 +472,10 @@ export class Peer {
   }
 }
 
-export function peerFor(identity, name) {
+export function peerFor(identity, name, pooled = true) {
   let peer = peers.get(identity);
   if (!peer) {
-    peer = new Peer(identity, name || state.participants[identity]?.name || identity);
+    peer = new Peer(identity, name || state.participants[identity]?.name || identity, pooled);
     peers.set(identity, peer);
   }
   return peer;
@@ -389,6 +483,7 @@ export function peerFor(identity, name) {
 
 export function dropPeer(identity) {
   dropWarm(identity);
+  answering.get(identity)?.close(); answering.delete(identity);
   peers.get(identity)?.close();
   peers.delete(identity);
   delete state.participants[identity];

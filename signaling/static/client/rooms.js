@@ -2,7 +2,7 @@
 // session), leaving, and the move of a mesh room to a call server (sfu.start).
 import { peers, send, server, setStatus, state, opts } from "./core.js";
 import { capabilities, ensureLocalMedia, showLocalMedia } from "./media.js";
-import { dropPeer, peerFor } from "./mesh.js";
+import { dropPeer, dropStanding, peerFor, standLater } from "./mesh.js";
 import { startSfu } from "./callserver.js";
 import { startTelemetry, stopTelemetry } from "./telemetry.js";
 import { renderRoster } from "./people.js";
@@ -29,6 +29,7 @@ export function leaveRoom(tellServer = true) {
   for (const id of [...peers.keys()]) dropPeer(id);
   for (const id of Object.keys(state.participants)) dropPeer(id);
   server.sfu?.close(); server.sfu = null;
+  dropStanding();
   stopTelemetry();
   if (state.room && tellServer) send({ type: "leave" });
   state.room = null; state.topology = null;
@@ -40,14 +41,19 @@ export async function onJoined(msg) {
   startTelemetry();
   for (const p of msg.participants) state.participants[p.identity] = p;
   if (msg.topology === "sfu") { renderRoster(); await startSfu("joined"); return; }
-  // the offers go now, with my camera and microphone if open, else as tracks to come
-  // (mesh.js offerMediaToCome); the self tile shows when they are (joinRoom), first in the grid
+  // the answers and offers go now, with my camera and microphone if open, else as tracks to
+  // come (mesh.js mediaToCome); the self tile shows when they are (joinRoom), first in the grid
   for (const p of msg.participants) {
-    const peer = peerFor(p.identity, p.name);   // the newcomer offers to everyone present
-    peer.tracksAdded = true;
+    const peer = peerFor(p.identity, p.name, !p.offer);
+    markMedia(p.identity, p);
+    if (p.offer) {  // its standing offer (mesh.js stand): I answer it
+      await peer.onDescription({ type: "offer", sdp: p.offer.sdp, sources: p.offer.sources });
+      continue;
+    }
+    peer.tracksAdded = true;   // else the newcomer offers
     peer.addLocalTracks();
     peer.negotiate();  // now, not a task later at negotiationneeded (it finds an offer made)
-    markMedia(p.identity, p);
   }
   renderRoster();
+  standLater();  // my own, for whoever joins next
 }

@@ -2,7 +2,7 @@
 // before it expires), the WebSocket, and the dispatch of every server message, one at a time.
 import { emit, log, opts, pathRoom, peers, send, server, setStatus, showError, socket, state } from "./core.js";
 import { joinRoom, onJoined } from "./rooms.js";
-import { dropPeer, dropWarm, peerFor, warmPeer } from "./mesh.js";
+import { dropPeer, dropStanding, dropWarm, handOver, peerFor, warmPeer } from "./mesh.js";
 import { onSfuMessage, startSfu } from "./callserver.js";
 import { onCallMessage } from "./calls.js";
 import { clientInfo, telemetry } from "./telemetry.js";
@@ -53,7 +53,8 @@ async function onMessage(msg) {
       scheduleRefresh(msg.expiresIn, true); break;
     case "participant.joined":
       state.participants[msg.participant.identity] = msg.participant;
-      warmPeer(msg.participant.identity);  // the newcomer's offer follows
+      // the newcomer answers my standing offer, or its own offer follows
+      if (msg.standing) handOver(msg.participant.identity); else warmPeer(msg.participant.identity);
       markMedia(msg.participant.identity, msg.participant); renderRoster(); break;
     case "participant.left": dropPeer(msg.identity); break;
     case "participant.media": {
@@ -68,7 +69,7 @@ async function onMessage(msg) {
       break;
     case "sfu.start":
       if (msg.pair) await onSfuMessage(msg);
-      else if (state.room === msg.room) { dropWarm(); await startSfu(msg.reason); }
+      else if (state.room === msg.room) { dropWarm(); dropStanding(); await startSfu(msg.reason); }
       break;
     case "sfu.joined": case "sfu.offer": case "sfu.layer": case "sfu.layers":
     case "sfu.unpublished":
