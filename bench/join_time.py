@@ -171,6 +171,10 @@ COMMON = [
 ]
 PHASES = {
     "p2p": [*COMMON,
+        # the member's standing offer came in "joined" (docs/signaling.md, "Standing offers")
+        ("standing offer answered (joined -> answer sent)", "recv.joined", "send.answer"),
+        ("ICE checks (answer sent -> ICE connected)", "send.answer", "ice.connected"),
+        # else the newcomer offers
         ("offer: joined -> offer sent", "recv.joined", "send.offer"),
         ("offer/answer round trip", "send.offer", "recv.answer"),
         ("ICE checks (answer -> ICE connected)", "recv.answer", "ice.connected"),
