@@ -177,13 +177,13 @@ class Rooms:
         await self.hub.store.hset(f"standing:{s.room}", s.identity, json.dumps(offer))
 
     async def _take_standing(self, room: str, members: dict[str, Any]) -> dict[str, Any]:
-        """The members' standing offers, each taken (gone from the store) for this one joiner;
-        the room's lock keeps two joiners from answering the same offer."""
+        """The members' standing offers, each taken (gone from the store) for this one joiner,
+        in one read; the room's lock keeps two joiners from answering the same offer. One of
+        someone no longer a member (its replica died) goes too."""
         taken = {}
-        for identity in members:
-            raw = await self.hub.store.hget(f"standing:{room}", identity)
-            if raw is not None:
-                await self.hub.store.hdel(f"standing:{room}", identity)
+        for identity, raw in (await self.hub.store.hgetall(f"standing:{room}")).items():
+            await self.hub.store.hdel(f"standing:{room}", identity)
+            if identity in members:
                 taken[identity] = json.loads(raw)
         return taken
 

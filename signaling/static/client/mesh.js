@@ -28,6 +28,14 @@ const startPath = () => (opts.relay ? "relay" : "direct");
 const myTracks = () => [local.stream, local.screen].filter(Boolean)
   .flatMap((s) => s.getTracks().map((t) => [t, s]));
 
+// Always able to receive audio and video, even when sending neither.
+function receiveBoth(pc) {
+  const kinds = pc.getTransceivers().map((t) => t.receiver.track.kind);
+  for (const kind of ["audio", "video"]) {
+    if (!kinds.includes(kind)) pc.addTransceiver(kind, { direction: "recvonly" });
+  }
+}
+
 // The room's caps on my video senders and its common codecs first on every transceiver.
 function configure(pc, cfg) {
   limitSenders(pc, cfg);
@@ -97,10 +105,7 @@ async function stand() {
   if (!wanted()) return;
   const pc = standing = new RTCPeerConnection(iceConfig("direct"));
   if (local.stream) for (const t of local.stream.getTracks()) pc.addTrack(t, local.stream);
-  const kinds = pc.getTransceivers().map((t) => t.receiver.track.kind);
-  for (const kind of ["audio", "video"]) {
-    if (!kinds.includes(kind)) pc.addTransceiver(kind, { direction: "recvonly" });
-  }
+  receiveBoth(pc);
   if (state.config) configure(pc, state.config);
   await pc.setLocalDescription();
   await gathered(pc, 1000);  // every candidate in the offer: no one to trickle them to yet
@@ -203,7 +208,7 @@ export class Peer {
                       escalatedAt: null, connectedAt: null, drops: 0, restarts: 0 };
     this.dropTimes = []; this.timer = null;
     const offered = takeAnswering(identity);
-    this.standing = !!offered;  // my standing offer's connection: the next is made once it is up
+    this.fromStanding = !!offered;  // my standing offer's: the next is made once it is up
     const warmed = offered || takeWarm(identity);
     this.pc = warmed || new RTCPeerConnection(iceConfig(this.path, pooled ? 1 : 0));
     // a warm or standing connection with my tracks on it: the answer carries them as they are,
@@ -218,7 +223,7 @@ export class Peer {
       setConn(this.id, this.pc.connectionState); renderRoster(); this.watch();
       // the next standing offer once this one's media flows, not while it starts (its first
       // frame and the next description would share the cores)
-      if (this.standing && this.pc.connectionState === "connected") standLater(STAND_AGAIN_MS);
+      if (this.fromStanding && this.pc.connectionState === "connected") standLater(STAND_AGAIN_MS);
     };
     // An offer being made (a newcomer's first, rooms.js) covers the change: the browser asks
     // again on the return to stable if one is still needed.
@@ -341,11 +346,7 @@ export class Peer {
   addLocalTracks() {
     for (const [t, s] of myTracks()) this.pc.addTrack(t, s);
     if (!localMediaOpen()) this.mediaToCome();
-    // Always be able to receive audio and video even when not sending them.
-    const kinds = this.pc.getTransceivers().map((t) => t.receiver.track.kind);
-    for (const kind of ["audio", "video"]) {
-      if (!kinds.includes(kind)) this.pc.addTransceiver(kind, { direction: "recvonly" });
-    }
+    receiveBoth(this.pc);
     this.applyConfig();
   }
 
